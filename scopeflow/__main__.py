@@ -1,0 +1,3 @@
+from scopeflow.cli import app
+
+app()

@@ -1,0 +1,87 @@
+"""Every error scopeflow raises on purpose derives from :class:`ScopeflowError`.
+
+ScopeflowError
+ ├── ConfigurationError        a setting, file or option is wrong; the message names the fix
+ │    └── MicroManagerNotInstalled   --mm-config given but no Micro-Manager found
+ ├── HardwareError             the microscope (or its driver) failed while doing something
+ ├── EnvelopeViolation         a command falls outside the safety envelope; nothing was done
+ ├── CommandConflict           a command id was reused with a different payload
+ ├── JournalError              the frame journal cannot be written or read
+ └── EdgeClientError           talking to an edge agent failed
+      ├── EdgeUnauthorized     the token is missing or wrong (HTTP 401)
+      ├── EdgeRejected         the edge refused the command (HTTP 4xx); ``detail`` says why
+      └── EdgeUnavailable      the edge could not be reached (connection refused, timeout)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommandConflict",
+    "ConfigurationError",
+    "EdgeClientError",
+    "EdgeRejected",
+    "EdgeUnauthorized",
+    "EdgeUnavailable",
+    "EnvelopeViolation",
+    "HardwareError",
+    "JournalError",
+    "MicroManagerNotInstalled",
+    "ScopeflowError",
+]
+
+
+class ScopeflowError(Exception):
+    """Root of every error scopeflow raises on purpose."""
+
+
+class ConfigurationError(ScopeflowError):
+    """Raised when a setting, a configuration file or a command-line option is invalid."""
+
+
+class MicroManagerNotInstalled(ConfigurationError):
+    """Raised when a Micro-Manager configuration is given but no Micro-Manager install is found."""
+
+
+class HardwareError(ScopeflowError):
+    """Raised when the microscope or its driver fails while executing a command."""
+
+
+class EnvelopeViolation(ScopeflowError):
+    """Raised when a command falls outside the safety envelope. Nothing moved, nothing queued.
+
+    ``limit`` names the envelope field, ``value`` the offending value.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: object) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+
+
+class CommandConflict(ScopeflowError):
+    """Raised when a command id that was already used arrives with a different payload."""
+
+
+class JournalError(ScopeflowError):
+    """Raised when the frame journal cannot be written or read."""
+
+
+class EdgeClientError(ScopeflowError):
+    """Raised by the edge client when a request to an edge agent fails."""
+
+
+class EdgeUnauthorized(EdgeClientError):
+    """Raised when the edge agent answers 401: pass the token from the edge's --token-file."""
+
+
+class EdgeRejected(EdgeClientError):
+    """Raised when the edge agent refuses a command (HTTP 4xx). ``detail`` holds its reason."""
+
+    def __init__(self, message: str, *, status_code: int, detail: object) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class EdgeUnavailable(EdgeClientError):
+    """Raised when the edge agent cannot be reached (refused connection, timeout, dropped link)."""

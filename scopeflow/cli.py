@@ -1,0 +1,110 @@
+"""The `scopeflow` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._errors import ScopeflowError
+from ._settings import load_settings
+
+app = typer.Typer(
+    help="scopeflow: smart-microscopy workflows (edge agent, flows, inference).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+edge_app = typer.Typer(help="The edge agent that runs on the acquisition PC.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+
+
+def _fail(exc: ScopeflowError) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@edge_app.command("serve")
+def edge_serve(
+    simulate: Annotated[
+        bool, typer.Option(help="Drive the built-in simulated microscope.")
+    ] = False,
+    mm_config: Annotated[
+        Path | None, typer.Option(help="Micro-Manager configuration file of a real microscope.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8765; 0 = any).")] = None,
+    stream_port: Annotated[int | None, typer.Option(help="Fast TCP stream port (0 = any).")] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Bearer token file (created if missing).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Journal and command-log root.")] = None,
+    envelope: Annotated[
+        Path | None, typer.Option(help="Safety envelope file (YAML or TOML).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    camera_size: Annotated[
+        int, typer.Option(help="Simulated camera width and height in pixels.")
+    ] = 2048,
+    time_scale: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (cell motion, division).")
+    ] = 1.0,
+) -> None:
+    """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
+    from tasks.hardware import EdgeServiceOptions, serve_edge
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings().edge
+    overrides = {
+        "host": host,
+        "port": port,
+        "stream_port": stream_port,
+        "token_file": token_file,
+        "data_dir": data_dir,
+        "envelope_file": envelope,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    options = EdgeServiceOptions(
+        simulate=simulate,
+        mm_config=mm_config,
+        seed=seed,
+        camera_width=camera_size,
+        camera_height=camera_size,
+        time_scale=time_scale,
+    )
+    try:
+        serve_edge(settings, options)
+    except ScopeflowError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    data_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path(
+        "scopeflow-data"
+    ),
+    camera_size: Annotated[int, typer.Option(help="Simulated camera size in pixels.")] = 2048,
+) -> None:
+    """Run the embedded demo on a simulated microscope, with nothing to set up."""
+    from ._demo import run_edge_demo
+
+    try:
+        summary = run_edge_demo(data_dir, camera_size=camera_size, quiet=as_json)
+    except ScopeflowError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(summary))
+
+
+@app.command()
+def version() -> None:
+    """Print the scopeflow version."""
+    from . import __version__
+
+    typer.echo(__version__)

@@ -1,0 +1,421 @@
+"""The edge agent: drives the microscope from an event queue, journals, then announces frames.
+
+Threads:
+- acquisition: pymmcore-plus `MDARunner` fed by an endless iterator over the event queue, so
+  events can be appended while a run is going on;
+- journal: writes each frame to the OME-Zarr journal, then publishes it to the `FrameHub`.
+Direct commands run on the caller's thread under the hardware lock the engine also holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import useq
+from pymmcore_plus import CMMCorePlus
+
+from scopeflow._errors import EnvelopeViolation, HardwareError
+from scopeflow._framing import Frame, checksum
+from scopeflow._protocol import (
+    CommandAck,
+    CommandRequest,
+    DoseAccount,
+    EdgeState,
+    FrameHeader,
+    MoveStage,
+    Pause,
+    Resume,
+    SetChannel,
+    SetExposure,
+    SetIllumination,
+    SetObjective,
+    StagePosition,
+    Stop,
+    SubmitEvents,
+    SubmitSequence,
+)
+from scopeflow._settings import EdgeServerSettings
+from tasks.storage import FrameJournal
+
+from ._command_log import CommandLog
+from ._engine import LockedMDAEngine
+from ._envelope import HardwareContext, SafetyEnvelope
+from ._hub import FrameHub
+
+__all__ = ["EdgeAgent", "TruthProvider"]
+
+log = logging.getLogger(__name__)
+
+TruthProvider = Callable[[tuple[float, float, float, float] | None, float | None], dict[str, Any]]
+
+_SHUTDOWN = object()
+_JOURNAL_QUEUE_FRAMES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    event: useq.MDAEvent
+    dose_mj: float
+
+
+class EdgeAgent:
+    """Owns the microscope core, the event queue, the journal and the frame hub."""
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        settings: EdgeServerSettings,
+        envelope: SafetyEnvelope,
+        *,
+        simulated: bool,
+        truth: TruthProvider | None = None,
+    ) -> None:
+        self.core = core
+        self.settings = settings
+        self.envelope = envelope
+        self.simulated = simulated
+        self._truth = truth
+        self.session_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.session_dir = settings.data_dir / "sessions" / self.session_id
+        self.journal = FrameJournal.create(
+            self.session_dir / "journal", compression=settings.journal_compression
+        )
+        self.commands = CommandLog(settings.data_dir / "commands.jsonl")
+        self.hub = FrameHub(self._read_back, settings.ring_mib * 1024 * 1024)
+
+        self._hw_lock = threading.RLock()
+        self._command_lock = threading.Lock()
+        self._events: queue.Queue[_Queued | object] = queue.Queue()
+        self._journal_q: queue.Queue[tuple[np.ndarray, dict[str, Any]] | object] = queue.Queue(
+            _JOURNAL_QUEUE_FRAMES
+        )
+        self._dose_lock = threading.Lock()
+        self._dose_used = 0.0
+        self._dose_reserved = 0.0
+        self._frames_acquired = 0
+        self._current: useq.MDAEvent | None = None
+        self._stop_run = threading.Event()
+        self._shutdown = threading.Event()
+        self.last_error: str | None = None
+
+        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock))
+        core.mda.events.frameReady.connect(self._on_frame)
+        self._acq_thread = threading.Thread(target=self._acquire_loop, name="acquire", daemon=True)
+        self._journal_thread = threading.Thread(
+            target=self._journal_loop, name="journal", daemon=True
+        )
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._journal_thread.start()
+        self._acq_thread.start()
+
+    def shutdown(self) -> None:
+        """Stop acquiring, write out every frame already taken, close the journal."""
+        if self._shutdown.is_set():
+            return
+        self._shutdown.set()
+        self._drop_queued()
+        self._events.put(_SHUTDOWN)
+        self.core.mda.cancel()
+        self._acq_thread.join(timeout=30)
+        self._journal_q.put(_SHUTDOWN)
+        self._journal_thread.join(timeout=60)
+        self.hub.close()
+        self.journal.close()
+        self.commands.close()
+        self.core.mda.events.frameReady.disconnect(self._on_frame)
+
+    # commands -------------------------------------------------------------------------------
+
+    def submit_events(self, request: SubmitEvents) -> CommandAck:
+        return self._run_command(request.command_id, request.model_dump_json(), request.events)
+
+    def submit_sequence(self, request: SubmitSequence) -> CommandAck:
+        events = list(request.sequence)
+        if events:
+            events[0] = events[0].model_copy(update={"reset_event_timer": True})
+        return self._run_command(request.command_id, request.model_dump_json(), events)
+
+    def _run_command(
+        self, command_id: str, payload: str, events: list[useq.MDAEvent]
+    ) -> CommandAck:
+        def enqueue() -> CommandAck:
+            context = self._hardware_context()
+            doses = self.envelope.check_events(events, context)
+            with self._dose_lock:
+                self.envelope.check_budget(self._dose_used, self._dose_reserved, sum(doses))
+                self._dose_reserved += sum(doses)
+            for event, dose in zip(events, doses, strict=True):
+                self._events.put(_Queued(event, dose))
+            return CommandAck(
+                command_id=command_id,
+                repeat=False,
+                queued_events=len(events),
+                queue_depth=self._events.qsize(),
+            )
+
+        with self._command_lock:
+            return self.commands.run_once(command_id, payload, enqueue)
+
+    def command(self, request: CommandRequest) -> CommandAck:
+        def execute() -> CommandAck:
+            detail = self._execute(request.command)
+            return CommandAck(
+                command_id=request.command_id,
+                repeat=False,
+                queue_depth=self._events.qsize(),
+                detail=detail,
+            )
+
+        with self._command_lock:
+            return self.commands.run_once(request.command_id, request.model_dump_json(), execute)
+
+    def _execute(self, command: object) -> str:
+        core, env = self.core, self.envelope
+        match command:
+            case MoveStage(x=x, y=y, z=z):
+                env.check_position(x, y, z, "move_stage")
+                with self._hw_lock, _hardware("move the stage"):
+                    if x is not None or y is not None:
+                        cx, cy = core.getXYPosition()
+                        core.setXYPosition(cx if x is None else x, cy if y is None else y)
+                    if z is not None:
+                        core.setPosition(z)
+                    core.waitForSystem()
+                return "stage moved"
+            case SetChannel(channel=channel):
+                env.check_channel(channel, "set_channel")
+                with self._hw_lock, _hardware("set the channel"):
+                    core.setConfig(self.settings.channel_group, channel)
+                return f"channel {channel}"
+            case SetExposure(exposure_ms=exposure):
+                env.check_exposure(exposure, "set_exposure")
+                with self._hw_lock, _hardware("set the exposure"):
+                    core.setExposure(exposure)
+                return f"exposure {exposure:g} ms"
+            case SetIllumination(intensity=intensity):
+                env.check_intensity(intensity, "set_illumination")
+                device, prop = self.settings.intensity_property
+                with self._hw_lock, _hardware("set the illumination"):
+                    core.setProperty(device, prop, intensity)
+                return f"intensity {intensity:g} %"
+            case SetObjective(objective=objective):
+                env.check_objective(objective, "set_objective")
+                with self._hw_lock, _hardware("switch the objective"):
+                    core.setConfig(self.settings.objective_group, objective)
+                    core.waitForSystem()
+                return f"objective {objective}"
+            case Pause():
+                self.core.mda.set_paused(True)
+                return "paused"
+            case Resume():
+                self.core.mda.set_paused(False)
+                return "resumed"
+            case Stop():
+                dropped = self._stop()
+                return f"stopped; {dropped} queued events dropped"
+        raise TypeError(f"unknown command {command!r}")  # pragma: no cover - the union is closed
+
+    def _stop(self) -> int:
+        dropped = self._drop_queued()
+        self._stop_run.set()
+        self.core.mda.set_paused(False)
+        self.core.mda.cancel()
+        return dropped
+
+    def _drop_queued(self) -> int:
+        dropped = 0
+        while True:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return dropped
+            if isinstance(item, _Queued):
+                dropped += 1
+                with self._dose_lock:
+                    self._dose_reserved -= item.dose_mj
+
+    # state ----------------------------------------------------------------------------------
+
+    def state(self) -> EdgeState:
+        core = self.core
+        x, y = core.getXYPosition()
+        runner = core.mda
+        if runner.is_paused():
+            run_state = "paused"
+        elif self._current is not None or self._events.qsize() > 0:
+            run_state = "acquiring"
+        else:
+            run_state = "idle"
+        device, prop = self.settings.intensity_property
+        with self._dose_lock:
+            dose = DoseAccount(
+                used_mj=self._dose_used,
+                reserved_mj=max(self._dose_reserved, 0.0),
+                budget_mj=self.envelope.light_dose_budget_mj,
+            )
+        return EdgeState(
+            simulated=self.simulated,
+            stage=StagePosition(x=x, y=y, z=core.getPosition()),
+            channel=core.getCurrentConfig(self.settings.channel_group) or None,
+            objective=core.getCurrentConfig(self.settings.objective_group) or None,
+            pixel_size_um=core.getPixelSizeUm(),
+            image_width=core.getImageWidth(),
+            image_height=core.getImageHeight(),
+            exposure_ms=core.getExposure(),
+            intensity=_float_property(core, device, prop),
+            run_state=run_state,
+            queue_depth=self._events.qsize(),
+            frames_acquired=self._frames_acquired,
+            frames_journaled=self.hub.count,
+            light_dose=dose,
+            journal=str(self.journal.root),
+            last_error=self.last_error,
+        )
+
+    def truth(
+        self, region: tuple[float, float, float, float] | None, t_s: float | None
+    ) -> dict[str, Any]:
+        if self._truth is None:
+            raise HardwareError("ground truth exists only for the simulated microscope")
+        return self._truth(region, t_s)
+
+    def _hardware_context(self) -> HardwareContext:
+        device, prop = self.settings.intensity_property
+        return HardwareContext(
+            channel=self.core.getCurrentConfig(self.settings.channel_group) or None,
+            exposure_ms=self.core.getExposure(),
+            intensity=_float_property(self.core, device, prop),
+            channel_group=self.settings.channel_group,
+            intensity_property=(device, prop),
+        )
+
+    # acquisition thread -----------------------------------------------------------------------
+
+    def _acquire_loop(self) -> None:
+        while not self._shutdown.is_set():
+            self._stop_run.clear()
+            try:
+                self.core.mda.run(self._next_events())
+            except Exception as exc:  # a hardware failure ends the run; queued events are dropped
+                dropped = self._drop_queued()
+                self.last_error = (
+                    f"acquisition stopped at event {self._current!r}: {exc}; "
+                    f"{dropped} queued events were dropped"
+                )
+                log.error("%s", self.last_error)
+            finally:
+                self._current = None
+
+    def _next_events(self) -> Iterator[useq.MDAEvent]:
+        while True:
+            self._current = None
+            try:
+                item = self._events.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop_run.is_set() or self._shutdown.is_set():
+                    return
+                continue
+            if item is _SHUTDOWN or self._stop_run.is_set():
+                return
+            assert isinstance(item, _Queued)
+            with self._dose_lock:
+                self._dose_reserved -= item.dose_mj
+                self._dose_used += item.dose_mj
+            self._current = item.event
+            yield item.event
+
+    def _on_frame(self, img: np.ndarray, event: useq.MDAEvent, meta: dict[str, Any]) -> None:
+        t_ready = time.time_ns()
+        core = self.core
+        position = meta.get("position") or {}
+        x = position.get("x")
+        y = position.get("y")
+        if x is None or y is None:
+            x, y = core.getXYPosition()
+        z = position.get("z")
+        if z is None:
+            z = core.getPosition()
+        channel = (
+            event.channel.config
+            if event.channel is not None
+            else core.getCurrentConfig(self.settings.channel_group) or None
+        )
+        pixels = np.array(img, copy=True) if not img.flags.owndata else img
+        header = {
+            "event": event.model_dump(mode="json", exclude_unset=True, exclude={"metadata"}),
+            "shape": pixels.shape,
+            "dtype": pixels.dtype.str,
+            "nbytes": pixels.nbytes,
+            "stage": {"x": x, "y": y, "z": z},
+            "pixel_size_um": float(meta.get("pixel_size_um") or core.getPixelSizeUm()),
+            "channel": channel,
+            "exposure_ms": float(meta.get("exposure_ms") or core.getExposure()),
+            "t_ready_ns": t_ready,
+        }
+        self._frames_acquired += 1
+        self._journal_q.put((pixels, header))  # blocks when the disk falls behind: never drops
+
+    # journal thread ---------------------------------------------------------------------------
+
+    def _journal_loop(self) -> None:
+        while True:
+            item = self._journal_q.get()
+            if item is _SHUTDOWN:
+                return
+            pixels, partial = item  # type: ignore[misc]
+            partial["checksum"] = checksum(pixels)
+            partial["t_handoff_ns"] = time.time_ns()
+            try:
+                index = self.journal.append(pixels, partial, pixel_size_um=partial["pixel_size_um"])
+            except Exception as exc:
+                self.last_error = f"journal write failed, acquisition stopped: {exc}"
+                log.error("%s", self.last_error)
+                self._stop()
+                continue
+            header = FrameHeader(
+                index=index, t_journaled_ns=time.time_ns(), **_header_fields(partial)
+            )
+            self.hub.publish(Frame(header, pixels))
+
+    def _read_back(self, index: int) -> Frame:
+        meta = self.journal.read_meta(index)
+        header = FrameHeader(
+            index=index, t_journaled_ns=meta["t_handoff_ns"], **_header_fields(meta)
+        )
+        return Frame(header, self.journal.read(index))
+
+
+def _header_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = FrameHeader.model_fields.keys() - {"index", "t_journaled_ns"}
+    return {key: meta[key] for key in keys}
+
+
+def _float_property(core: CMMCorePlus, device: str, prop: str) -> float | None:
+    try:
+        return float(core.getProperty(device, prop))
+    except (RuntimeError, ValueError):
+        return None
+
+
+@contextmanager
+def _hardware(doing: str) -> Iterator[None]:
+    """Turn a driver failure into a HardwareError that says what was being done."""
+    try:
+        yield
+    except (EnvelopeViolation, HardwareError):
+        raise
+    except Exception as exc:
+        raise HardwareError(f"failed to {doing}: {exc}") from exc

@@ -1,0 +1,163 @@
+"""The edge agent's HTTP/WebSocket API (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+
+from scopeflow._errors import CommandConflict, EnvelopeViolation, HardwareError
+from scopeflow._framing import encode_prefix
+from scopeflow._protocol import (
+    PROTOCOL_VERSION,
+    CommandAck,
+    CommandRequest,
+    EdgeState,
+    Refusal,
+    SubmitEvents,
+    SubmitSequence,
+)
+
+from ._agent import EdgeAgent
+
+__all__ = ["create_app"]
+
+_WS_POLICY_VIOLATION = 1008
+_OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+
+
+def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) -> FastAPI:
+    """Build the API around a started agent. Every route but health and OpenAPI needs the token."""
+    app = FastAPI(
+        title="scopeflow edge agent",
+        version=str(PROTOCOL_VERSION),
+        docs_url=None,
+        redoc_url=None,
+        description="Drives a microscope from useq-schema events under a safety envelope.",
+    )
+
+    @app.middleware("http")
+    async def require_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path in _OPEN_PATHS or _token_matches(
+            request.headers.get("authorization"), token
+        ):
+            return await call_next(request)
+        return JSONResponse(
+            {
+                "detail": "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                "with the token from the edge's --token-file"
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(EnvelopeViolation)
+    async def _envelope(request: Request, exc: EnvelopeViolation) -> JSONResponse:
+        refusal = Refusal(
+            error="envelope_violation", message=str(exc), limit=exc.limit, value=exc.value
+        )
+        return JSONResponse({"detail": refusal.model_dump()}, status_code=422)
+
+    @app.exception_handler(CommandConflict)
+    async def _conflict(request: Request, exc: CommandConflict) -> JSONResponse:
+        refusal = Refusal(error="conflict", message=str(exc))
+        return JSONResponse({"detail": refusal.model_dump()}, status_code=409)
+
+    @app.exception_handler(HardwareError)
+    async def _hardware(request: Request, exc: HardwareError) -> JSONResponse:
+        refusal = Refusal(error="hardware_error", message=str(exc))
+        return JSONResponse({"detail": refusal.model_dump()}, status_code=503)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/info", tags=["meta"])
+    def info() -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "simulated": agent.simulated,
+            "session": agent.session_id,
+            "journal": str(agent.journal.root),
+            "stream": {"websocket": "/v1/frames", "tcp_port": stream_port},
+            "envelope": agent.envelope.model_dump(mode="json"),
+        }
+
+    @app.get("/v1/state", tags=["state"])
+    def state() -> EdgeState:
+        return agent.state()
+
+    @app.post("/v1/events", tags=["acquisition"])
+    def submit_events(request: SubmitEvents) -> CommandAck:
+        return agent.submit_events(request)
+
+    @app.post("/v1/sequences", tags=["acquisition"])
+    def submit_sequence(request: SubmitSequence) -> CommandAck:
+        return agent.submit_sequence(request)
+
+    @app.post("/v1/commands", tags=["acquisition"])
+    def command(request: CommandRequest) -> CommandAck:
+        return agent.command(request)
+
+    @app.get("/v1/truth", tags=["simulation"])
+    def truth(
+        x0: float | None = None,
+        y0: float | None = None,
+        x1: float | None = None,
+        y1: float | None = None,
+        t_s: float | None = None,
+    ) -> dict[str, Any]:
+        corners = (x0, y0, x1, y1)
+        region = None if any(c is None for c in corners) else corners
+        return agent.truth(region, t_s)  # type: ignore[arg-type]
+
+    @app.get("/v1/frames/{index}", tags=["frames"])
+    def frame(index: int) -> Response:
+        if not 0 <= index < agent.hub.count:
+            return JSONResponse(
+                {"detail": f"frame {index} does not exist yet ({agent.hub.count} journaled)"},
+                status_code=404,
+            )
+        found = agent.hub.get(index, timeout=0)
+        assert found is not None
+        body = encode_prefix(found.header) + found.pixels.tobytes()
+        return Response(body, media_type="application/octet-stream")
+
+    @app.websocket("/v1/frames")
+    async def frames(
+        websocket: WebSocket,
+        start: Annotated[int, Query(alias="from", ge=0)] = 0,
+        token_query: Annotated[str | None, Query(alias="token")] = None,
+    ) -> None:
+        header = websocket.headers.get("authorization")
+        if not (_token_matches(header, token) or _token_matches(f"Bearer {token_query}", token)):
+            await websocket.close(code=_WS_POLICY_VIOLATION, reason="missing or wrong token")
+            return
+        await websocket.accept()
+        loop = asyncio.get_running_loop()
+        index = start
+        try:
+            while not agent.hub.closed:
+                found = await loop.run_in_executor(None, agent.hub.get, index, 0.5)
+                if found is None:
+                    continue
+                payload = encode_prefix(found.header) + found.pixels.tobytes()
+                await websocket.send_bytes(payload)
+                index += 1
+        except WebSocketDisconnect:
+            return
+        await websocket.close()
+
+    return app
+
+
+def _token_matches(authorization: str | None, token: str) -> bool:
+    if not authorization or not authorization.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(authorization.removeprefix("Bearer ").encode(), token.encode())

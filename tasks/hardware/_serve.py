@@ -1,0 +1,118 @@
+"""Start the edge agent service: microscope core, agent, HTTP API and fast frame stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from pymmcore_plus import CMMCorePlus
+
+from scopeflow._errors import ConfigurationError
+from scopeflow._settings import EdgeServerSettings
+
+from ._agent import EdgeAgent, TruthProvider
+from ._app import create_app
+from ._envelope import SafetyEnvelope, load_envelope
+from ._stream_server import FrameStreamServer
+
+__all__ = ["EdgeServiceOptions", "read_or_create_token", "serve_edge"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdgeServiceOptions:
+    """What `scopeflow edge serve` was asked for, beyond the edge settings."""
+
+    simulate: bool
+    mm_config: Path | None = None
+    seed: int = 0
+    camera_width: int = 2048
+    camera_height: int = 2048
+    time_scale: float = 1.0
+
+
+def read_or_create_token(path: Path) -> str:
+    """The token in ``path``; a new random one written there (mode 0600) when it does not exist."""
+    if path.exists():
+        token = path.read_text().strip()
+        if not token:
+            raise ConfigurationError(
+                f"token file {path} is empty: write a token into it or delete it"
+            )
+        return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def build_core(
+    options: EdgeServiceOptions,
+) -> tuple[CMMCorePlus, TruthProvider | None, SafetyEnvelope]:
+    """The microscope core: the simulator, or a real Micro-Manager configuration."""
+    from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
+
+    if options.mm_config is not None:
+        return load_micromanager_core(options.mm_config), None, SafetyEnvelope()
+    if not options.simulate:
+        raise ConfigurationError(
+            "no microscope given: pass --simulate for the simulated microscope or "
+            "--mm-config FILE for a Micro-Manager configuration"
+        )
+    config = SimulatorConfig(
+        seed=options.seed,
+        width=options.camera_width,
+        height=options.camera_height,
+        time_scale=options.time_scale,
+    )
+    core, simulation = build_simulated_core(config)
+
+    def truth(region: tuple[float, float, float, float] | None, t_s: float | None) -> dict:
+        t = simulation.clock.now() if t_s is None else t_s
+        return {"t_s": t, "cells": simulation.truth(region=region, t_s=t).to_records()}
+
+    envelope = SafetyEnvelope(
+        x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
+    )
+    return core, truth, envelope
+
+
+def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> None:
+    """Run the edge agent until interrupted. Prints one JSON 'ready' line on stdout."""
+    core, truth, default_envelope = build_core(options)
+    envelope = load_envelope(settings.envelope_file) if settings.envelope_file else default_envelope
+    token_file = settings.token_file or settings.data_dir / "edge.token"
+    token = read_or_create_token(token_file)
+
+    listener = socket.create_server((settings.host, settings.port))
+    agent = EdgeAgent(core, settings, envelope, simulated=truth is not None, truth=truth)
+    stream = FrameStreamServer(agent.hub, token, settings.host, settings.stream_port)
+    app = create_app(agent, token, stream_port=stream.port)
+    agent.start()
+    stream.start()
+    host, port = listener.getsockname()[:2]
+    ready = {
+        "event": "ready",
+        "url": f"http://{host}:{port}",
+        "stream_port": stream.port,
+        "token_file": str(token_file),
+        "journal": str(agent.journal.root),
+    }
+    print(json.dumps(ready), flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    try:
+        server.run(sockets=[listener])
+    finally:
+        stream.close()
+        agent.shutdown()
+        print(json.dumps({"event": "stopped", "frames": agent.hub.count}), file=sys.stderr)

@@ -1,0 +1,110 @@
+"""The fast frame stream: plain TCP with the same framing as the WebSocket.
+
+A client opens a connection and sends one JSON line ``{"token": ..., "from": N}``; the server
+answers one JSON line (``{"ok": true, "protocol": 1}`` or ``{"ok": false, "error": ...}``) and then
+sends every frame from N on, pixels straight from the frame's memory (no copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import socket
+import socketserver
+import threading
+
+from scopeflow._framing import encode_prefix
+from scopeflow._protocol import PROTOCOL_VERSION
+
+from ._hub import FrameHub
+
+__all__ = ["FrameStreamServer"]
+
+log = logging.getLogger(__name__)
+_HELLO_MAX = 4096
+_HELLO_TIMEOUT_S = 10.0
+
+
+class FrameStreamServer:
+    """Serves the hub's frames to TCP clients, one thread per client."""
+
+    def __init__(self, hub: FrameHub, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._hub = hub
+        self._token = token
+        handler = self._make_handler()
+        self._server = socketserver.ThreadingTCPServer(
+            (host, port), handler, bind_and_activate=False
+        )
+        self._server.allow_reuse_address = True
+        self._server.daemon_threads = True
+        self._server.server_bind()
+        self._server.server_activate()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="frame-stream", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _make_handler(self) -> type[socketserver.BaseRequestHandler]:
+        hub, token = self._hub, self._token
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock: socket.socket = self.request
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                start = _read_hello(sock, token)
+                if start is None:
+                    return
+                index = start
+                try:
+                    while not hub.closed:
+                        frame = hub.get(index, timeout=0.5)
+                        if frame is None:
+                            continue
+                        sock.sendall(encode_prefix(frame.header))
+                        sock.sendall(memoryview(frame.pixels).cast("B"))
+                        index += 1
+                except OSError as exc:  # the consumer went away; it resumes with from=index
+                    log.info("stream client left at frame %d: %s", index, exc)
+
+        return Handler
+
+
+def _read_hello(sock: socket.socket, token: str) -> int | None:
+    sock.settimeout(_HELLO_TIMEOUT_S)
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(_HELLO_MAX - len(data))
+            if not chunk or len(data) + len(chunk) >= _HELLO_MAX:
+                return _refuse(sock, 'send one JSON line {"token": ..., "from": N} first')
+            data += chunk
+        hello = json.loads(data)
+        start = int(hello.get("from", 0))
+        given = str(hello.get("token", ""))
+    except (OSError, ValueError, AttributeError):
+        return _refuse(sock, 'hello is not a JSON object {"token": ..., "from": N}')
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return _refuse(sock, "missing or wrong token: use the token from the edge's --token-file")
+    if start < 0:
+        return _refuse(sock, "'from' must be >= 0")
+    sock.settimeout(None)
+    sock.sendall(json.dumps({"ok": True, "protocol": PROTOCOL_VERSION}).encode() + b"\n")
+    return start
+
+
+def _refuse(sock: socket.socket, error: str) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(json.dumps({"ok": False, "error": error}).encode() + b"\n")
+    return None

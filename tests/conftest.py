@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.hardware import EdgeClient, EdgeProcess
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path in ../shared/data; skips the test with a reason when it is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the real test data lives in ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
+    """One real simulated edge agent (512x512 camera) for the session."""
+    data_dir = tmp_path_factory.mktemp("edge")
+    with EdgeProcess(data_dir, extra_args=["--camera-size", "512"]) as process:
+        yield process
+
+
+@pytest.fixture()
+def client(edge: EdgeProcess) -> Iterator[EdgeClient]:
+    with EdgeClient(edge.url, token_file=edge.token_file) as c:
+        c.wait_until_idle()
+        yield c
+
+
+def validate_store(store: Path) -> None:
+    """Both official validators; raise AssertionError with their output when one fails."""
+    bindir = Path(sys.executable).parent
+    for tool in ("ome-zarr-models", "yaozarrs"):
+        exe = shutil.which(tool, path=str(bindir)) or shutil.which(tool)
+        assert exe, f"{tool} is not installed: pip install -e '.[dev]'"
+        result = subprocess.run(
+            [exe, "validate", str(store)], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, f"{tool} validate {store}:\n{result.stdout}\n{result.stderr}"

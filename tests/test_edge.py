@@ -1,0 +1,415 @@
+"""The edge agent as a real process on 127.0.0.1: acquisition, refusals, stream, journal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+import useq
+from websockets.sync.client import connect as ws_connect
+
+from scopeflow import EdgeRejected, EdgeUnauthorized
+from scopeflow._framing import decode_frame, recv_frame
+from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
+
+from .conftest import validate_store
+
+CENTRE = (5_000.0, 5_000.0)
+
+
+def _token(edge: EdgeProcess) -> str:
+    return edge.token_file.read_text().strip()
+
+
+def _unchanged(before, after) -> None:
+    assert after.stage == before.stage
+    assert after.queue_depth == before.queue_depth == 0
+    assert after.frames_acquired == before.frames_acquired
+    assert after.light_dose.reserved_mj == before.light_dose.reserved_mj
+
+
+# auth ---------------------------------------------------------------------------------------
+
+
+def test_openapi_and_health_need_no_token_everything_else_does(edge: EdgeProcess) -> None:
+    assert httpx.get(f"{edge.url}/healthz").json() == {"status": "ok"}
+    spec = httpx.get(f"{edge.url}/openapi.json").json()
+    assert {"/v1/events", "/v1/sequences", "/v1/state", "/v1/commands"} <= set(spec["paths"])
+    for method, path in [("GET", "/v1/state"), ("POST", "/v1/events"), ("GET", "/v1/frames/0")]:
+        response = httpx.request(method, f"{edge.url}{path}", content=b"{not json")
+        assert response.status_code == 401, path
+        wrong = httpx.request(method, f"{edge.url}{path}", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    with pytest.raises(EdgeUnauthorized):
+        EdgeClient(edge.url, token="wrong").state()
+
+
+def test_streams_refuse_a_missing_token(edge: EdgeProcess) -> None:
+    ws_url = edge.url.replace("http", "ws") + "/v1/frames"
+    with pytest.raises(Exception, match=r"1008|refused|rejected|policy"), ws_connect(ws_url) as ws:
+        ws.recv(timeout=5)
+    with socket.create_connection(("127.0.0.1", edge.stream_port), timeout=5) as sock:
+        sock.sendall(json.dumps({"token": "nope", "from": 0}).encode() + b"\n")
+        answer = json.loads(sock.makefile().readline())
+    assert answer["ok"] is False and "token" in answer["error"]
+
+
+# acquisition --------------------------------------------------------------------------------
+
+
+def test_sequence_frames_match_the_request_and_the_ground_truth(client: EdgeClient) -> None:
+    start = client.state().frames_journaled
+    client.set_objective("10x")
+    positions = [(CENTRE[0] + dx, CENTRE[1], 0.0) for dx in (0.0, 600.0, 1200.0)]
+    sequence = useq.MDASequence(
+        stage_positions=positions,
+        channels=[useq.Channel(config="DAPI", exposure=20), useq.Channel(config="BF", exposure=5)],
+        axis_order="pc",
+    )
+    ack = client.submit_sequence(sequence)
+    assert ack.queued_events == 6 and not ack.repeat
+    frames = list(client.frames(start, stop=start + 6, verify=True))
+    assert [f.index for f in frames] == list(range(start, start + 6))
+    assert [f.header.channel for f in frames] == ["DAPI", "BF"] * 3
+    for frame, (x, y, _) in zip(frames[::2], positions, strict=True):
+        assert frame.pixels.shape == (512, 512) and frame.pixels.dtype == np.uint16
+        assert frame.header.stage.x == pytest.approx(x, abs=0.01)
+        assert frame.header.stage.y == pytest.approx(y, abs=0.01)
+        _assert_nuclei_where_truth_says(client, frame)
+    state = client.wait_until_idle()
+    assert state.frames_acquired == state.frames_journaled == start + 6
+    assert state.light_dose.used_mj > 0
+
+
+def _assert_nuclei_where_truth_says(client: EdgeClient, frame) -> None:
+    """Pixels at true nucleus centres are brighter than pixels far from every nucleus."""
+    h = frame.header
+    height, width = frame.pixels.shape
+    half_w, half_h = width * h.pixel_size_um / 2, height * h.pixel_size_um / 2
+    region = (h.stage.x - half_w, h.stage.y - half_h, h.stage.x + half_w, h.stage.y + half_h)
+    cells = client.truth(region)["cells"]
+    assert cells, "the simulator should place nuclei in every 10x field"
+    img = frame.pixels.astype(np.float32)
+    inside = []
+    mask = np.zeros_like(img, dtype=bool)
+    for cell in cells:
+        col = int((cell["x_um"] - region[0]) / h.pixel_size_um)
+        row = int((cell["y_um"] - region[1]) / h.pixel_size_um)
+        if 2 <= row < height - 2 and 2 <= col < width - 2:
+            inside.append(img[row - 1 : row + 2, col - 1 : col + 2].mean())
+        r = int(3 * cell["radius_um"] / h.pixel_size_um) + 2
+        mask[max(row - r, 0) : row + r, max(col - r, 0) : col + r] = True
+    background = np.median(img[~mask])
+    assert np.median(inside) > background + 5 * img[~mask].std() / 3
+
+
+def test_a_stage_move_shows_in_state_and_in_the_next_image(client: EdgeClient) -> None:
+    client.set_objective("10x")
+    client.move_stage(x=CENTRE[0], y=CENTRE[1], z=0.0)
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=20)])
+    shift_px = 40
+    px = client.state().pixel_size_um
+    client.move_stage(x=CENTRE[0] + shift_px * px)
+    state = client.state()
+    assert state.stage.x == pytest.approx(CENTRE[0] + shift_px * px, abs=0.01)
+    assert state.stage.y == pytest.approx(CENTRE[1], abs=0.01)
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=20)])
+    a, b = (f.pixels.astype(np.float32) for f in client.frames(start, stop=start + 2))
+    # moving the stage +x by N pixels moves the sample -x by N pixels in the image
+    assert _best_shift(a, b) == shift_px
+
+
+def _best_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 80) -> int:
+    scores = {
+        s: np.corrcoef(a[:, s:].ravel(), b[:, : b.shape[1] - s].ravel())[0, 1]
+        for s in range(0, max_shift)
+    }
+    return max(scores, key=scores.get)
+
+
+# refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "limit"),
+    [
+        ({"x_pos": -500.0, "y_pos": 100.0, "channel": "DAPI"}, "x_limits_um"),
+        ({"x_pos": 100.0, "y_pos": 20_000.0}, "y_limits_um"),
+        ({"z_pos": 5_000.0}, "z_limits_um"),
+        ({"channel": {"config": "Cy5"}}, "allowed_channels"),
+        ({"exposure": 60_000.0, "channel": "DAPI"}, "max_exposure_ms"),
+        ({"properties": [["XY", "Speed", 10]]}, "allowed_properties"),
+    ],
+)
+def test_events_outside_the_envelope_are_refused_and_nothing_moves(
+    client: EdgeClient, event: dict, limit: str
+) -> None:
+    before = client.state()
+    good = {"channel": "BF", "exposure": 5}
+    with pytest.raises(EdgeRejected) as info:
+        client.submit_events([good, event])  # the good first event must not be queued either
+    assert info.value.status_code == 422
+    assert info.value.detail["limit"] == limit
+    assert limit in info.value.detail["message"]
+    _unchanged(before, client.state())
+
+
+@pytest.mark.parametrize(
+    ("command", "limit"),
+    [
+        ({"type": "move_stage", "x": 50_000.0}, "x_limits_um"),
+        ({"type": "move_stage", "z": -900.0}, "z_limits_um"),
+        ({"type": "set_channel", "channel": "Cy5"}, "allowed_channels"),
+        ({"type": "set_objective", "objective": "100x"}, "allowed_objectives"),
+        ({"type": "set_exposure", "exposure_ms": 99_999.0}, "max_exposure_ms"),
+    ],
+)
+def test_direct_commands_outside_the_envelope_are_refused(
+    edge: EdgeProcess, client: EdgeClient, command: dict, limit: str
+) -> None:
+    before = client.state()
+    response = httpx.post(
+        f"{edge.url}/v1/commands",
+        json={"command_id": f"t-{uuid.uuid4().hex}", "command": command},
+        headers={"Authorization": f"Bearer {_token(edge)}"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"]["limit"] == limit
+    after = client.state()
+    _unchanged(before, after)
+    assert (after.channel, after.objective, after.exposure_ms) == (
+        before.channel,
+        before.objective,
+        before.exposure_ms,
+    )
+
+
+def test_a_command_over_the_light_dose_budget_is_refused(client: EdgeClient) -> None:
+    before = client.state()
+    budget = before.light_dose.budget_mj
+    per_frame = 20.0 * 1.0 * 2.0  # DAPI 20 mW at 100 % for 2 s
+    n = int(budget / per_frame) + 10
+    events = [
+        {"channel": "DAPI", "exposure": 2000, "properties": [["Illumination", "Intensity", 100]]}
+    ] * n
+    with pytest.raises(EdgeRejected) as info:
+        client.submit_events(events)
+    assert info.value.detail["limit"] == "light_dose_budget_mj"
+    _unchanged(before, client.state())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"command_id": "x1", "events": [{"x_pos": "left"}]}',
+        b'{"command_id": "x2", "events": []}',
+        b'{"events": [{}]}',
+        b'{"command_id": "bad id with spaces", "events": [{}]}',
+        b"[1, 2, 3]",
+    ],
+)
+def test_malformed_input_gets_422_with_the_reason_never_500(
+    edge: EdgeProcess, client: EdgeClient, body: bytes
+) -> None:
+    before = client.state()
+    response = httpx.post(
+        f"{edge.url}/v1/events",
+        content=body,
+        headers={"Authorization": f"Bearer {_token(edge)}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"]  # pydantic's list of what is wrong and where
+    _unchanged(before, client.state())
+
+
+def test_a_repeated_command_id_has_its_effect_once(client: EdgeClient) -> None:
+    start = client.state().frames_acquired
+    events = [useq.MDAEvent(channel="BF", exposure=5)] * 3
+    first = client.submit_events(events, command_id="repeat-me-1")
+    second = client.submit_events(events, command_id="repeat-me-1")
+    assert (first.repeat, second.repeat) == (False, True)
+    assert first.queued_events == second.queued_events == 3
+    assert client.wait_until_idle().frames_acquired == start + 3
+    with pytest.raises(EdgeRejected) as info:
+        client.submit_events(events[:1], command_id="repeat-me-1")
+    assert info.value.status_code == 409
+
+
+def test_pause_resume_and_stop(client: EdgeClient) -> None:
+    start = client.state().frames_acquired
+    client.pause()
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * 20)
+    state = client.state()
+    assert state.run_state == "paused"
+    paused_at = state.frames_acquired
+    assert paused_at <= start + 1
+    client.resume()
+    client.wait_until_idle()
+    assert client.state().frames_acquired == start + 20
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=200)] * 50)
+    ack = client.stop()
+    assert "dropped" in ack.detail
+    state = client.wait_until_idle()
+    assert state.queue_depth == 0 and state.run_state == "idle"
+    assert state.frames_acquired < start + 20 + 50
+    assert state.light_dose.reserved_mj == pytest.approx(0.0, abs=1e-9)
+
+
+# stream -------------------------------------------------------------------------------------
+
+
+class _CuttableProxy:
+    """A TCP forwarder on 127.0.0.1 whose connections the test can cut (a dropped link)."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self._listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self._target))
+            self._conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(1 << 20):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        for s in self._conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        self._conns.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def test_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    n = 30
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * n)
+    proxy = _CuttableProxy(edge.stream_port)
+    try:
+        via_proxy = EdgeClient(edge.url, token_file=edge.token_file)
+        via_proxy._stream_port = proxy.port
+        seen = []
+        for frame in via_proxy.frames(start, stop=start + n, verify=True):
+            seen.append(frame.index)
+            if len(seen) in (5, 17):
+                proxy.cut()
+        assert seen == list(range(start, start + n))
+    finally:
+        proxy.close()
+
+
+def test_websocket_stream_matches_the_tcp_stream(edge: EdgeProcess, client: EdgeClient) -> None:
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=10)] * 4)
+    tcp = list(client.frames(start, stop=start + 4, verify=True))
+    ws = list(client.frames(start, stop=start + 4, transport="websocket", verify=True))
+    assert [f.header for f in tcp] == [f.header for f in ws]
+    for a, b in zip(tcp, ws, strict=True):
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+    again = client.frame(start + 2)
+    np.testing.assert_array_equal(again.pixels, tcp[2].pixels)
+
+
+def test_a_consumer_reconnecting_from_an_old_index_gets_frames_back_from_the_journal(
+    tmp_path,
+) -> None:
+    import os
+
+    os.environ["SCOPEFLOW_EDGE__RING_MIB"] = "16"  # 32 frames of 512x512 uint16 fit in memory
+    try:
+        with EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "512"]) as small:
+            c = EdgeClient(small.url, token_file=small.token_file)
+            n = 60
+            c.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * n)
+            c.wait_until_idle()
+            with socket.create_connection(("127.0.0.1", small.stream_port)) as sock:
+                sock.sendall(json.dumps({"token": _token(small), "from": 0}).encode() + b"\n")
+                assert json.loads(sock.makefile("rb").readline())["ok"]
+            frames = list(c.frames(0, stop=n, verify=True))
+            assert [f.index for f in frames] == list(range(n))
+            for store in small.journal.glob("*.ome.zarr"):
+                validate_store(store)
+    finally:
+        del os.environ["SCOPEFLOW_EDGE__RING_MIB"]
+
+
+def test_async_client_submits_and_streams(edge: EdgeProcess, client: EdgeClient) -> None:
+    start = client.state().frames_journaled
+
+    async def main() -> list[int]:
+        async with AsyncEdgeClient(edge.url, token_file=edge.token_file) as ac:
+            ack = await ac.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * 3)
+            assert ack.queued_events == 3
+            return [f.index async for f in ac.frames(start, stop=start + 3)]
+
+    assert asyncio.run(main()) == [start, start + 1, start + 2]
+
+
+# journal ------------------------------------------------------------------------------------
+
+
+def test_the_journal_is_valid_while_the_edge_is_running(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 5)
+    client.set_objective("40x")
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 2)
+    client.set_objective("10x")
+    frames = list(client.frames(start, stop=start + 7))
+    stores = sorted(edge.journal.glob("*.ome.zarr"))
+    assert len(stores) >= 2, "a pixel-size change starts a new series store"
+    for store in stores:
+        validate_store(store)
+    raw = httpx.get(
+        f"{edge.url}/v1/frames/{start + 6}", headers={"Authorization": f"Bearer {_token(edge)}"}
+    )
+    assert decode_frame(raw.content).header == frames[-1].header
+
+
+def test_raw_stream_socket_speaks_the_documented_framing(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)])
+    with socket.create_connection(("127.0.0.1", edge.stream_port), timeout=10) as sock:
+        sock.sendall(json.dumps({"token": _token(edge), "from": start}).encode() + b"\n")
+        line = b""
+        while not line.endswith(b"\n"):
+            line += sock.recv(1)
+        assert json.loads(line) == {"ok": True, "protocol": 1}
+        frame = recv_frame(sock, verify=True)
+    assert frame is not None and frame.index == start
