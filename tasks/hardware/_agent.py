@@ -65,7 +65,11 @@ _JOURNAL_QUEUE_FRAMES = 32
 @dataclass(frozen=True, slots=True)
 class _Queued:
     event: useq.MDAEvent
-    dose_mj: float
+    dose_nj: int  # integer nanojoules: sums and differences stay exact
+
+
+def _nj(mj: float) -> int:
+    return round(mj * 1e6)
 
 
 class EdgeAgent:
@@ -100,8 +104,8 @@ class EdgeAgent:
             _JOURNAL_QUEUE_FRAMES
         )
         self._dose_lock = threading.Lock()
-        self._dose_used = 0.0
-        self._dose_reserved = 0.0
+        self._dose_used_nj = 0
+        self._dose_reserved_nj = 0
         self._frames_acquired = 0
         self._current: useq.MDAEvent | None = None
         self._stop_run = threading.Event()
@@ -155,10 +159,12 @@ class EdgeAgent:
             context = self._hardware_context()
             doses = self.envelope.check_events(events, context)
             with self._dose_lock:
-                self.envelope.check_budget(self._dose_used, self._dose_reserved, sum(doses))
-                self._dose_reserved += sum(doses)
+                self.envelope.check_budget(
+                    self._dose_used_nj / 1e6, self._dose_reserved_nj / 1e6, sum(doses)
+                )
+                self._dose_reserved_nj += sum(_nj(d) for d in doses)
             for event, dose in zip(events, doses, strict=True):
-                self._events.put(_Queued(event, dose))
+                self._events.put(_Queued(event, _nj(dose)))
             return CommandAck(
                 command_id=command_id,
                 repeat=False,
@@ -245,7 +251,7 @@ class EdgeAgent:
             if isinstance(item, _Queued):
                 dropped += 1
                 with self._dose_lock:
-                    self._dose_reserved -= item.dose_mj
+                    self._dose_reserved_nj -= item.dose_nj
 
     # state ----------------------------------------------------------------------------------
 
@@ -262,8 +268,8 @@ class EdgeAgent:
         device, prop = self.settings.intensity_property
         with self._dose_lock:
             dose = DoseAccount(
-                used_mj=self._dose_used,
-                reserved_mj=max(self._dose_reserved, 0.0),
+                used_mj=self._dose_used_nj / 1e6,
+                reserved_mj=self._dose_reserved_nj / 1e6,
                 budget_mj=self.envelope.light_dose_budget_mj,
             )
         return EdgeState(
@@ -332,8 +338,8 @@ class EdgeAgent:
                 return
             assert isinstance(item, _Queued)
             with self._dose_lock:
-                self._dose_reserved -= item.dose_mj
-                self._dose_used += item.dose_mj
+                self._dose_reserved_nj -= item.dose_nj
+                self._dose_used_nj += item.dose_nj
             self._current = item.event
             yield item.event
 
@@ -391,7 +397,7 @@ class EdgeAgent:
             self.hub.publish(Frame(header, pixels))
 
     def _read_back(self, index: int) -> Frame:
-        meta = self.journal.read_meta(index)
+        meta = self.journal.read_meta(index)["meta"]
         header = FrameHeader(
             index=index, t_journaled_ns=meta["t_handoff_ns"], **_header_fields(meta)
         )

@@ -89,6 +89,7 @@ def build_core(
 
 def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> None:
     """Run the edge agent until interrupted. Prints one JSON 'ready' line on stdout."""
+    logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)  # it logs every event
     core, truth, default_envelope = build_core(options)
     envelope = load_envelope(settings.envelope_file) if settings.envelope_file else default_envelope
     token_file = settings.token_file or settings.data_dir / "edge.token"
