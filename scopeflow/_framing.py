@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,16 @@ def decode_frame(message: bytes | bytearray | memoryview, *, verify: bool = Fals
     return _verified(Frame(header, pixels)) if verify else Frame(header, pixels)
 
 
-def recv_frame(sock: socket.socket, *, verify: bool = False) -> Frame | None:
-    """Read one framed message from a stream socket; ``None`` on a clean end of stream."""
+def recv_frame(
+    sock: socket.socket,
+    *,
+    verify: bool = False,
+    resolve: Callable[[FrameHeader], np.ndarray] | None = None,
+) -> Frame | None:
+    """Read one framed message from a stream socket; ``None`` on a clean end of stream.
+
+    A header with ``shm_slot`` set carries no pixel bytes: ``resolve(header)`` fetches them.
+    """
     prefix = _recv_exact(sock, _PREFIX.size, allow_eof=True)
     if prefix is None:
         return None
@@ -75,9 +84,14 @@ def recv_frame(sock: socket.socket, *, verify: bool = False) -> Frame | None:
     header_bytes = _recv_exact(sock, header_len)
     assert header_bytes is not None
     header = FrameHeader.model_validate_json(header_bytes)
-    pixels = np.empty(header.shape, dtype=header.dtype)
-    _recv_into(sock, memoryview(pixels).cast("B"))
-    frame = Frame(header, pixels)
+    if header.shm_slot is not None:
+        if resolve is None:
+            raise EdgeClientError("frame refers to a shared-memory slot but no ring is attached")
+        frame = Frame(header, resolve(header))
+    else:
+        pixels = np.empty(header.shape, dtype=header.dtype)
+        _recv_into(sock, memoryview(pixels).cast("B"))
+        frame = Frame(header, pixels)
     return _verified(frame) if verify else frame
 
 

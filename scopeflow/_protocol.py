@@ -206,3 +206,7 @@ class FrameHeader(_Frozen):
     t_ready_ns: int = Field(description="Wall clock (time.time_ns) when the camera frame was ready")
     t_journaled_ns: int = Field(description="Wall clock when the frame was in the journal")
     checksum: str = Field(description="'xxh3_64:<hex>' of the pixel bytes (C order)")
+    shm_slot: int | None = Field(
+        None,
+        description="Shared-memory stream only: the pixels are in this ring slot, not inline",
+    )

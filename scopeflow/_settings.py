@@ -41,8 +41,16 @@ class EdgeServerSettings(BaseModel):
     journal_compression: Literal["none", "zstd", "lz4"] = Field(
         "none", description="Codec for journal chunks"
     )
+    journal_prewrite: int = Field(
+        2,
+        ge=0,
+        description="Chunk files pre-written ahead of the journal (page-cache warm-up); 0 = off",
+    )
     ring_mib: int = Field(
         512, ge=16, description="Recent frames kept in memory for streaming; older come from disk"
+    )
+    shm_slots: int = Field(
+        16, ge=0, description="Shared-memory ring slots for same-host consumers (0 turns it off)"
     )
     channel_group: str = Field("Channel", description="Micro-Manager config group of channels")
     objective_group: str = Field("Objective", description="Config group of objectives")

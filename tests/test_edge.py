@@ -331,13 +331,22 @@ def test_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats(
         proxy.close()
 
 
-def test_websocket_stream_matches_the_tcp_stream(edge: EdgeProcess, client: EdgeClient) -> None:
+def _plain(header):
+    return header.model_copy(update={"shm_slot": None})
+
+
+@pytest.mark.parametrize("transport", ["shm", "websocket"])
+def test_every_transport_delivers_the_same_frames_as_tcp(
+    client: EdgeClient, transport: str
+) -> None:
     start = client.state().frames_journaled
     client.submit_events([useq.MDAEvent(channel="DAPI", exposure=10)] * 4)
-    tcp = list(client.frames(start, stop=start + 4, verify=True))
-    ws = list(client.frames(start, stop=start + 4, transport="websocket", verify=True))
-    assert [f.header for f in tcp] == [f.header for f in ws]
-    for a, b in zip(tcp, ws, strict=True):
+    tcp = list(client.frames(start, stop=start + 4, transport="tcp", verify=True))
+    other = list(client.frames(start, stop=start + 4, transport=transport, verify=True))
+    assert [f.header for f in tcp] == [_plain(f.header) for f in other]
+    if transport == "shm":
+        assert all(f.header.shm_slot is not None for f in other)
+    for a, b in zip(tcp, other, strict=True):
         np.testing.assert_array_equal(a.pixels, b.pixels)
     again = client.frame(start + 2)
     np.testing.assert_array_equal(again.pixels, tcp[2].pixels)
@@ -349,6 +358,7 @@ def test_a_consumer_reconnecting_from_an_old_index_gets_frames_back_from_the_jou
     import os
 
     os.environ["SCOPEFLOW_EDGE__RING_MIB"] = "16"  # 32 frames of 512x512 uint16 fit in memory
+    os.environ["SCOPEFLOW_EDGE__SHM_SLOTS"] = "4"
     try:
         with EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "512"]) as small:
             c = EdgeClient(small.url, token_file=small.token_file)
@@ -358,12 +368,14 @@ def test_a_consumer_reconnecting_from_an_old_index_gets_frames_back_from_the_jou
             with socket.create_connection(("127.0.0.1", small.stream_port)) as sock:
                 sock.sendall(json.dumps({"token": _token(small), "from": 0}).encode() + b"\n")
                 assert json.loads(sock.makefile("rb").readline())["ok"]
-            frames = list(c.frames(0, stop=n, verify=True))
-            assert [f.index for f in frames] == list(range(n))
+            for transport in ("tcp", "shm"):
+                frames = list(c.frames(0, stop=n, transport=transport, verify=True))
+                assert [f.index for f in frames] == list(range(n))
             for store in small.journal.glob("*.ome.zarr"):
                 validate_store(store)
     finally:
         del os.environ["SCOPEFLOW_EDGE__RING_MIB"]
+        del os.environ["SCOPEFLOW_EDGE__SHM_SLOTS"]
 
 
 def test_async_client_submits_and_streams(edge: EdgeProcess, client: EdgeClient) -> None:
@@ -397,7 +409,7 @@ def test_the_journal_is_valid_while_the_edge_is_running(
     raw = httpx.get(
         f"{edge.url}/v1/frames/{start + 6}", headers={"Authorization": f"Bearer {_token(edge)}"}
     )
-    assert decode_frame(raw.content).header == frames[-1].header
+    assert decode_frame(raw.content).header == _plain(frames[-1].header)
 
 
 def test_raw_stream_socket_speaks_the_documented_framing(

@@ -45,6 +45,7 @@ from scopeflow._protocol import (
     SubmitSequence,
 )
 from scopeflow._settings import EdgeServerSettings
+from scopeflow._shm_ring import ShmRing
 from tasks.storage import FrameJournal
 
 from ._command_log import CommandLog
@@ -92,10 +93,15 @@ class EdgeAgent:
         self.session_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
         self.session_dir = settings.data_dir / "sessions" / self.session_id
         self.journal = FrameJournal.create(
-            self.session_dir / "journal", compression=settings.journal_compression
+            self.session_dir / "journal",
+            compression=settings.journal_compression,
+            prewrite=settings.journal_prewrite,
         )
         self.commands = CommandLog(settings.data_dir / "commands.jsonl")
         self.hub = FrameHub(self._read_back, settings.ring_mib * 1024 * 1024)
+        self.ring = (
+            ShmRing.create(settings.shm_slots, _frame_bytes(core)) if settings.shm_slots else None
+        )
 
         self._hw_lock = threading.RLock()
         self._command_lock = threading.Lock()
@@ -139,6 +145,8 @@ class EdgeAgent:
         self.hub.close()
         self.journal.close()
         self.commands.close()
+        if self.ring is not None:
+            self.ring.close()
         self.core.mda.events.frameReady.disconnect(self._on_frame)
 
     # commands -------------------------------------------------------------------------------
@@ -360,6 +368,7 @@ class EdgeAgent:
             else core.getCurrentConfig(self.settings.channel_group) or None
         )
         pixels = np.array(img, copy=True) if not img.flags.owndata else img
+        index = self._frames_acquired
         header = {
             "event": event.model_dump(mode="json", exclude_unset=True, exclude={"metadata"}),
             "shape": pixels.shape,
@@ -372,7 +381,9 @@ class EdgeAgent:
             "t_ready_ns": t_ready,
         }
         self._frames_acquired += 1
-        self._journal_q.put((pixels, header))  # blocks when the disk falls behind: never drops
+        self._journal_q.put(
+            (index, pixels, header)
+        )  # blocks when the disk falls behind: never drops
 
     # journal thread ---------------------------------------------------------------------------
 
@@ -381,20 +392,27 @@ class EdgeAgent:
             item = self._journal_q.get()
             if item is _SHUTDOWN:
                 return
-            pixels, partial = item  # type: ignore[misc]
-            partial["checksum"] = checksum(pixels)
-            partial["t_handoff_ns"] = time.time_ns()
+            expected, pixels, partial = item  # type: ignore[misc]
             try:
-                index = self.journal.append(pixels, partial, pixel_size_um=partial["pixel_size_um"])
-            except Exception as exc:
-                self.last_error = f"journal write failed, acquisition stopped: {exc}"
-                log.error("%s", self.last_error)
+                self._journal_and_publish(expected, pixels, partial)
+            except Exception as exc:  # the frame is not announced; acquisition must not go on
+                self.last_error = (
+                    f"journaling frame {expected} failed, acquisition stopped: {exc}; "
+                    f"frames before it are safe in {self.journal.root}"
+                )
+                log.exception("%s", self.last_error)
                 self._stop()
-                continue
-            header = FrameHeader(
-                index=index, t_journaled_ns=time.time_ns(), **_header_fields(partial)
-            )
-            self.hub.publish(Frame(header, pixels))
+
+    def _journal_and_publish(self, expected: int, pixels: np.ndarray, partial: dict) -> None:
+        if self.ring is not None and self.ring.fits(pixels):
+            self.ring.write(expected, pixels)
+        partial["checksum"] = checksum(pixels)
+        partial["t_handoff_ns"] = time.time_ns()
+        index = self.journal.append(pixels, partial, pixel_size_um=partial["pixel_size_um"])
+        if index != expected:
+            raise HardwareError(f"the journal gave index {index} to frame {expected}")
+        header = FrameHeader(index=index, t_journaled_ns=time.time_ns(), **_header_fields(partial))
+        self.hub.publish(Frame(header, pixels))
 
     def _read_back(self, index: int) -> Frame:
         meta = self.journal.read_meta(index)["meta"]
@@ -404,8 +422,12 @@ class EdgeAgent:
         return Frame(header, self.journal.read(index))
 
 
+def _frame_bytes(core: CMMCorePlus) -> int:
+    return core.getImageWidth() * core.getImageHeight() * core.getBytesPerPixel()
+
+
 def _header_fields(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = FrameHeader.model_fields.keys() - {"index", "t_journaled_ns"}
+    keys = FrameHeader.model_fields.keys() - {"index", "t_journaled_ns", "shm_slot"}
     return {key: meta[key] for key in keys}
 
 

@@ -37,10 +37,12 @@ from scopeflow._protocol import (
     SetObjective,
     Stop,
 )
+from scopeflow._shm_ring import ShmRing
 
 __all__ = ["AsyncEdgeClient", "EdgeClient", "Transport", "new_command_id"]
 
-Transport = Literal["tcp", "websocket"]
+Transport = Literal["auto", "shm", "tcp", "websocket"]
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _RETRIES = 5
 
 
@@ -116,6 +118,7 @@ class EdgeClient:
             timeout=timeout,
         )
         self._stream_port: int | None = None
+        self._ring: ShmRing | None = None
 
     def __enter__(self) -> EdgeClient:
         return self
@@ -125,6 +128,9 @@ class EdgeClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
 
     # requests -------------------------------------------------------------------------------
 
@@ -241,11 +247,15 @@ class EdgeClient:
         start: int = 0,
         *,
         stop: int | None = None,
-        transport: Transport = "tcp",
+        transport: Transport = "auto",
         verify: bool = False,
         reconnect_timeout: float = 30.0,
     ) -> Iterator[Frame]:
         """Frames ``start``, ``start+1``, ... (up to ``stop``, exclusive), resuming after drops.
+
+        ``transport``: "tcp" (pixels inline), "shm" (pixels through the edge's shared-memory
+        ring; same host only), "websocket", or "auto" (shm when the edge is on this host's
+        loopback, tcp otherwise).
 
         A dropped connection is re-opened with ``from=<next index>`` until ``reconnect_timeout``
         passes without success; no frame is skipped or repeated.
@@ -275,12 +285,22 @@ class EdgeClient:
                 time.sleep(0.1)
 
     def _open_stream(self, start: int, transport: Transport, verify: bool) -> Iterator[Frame]:
+        if transport == "auto":
+            local = (urlsplit(self.url).hostname or "") in _LOOPBACK
+            transport = "shm" if local else "tcp"
         if transport == "websocket":
             yield from self._ws_stream(start, verify)
         else:
-            yield from self._tcp_stream(start, verify)
+            yield from self._tcp_stream(start, verify, shm=transport == "shm")
 
-    def _tcp_stream(self, start: int, verify: bool) -> Iterator[Frame]:
+    def _pixels_from_ring(self, header: FrameHeader) -> np.ndarray:
+        assert self._ring is not None
+        pixels = self._ring.read(header.index, header.shape, header.dtype)
+        if pixels is None:  # overwritten since it was announced: the journal still has it
+            pixels = self.frame(header.index).pixels
+        return pixels
+
+    def _tcp_stream(self, start: int, verify: bool, shm: bool = False) -> Iterator[Frame]:
         if self._stream_port is None:
             port = self.info()["stream"]["tcp_port"]
             if port is None:
@@ -291,16 +311,19 @@ class EdgeClient:
         host = urlsplit(self.url).hostname or "127.0.0.1"
         with socket.create_connection((host, self._stream_port), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(json.dumps({"token": self._token, "from": start}).encode() + b"\n")
+            hello = {"token": self._token, "from": start, "shm": shm}
+            sock.sendall(json.dumps(hello).encode() + b"\n")
             answer = _read_line(sock)
             if not answer.get("ok"):
                 error = answer.get("error", "refused")
                 if "token" in error:
                     raise EdgeUnauthorized(f"frame stream refused: {error}")
                 raise EdgeClientError(f"frame stream refused: {error}")
+            if (ring := answer.get("shm")) and self._ring is None:
+                self._ring = ShmRing.attach(ring["name"], ring["slots"], ring["slot_bytes"])
             sock.settimeout(None)
             while True:
-                frame = recv_frame(sock, verify=verify)
+                frame = recv_frame(sock, verify=verify, resolve=self._pixels_from_ring)
                 if frame is None:
                     raise ConnectionError("edge closed the frame stream")
                 yield frame
@@ -314,6 +337,7 @@ class EdgeClient:
             additional_headers={"Authorization": f"Bearer {self._token}"},
             max_size=None,
             open_timeout=10,
+            compression=None,
         ) as ws:
             for message in ws:
                 if isinstance(message, str):

@@ -97,7 +97,9 @@ def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> Non
 
     listener = socket.create_server((settings.host, settings.port))
     agent = EdgeAgent(core, settings, envelope, simulated=truth is not None, truth=truth)
-    stream = FrameStreamServer(agent.hub, token, settings.host, settings.stream_port)
+    stream = FrameStreamServer(
+        agent.hub, token, settings.host, settings.stream_port, ring=agent.ring
+    )
     app = create_app(agent, token, stream_port=stream.port)
     agent.start()
     stream.start()
@@ -110,7 +112,14 @@ def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> Non
         "journal": str(agent.journal.root),
     }
     print(json.dumps(ready), flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        ws_per_message_deflate=False,  # deflating 8 MiB of noisy pixels costs ~1 s a frame
+        ws_max_size=2**20,
+    )
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[listener])
     finally:

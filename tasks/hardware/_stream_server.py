@@ -3,6 +3,10 @@
 A client opens a connection and sends one JSON line ``{"token": ..., "from": N}``; the server
 answers one JSON line (``{"ok": true, "protocol": 1}`` or ``{"ok": false, "error": ...}``) and then
 sends every frame from N on, pixels straight from the frame's memory (no copy).
+
+A client on the same host may add ``"shm": true``: the answer then names the shared-memory ring
+(``"shm": {"name", "slots", "slot_bytes"}``) and frames still in the ring are sent as a header
+with ``shm_slot`` set and no pixel bytes; older frames come inline as usual.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 
 from scopeflow._framing import encode_prefix
 from scopeflow._protocol import PROTOCOL_VERSION
+from scopeflow._shm_ring import ShmRing
 
 from ._hub import FrameHub
 
@@ -30,9 +35,17 @@ _HELLO_TIMEOUT_S = 10.0
 class FrameStreamServer:
     """Serves the hub's frames to TCP clients, one thread per client."""
 
-    def __init__(self, hub: FrameHub, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        hub: FrameHub,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ring: ShmRing | None = None,
+    ) -> None:
         self._hub = hub
         self._token = token
+        self._ring = ring
         handler = self._make_handler()
         self._server = socketserver.ThreadingTCPServer(
             (host, port), handler, bind_and_activate=False
@@ -57,23 +70,29 @@ class FrameStreamServer:
         self._server.server_close()
 
     def _make_handler(self) -> type[socketserver.BaseRequestHandler]:
-        hub, token = self._hub, self._token
+        hub, token, ring = self._hub, self._token, self._ring
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 sock: socket.socket = self.request
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                start = _read_hello(sock, token)
-                if start is None:
+                hello = _read_hello(sock, token, ring)
+                if hello is None:
                     return
-                index = start
+                index, use_ring = hello
                 try:
                     while not hub.closed:
                         frame = hub.get(index, timeout=0.5)
                         if frame is None:
                             continue
-                        sock.sendall(encode_prefix(frame.header))
-                        sock.sendall(memoryview(frame.pixels).cast("B"))
+                        if use_ring and ring is not None and ring.holds(index):
+                            slot = index % ring.slots
+                            sock.sendall(
+                                encode_prefix(frame.header.model_copy(update={"shm_slot": slot}))
+                            )
+                        else:
+                            sock.sendall(encode_prefix(frame.header))
+                            sock.sendall(memoryview(frame.pixels).cast("B"))
                         index += 1
                 except OSError as exc:  # the consumer went away; it resumes with from=index
                     log.info("stream client left at frame %d: %s", index, exc)
@@ -81,7 +100,7 @@ class FrameStreamServer:
         return Handler
 
 
-def _read_hello(sock: socket.socket, token: str) -> int | None:
+def _read_hello(sock: socket.socket, token: str, ring: ShmRing | None) -> tuple[int, bool] | None:
     sock.settimeout(_HELLO_TIMEOUT_S)
     data = b""
     try:
@@ -93,15 +112,21 @@ def _read_hello(sock: socket.socket, token: str) -> int | None:
         hello = json.loads(data)
         start = int(hello.get("from", 0))
         given = str(hello.get("token", ""))
+        wants_ring = bool(hello.get("shm", False))
     except (OSError, ValueError, AttributeError):
         return _refuse(sock, 'hello is not a JSON object {"token": ..., "from": N}')
     if not hmac.compare_digest(given.encode(), token.encode()):
         return _refuse(sock, "missing or wrong token: use the token from the edge's --token-file")
     if start < 0:
         return _refuse(sock, "'from' must be >= 0")
+    answer: dict[str, object] = {"ok": True, "protocol": PROTOCOL_VERSION}
+    use_ring = wants_ring and ring is not None
+    if use_ring:
+        assert ring is not None
+        answer["shm"] = {"name": ring.name, "slots": ring.slots, "slot_bytes": ring.slot_bytes}
     sock.settimeout(None)
-    sock.sendall(json.dumps({"ok": True, "protocol": PROTOCOL_VERSION}).encode() + b"\n")
-    return start
+    sock.sendall(json.dumps(answer).encode() + b"\n")
+    return start, use_ring
 
 
 def _refuse(sock: socket.socket, error: str) -> None:

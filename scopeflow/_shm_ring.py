@@ -1,0 +1,85 @@
+"""A shared-memory ring of frame slots, for consumers on the same host as the edge agent.
+
+Slot ``index % slots`` holds frame ``index``: two 8-byte stamps around the pixels form a seqlock.
+The writer sets ``begin = index + 1``, copies the pixels, then sets ``end = index + 1``; a reader
+checks ``end`` before its copy and ``begin`` after it, so a slot overwritten under it (a reader
+more than ``slots`` frames behind) is detected, never returned torn.
+"""
+
+from __future__ import annotations
+
+import struct
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+__all__ = ["ShmRing"]
+
+_STAMP = struct.Struct("<q")
+_SLOT_HEADER = 16
+
+
+class ShmRing:
+    """Create with `ShmRing.create` (the edge) or attach with `ShmRing.attach` (a consumer)."""
+
+    def __init__(
+        self, shm: shared_memory.SharedMemory, slots: int, slot_bytes: int, owner: bool
+    ) -> None:
+        self._shm = shm
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self._owner = owner
+        self._buf = shm.buf
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    @classmethod
+    def create(cls, slots: int, slot_bytes: int) -> ShmRing:
+        size = slots * (slot_bytes + _SLOT_HEADER)
+        return cls(shared_memory.SharedMemory(create=True, size=size), slots, slot_bytes, True)
+
+    @classmethod
+    def attach(cls, name: str, slots: int, slot_bytes: int) -> ShmRing:
+        shm = shared_memory.SharedMemory(name=name)
+        # Python < 3.13 registers attached segments too and would unlink the edge's ring when
+        # this consumer exits; only the creator may unlink it.
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        return cls(shm, slots, slot_bytes, False)
+
+    def _offset(self, index: int) -> int:
+        return (index % self.slots) * (self.slot_bytes + _SLOT_HEADER)
+
+    def fits(self, pixels: np.ndarray) -> bool:
+        return pixels.nbytes <= self.slot_bytes
+
+    def write(self, index: int, pixels: np.ndarray) -> int:
+        """Copy frame ``index`` into its slot; returns the slot number."""
+        offset = self._offset(index)
+        _STAMP.pack_into(self._buf, offset, index + 1)
+        view = np.ndarray(pixels.shape, pixels.dtype, self._buf, offset + _SLOT_HEADER)
+        np.copyto(view, pixels)
+        _STAMP.pack_into(self._buf, offset + 8, index + 1)
+        return index % self.slots
+
+    def holds(self, index: int) -> bool:
+        """Whether frame ``index`` is (still) complete in its slot."""
+        return _STAMP.unpack_from(self._buf, self._offset(index) + 8)[0] == index + 1
+
+    def read(self, index: int, shape: tuple[int, ...], dtype: str) -> np.ndarray | None:
+        """A copy of frame ``index``, or None when its slot was already reused."""
+        offset = self._offset(index)
+        if _STAMP.unpack_from(self._buf, offset + 8)[0] != index + 1:
+            return None
+        view = np.ndarray(shape, np.dtype(dtype), self._buf, offset + _SLOT_HEADER)
+        pixels = view.copy()
+        if _STAMP.unpack_from(self._buf, offset)[0] != index + 1:
+            return None
+        return pixels
+
+    def close(self) -> None:
+        self._buf = None  # type: ignore[assignment]
+        self._shm.close()
+        if self._owner:
+            self._shm.unlink()

@@ -1,0 +1,171 @@
+"""One OME-Zarr (NGFF 0.5, zarr v3) image store per series: metadata and chunk codecs.
+
+Each series store holds one multiscale image with one dataset ``"0"``: a ``(t, y, x)`` array
+chunked one frame per chunk, so appending a frame is writing one chunk file and growing the
+shape. The array metadata is produced once by zarr-python itself (so that zarr reads back
+exactly what it would have written); later appends only change ``shape[0]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from scopeflow._errors import JournalError
+
+__all__ = [
+    "COMPRESSIONS",
+    "ChunkCodec",
+    "Compression",
+    "array_metadata_template",
+    "chunk_path",
+    "group_metadata",
+    "warm_up",
+]
+
+Compression = Literal["none", "zstd", "lz4"]
+COMPRESSIONS: tuple[str, ...] = ("none", "zstd", "lz4")
+ZSTD_LEVEL = 1  # fast enough to keep up with a camera; ~2x on typical microscopy frames
+LZ4_CLEVEL = 5
+
+
+def warm_up() -> None:
+    """Import zarr and numcodecs now (~0.5 s), not in the middle of the first append of a run."""
+    import numcodecs  # noqa: F401
+    import zarr  # noqa: F401
+
+
+def group_metadata(name: str, pixel_size_um: float | None) -> dict[str, Any]:
+    """The root ``zarr.json`` of a series store (NGFF 0.5 image, axes t/y/x)."""
+    space: dict[str, str] = {"type": "space"}
+    if pixel_size_um is not None:
+        space["unit"] = "micrometer"
+    px = 1.0 if pixel_size_um is None else float(pixel_size_um)
+    multiscale = {
+        "name": name,
+        "axes": [{"name": "t", "type": "time"}, {"name": "y", **space}, {"name": "x", **space}],
+        "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, px, px]}]}
+        ],
+        "type": "none",
+        "metadata": {
+            "description": "frames in acquisition order, one chunk per frame",
+            "method": "scopeflow FrameJournal",
+        },
+    }
+    return {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {"ome": {"version": "0.5", "multiscales": [multiscale]}},
+    }
+
+
+def array_metadata_template(
+    scratch: Path, shape: tuple[int, int], dtype: np.dtype, compression: Compression
+) -> dict[str, Any]:
+    """Let zarr-python create the ``(t, y, x)`` array metadata in ``scratch``; return it as JSON.
+
+    ``scratch`` must be an empty or missing directory (it is left holding the array metadata).
+    """
+    import zarr  # deferred: importing zarr costs ~0.3 s and is only needed for a new series
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    compressors: Any
+    if compression == "none":
+        compressors = None
+    elif compression == "zstd":
+        compressors = ZstdCodec(level=ZSTD_LEVEL, checksum=False)
+    else:
+        compressors = BloscCodec(
+            cname="lz4",
+            clevel=LZ4_CLEVEL,
+            shuffle="bitshuffle" if dtype.itemsize == 1 else "shuffle",
+            typesize=dtype.itemsize,
+        )
+    zarr.create_array(
+        store=str(scratch),
+        shape=(1, *shape),
+        chunks=(1, *shape),
+        dtype=dtype,
+        compressors=compressors,
+        filters=None,
+        fill_value=0,
+        dimension_names=("t", "y", "x"),
+        zarr_format=3,
+    )
+    meta: dict[str, Any] = json.loads((scratch / "zarr.json").read_text(encoding="utf-8"))
+    return meta
+
+
+def chunk_path(array_dir: Path, t: int) -> Path:
+    """The chunk file of frame ``t`` (zarr v3 default chunk key encoding ``c/t/0/0``)."""
+    return array_dir / "c" / str(t) / "0" / "0"
+
+
+class ChunkCodec:
+    """Encode/decode one ``(1, Y, X)`` chunk exactly as the array's zarr v3 ``codecs`` say.
+
+    Supported: ``bytes`` (+ optional ``zstd`` or ``blosc``), which is what the journal writes.
+    """
+
+    def __init__(self, codecs: Sequence[Mapping[str, Any]], dtype: np.dtype, where: Path) -> None:
+        if not codecs or codecs[0].get("name") != "bytes":
+            raise JournalError(
+                f"{where}: unsupported zarr codecs {list(codecs)!r}; the journal reads only arrays "
+                "it wrote itself (bytes codec, optionally zstd or blosc)"
+            )
+        endian = codecs[0].get("configuration", {}).get("endian", "little")
+        self.dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+        self.native = dtype.newbyteorder("=")
+        self._compressor: Any = None
+        rest = list(codecs[1:])
+        if len(rest) > 1:
+            raise JournalError(f"{where}: more than one compressor in {list(codecs)!r}")
+        if rest:
+            self._compressor = _numcodecs_compressor(rest[0], where)
+
+    @property
+    def compressed(self) -> bool:
+        return self._compressor is not None
+
+    def encode(self, frame: np.ndarray) -> memoryview | bytes:
+        """Bytes of one chunk; ``frame`` is 2D with this codec's dtype (any byte order)."""
+        raw = np.ascontiguousarray(frame, dtype=self.dtype)
+        view = memoryview(raw).cast("B")
+        if self._compressor is None:
+            return view
+        out: bytes = self._compressor.encode(view)
+        return out
+
+    def decode(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+        if self._compressor is not None:
+            data = self._compressor.decode(data)
+        expected = math.prod(shape) * self.dtype.itemsize
+        if len(data) != expected:
+            raise ValueError(f"chunk holds {len(data)} bytes, expected {expected}")
+        return np.frombuffer(data, dtype=self.dtype).reshape(shape).astype(self.native, copy=False)
+
+
+def _numcodecs_compressor(spec: Mapping[str, Any], where: Path) -> Any:
+    import numcodecs  # deferred, like zarr
+
+    name, cfg = spec.get("name"), dict(spec.get("configuration", {}))
+    if name == "zstd":
+        return numcodecs.Zstd(level=int(cfg.get("level", 0)), checksum=bool(cfg.get("checksum")))
+    if name == "blosc":
+        shuffles = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+        return numcodecs.Blosc(
+            cname=str(cfg.get("cname", "lz4")),
+            clevel=int(cfg.get("clevel", 5)),
+            shuffle=shuffles[str(cfg.get("shuffle", "shuffle"))],
+            blocksize=int(cfg.get("blocksize", 0)),
+            typesize=int(cfg.get("typesize", 1)),
+        )
+    raise JournalError(
+        f"{where}: unsupported zarr codec {dict(spec)!r} (journal writes zstd/blosc)"
+    )
