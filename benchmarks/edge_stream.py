@@ -134,7 +134,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         directory = Path(tmp)
         for size in args.sizes:
-            rounds = [_round(size, args.frames, directory / f"r{r}") for r in range(args.rounds)]
+            rounds = [
+                _round(size, args.frames, directory / f"{size}-r{r}") for r in range(args.rounds)
+            ]
             rows = {name: _median_row([r[name] for r in rounds]) for name in rounds[0]}
             results["sizes"][str(size)] = {"median": rows, "rounds": rounds}
             _print(size, rows)
