@@ -37,10 +37,16 @@ def available_models() -> list[str]:
 
 
 def load_model(name: str, **options: Any) -> SegmentationModel:
-    """Build the model registered as ``name``; raises ConfigurationError naming the choices."""
+    """Build the model registered as ``name``, or from ``"package.module:factory"``.
+
+    The import-path form lets worker processes (Ray, Dask) build a user's model without it
+    being registered there first. Raises ConfigurationError naming the choices.
+    """
     _ensure_builtins()
     with _lock:
         factory = _factories.get(name)
+    if factory is None and ":" in name:
+        factory = _import_factory(name)
     if factory is None:
         raise ConfigurationError(
             f"unknown model {name!r}; available: {', '.join(available_models()) or 'none'}"
@@ -53,6 +59,22 @@ def load_model(name: str, **options: Any) -> SegmentationModel:
             "tasks.inference.SegmentationModel"
         )
     return model
+
+
+def _import_factory(path: str) -> ModelFactory:
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            f"cannot import model factory {path!r}: {exc}; give 'package.module:callable' "
+            "importable on every worker"
+        ) from exc
+    if not callable(factory):
+        raise ConfigurationError(f"model factory {path!r} is not callable")
+    return factory
 
 
 def _ensure_builtins() -> None:
