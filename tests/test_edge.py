@@ -425,3 +425,18 @@ def test_raw_stream_socket_speaks_the_documented_framing(
         assert json.loads(line) == {"ok": True, "protocol": 1}
         frame = recv_frame(sock, verify=True)
     assert frame is not None and frame.index == start
+
+
+def test_the_edge_stops_cleanly_and_its_journal_reopens(tmp_path) -> None:
+    from tasks.storage import FrameJournal
+
+    edge = EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "128"]).start()
+    client = EdgeClient(edge.url, token_file=edge.token_file)
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 12)
+    state = client.wait_until_idle()
+    client.close()
+    assert edge.stop() == 0, "\n".join(edge.stderr_lines[-20:])
+    assert not any("FATAL" in line for line in edge.stderr_lines)
+    journal = FrameJournal.open(edge.journal)
+    assert len(journal) == state.frames_journaled == 12
+    assert journal.read_meta(11)["meta"]["channel"] == "DAPI"

@@ -125,4 +125,6 @@ def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> Non
     finally:
         stream.close()
         agent.shutdown()
+        # a core left to interpreter shutdown aborts in its C++ destructor (exit code 134)
+        core.unloadAllDevices()
         print(json.dumps({"event": "stopped", "frames": agent.hub.count}), file=sys.stderr)
