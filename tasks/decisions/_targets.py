@@ -1,0 +1,170 @@
+"""From label images to a short, rule-abiding list of targets on the stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+
+from ._geometry import FrameGeometry
+
+__all__ = [
+    "Detection",
+    "SelectionRules",
+    "detections_from_labels",
+    "merge_overlapping",
+    "order_for_short_travel",
+    "path_length_um",
+    "select_targets",
+]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object found in one tile, in stage coordinates."""
+
+    x_um: float
+    y_um: float
+    area_um2: float
+    radius_um: float
+    score: float
+    tile: int
+    touches_border: bool
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+
+class SelectionRules(BaseModel):
+    """Which detections become targets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_area_um2: float = Field(20.0, ge=0, description="Smaller objects are debris")
+    max_area_um2: float = Field(1_000.0, gt=0, description="Larger objects are clumps")
+    max_targets: int = Field(50, ge=1, description="At most this many, the best scores first")
+    min_score: float = Field(0.0, description="Minimum mean intensity (frame units)")
+
+
+def detections_from_labels(
+    labels: np.ndarray, image: np.ndarray, geometry: FrameGeometry, tile: int
+) -> list[Detection]:
+    """Centroid, area and mean intensity of every labelled object, mapped to the stage."""
+    if labels.shape != image.shape:
+        raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        return []
+    centres = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids), dtype=float)
+    areas_px = ndimage.sum_labels(np.ones_like(labels), labels, ids)
+    means = ndimage.mean(image.astype(np.float64), labels, ids)
+    slices = ndimage.find_objects(labels)
+    h, w = labels.shape
+    xs, ys = geometry.to_stage(centres[:, 0], centres[:, 1])
+    px_area = geometry.pixel_size_um**2
+    found = []
+    for k, obj in enumerate(ids):
+        sl = slices[obj - 1]
+        border = sl is not None and (
+            sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
+        )
+        area = float(areas_px[k] * px_area)
+        found.append(
+            Detection(
+                x_um=float(xs[k]),
+                y_um=float(ys[k]),
+                area_um2=area,
+                radius_um=float(np.sqrt(area / np.pi)),
+                score=float(means[k]),
+                tile=tile,
+                touches_border=bool(border),
+            )
+        )
+    return found
+
+
+def merge_overlapping(detections: list[Detection]) -> list[Detection]:
+    """One detection per object where tiles overlap.
+
+    Two detections closer than the larger radius are the same object; the one not cut by a
+    tile border (then the larger) is kept.
+    """
+    order = sorted(detections, key=lambda d: (d.touches_border, -d.area_um2))
+    kept: list[Detection] = []
+    if not order:
+        return kept
+    for det in order:
+        if not any(
+            np.hypot(det.x_um - k.x_um, det.y_um - k.y_um) < max(det.radius_um, k.radius_um)
+            for k in kept
+        ):
+            kept.append(det)
+    return kept
+
+
+def select_targets(detections: list[Detection], rules: SelectionRules) -> list[Detection]:
+    """Apply the size and score rules; keep the best ``max_targets`` by score."""
+    eligible = [
+        d
+        for d in detections
+        if rules.min_area_um2 <= d.area_um2 <= rules.max_area_um2 and d.score >= rules.min_score
+    ]
+    eligible.sort(key=lambda d: -d.score)
+    return eligible[: rules.max_targets]
+
+
+def path_length_um(points: np.ndarray, start: tuple[float, float] | None = None) -> float:
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    if start is not None:
+        pts = np.vstack([np.asarray(start, dtype=float), pts])
+    return float(np.sum(np.hypot(*np.diff(pts, axis=0).T))) if len(pts) > 1 else 0.0
+
+
+def order_for_short_travel(
+    points: np.ndarray, start: tuple[float, float] | None = None, max_passes: int = 50
+) -> list[int]:
+    """Visiting order of ``points`` (N x 2, µm) with short stage travel.
+
+    Nearest neighbour from ``start`` (or the first point), then 2-opt moves on the open path
+    (each reverses a stretch of the route when that shortens it).
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    n = len(pts)
+    if n <= 1:
+        return list(range(n))
+    # node n is the start position (when given): fixed at the head of the path
+    nodes = np.vstack([pts, np.asarray(start, dtype=float)]) if start is not None else pts
+    dist = np.hypot(*(nodes[:, None, :] - nodes[None, :, :]).transpose(2, 0, 1)).tolist()
+    here = n if start is not None else 0
+    left = set(range(n))
+    route: list[int] = []
+    if start is None:
+        route.append(0)
+        left.remove(0)
+    while left:
+        nearest = min(left, key=lambda k: dist[here][k])
+        route.append(nearest)
+        left.remove(nearest)
+        here = nearest
+    head = n if start is not None else None
+    for _ in range(max_passes):
+        improved = False
+        for i in range(n - 1):
+            before = route[i - 1] if i > 0 else head
+            for j in range(i + 1, n):
+                after = route[j + 1] if j + 1 < n else None
+                old = (dist[before][route[i]] if before is not None else 0.0) + (
+                    dist[route[j]][after] if after is not None else 0.0
+                )
+                new = (dist[before][route[j]] if before is not None else 0.0) + (
+                    dist[route[i]][after] if after is not None else 0.0
+                )
+                if new < old - 1e-9:
+                    route[i : j + 1] = route[i : j + 1][::-1]
+                    improved = True
+        if not improved:
+            break
+    return route
