@@ -178,6 +178,9 @@ class EdgeState(_Frozen):
     channel: str | None
     objective: str | None
     pixel_size_um: float
+    pixel_affine: tuple[float, float, float, float, float, float] = Field(
+        description="Micro-Manager pixel-size affine (a, b, tx, c, d, ty): camera orientation"
+    )
     image_width: int
     image_height: int
     exposure_ms: float

@@ -51,6 +51,9 @@ def edge_serve(
     time_scale: Annotated[
         float, typer.Option(help="Simulated seconds per real second (cell motion, division).")
     ] = 1.0,
+    density: Annotated[
+        float | None, typer.Option(help="Simulated nuclei per mm² (default 300).")
+    ] = None,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
     from tasks.hardware import EdgeServiceOptions, serve_edge
@@ -73,6 +76,7 @@ def edge_serve(
         camera_width=camera_size,
         camera_height=camera_size,
         time_scale=time_scale,
+        nuclei_per_mm2=density,
     )
     try:
         serve_edge(settings, options)
@@ -88,18 +92,58 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path(
         "scopeflow-data"
     ),
-    camera_size: Annotated[int, typer.Option(help="Simulated camera size in pixels.")] = 2048,
+    backend: Annotated[str, typer.Option(help="Compute backend: ray or dask.")] = "ray",
+    model: Annotated[str, typer.Option(help="Segmentation model (registry name).")] = "classical",
 ) -> None:
-    """Run the embedded demo on a simulated microscope, with nothing to set up."""
-    from ._demo import run_edge_demo
+    """Targeted imaging on a simulated microscope, end to end, with nothing to set up."""
+    from ._demo import run_demo
 
     try:
-        summary = run_edge_demo(data_dir, camera_size=camera_size, quiet=as_json)
+        summary = run_demo(data_dir, backend=backend, model=model, quiet=as_json)
     except ScopeflowError as exc:
         _fail(exc)
         return
     if as_json:
         typer.echo(json.dumps(summary))
+
+
+run_app = typer.Typer(help="Run an experiment flow against an edge agent.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("targeted-imaging")
+def run_targeted_imaging(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help="Edge agent URL.")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="The edge's token file.")] = None,
+) -> None:
+    """Overview -> segment -> decide -> detail z-stacks, against any edge agent."""
+    import yaml
+    from pydantic import ValidationError
+
+    from flows._targeted_params import TargetedImagingParams
+    from flows.targeted_imaging import targeted_imaging
+
+    try:
+        data = yaml.safe_load(params.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(ScopeflowError(f"cannot read parameters from {params}: {exc}"))
+        return
+    if edge_url:
+        data["edge_url"] = edge_url
+    if token_file:
+        data["edge_token_file"] = str(token_file)
+    try:
+        parsed = TargetedImagingParams.model_validate(data)
+    except ValidationError as exc:
+        _fail(ScopeflowError(f"parameters in {params} are not valid:\n{exc}"))
+        return
+    try:
+        summary = targeted_imaging(parsed)
+    except ScopeflowError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(summary))
 
 
 @app.command()

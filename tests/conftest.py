@@ -47,3 +47,12 @@ def validate_store(store: Path) -> None:
             [exe, "validate", str(store)], capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0, f"{tool} validate {store}:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (starting one costs ~20 s here)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -286,6 +286,7 @@ class EdgeAgent:
             channel=core.getCurrentConfig(self.settings.channel_group) or None,
             objective=core.getCurrentConfig(self.settings.objective_group) or None,
             pixel_size_um=core.getPixelSizeUm(),
+            pixel_affine=_pixel_affine(core),
             image_width=core.getImageWidth(),
             image_height=core.getImageHeight(),
             exposure_ms=core.getExposure(),
@@ -420,6 +421,14 @@ class EdgeAgent:
             index=index, t_journaled_ns=meta["t_handoff_ns"], **_header_fields(meta)
         )
         return Frame(header, self.journal.read(index))
+
+
+def _pixel_affine(core: CMMCorePlus) -> tuple[float, float, float, float, float, float]:
+    affine = tuple(float(v) for v in core.getPixelSizeAffine())
+    if len(affine) != 6 or not any(affine):  # no affine configured: camera axes = stage axes
+        px = core.getPixelSizeUm()
+        return (px, 0.0, 0.0, 0.0, px, 0.0)
+    return affine  # type: ignore[return-value]
 
 
 def _frame_bytes(core: CMMCorePlus) -> int:

@@ -37,6 +37,7 @@ class EdgeServiceOptions:
     camera_width: int = 2048
     camera_height: int = 2048
     time_scale: float = 1.0
+    nuclei_per_mm2: float | None = None
 
 
 def read_or_create_token(path: Path) -> str:
@@ -74,6 +75,7 @@ def build_core(
         width=options.camera_width,
         height=options.camera_height,
         time_scale=options.time_scale,
+        **({"nuclei_per_mm2": options.nuclei_per_mm2} if options.nuclei_per_mm2 else {}),
     )
     core, simulation = build_simulated_core(config)
 

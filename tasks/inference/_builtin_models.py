@@ -1,3 +1,44 @@
-"""Registers the models that ship with scopeflow (imported lazily by the registry)."""
+"""Registers the models that ship with scopeflow (imported lazily by the registry).
+
+Factories import their modules on first use, so importing this module pulls in neither
+torch nor scikit-image. Re-importing it (e.g. ``importlib.reload``) registers nothing twice.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from scopeflow._errors import ConfigurationError
+
+from ._protocol import SegmentationModel
+from ._registry import register_model
+
+__all__ = ["BUILTIN_MODELS"]
+
+
+def classical(**options: Any) -> SegmentationModel:
+    """``ClassicalNuclei(**options)``: Otsu + distance watershed (tasks.inference._classical)."""
+    from ._classical import ClassicalNuclei
+
+    return ClassicalNuclei(**options)
+
+
+def unet(**options: Any) -> SegmentationModel:
+    """``UNetNuclei(**options)``: the shipped U-Net, or ``weights=PATH`` (tasks.inference._unet)."""
+    from ._unet import UNetNuclei
+
+    return UNetNuclei(**options)
+
+
+BUILTIN_MODELS = {"classical": classical, "unet": unet}
+
+
+def _register() -> None:
+    for name, factory in BUILTIN_MODELS.items():
+        # already registered (module re-imported, or a user's own model): keep that one
+        with contextlib.suppress(ConfigurationError):
+            register_model(name, factory)
+
+
+_register()

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from ._journal import FrameJournal
 from ._ngff import COMPRESSIONS, Compression
+from ._stack import write_zstack
 
-__all__ = ["COMPRESSIONS", "Compression", "FrameJournal"]
+__all__ = ["COMPRESSIONS", "Compression", "FrameJournal", "write_zstack"]

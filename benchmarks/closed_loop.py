@@ -1,0 +1,226 @@
+"""Closed loop: frame ready at the edge -> segmentation -> decision -> stage command applied.
+
+Three loops with the same model and the same decision (move the stage to the brightest object),
+measured in the same run:
+- raw:       in-process pymmcore-plus frameReady -> model -> core.setXYPosition (the floor)
+- scopeflow: edge agent process -> shared-memory stream -> Ray actor -> decision -> HTTP command
+- naive:     one Prefect task run per frame (pixels as task parameters), command via the client
+
+scopeflow's latency is split into transport (ready -> received), inference (received -> labels),
+decision, and command (sent -> the edge's answer: the move is done when it answers).
+Goals: scopeflow adds < 10 ms p50 beyond the model's own time; scopeflow / raw <= 1.25;
+naive / scopeflow >= 5.
+
+    python benchmarks/closed_loop.py [--frames 30] [--sizes 512 2048] [--model classical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import useq
+
+from tasks.hardware import EdgeClient, EdgeProcess
+from tasks.hardware.sim import SimulatorConfig, build_simulated_core
+from tasks.inference import load_model
+from tasks.inference._backends import BackendConfig, make_backend
+
+RESULTS = Path(__file__).parent / "results" / "closed_loop.json"
+CENTRE = (5_000.0, 5_000.0)
+PACE_S = 0.4  # one frame every PACE_S: the loop is measured, not queueing
+
+
+def decide(
+    labels: np.ndarray, image: np.ndarray, x: float, y: float, px: float
+) -> tuple[float, float]:
+    """Target: the brightest object's centroid (stage µm), or stay."""
+    from scipy import ndimage
+
+    n = int(labels.max())
+    if n == 0:
+        return x, y
+    means = ndimage.mean(image, labels, np.arange(1, n + 1))
+    best = int(np.argmax(means)) + 1
+    r, c = ndimage.center_of_mass(labels == best)
+    h, w = labels.shape
+    nx = x + (c - (w - 1) / 2) * px
+    ny = y + (r - (h - 1) / 2) * px
+    return float(np.clip(nx, CENTRE[0] - 200, CENTRE[0] + 200)), float(
+        np.clip(ny, CENTRE[1] - 200, CENTRE[1] + 200)
+    )
+
+
+def loop_raw(size: int, n: int, model_name: str) -> dict:
+    core, _ = build_simulated_core(SimulatorConfig(width=size, height=size))
+    model = load_model(model_name)
+    core.setXYPosition(*CENTRE)
+    totals, model_ms = [], []
+    events = [
+        useq.MDAEvent(channel="DAPI", exposure=5.0, min_start_time=i * PACE_S) for i in range(n)
+    ]
+
+    def on_frame(img: np.ndarray, event: useq.MDAEvent, meta: dict) -> None:
+        t0 = time.perf_counter()
+        x, y = core.getXYPosition()
+        px = core.getPixelSizeUm()
+        labels = model.segment(img, pixel_size_um=px)
+        t1 = time.perf_counter()
+        core.setXYPosition(*decide(labels, img, x, y, px))
+        core.waitForDevice(core.getXYStageDevice())
+        totals.append((time.perf_counter() - t0) * 1e3)
+        model_ms.append((t1 - t0) * 1e3)
+
+    core.mda.events.frameReady.connect(on_frame)
+    core.mda.run(events)
+    core.unloadAllDevices()
+    return _stats(totals, model=model_ms)
+
+
+def loop_scopeflow(size: int, n: int, model_name: str, directory: Path) -> dict:
+    with EdgeProcess(directory / f"edge-{size}", extra_args=["--camera-size", str(size)]) as edge:
+        client = EdgeClient(edge.url, token_file=edge.token_file)
+        backend = make_backend(BackendConfig(kind="ray", workers=1, model=model_name))
+        try:
+            client.move_stage(*CENTRE)
+            start = client.state().frames_journaled
+            events = [
+                useq.MDAEvent(
+                    channel="DAPI",
+                    exposure=5.0,
+                    min_start_time=i * PACE_S,
+                    reset_event_timer=i == 0,
+                )
+                for i in range(n)
+            ]
+            client.submit_events(events)
+            rows = {"transport": [], "inference": [], "decision": [], "command": [], "total": []}
+            for frame in client.frames(start, stop=start + n, transport="shm"):
+                received = time.time_ns()
+                h = frame.header
+                labels = backend.submit(frame.pixels, pixel_size_um=h.pixel_size_um).result()
+                inferred = time.time_ns()
+                target = decide(labels, frame.pixels, h.stage.x, h.stage.y, h.pixel_size_um)
+                decided = time.time_ns()
+                client.move_stage(*target)
+                applied = time.time_ns()
+                rows["transport"].append((received - h.t_ready_ns) / 1e6)
+                rows["inference"].append((inferred - received) / 1e6)
+                rows["decision"].append((decided - inferred) / 1e6)
+                rows["command"].append((applied - decided) / 1e6)
+                rows["total"].append((applied - h.t_ready_ns) / 1e6)
+        finally:
+            backend.close()
+            client.close()
+    return _stats(rows.pop("total"), **rows)
+
+
+def loop_naive(size: int, n: int, model_name: str, directory: Path) -> dict:
+    from prefect import flow, task
+
+    @task
+    def segment(pixels: np.ndarray, px: float) -> np.ndarray:
+        return load_model(model_name).segment(pixels, pixel_size_um=px)
+
+    @task
+    def move(url: str, token_file: str, x: float, y: float) -> None:
+        with EdgeClient(url, token_file=Path(token_file)) as c:
+            c.move_stage(x, y)
+
+    totals: list[float] = []
+
+    @flow
+    def naive(url: str, token_file: str, start: int) -> None:
+        with EdgeClient(url, token_file=Path(token_file)) as client:
+            for frame in client.frames(start, stop=start + n, transport="shm"):
+                h = frame.header
+                labels = segment(frame.pixels, h.pixel_size_um)
+                target = decide(labels, frame.pixels, h.stage.x, h.stage.y, h.pixel_size_um)
+                move(url, token_file, *target)
+                totals.append((time.time_ns() - h.t_ready_ns) / 1e6)
+
+    with EdgeProcess(directory / f"naive-{size}", extra_args=["--camera-size", str(size)]) as edge:
+        client = EdgeClient(edge.url, token_file=edge.token_file)
+        client.move_stage(*CENTRE)
+        start = client.state().frames_journaled
+        events = [
+            useq.MDAEvent(
+                channel="DAPI", exposure=5.0, min_start_time=i * PACE_S, reset_event_timer=i == 0
+            )
+            for i in range(n)
+        ]
+        client.submit_events(events)
+        naive(edge.url, str(edge.token_file), start)
+        client.close()
+    return _stats(totals)
+
+
+def _stats(total: list[float], **parts: list[float]) -> dict:
+    out = {
+        "p50_ms": float(np.percentile(total, 50)),
+        "p99_ms": float(np.percentile(total, 99)),
+        "n": len(total),
+    }
+    for name, values in parts.items():
+        out[f"{name}_p50_ms"] = float(np.percentile(values, 50))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--model", default="classical")
+    args = parser.parse_args()
+    results: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "model": args.model,
+        "frames": args.frames,
+        "sizes": {},
+    }
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        for size in args.sizes:
+            rows = {
+                "raw": loop_raw(size, args.frames, args.model),
+                "scopeflow": loop_scopeflow(size, args.frames, args.model, Path(tmp)),
+                "naive": loop_naive(size, args.frames, args.model, Path(tmp)),
+            }
+            raw, sf, naive = rows["raw"], rows["scopeflow"], rows["naive"]
+            rows["ratios"] = {
+                "scopeflow_over_raw": sf["p50_ms"] / raw["p50_ms"],
+                "naive_over_scopeflow": naive["p50_ms"] / sf["p50_ms"],
+                "added_beyond_model_ms": sf["p50_ms"] - raw["model_p50_ms"],
+            }
+            results["sizes"][str(size)] = rows
+            _print(size, rows)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"saved {RESULTS}")
+
+
+def _print(size: int, rows: dict) -> None:
+    print(f"\n{size}x{size}: frame ready -> command applied (ms)")
+    keys = ("p50_ms", "p99_ms", "transport_p50_ms", "inference_p50_ms", "decision_p50_ms",
+            "command_p50_ms", "model_p50_ms")  # fmt: skip
+    print(f"{'loop':<10}" + "".join(f" {k[:-3]:>14}" for k in keys))
+    for name in ("raw", "scopeflow", "naive"):
+        row = rows[name]
+        print(
+            f"{name:<10}"
+            + "".join(f" {row[k]:>14.2f}" if k in row else f" {'-':>14}" for k in keys)
+        )
+    print("ratios:", {k: round(v, 2) for k, v in rows["ratios"].items()})
+
+
+if __name__ == "__main__":
+    main()

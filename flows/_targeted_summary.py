@@ -1,0 +1,198 @@
+"""The last phase of targeted imaging: score, count, and publish artifacts to Prefect."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from tasks.decisions import Detection, FrameGeometry, tile_grid
+from tasks.hardware import EdgeClient
+
+from ._targeted_params import TargetedImagingParams
+
+__all__ = ["RunRecord", "score_targets", "summarise"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the earlier phases produced (small: no pixels)."""
+
+    run_id: str
+    run_dir: Path
+    overview_tiles: int
+    detail_fov_um: tuple[float, float]
+    detections: int
+    mosaic_path: Path
+    targets: list[Detection]
+    stores: list[Path]
+    loop_latency_ms: list[float]
+    travel_um: float
+    started: float
+
+
+def score_targets(
+    targets: list[tuple[float, float]],
+    cells: list[dict[str, Any]],
+    region: tuple[float, float, float, float],
+) -> dict[str, float | int]:
+    """Precision: targets centred on a real nucleus; recall: nuclei in the region imaged.
+
+    ``cells`` are the simulator's truth records (``ids``, ``x_um``, ``y_um``, ``radius_um``).
+    """
+    x0, y0, x1, y1 = region
+    inside = [c for c in cells if x0 <= c["x_um"] <= x1 and y0 <= c["y_um"] <= y1]
+    if not targets:
+        return {"cells_in_region": len(inside), "recall": 0.0, "precision": 0.0}
+    centres = np.array([(c["x_um"], c["y_um"]) for c in cells]).reshape(-1, 2)
+    radii = np.array([c["radius_um"] for c in cells])
+    hit_cells: set[int] = set()
+    on_a_cell = 0
+    for tx, ty in targets:
+        if len(cells) == 0:
+            break
+        d = np.hypot(centres[:, 0] - tx, centres[:, 1] - ty)
+        k = int(np.argmin(d))
+        if d[k] <= radii[k]:
+            on_a_cell += 1
+            hit_cells.add(int(cells[k]["ids"]))
+    inside_ids = {int(c["ids"]) for c in inside}
+    recall = len(hit_cells & inside_ids) / len(inside) if inside else 1.0
+    return {
+        "cells_in_region": len(inside),
+        "recall": round(recall, 4),
+        "precision": round(on_a_cell / len(targets), 4),
+    }
+
+
+@task(name="summarise", cache_policy=NO_CACHE)
+def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any]:
+    """Counts, ground-truth score (simulated edge), and the Prefect artifacts."""
+    per_target = len(params.detail.z_offsets())
+    full_tiling = len(tile_grid(params.region.as_tuple(), record.detail_fov_um, 0.0)) * per_target
+    detail_frames = per_target * len(record.targets)
+    with EdgeClient(params.edge_url, token_file=params.edge_token_file) as edge:
+        state = edge.wait_until_idle()
+        truth = None
+        if params.score_against_truth and state.simulated:
+            margin = 20.0
+            x0, y0, x1, y1 = params.region.as_tuple()
+            cells = edge.truth((x0 - margin, y0 - margin, x1 + margin, y1 + margin))["cells"]
+            truth = score_targets(
+                [(t.x_um, t.y_um) for t in record.targets], cells, params.region.as_tuple()
+            )
+    latencies = record.loop_latency_ms or [0.0]
+    summary: dict[str, Any] = {
+        "run_id": record.run_id,
+        "frames_acquired": state.frames_acquired,
+        "frames_stored": state.frames_journaled,
+        "overview_tiles": record.overview_tiles,
+        "targets_detected": record.detections,
+        "targets_imaged": len(record.targets),
+        "detail_frames": detail_frames,
+        "full_tiling_frames": full_tiling,
+        "detail_vs_full_tiling": round(detail_frames / full_tiling, 4) if full_tiling else None,
+        "stage_travel_um": round(record.travel_um, 1),
+        "truth": truth,
+        "stores": {
+            "journal": state.journal,
+            "targets": [str(p) for p in record.stores],
+            "run_dir": str(record.run_dir),
+        },
+        "loop_latency_ms": {
+            "p50": round(float(np.percentile(latencies, 50)), 2),
+            "p99": round(float(np.percentile(latencies, 99)), 2),
+        },
+        "wall_s": round(time.perf_counter() - record.started, 2),
+    }
+    _publish(params, record, summary)
+    return summary
+
+
+def _publish(params: TargetedImagingParams, record: RunRecord, summary: dict[str, Any]) -> None:
+    rows = [
+        {
+            "target": i,
+            "x_um": round(t.x_um, 2),
+            "y_um": round(t.y_um, 2),
+            "area_um2": round(t.area_um2, 1),
+            "score": round(t.score, 1),
+            "store": record.stores[i].name if i < len(record.stores) else "",
+        }
+        for i, t in enumerate(record.targets)
+    ]
+    create_table_artifact(rows, key="targeted-imaging-targets", description="Targets imaged")
+    png = render_mosaic_png(record.mosaic_path, record.targets)
+    (record.run_dir / "overview_mosaic.png").write_bytes(png)
+    create_image_artifact(
+        "data:image/png;base64," + base64.b64encode(png).decode(),
+        key="targeted-imaging-overview",
+        description="Overview mosaic; circles: targets",
+    )
+    truth = summary["truth"]
+    truth_lines = (
+        f"| cells in region (truth) | {truth['cells_in_region']} |\n"
+        f"| recall | {truth['recall']} |\n| precision | {truth['precision']} |\n"
+        if truth
+        else ""
+    )
+    create_markdown_artifact(
+        f"# Targeted imaging {record.run_id}\n\n| measure | value |\n| --- | --- |\n"
+        f"| overview tiles | {summary['overview_tiles']} |\n"
+        f"| detections | {summary['targets_detected']} |\n"
+        f"| targets imaged | {summary['targets_imaged']} |\n"
+        f"| detail frames | {summary['detail_frames']} "
+        f"(a full {params.detail.objective} tiling: {summary['full_tiling_frames']}) |\n"
+        f"{truth_lines}"
+        f"| frames acquired / stored | {summary['frames_acquired']} / "
+        f"{summary['frames_stored']} |\n"
+        f"| loop latency p50 / p99 | {summary['loop_latency_ms']['p50']} / "
+        f"{summary['loop_latency_ms']['p99']} ms |\n"
+        f"| wall time | {summary['wall_s']} s |\n\nRun folder: `{record.run_dir}`\n",
+        key="targeted-imaging-summary",
+        description="Targeted imaging summary",
+    )
+
+
+def render_mosaic_png(mosaic_path: Path, targets: list[Detection], max_side: int = 1024) -> bytes:
+    """The overview thumbnails placed at their stage positions, targets circled."""
+    from PIL import Image, ImageDraw
+
+    data = np.load(mosaic_path)
+    thumbs, centres, affine = data["thumbs"], data["centres"], tuple(data["affine"])
+    height, width = (int(v) for v in data["shape"])
+    step = width / thumbs.shape[2]
+    geoms = [FrameGeometry(float(x), float(y), width, height, affine) for x, y in centres]
+    extents = np.array([g.extent_um for g in geoms])
+    x0, y0 = extents[:, 0].min(), extents[:, 1].min()
+    x1, y1 = extents[:, 2].max(), extents[:, 3].max()
+    um_per_px = max((x1 - x0), (y1 - y0)) / max_side
+    canvas = np.zeros((int((y1 - y0) / um_per_px) + 1, int((x1 - x0) / um_per_px) + 1), np.float32)
+    lo, hi = np.percentile(thumbs, [1, 99.5])
+    for thumb, g in zip(thumbs, geoms, strict=True):
+        rows, cols = np.mgrid[0 : thumb.shape[0], 0 : thumb.shape[1]]
+        xs, ys = g.to_stage(rows * step + step / 2, cols * step + step / 2)
+        r = np.clip(((ys - y0) / um_per_px).astype(int), 0, canvas.shape[0] - 1)
+        c = np.clip(((xs - x0) / um_per_px).astype(int), 0, canvas.shape[1] - 1)
+        canvas[r, c] = np.clip((thumb - lo) / max(hi - lo, 1), 0, 1)
+    image = Image.fromarray((canvas * 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for t in targets:
+        cx, cy = (t.x_um - x0) / um_per_px, (t.y_um - y0) / um_per_px
+        rad = max(t.radius_um / um_per_px * 1.5, 3)
+        draw.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), outline=(255, 64, 64), width=1)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()

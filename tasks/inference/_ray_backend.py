@@ -1,0 +1,346 @@
+"""Ray backend: ``workers`` actors, each loading the model once in ``__init__``.
+
+Imported only by ``make_backend`` (it imports ray). A local cluster (no ``address``) is started
+with every Ray server bound to 127.0.0.1 and is shut down by ``close()``; an existing Ray
+session or a cluster at ``address`` is only connected to, and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+
+from scopeflow._errors import ConfigurationError
+
+from ._backends import (
+    BackendConfig,
+    BackendUnavailable,
+    InferenceError,
+    LoadedModel,
+    chunk_indices,
+    model_failure,
+)
+
+__all__ = ["ModelActor", "RayBackend", "RayFuture"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ModelActor:
+    """One Ray actor: loads the model once, then segments the frames sent to it."""
+
+    def __init__(self, spec: str, options: dict[str, Any]) -> None:
+        self._loaded = LoadedModel(spec, options)
+
+    def segment(
+        self, frame: np.ndarray, pixel_size_um: float | None, index: int | None
+    ) -> np.ndarray:
+        return self._loaded.run([frame], pixel_size_um, index)[0]
+
+    def segment_many(
+        self, frames: list[Any], pixel_size_um: float | None, first_index: int
+    ) -> list[np.ndarray]:
+        # refs nested in a list are not resolved by Ray; fetch them here
+        frames = [ray.get(f) if isinstance(f, ray.ObjectRef) else f for f in frames]
+        return self._loaded.run(frames, pixel_size_um, first_index)
+
+    def describe(self) -> dict[str, Any]:
+        return self._loaded.describe()
+
+
+class RayFuture:
+    """A frame submitted to one actor; ``result()`` raises InferenceError on failure."""
+
+    def __init__(
+        self, backend: RayBackend, slot: int, actor: Any, ref: Any, frame_index: int | None
+    ) -> None:
+        self._backend = backend
+        self._slot = slot
+        self._actor = actor
+        self.ref = ref
+        self.frame_index = frame_index
+
+    def done(self) -> bool:
+        ready, _ = ray.wait([self.ref], num_returns=1, timeout=0, fetch_local=False)
+        return bool(ready)
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return ray.get(self.ref, timeout=timeout)
+        except GetTimeoutError as exc:
+            raise TimeoutError(
+                f"frame {self.frame_index} not segmented within {timeout} s on Ray actor "
+                f"{self._slot}"
+            ) from exc
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, InferenceError):
+                raise type(cause)(
+                    str(cause),
+                    model=cause.model,
+                    frame_index=cause.frame_index,
+                    reason=cause.reason,
+                ) from None
+            raise model_failure(
+                self._backend.config.model, self.frame_index, cause or exc, "Ray actor"
+            ) from None
+        except RayActorError as exc:
+            raise self._backend._actor_died(
+                self._slot, self._actor, self.frame_index, exc
+            ) from None
+        except RayError as exc:
+            raise InferenceError(
+                f"Ray failed to segment frame {self.frame_index} with model "
+                f"{self._backend.config.model!r}: {type(exc).__name__}: {exc}",
+                model=self._backend.config.model,
+                frame_index=self.frame_index,
+                reason=str(exc),
+            ) from None
+
+
+class RayBackend:
+    """``workers`` ModelActor actors, round-robin dispatch, the model loaded once per actor."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._counter = itertools.count()
+        self._submitted = itertools.count()
+        self._closed = False
+        self.restarts = 0
+        self.started_cluster = False
+        started = time.perf_counter()
+        self._connect()
+        self.startup_seconds: dict[str, float] = {"cluster": time.perf_counter() - started}
+        try:
+            self._check_resources()
+            self._actor_class = ray.remote(
+                num_cpus=config.cpus_per_worker,
+                num_gpus=config.gpus_per_worker,
+                max_restarts=0,
+                max_concurrency=1,
+            )(ModelActor)
+            started = time.perf_counter()
+            self._actors = [self._new_actor() for _ in range(config.workers)]
+            self._wait_ready(self._actors)
+            self.startup_seconds["actors"] = time.perf_counter() - started
+        except BaseException:
+            self.close()
+            raise
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        config = self.config
+        if ray.is_initialized():
+            return  # someone else's session (or ours from another backend): use, never stop
+        if config.address is not None:
+            try:
+                ray.init(
+                    address=config.address,
+                    log_to_driver=False,
+                    logging_level="WARNING",
+                    ignore_reinit_error=False,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise BackendUnavailable(
+                    f"cannot connect to the Ray cluster at {config.address!r}: {exc}; start one "
+                    "with `ray start --head`, or leave address unset for a local cluster",
+                    reason=str(exc),
+                ) from exc
+            return
+        num_cpus = max(os.cpu_count() or 1, math.ceil(config.workers * config.cpus_per_worker))
+        with _localhost_only():
+            ray.init(
+                num_cpus=num_cpus,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                ignore_reinit_error=False,
+                log_to_driver=False,
+                logging_level="WARNING",
+                # the repo root (and the caller's cwd) on the workers' path, so that
+                # "package.module:factory" models next to the code can be imported there
+                runtime_env={"env_vars": {"PYTHONPATH": _worker_pythonpath()}},
+            )
+        self.started_cluster = True
+
+    def _check_resources(self) -> None:
+        total = ray.cluster_resources()
+        need = {"CPU": self.config.cpus_per_worker, "GPU": self.config.gpus_per_worker}
+        for name, amount in need.items():
+            if amount > 0 and total.get(name, 0.0) < amount:
+                raise ConfigurationError(
+                    f"each Ray actor needs {name}={amount} but the cluster has "
+                    f"{total.get(name, 0.0)}; lower {name.lower()}s_per_worker or add nodes "
+                    f"with {name}s"
+                )
+
+    def _new_actor(self) -> Any:
+        return self._actor_class.remote(self.config.model, dict(self.config.model_options))
+
+    def _wait_ready(self, actors: list[Any]) -> list[dict[str, Any]]:
+        refs = [a.describe.remote() for a in actors]
+        try:
+            return ray.get(refs, timeout=self.config.startup_timeout_s)
+        except GetTimeoutError as exc:
+            raise InferenceError(
+                f"{len(actors)} Ray actor(s) for model {self.config.model!r} not ready within "
+                f"{self.config.startup_timeout_s} s; available resources: "
+                f"{ray.available_resources()}; raise startup_timeout_s or free resources",
+                model=self.config.model,
+            ) from exc
+        except RayActorError as exc:
+            raise InferenceError(
+                f"model {self.config.model!r} could not be loaded in a Ray actor: {exc}; make "
+                "sure it is registered or importable ('package.module:factory') on every node",
+                model=self.config.model,
+                reason=str(exc),
+            ) from None
+
+    def close(self) -> None:
+        """Kill this backend's actors; shut Ray down only when this backend started it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            actors, self._actors = getattr(self, "_actors", []), []
+        if ray.is_initialized():
+            for actor in actors:
+                with contextlib.suppress(RayError, ValueError):
+                    ray.kill(actor, no_restart=True)
+        if self.started_cluster and ray.is_initialized():
+            ray.shutdown()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- work --------------------------------------------------------------------------------
+
+    def put(self, frame: np.ndarray) -> Any:
+        """``ray.put`` the frame once; submit the returned ObjectRef as often as needed."""
+        self._check_open()
+        return ray.put(frame)
+
+    def submit(
+        self,
+        frame_or_ref: Any,
+        *,
+        pixel_size_um: float | None = None,
+        frame_index: int | None = None,
+    ) -> RayFuture:
+        slot, actor = self._pick()
+        index = next(self._submitted) if frame_index is None else frame_index
+        ref = actor.segment.remote(frame_or_ref, pixel_size_um, index)
+        return RayFuture(self, slot, actor, ref, index)
+
+    def segment(
+        self, frames: Sequence[Any], *, pixel_size_um: float | None = None
+    ) -> list[np.ndarray]:
+        """Segment ``frames`` in chunks spread round-robin over the actors, in order."""
+        futures = []
+        for chunk in chunk_indices(len(frames), self.config.workers):
+            slot, actor = self._pick()
+            ref = actor.segment_many.remote([frames[i] for i in chunk], pixel_size_um, chunk.start)
+            futures.append(RayFuture(self, slot, actor, ref, chunk.start))
+        out: list[np.ndarray] = []
+        for future in futures:
+            out.extend(future.result())
+        return out
+
+    def info(self) -> dict[str, Any]:
+        self._check_open()
+        with self._lock:
+            actors = list(self._actors)
+        workers = self._wait_ready(actors)
+        first = workers[0] if workers else {}
+        return {
+            "kind": "ray",
+            "address": self.config.address,
+            "gcs_address": ray.get_runtime_context().gcs_address,
+            "started_cluster": self.started_cluster,
+            "workers": len(actors),
+            "model": first.get("model", self.config.model),
+            "model_spec": self.config.model,
+            "model_version": first.get("model_version"),
+            "restarts": self.restarts,
+            "startup_seconds": dict(self.startup_seconds),
+            "per_worker": workers,
+        }
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InferenceError("this Ray backend is closed; make a new one with make_backend()")
+
+    def _pick(self) -> tuple[int, Any]:
+        self._check_open()
+        with self._lock:
+            slot = next(self._counter) % len(self._actors)
+            return slot, self._actors[slot]
+
+    def _actor_died(
+        self, slot: int, actor: Any, frame_index: int | None, exc: BaseException
+    ) -> InferenceError:
+        """Replace the dead actor (once) and describe what died."""
+        replaced = False
+        with self._lock:
+            if not self._closed and slot < len(self._actors) and self._actors[slot] is actor:
+                self._actors[slot] = self._new_actor()
+                self.restarts += 1
+                replaced = True
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        then = (
+            "a new actor was started for later frames"
+            if replaced or not self._closed
+            else "the backend is closed"
+        )
+        return InferenceError(
+            f"Ray actor {slot} running model {self.config.model!r} died while segmenting frame "
+            f"{frame_index} ({type(exc).__name__}: {first_line}); {then}",
+            model=self.config.model,
+            frame_index=frame_index,
+            reason=str(exc),
+        )
+
+
+class _localhost_only:
+    """Make ``ray.init`` keep 127.0.0.1 as the node address, so that every Ray server (GCS,
+    raylet, workers, agents) binds to loopback only. Ray otherwise swaps 127.0.0.1 for the
+    machine's routable address and listens on all interfaces."""
+
+    def __enter__(self) -> None:
+        from ray._private import ray_constants
+
+        self._saved = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def __exit__(self, *exc: object) -> None:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = self._saved
+
+
+def _worker_pythonpath() -> str:
+    entries = [str(REPO_ROOT), os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return os.pathsep.join(dict.fromkeys(e for e in entries if e))

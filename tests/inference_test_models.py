@@ -1,0 +1,78 @@
+"""Small but real segmentation models for the backend tests and the round-trip benchmark.
+
+Workers load them by import path, e.g. ``"tests.inference_test_models:ThresholdModel"``, so
+the repository root must be on the workers' ``sys.path`` (the backends arrange that locally).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["POISON", "FailingModel", "SlowModel", "ThresholdModel", "ZerosModel"]
+
+# a frame whose first pixel holds this value makes FailingModel raise
+POISON = 4095
+
+
+class ThresholdModel:
+    """Pixels above ``threshold`` (default: the frame's mean + 1 std), 4-connected, labelled."""
+
+    name = "threshold-test"
+    version = "1.0"
+    device = "cpu"
+
+    def __init__(self, threshold: float | None = None) -> None:
+        self.threshold = threshold
+        self.pid = os.getpid()
+        self.instance = uuid.uuid4().hex
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        if image.ndim != 2 or image.size == 0:
+            raise ValueError(f"ThresholdModel takes a non-empty 2D image, got shape {image.shape}")
+        data = image.astype(np.float32, copy=False)
+        threshold = self.threshold
+        if threshold is None:
+            threshold = float(data.mean() + data.std())
+        labels, _ = ndimage.label(data > threshold)
+        return labels.astype(np.int32, copy=False)
+
+
+class FailingModel(ThresholdModel):
+    """Like ThresholdModel, but raises ValueError on a frame whose first pixel is POISON."""
+
+    name = "failing-test"
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        if int(image.flat[0]) == POISON:
+            raise ValueError(f"poisoned frame (first pixel {POISON}) refused on purpose")
+        return super().segment(image, pixel_size_um=pixel_size_um)
+
+
+class SlowModel(ThresholdModel):
+    """Like ThresholdModel, after sleeping ``delay_s`` per frame."""
+
+    name = "slow-test"
+
+    def __init__(self, delay_s: float = 2.0, threshold: float | None = None) -> None:
+        super().__init__(threshold)
+        self.delay_s = delay_s
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return super().segment(image, pixel_size_um=pixel_size_um)
+
+
+class ZerosModel:
+    """The trivial model of the round-trip benchmark: all background, no work."""
+
+    name = "zeros"
+    version = "1.0"
+    device = "cpu"
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        return np.zeros(image.shape, dtype=np.int32)
