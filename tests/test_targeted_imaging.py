@@ -121,3 +121,37 @@ def test_the_demo_meets_its_goals_as_a_user_runs_it(tmp_path: Path) -> None:
     assert summary["wall_s"] < 120
     assert set(summary["loop_latency_ms"]) == {"p50", "p99"}
     assert all(Path(p).exists() for p in summary["stores"]["targets"])
+
+
+def test_run_command_takes_a_params_file_and_reports_bad_ones(
+    prefect_harness: None, sparse_edge: EdgeProcess, tmp_path: Path
+) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from scopeflow.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "region": {"x0": 4800, "y0": 4800, "x1": 5200, "y1": 5200},
+                "backend": {"kind": "dask", "workers": 1},
+                "rules": {"max_targets": 3},
+                "output_dir": str(tmp_path / "out"),
+            }
+        )
+    )
+    args = ["run", "targeted-imaging", "--params", str(params)]
+    args += ["--edge-url", sparse_edge.url, "--token-file", str(sparse_edge.token_file)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 < summary["targets_imaged"] <= 3
+
+    params.write_text("region: {x0: 10, y0: 10, x1: 0, y1: 20}\n")
+    bad = CliRunner().invoke(app, ["run", "targeted-imaging", "--params", str(params)])
+    assert bad.exit_code == 2
+    assert "region" in bad.output and "empty" in bad.output
