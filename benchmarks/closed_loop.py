@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import useq
+from _machine import describe_machine
 
 from tasks.hardware import EdgeClient, EdgeProcess
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core
@@ -180,11 +179,7 @@ def main() -> None:
     parser.add_argument("--model", default="classical")
     args = parser.parse_args()
     results: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": describe_machine(),
         "model": args.model,
         "frames": args.frames,
         "sizes": {},

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import useq
+from _machine import describe_machine
 
 from tasks.hardware import EdgeClient, EdgeProcess
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core
@@ -123,12 +123,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     args = parser.parse_args()
     results: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": describe_machine(),
         "frames": args.frames,
         "rounds": args.rounds,
         "note": "ratio_to_floor is taken within each round (same minute), then the median",

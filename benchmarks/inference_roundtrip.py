@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -31,37 +30,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "tests.inference_test_models:ZerosModel"
 
 
 def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import dask
     import distributed
     import ray
 
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "numpy": np.__version__,
-        "ray": ray.__version__,
-        "dask": dask.__version__,
-        "distributed": distributed.__version__,
-        "gpu": None,
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-    }
+    return describe_machine(
+        ray=ray.__version__, dask=dask.__version__, distributed=distributed.__version__
+    )
 
 
 def timed(fn: Callable[[], object], iters: int, warmup: int) -> list[float]:

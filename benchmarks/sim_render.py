@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -115,13 +114,7 @@ def main() -> None:
         "benchmark": "sim_render",
         "unit": "frames/s",
         "config": "SimulatorConfig defaults (time_scale=1: the sample moves in real time)",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": describe_machine(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": rows,
     }
