@@ -1,0 +1,244 @@
+"""A small U-Net for nuclei: 3 classes (background, interior, boundary) + watershed.
+
+The network runs at a canonical pixel size (``CANONICAL_PIXEL_UM``): inputs are rescaled by
+``pixel_size_um``, normalised by robust percentiles, tiled with overlap when large, and the
+class probabilities are resized back before the interior seeds grow into instances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from scopeflow._errors import ConfigurationError
+
+from ._classical import check_image, check_pixel_size, relabel
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CANONICAL_PIXEL_UM",
+    "DEFAULT_WEIGHTS",
+    "UNetNuclei",
+    "build_unet",
+    "normalize_percentiles",
+]
+
+CANONICAL_PIXEL_UM = 1.0
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "unet_nuclei.pt"
+WEIGHTS_FORMAT = 1
+DEFAULT_CHANNELS = (16, 32, 64, 96)
+_TILE = 512  # canonical pixels per tile side (before overlap)
+_OVERLAP = 32
+_TRAIN_HINT = (
+    "train it with `python -m tasks.inference.train_unet --seed 0 --out "
+    "tasks/inference/weights/unet_nuclei.pt`, or pass weights=PATH to load_model('unet', ...)"
+)
+
+
+def normalize_percentiles(
+    image: np.ndarray, low: float = 1.0, high: float = 99.8, max_samples: int = 1 << 20
+) -> np.ndarray:
+    """(image - p_low) / (p_high - p_low) as float32; percentiles from a strided subsample."""
+    flat = image.ravel()
+    step = max(1, flat.size // max_samples)
+    lo, hi = np.percentile(flat[::step], [low, high])
+    scale = float(hi - lo)
+    if scale <= 0:
+        scale = float(flat.max() - lo) or 1.0
+    return ((image - lo) / scale).astype(np.float32)
+
+
+def build_unet(channels: tuple[int, ...] = DEFAULT_CHANNELS, n_classes: int = 3) -> Any:
+    """The network (a torch ``nn.Module``); torch is imported here, not at module import."""
+    from torch import nn
+
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+    class UNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = nn.ModuleList()
+            cin = 1
+            for c in channels:
+                self.down.append(block(cin, c))
+                cin = c
+            self.pool = nn.MaxPool2d(2)
+            self.up = nn.ModuleList()
+            self.dec = nn.ModuleList()
+            for c_skip in reversed(channels[:-1]):
+                self.up.append(nn.ConvTranspose2d(cin, c_skip, 2, stride=2))
+                self.dec.append(block(2 * c_skip, c_skip))
+                cin = c_skip
+            self.head = nn.Conv2d(cin, n_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            import torch
+
+            skips = []
+            for i, enc in enumerate(self.down):
+                x = enc(x if i == 0 else self.pool(x))
+                skips.append(x)
+            for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1]), strict=True):
+                x = dec(torch.cat([up(x), skip], dim=1))
+            return self.head(x)
+
+    return UNet()
+
+
+class UNetNuclei:
+    """U-Net nuclei segmentation (``load_model("unet", weights=PATH, device="cpu")``).
+
+    Options: ``weights`` (path to a ``.pt`` written by ``train_unet``; default the shipped
+    file), ``device`` ("cpu", "cuda", "cuda:N"; default CUDA when available), ``num_threads``
+    (CPU threads for torch), ``interior_threshold`` / ``foreground_threshold`` (probabilities
+    for seeds and for the object mask), ``min_radius_um`` (smaller objects are dropped),
+    ``split_depth_um`` (how deep a neck between two seeds must be to keep them apart).
+    """
+
+    name = "unet"
+
+    def __init__(
+        self,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        num_threads: int | None = None,
+        interior_threshold: float = 0.5,
+        foreground_threshold: float = 0.5,
+        min_radius_um: float = 1.5,
+        split_depth_um: float = 1.0,
+    ) -> None:
+        import torch
+
+        path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise ConfigurationError(f"U-Net weights file not found: {path}; {_TRAIN_HINT}")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            meta = dict(ckpt["meta"])
+            if int(meta.get("format", -1)) != WEIGHTS_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, expected {WEIGHTS_FORMAT}")
+            net = build_unet(tuple(meta["channels"]), int(meta["n_classes"]))
+            net.load_state_dict(ckpt["state_dict"])
+        except Exception as exc:  # a corrupt or foreign file: say which and how to fix it
+            raise ConfigurationError(
+                f"cannot load U-Net weights from {path}: {exc}; {_TRAIN_HINT}"
+            ) from exc
+        if num_threads is not None:
+            torch.set_num_threads(max(1, int(num_threads)))
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._torch_device = torch.device(device)
+        self.device = str(self._torch_device)
+        self.net = net.to(self._torch_device).eval()
+        self.meta = meta
+        self.weights_path = str(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        self.version = f"{meta.get('version', '0')}+{digest}"  # provenance: code + weights
+        self.canonical_pixel_um = float(meta.get("canonical_pixel_um", CANONICAL_PIXEL_UM))
+        self.interior_threshold = float(interior_threshold)
+        self.foreground_threshold = float(foreground_threshold)
+        self.min_radius_um = float(min_radius_um)
+        self.split_depth_um = float(split_depth_um)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.net.parameters()))
+
+    # ------------------------------------------------------------------ inference
+
+    def predict_probabilities(
+        self, image: np.ndarray, *, pixel_size_um: float | None = None
+    ) -> np.ndarray:
+        """(3, H, W) float32 class probabilities at the input's resolution."""
+        import torch
+        import torch.nn.functional as F
+
+        img = check_image(image, self.name)
+        px = check_pixel_size(pixel_size_um, self.name)
+        h, w = img.shape
+        x = torch.from_numpy(normalize_percentiles(img))[None, None]
+        scale = px / self.canonical_pixel_um
+        ch, cw = max(8, round(h * scale)), max(8, round(w * scale))
+        if (ch, cw) != (h, w):
+            x = F.interpolate(
+                x, size=(ch, cw), mode="bilinear", align_corners=False, antialias=scale < 1
+            )
+        logits = self._predict_tiled(x)
+        probs = torch.softmax(logits, dim=1)
+        if (ch, cw) != (h, w):
+            probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+        return probs[0].numpy()
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        probs = self.predict_probabilities(image, pixel_size_um=pixel_size_um)
+        px = check_pixel_size(pixel_size_um, self.name)
+        return self.postprocess(probs, px)
+
+    def segment_batch(
+        self, images: list[np.ndarray], *, pixel_size_um: float | None = None
+    ) -> list[np.ndarray]:
+        return [self.segment(im, pixel_size_um=pixel_size_um) for im in images]
+
+    def postprocess(self, probs: np.ndarray, pixel_size_um: float) -> np.ndarray:
+        """Seeds: maxima (depth >= ``split_depth_um``) of the distance map of the interior mask,
+        so touching nuclei whose interiors merge at a neck still get one seed each; grown by
+        watershed on the interior probability over the foreground mask; small objects dropped.
+        """
+        from scipy import ndimage as ndi
+        from skimage.morphology import h_maxima
+        from skimage.segmentation import watershed
+
+        interior, fg = probs[1], probs[1] + probs[2]
+        inner = interior > self.interior_threshold
+        if not inner.any():
+            return np.zeros(interior.shape, np.int32)
+        dist = ndi.distance_transform_edt(inner) * pixel_size_um
+        dist = ndi.gaussian_filter(dist, 0.5)
+        seeds, _ = ndi.label(h_maxima(dist, self.split_depth_um).astype(bool) & inner)
+        mask = (fg > self.foreground_threshold) | inner
+        labels = watershed(-interior, seeds, mask=mask)
+        min_area = math.pi * (self.min_radius_um / pixel_size_um) ** 2
+        areas = np.bincount(labels.ravel())
+        small = areas < min_area
+        small[0] = False
+        labels[small[labels]] = 0
+        return relabel(labels)
+
+    def _predict_tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a (1, 1, H, W) canonical image, by overlapping tiles when it is large."""
+        import torch
+
+        _, _, h, w = x.shape
+        out = torch.zeros((1, 3, h, w))
+        step = _TILE
+        with torch.inference_mode():
+            for r0 in range(0, h, step):
+                for c0 in range(0, w, step):
+                    ra, rb = max(r0 - _OVERLAP, 0), min(r0 + step + _OVERLAP, h)
+                    ca, cb = max(c0 - _OVERLAP, 0), min(c0 + step + _OVERLAP, w)
+                    tile = x[:, :, ra:rb, ca:cb]
+                    th, tw = tile.shape[-2:]
+                    ph, pw = (-th) % 8, (-tw) % 8
+                    if ph or pw:
+                        mode = "reflect" if th > ph and tw > pw else "replicate"
+                        tile = torch.nn.functional.pad(tile, (0, pw, 0, ph), mode=mode)
+                    y = self.net(tile.to(self._torch_device)).float().cpu()[:, :, :th, :tw]
+                    rr, cc = min(r0 + step, h), min(c0 + step, w)
+                    out[:, :, r0:rr, c0:cc] = y[:, :, r0 - ra : rr - ra, c0 - ca : cc - ca]
+        return out
