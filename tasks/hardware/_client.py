@@ -21,6 +21,7 @@ import numpy as np
 import useq
 from websockets.sync.client import connect as ws_connect
 
+from scopeflow._closing import Closeable
 from scopeflow._errors import EdgeClientError, EdgeRejected, EdgeUnauthorized, EdgeUnavailable
 from scopeflow._framing import MAGIC, Frame, decode_frame, recv_frame
 from scopeflow._protocol import (
@@ -99,7 +100,7 @@ def _sequence_body(sequence: useq.MDASequence | dict[str, Any], command_id: str)
     return {"command_id": command_id, "sequence": seq}
 
 
-class EdgeClient:
+class EdgeClient(Closeable):
     """Blocking client. ``with EdgeClient(url, token_file=...) as edge: edge.state()``."""
 
     def __init__(
@@ -119,12 +120,6 @@ class EdgeClient:
         )
         self._stream_port: int | None = None
         self._ring: ShmRing | None = None
-
-    def __enter__(self) -> EdgeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._http.close()

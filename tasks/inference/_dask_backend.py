@@ -17,13 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
+
+from scopeflow._closing import Closeable
 
 from ._backends import (
     BackendConfig,
@@ -133,7 +134,7 @@ class DaskFuture:
             raise model_failure(model, self.frame_index, exc, "Dask worker") from None
 
 
-class DaskBackend:
+class DaskBackend(Closeable):
     """Tasks on a Dask cluster; the model lives in a ModelPlugin on every worker."""
 
     def __init__(self, config: BackendConfig) -> None:
@@ -223,17 +224,6 @@ class DaskBackend:
             client.close()
         if cluster is not None:
             cluster.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def address(self) -> str:

@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from scopeflow._closing import Closeable
 from scopeflow._errors import ConfigurationError
 
 from ._backends import (
@@ -110,7 +110,7 @@ class RayFuture:
             ) from None
 
 
-class RayBackend:
+class RayBackend(Closeable):
     """``workers`` ModelActor actors, round-robin dispatch, the model loaded once per actor."""
 
     def __init__(self, config: BackendConfig) -> None:
@@ -222,17 +222,6 @@ class RayBackend:
                     ray.kill(actor, no_restart=True)
         if self.started_cluster and ray.is_initialized():
             ray.shutdown()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- work --------------------------------------------------------------------------------
 

@@ -23,11 +23,11 @@ import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
+from scopeflow._closing import Closeable
 from scopeflow._errors import JournalError
 
 from ._fsutil import (
@@ -53,7 +53,7 @@ DISCARDED_FILE = "frames.jsonl.discarded"
 _PIXEL_KINDS = "biuf"  # bool, signed/unsigned integers, floats: what zarr v3 and viewers handle
 
 
-class FrameJournal:
+class FrameJournal(Closeable):
     """Frames grouped into OME-Zarr series stores plus a JSON-lines metadata log.
 
     Build one with :meth:`create` or :meth:`open`; the constructor is private.
@@ -308,17 +308,6 @@ class FrameJournal:
                     self._log_fd = None
                 if self._writer_lock is not None:
                     self._writer_lock.release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         mode = "writable" if self._writable else "read-only"
