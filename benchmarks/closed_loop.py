@@ -28,8 +28,7 @@ from _machine import describe_machine
 
 from tasks.hardware import EdgeClient, EdgeProcess
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core
-from tasks.inference import load_model
-from tasks.inference._backends import BackendConfig, make_backend
+from tasks.inference import BackendConfig, load_model, make_backend
 
 RESULTS = Path(__file__).parent / "results" / "closed_loop.json"
 CENTRE = (5_000.0, 5_000.0)

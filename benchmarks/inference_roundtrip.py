@@ -68,7 +68,7 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
 
 def run_backend(kind: str, frames: dict[int, np.ndarray], iters: int, warmup: int) -> dict:
-    from tasks.inference._backends import BackendConfig, make_backend
+    from tasks.inference import BackendConfig, make_backend
 
     started = time.perf_counter()
     backend = make_backend(BackendConfig(kind=kind, workers=1, model=MODEL))

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.decisions import SelectionRules
-from tasks.inference._backends import BackendConfig
+from tasks.inference import BackendConfig
 
 __all__ = ["DetailSettings", "OverviewSettings", "Region", "TargetedImagingParams"]
 

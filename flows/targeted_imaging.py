@@ -32,7 +32,7 @@ from tasks.decisions import (
     tile_grid,
 )
 from tasks.hardware import EdgeClient
-from tasks.inference._backends import InferenceBackend, InferenceFuture, make_backend
+from tasks.inference import InferenceBackend, InferenceFuture, make_backend
 from tasks.storage import write_zstack
 
 from ._targeted_params import TargetedImagingParams

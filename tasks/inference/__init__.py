@@ -3,7 +3,26 @@
 
 from __future__ import annotations
 
+from ._backends import (
+    BackendConfig,
+    BackendUnavailable,
+    InferenceBackend,
+    InferenceError,
+    InferenceFuture,
+    make_backend,
+)
 from ._protocol import SegmentationModel
 from ._registry import available_models, load_model, register_model
 
-__all__ = ["SegmentationModel", "available_models", "load_model", "register_model"]
+__all__ = [
+    "BackendConfig",
+    "BackendUnavailable",
+    "InferenceBackend",
+    "InferenceError",
+    "InferenceFuture",
+    "SegmentationModel",
+    "available_models",
+    "load_model",
+    "make_backend",
+    "register_model",
+]

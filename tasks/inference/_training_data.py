@@ -105,8 +105,7 @@ def simulated_frames(n: int, seed: int = 0, size: int = 256) -> Iterator[SimFram
 
 def render_frame(s: FrameSettings) -> SimFrame:
     """Build a small simulated slide for ``s`` and render one DAPI frame plus its labels."""
-    from tasks.hardware.sim import SimulatorConfig
-    from tasks.hardware.sim._core import build_simulated_core
+    from tasks.hardware.sim import SimulatorConfig, build_simulated_core
 
     cfg = SimulatorConfig(
         seed=s.seed,
@@ -149,8 +148,12 @@ def rasterize_truth(sim: Any, state: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     Returns (labels int32, ignore bool, cell ids of labels 1..N). A pixel covered by several
     nuclei goes to the one it lies deepest inside.
     """
-    from tasks.hardware.sim._render import numerical_aperture
-    from tasks.hardware.sim._sprites import quantize_size, size_from_bin
+    from tasks.hardware.sim import (
+        nucleus_outline_distance,
+        numerical_aperture,
+        quantize_size,
+        size_from_bin,
+    )
 
     renderer = sim.renderer
     cfg = renderer.config
@@ -196,18 +199,7 @@ def rasterize_truth(sim: Any, state: Any) -> tuple[np.ndarray, np.ndarray, np.nd
             dx = -dx
         if o & 1:
             dy, dx = dx, dy
-        theta = 0.0 if rounded else float(lib["angle"][sid])
-        a, b = radius * math.sqrt(aspect), radius / math.sqrt(aspect)
-        ct, st = math.cos(theta), math.sin(theta)
-        un = (dx * ct + dy * st) / a
-        vn = (-dx * st + dy * ct) / b
-        rho = np.sqrt(un * un + vn * vn)
-        boundary = np.ones_like(rho)
-        if not rounded:
-            phi = np.arctan2(vn, un)
-            for k, (amp, ph) in enumerate(zip(amps, lib["harm_phase"][sid], strict=True)):
-                boundary += float(amp) * np.cos((k + 2) * phi + float(ph))
-        dist = (rho / boundary - 1.0) * radius
+        dist, _, _ = nucleus_outline_distance(dx, dy, radius, lib, sid, rounded)
         inside = dist < 0.0
         if not inside.any():
             continue

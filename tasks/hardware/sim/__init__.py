@@ -10,8 +10,10 @@ from ._clock import SimClock
 from ._config import SimulatorConfig
 from ._core import Simulation, build_simulated_core
 from ._micromanager import load_micromanager_core
-from ._render import Renderer, ScopeState
+from ._render import Renderer, ScopeState, numerical_aperture
 from ._sample import CellTable, Division, VirtualSample
+from ._sprites import outline_distance as nucleus_outline_distance
+from ._sprites import quantize_size, size_from_bin
 
 __all__ = [
     "CellTable",
@@ -24,4 +26,8 @@ __all__ = [
     "VirtualSample",
     "build_simulated_core",
     "load_micromanager_core",
+    "nucleus_outline_distance",
+    "numerical_aperture",
+    "quantize_size",
+    "size_from_bin",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "Sprite",
     "SpriteCache",
     "SpriteKey",
+    "outline_distance",
     "quantize_sigma",
     "quantize_size",
     "sigma_from_bin",
@@ -34,6 +35,37 @@ _SIZE_STEP = math.log(1.04)
 NOISE_PATTERNS = 6
 BIG_SPRITE_PX = 128 * 128  # larger sprites keep (image, ones, sqrt(image)) instead
 _CHANNEL_CODE = {"BF": 0, "DAPI": 1, "GFP": 2}
+
+
+def outline_distance(
+    dx: np.ndarray,
+    dy: np.ndarray,
+    radius: float,
+    shapes: dict[str, np.ndarray],
+    shape_id: int,
+    rounded: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Approximate signed distance (px, < 0 inside) from sprite offsets to a nucleus outline.
+
+    The outline is an ellipse of the shape library's aspect and angle with boundary harmonics
+    (a round disk while the cell is rounded up). The renderer draws with it and training labels
+    are rasterised with it, so the two always agree. Also returns the normalised coordinates
+    (u/a, v/b) the texture is sampled at.
+    """
+    aspect = 1.0 if rounded else float(shapes["aspect"][shape_id])
+    theta = 0.0 if rounded else float(shapes["angle"][shape_id])
+    a, b = radius * math.sqrt(aspect), radius / math.sqrt(aspect)
+    ct, st = math.cos(theta), math.sin(theta)
+    un = (dx * ct + dy * st) / a
+    vn = (-dx * st + dy * ct) / b
+    rho = np.sqrt(un * un + vn * vn)
+    boundary = np.ones_like(rho)
+    if not rounded:
+        phi = np.arctan2(vn, un)
+        amps, phases = shapes["harm_amp"][shape_id], shapes["harm_phase"][shape_id]
+        for h, (amp, ph) in enumerate(zip(amps.tolist(), phases.tolist(), strict=True)):
+            boundary += amp * np.cos((h + 2) * phi + ph)
+    return (rho / boundary - 1.0) * radius, un, vn
 
 
 def quantize_sigma(sigma_px: np.ndarray) -> np.ndarray:
@@ -150,22 +182,8 @@ class SpriteCache:
         self, shape_id: int, radius: float, rounded: bool, half: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Soft mask of the nucleus plus its normalised coordinates (u/a, v/b)."""
-        lib = self._shapes
-        aspect = 1.0 if rounded else float(lib["aspect"][shape_id])
-        theta = 0.0 if rounded else float(lib["angle"][shape_id])
-        a, b = radius * math.sqrt(aspect), radius / math.sqrt(aspect)
         yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
-        ct, st = math.cos(theta), math.sin(theta)
-        un = (xx * ct + yy * st) / a
-        vn = (-xx * st + yy * ct) / b
-        rho = np.sqrt(un * un + vn * vn)
-        boundary = np.ones_like(rho)
-        if not rounded:
-            phi = np.arctan2(vn, un)
-            amps, phases = lib["harm_amp"][shape_id], lib["harm_phase"][shape_id]
-            for h, (amp, ph) in enumerate(zip(amps.tolist(), phases.tolist(), strict=True)):
-                boundary += amp * np.cos((h + 2) * phi + ph)
-        dist_px = (rho / boundary - 1.0) * radius  # ~ signed distance to the outline
+        dist_px, un, vn = outline_distance(xx, yy, radius, self._shapes, shape_id, rounded)
         mask = np.clip(0.5 - dist_px, 0.0, 1.0)
         return mask, un, vn
 
