@@ -152,3 +152,6 @@ def version() -> None:
     from . import __version__
 
     typer.echo(__version__)
+
+
+# -- command groups that live in their own modules register themselves below --

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["SegmentationModel"]
+__all__ = ["RestorationModel", "SegmentationModel"]
 
 
 @runtime_checkable
@@ -30,3 +30,22 @@ class SegmentationModel(Protocol):
     version: str
 
     def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class RestorationModel(Protocol):
+    """Turns one 2D image into a restored (e.g. denoised) image of the same shape.
+
+    Required:
+    - ``name``, ``version``: recorded as provenance with every result.
+    - ``restore(image, pixel_size_um=...)``: ``image`` is 2D (any integer or float dtype);
+      returns a float32 image of the same shape, in the input's intensity units (so a
+      restored uint16 frame can be cast back without rescaling).
+    Optional: ``restore_batch(images, pixel_size_um=...)`` and ``device`` as for segmentation.
+    Failure path: raise ``ValueError`` for an image the model cannot take.
+    """
+
+    name: str
+    version: str
+
+    def restore(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray: ...
