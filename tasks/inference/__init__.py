@@ -11,8 +11,14 @@ from ._backends import (
     InferenceFuture,
     make_backend,
 )
-from ._protocol import SegmentationModel
-from ._registry import available_models, load_model, register_model
+from ._protocol import RestorationModel, SegmentationModel
+from ._registry import (
+    available_models,
+    available_restoration_models,
+    load_model,
+    load_restoration_model,
+    register_model,
+)
 
 __all__ = [
     "BackendConfig",
@@ -20,9 +26,12 @@ __all__ = [
     "InferenceBackend",
     "InferenceError",
     "InferenceFuture",
+    "RestorationModel",
     "SegmentationModel",
     "available_models",
+    "available_restoration_models",
     "load_model",
+    "load_restoration_model",
     "make_backend",
     "register_model",
 ]

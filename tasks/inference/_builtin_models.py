@@ -11,10 +11,10 @@ from typing import Any
 
 from scopeflow._errors import ConfigurationError
 
-from ._protocol import SegmentationModel
+from ._protocol import RestorationModel, SegmentationModel
 from ._registry import register_model
 
-__all__ = ["BUILTIN_MODELS"]
+__all__ = ["BUILTIN_MODELS", "BUILTIN_RESTORATION_MODELS"]
 
 
 def classical(**options: Any) -> SegmentationModel:
@@ -31,14 +31,25 @@ def unet(**options: Any) -> SegmentationModel:
     return UNetNuclei(**options)
 
 
+def gaussian(**options: Any) -> RestorationModel:
+    """``GaussianRestorer(sigma=...)``: the classical blur baseline (tasks.inference._gaussian)."""
+    from ._gaussian import GaussianRestorer
+
+    return GaussianRestorer(**options)
+
+
 BUILTIN_MODELS = {"classical": classical, "unet": unet}
+BUILTIN_RESTORATION_MODELS = {"gaussian": gaussian}
 
 
 def _register() -> None:
+    # already registered (module re-imported, or a user's own model): keep that one
     for name, factory in BUILTIN_MODELS.items():
-        # already registered (module re-imported, or a user's own model): keep that one
         with contextlib.suppress(ConfigurationError):
             register_model(name, factory)
+    for name, factory in BUILTIN_RESTORATION_MODELS.items():
+        with contextlib.suppress(ConfigurationError):
+            register_model(name, factory, kind="restoration")
 
 
 _register()

@@ -1,39 +1,71 @@
-"""Model registry: names to factories, checked for conformance when registered and loaded."""
+"""Model registry: names to factories, checked for conformance when loaded.
+
+Two kinds share one mechanism: segmentation models (``load_model``) and restoration models
+(``load_restoration_model``); each kind has its own names, so "unet" and "care" never clash.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from scopeflow._errors import ConfigurationError
 
-from ._protocol import SegmentationModel
+from ._protocol import RestorationModel, SegmentationModel
 
-__all__ = ["available_models", "load_model", "register_model"]
+__all__ = [
+    "available_models",
+    "available_restoration_models",
+    "load_model",
+    "load_restoration_model",
+    "register_model",
+]
 
-ModelFactory = Callable[..., SegmentationModel]
+ModelFactory = Callable[..., Any]
+Kind = Literal["segmentation", "restoration"]
 
 _factories: dict[str, ModelFactory] = {}
+_restoration_factories: dict[str, ModelFactory] = {}
 _lock = threading.Lock()
 
 
-def register_model(name: str, factory: ModelFactory, *, replace: bool = False) -> None:
-    """Register ``factory`` (called with keyword options) under ``name``."""
+def _table(kind: Kind) -> dict[str, ModelFactory]:
+    if kind == "segmentation":
+        return _factories
+    if kind == "restoration":
+        return _restoration_factories
+    raise ConfigurationError(f"unknown model kind {kind!r}; use 'segmentation' or 'restoration'")
+
+
+def register_model(
+    name: str, factory: ModelFactory, *, replace: bool = False, kind: Kind = "segmentation"
+) -> None:
+    """Register ``factory`` (called with keyword options) under ``name`` for ``kind``."""
     if not callable(factory):
         raise TypeError(f"model factory for {name!r} must be callable, got {factory!r}")
+    table = _table(kind)
     with _lock:
-        if name in _factories and not replace:
+        if name in table and not replace:
             raise ConfigurationError(
-                f"a model named {name!r} is already registered; pass replace=True to override it"
+                f"a {kind} model named {name!r} is already registered; pass replace=True to "
+                "override it"
             )
-        _factories[name] = factory
+        table[name] = factory
 
 
 def available_models() -> list[str]:
+    """Names of the registered segmentation models."""
     _ensure_builtins()
     with _lock:
         return sorted(_factories)
+
+
+def available_restoration_models() -> list[str]:
+    """Names of the registered restoration models."""
+    _ensure_builtins()
+    with _lock:
+        return sorted(_restoration_factories)
 
 
 def load_model(name: str, **options: Any) -> SegmentationModel:
@@ -57,6 +89,32 @@ def load_model(name: str, **options: Any) -> SegmentationModel:
         raise ConfigurationError(
             f"model {name!r} does not implement SegmentationModel (missing {missing}); see "
             "tasks.inference.SegmentationModel"
+        )
+    return model
+
+
+def load_restoration_model(name: str, **options: Any) -> RestorationModel:
+    """Build the restoration model registered as ``name``.
+
+    Also accepted: ``"package.module:factory"`` (as for ``load_model``). Raises
+    ConfigurationError naming the choices.
+    """
+    _ensure_builtins()
+    with _lock:
+        factory = _restoration_factories.get(name)
+    if factory is None and ":" in name:
+        factory = _import_factory(name)
+    if factory is None:
+        raise ConfigurationError(
+            f"unknown restoration model {name!r}; available: "
+            f"{', '.join(available_restoration_models()) or 'none'}"
+        )
+    model = factory(**options)
+    missing = [attr for attr in ("name", "version", "restore") if not hasattr(model, attr)]
+    if missing or not isinstance(model, RestorationModel):
+        raise ConfigurationError(
+            f"model {name!r} does not implement RestorationModel (missing {missing}); see "
+            "tasks.inference.RestorationModel"
         )
     return model
 
