@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,17 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["EdgeServerSettings", "ScopeflowSettings", "load_settings"]
+__all__ = [
+    "BUILTIN_COMPUTE_PROFILES",
+    "ComputeProfile",
+    "EdgeServerSettings",
+    "LocalComputeProfile",
+    "PbsComputeProfile",
+    "RayComputeProfile",
+    "ScopeflowSettings",
+    "SlurmComputeProfile",
+    "load_settings",
+]
 
 
 class EdgeServerSettings(BaseModel):
@@ -71,6 +81,10 @@ class ScopeflowSettings(BaseSettings):
     edge_token: str | None = Field(None, description="Bearer token for the edge agent (secret)")
     edge_token_file: Path | None = Field(None, description="File holding the edge token")
     edge: EdgeServerSettings = Field(default_factory=EdgeServerSettings)
+    compute_profiles: dict[str, ComputeProfile] = Field(
+        default_factory=dict,
+        description="named compute profiles for batch flows (built-in: local, local-ray)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -92,3 +106,99 @@ class ScopeflowSettings(BaseSettings):
 def load_settings(**overrides: object) -> ScopeflowSettings:
     """Read the settings tree (code overrides win over environment and TOML)."""
     return ScopeflowSettings(**overrides)  # type: ignore[arg-type]
+
+
+# -- compute profiles: where batch flows run (tasks.compute turns a profile into a cluster) --
+
+
+class LocalComputeProfile(BaseModel):
+    """Workers on this machine: a Dask LocalCluster or a local Ray, bound to 127.0.0.1."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["local"] = "local"
+    engine: Literal["dask", "ray"] = Field("dask", description="Dask LocalCluster or local Ray")
+    workers: int = Field(2, ge=1, description="worker processes (Dask) or actors (Ray)")
+    gpus_per_worker: float = Field(
+        0.0, ge=0.0, description="GPUs per worker: Dask worker resource GPU, Ray num_gpus"
+    )
+    memory_per_worker: str | None = Field(
+        None, description="Dask memory limit per worker, e.g. '4GiB' (None: no limit)"
+    )
+
+
+class JobqueueComputeProfile(BaseModel):
+    """Dask workers started as batch jobs through dask-jobqueue (shared by SLURM and PBS)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue: str | None = Field(None, description="partition (SLURM) or queue (PBS)")
+    account: str | None = Field(None, description="account / project charged for the jobs")
+    jobs: int = Field(1, ge=1, description="batch jobs to submit")
+    cores: int = Field(1, ge=1, description="cores per job")
+    processes: int = Field(1, ge=1, description="Dask worker processes per job")
+    memory: str = Field("4GiB", description="memory per job, e.g. '16GiB'")
+    gpus: int = Field(0, ge=0, description="GPUs per job; each worker gets GPU=gpus/processes")
+    walltime: str = Field("01:00:00", description="job time limit, HH:MM:SS")
+    prologue: list[str] = Field(
+        default_factory=list,
+        description="shell lines run before the worker starts, e.g. 'module load cuda/12.4'",
+    )
+    job_extra_directives: list[str] = Field(
+        default_factory=list, description="extra scheduler directives, e.g. '--constraint=a100'"
+    )
+    python: str | None = Field(
+        None, description="python on the compute nodes (None: the one running scopeflow)"
+    )
+    interface: str | None = Field(
+        None, description="network interface workers and scheduler use, e.g. 'ib0'"
+    )
+    host: str | None = Field(
+        None, description="address the scheduler binds (e.g. 127.0.0.1 on a single node)"
+    )
+    log_directory: Path | None = Field(None, description="where job stdout/stderr go")
+    local_directory: str | None = Field(None, description="node-local scratch, e.g. '$TMPDIR'")
+    startup_timeout_s: float = Field(
+        600.0, gt=0.0, description="seconds to wait for the first worker (queue time included)"
+    )
+
+
+class SlurmComputeProfile(JobqueueComputeProfile):
+    """dask-jobqueue SLURMCluster: ``--gpus``, ``--account``, ``--partition``, walltime."""
+
+    kind: Literal["slurm"] = "slurm"
+
+
+class PbsComputeProfile(JobqueueComputeProfile):
+    """dask-jobqueue PBSCluster; GPUs through ``resource_spec`` (e.g. ``ngpus``)."""
+
+    kind: Literal["pbs"] = "pbs"
+    resource_spec: str | None = Field(
+        None, description="PBS -l select=... (default: from cores, memory and gpus)"
+    )
+
+
+class RayComputeProfile(BaseModel):
+    """An existing Ray cluster (e.g. KubeRay): ``address`` is 'ray://host:10001' or 'host:6379'."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["ray"] = "ray"
+    address: str = Field(..., min_length=1, description="Ray cluster address")
+    workers: int = Field(2, ge=1, description="actors to start (each loads the model once)")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="Ray num_cpus per actor")
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray num_gpus per actor")
+    connect_timeout_s: float = Field(30.0, gt=0.0, description="seconds to wait to connect")
+
+
+ComputeProfile = Annotated[
+    LocalComputeProfile | SlurmComputeProfile | PbsComputeProfile | RayComputeProfile,
+    Field(discriminator="kind"),
+]
+
+BUILTIN_COMPUTE_PROFILES: dict[str, LocalComputeProfile] = {
+    "local": LocalComputeProfile(engine="dask"),
+    "local-ray": LocalComputeProfile(engine="ray"),
+}
+
+ScopeflowSettings.model_rebuild()
