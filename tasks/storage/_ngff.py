@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,15 @@ __all__ = [
     "COMPRESSIONS",
     "ChunkCodec",
     "Compression",
+    "OmeroChannel",
     "array_metadata_template",
     "chunk_path",
     "group_metadata",
+    "multiscale_entry",
+    "ngff_axis",
+    "omero_entry",
     "warm_up",
+    "zarr_compressors",
 ]
 
 Compression = Literal["none", "zstd", "lz4"]
@@ -40,24 +46,100 @@ def warm_up() -> None:
     import zarr  # noqa: F401
 
 
+def ngff_axis(name: str, kind: str, unit: str | None = None) -> dict[str, str]:
+    """One NGFF axis entry; ``kind`` is ``space``, ``time`` or ``channel``."""
+    axis = {"name": name, "type": kind}
+    if unit is not None:
+        axis["unit"] = unit
+    return axis
+
+
+def multiscale_entry(
+    name: str,
+    axes: Sequence[Mapping[str, str]],
+    level_scales: Sequence[Sequence[float]],
+    *,
+    description: str,
+    method: str,
+    downscaling: str = "none",
+) -> dict[str, Any]:
+    """One NGFF 0.5 ``multiscales`` item: datasets ``"0"``, ``"1"``, ... with their scales."""
+    datasets = [
+        {
+            "path": str(level),
+            "coordinateTransformations": [{"type": "scale", "scale": [float(v) for v in scale]}],
+        }
+        for level, scale in enumerate(level_scales)
+    ]
+    return {
+        "name": name,
+        "axes": [dict(a) for a in axes],
+        "datasets": datasets,
+        "type": downscaling,
+        "metadata": {"description": description, "method": method},
+    }
+
+
+@dataclass(frozen=True)
+class OmeroChannel:
+    """One channel of an ``omero`` block: label, ``RRGGBB`` colour and display window."""
+
+    label: str
+    color: str
+    low: float
+    high: float
+
+
+def omero_entry(channels: Sequence[OmeroChannel]) -> dict[str, Any]:
+    """The ``omero`` rendering block (channel names, colours, windows) of an NGFF 0.5 image."""
+    return {
+        "version": "0.5",
+        "channels": [
+            {
+                "label": ch.label,
+                "color": ch.color,
+                "active": True,
+                "window": _window(ch.low, ch.high),
+            }
+            for ch in channels
+        ],
+        "rdefs": {"model": "color" if len(channels) > 1 else "greyscale"},
+    }
+
+
+def _window(low: float, high: float) -> dict[str, float]:
+    low, high = float(low), float(high)
+    high = high if high > low else low + 1.0  # a constant image still needs a non-empty window
+    return {"start": low, "end": high, "min": low, "max": high}
+
+
+def zarr_compressors(compression: Compression, dtype: np.dtype) -> Any:
+    """The zarr v3 compressor(s) for one of :data:`COMPRESSIONS` (``None`` for ``none``)."""
+    from zarr.codecs import BloscCodec, ZstdCodec  # deferred, like zarr itself
+
+    if compression == "none":
+        return None
+    if compression == "zstd":
+        return ZstdCodec(level=ZSTD_LEVEL, checksum=False)
+    return BloscCodec(
+        cname="lz4",
+        clevel=LZ4_CLEVEL,
+        shuffle="bitshuffle" if dtype.itemsize == 1 else "shuffle",
+        typesize=dtype.itemsize,
+    )
+
+
 def group_metadata(name: str, pixel_size_um: float | None) -> dict[str, Any]:
     """The root ``zarr.json`` of a series store (NGFF 0.5 image, axes t/y/x)."""
-    space: dict[str, str] = {"type": "space"}
-    if pixel_size_um is not None:
-        space["unit"] = "micrometer"
+    unit = None if pixel_size_um is None else "micrometer"
     px = 1.0 if pixel_size_um is None else float(pixel_size_um)
-    multiscale = {
-        "name": name,
-        "axes": [{"name": "t", "type": "time"}, {"name": "y", **space}, {"name": "x", **space}],
-        "datasets": [
-            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, px, px]}]}
-        ],
-        "type": "none",
-        "metadata": {
-            "description": "frames in acquisition order, one chunk per frame",
-            "method": "scopeflow FrameJournal",
-        },
-    }
+    multiscale = multiscale_entry(
+        name,
+        [ngff_axis("t", "time"), ngff_axis("y", "space", unit), ngff_axis("x", "space", unit)],
+        [[1.0, px, px]],
+        description="frames in acquisition order, one chunk per frame",
+        method="scopeflow FrameJournal",
+    )
     return {
         "zarr_format": 3,
         "node_type": "group",
@@ -73,26 +155,13 @@ def array_metadata_template(
     ``scratch`` must be an empty or missing directory (it is left holding the array metadata).
     """
     import zarr  # deferred: importing zarr costs ~0.3 s and is only needed for a new series
-    from zarr.codecs import BloscCodec, ZstdCodec
 
-    compressors: Any
-    if compression == "none":
-        compressors = None
-    elif compression == "zstd":
-        compressors = ZstdCodec(level=ZSTD_LEVEL, checksum=False)
-    else:
-        compressors = BloscCodec(
-            cname="lz4",
-            clevel=LZ4_CLEVEL,
-            shuffle="bitshuffle" if dtype.itemsize == 1 else "shuffle",
-            typesize=dtype.itemsize,
-        )
     zarr.create_array(
         store=str(scratch),
         shape=(1, *shape),
         chunks=(1, *shape),
         dtype=dtype,
-        compressors=compressors,
+        compressors=zarr_compressors(compression, dtype),
         filters=None,
         fill_value=0,
         dimension_names=("t", "y", "x"),

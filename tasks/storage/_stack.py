@@ -12,6 +12,8 @@ import numpy as np
 
 from scopeflow._errors import JournalError
 
+from ._ngff import OmeroChannel, multiscale_entry, ngff_axis, omero_entry
+
 __all__ = ["write_zstack"]
 
 
@@ -37,40 +39,18 @@ def write_zstack(
         raise ValueError(f"a stack is (z, y, x) or (y, x), got shape {data.shape}")
     if path.exists():
         raise JournalError(f"{path} exists already; choose a new path or remove it first")
-    space = {"type": "space", "unit": "micrometer"}
-    axes = [{"name": "y", **space}, {"name": "x", **space}]
+    axes = [ngff_axis("y", "space", "micrometer"), ngff_axis("x", "space", "micrometer")]
     scale = [float(pixel_size_um), float(pixel_size_um)]
     if data.ndim == 3:
-        axes.insert(0, {"name": "z", **space})
+        axes.insert(0, ngff_axis("z", "space", "micrometer"))
         scale.insert(0, float(z_step_um or 1.0))
-    ome: dict[str, Any] = {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": name,
-                "axes": axes,
-                "datasets": [
-                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-                ],
-                "type": "none",
-                "metadata": {"description": "single resolution", "method": "scopeflow"},
-            }
-        ],
-    }
+    multiscale = multiscale_entry(
+        name, axes, [scale], description="single resolution", method="scopeflow"
+    )
+    ome: dict[str, Any] = {"version": "0.5", "multiscales": [multiscale]}
     if channel is not None:
         low, high = (float(data.min()), float(data.max())) if data.size else (0.0, 1.0)
-        ome["omero"] = {
-            "version": "0.5",
-            "channels": [
-                {
-                    "label": channel,
-                    "color": "FFFFFF",
-                    "active": True,
-                    "window": {"start": low, "end": high, "min": low, "max": high},
-                }
-            ],
-            "rdefs": {"model": "greyscale"},
-        }
+        ome["omero"] = omero_entry([OmeroChannel(channel, "FFFFFF", low, high)])
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
