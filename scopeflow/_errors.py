@@ -7,6 +7,7 @@ ScopeflowError
  ├── EnvelopeViolation         a command falls outside the safety envelope; nothing was done
  ├── CommandConflict           a command id was reused with a different payload
  ├── JournalError              the frame journal cannot be written or read
+ ├── ConversionError           a vendor file cannot be converted to OME-Zarr
  └── EdgeClientError           talking to an edge agent failed
       ├── EdgeUnauthorized     the token is missing or wrong (HTTP 401)
       ├── EdgeRejected         the edge refused the command (HTTP 4xx); ``detail`` says why
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CommandConflict",
     "ConfigurationError",
+    "ConversionError",
     "EdgeClientError",
     "EdgeRejected",
     "EdgeUnauthorized",
@@ -85,3 +87,8 @@ class EdgeRejected(EdgeClientError):
 
 class EdgeUnavailable(EdgeClientError):
     """Raised when the edge agent cannot be reached (refused connection, timeout, dropped link)."""
+
+
+class ConversionError(ScopeflowError):
+    """Raised when a vendor file cannot be converted to OME-Zarr; the message names the file,
+    the problem and the fix. No store is left at the output path when this is raised."""
