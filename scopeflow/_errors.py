@@ -92,3 +92,46 @@ class EdgeUnavailable(EdgeClientError):
 class ConversionError(ScopeflowError):
     """Raised when a vendor file cannot be converted to OME-Zarr; the message names the file,
     the problem and the fix. No store is left at the output path when this is raised."""
+
+
+# -- OMERO registration (tasks/storage/omero) --
+
+
+class OmeroError(ScopeflowError):
+    """Raised when registering in OMERO fails; the subclasses say whether a retry can help."""
+
+
+class OmeroUnavailable(OmeroError):
+    """Raised when the OMERO server cannot be reached, refuses the connection or times out.
+
+    Retrying later can succeed; the spill-and-drain spool keeps the registration and retries.
+    """
+
+
+class OmeroLoginRefused(OmeroError):
+    """Raised when the OMERO server refuses the user name / password or the group.
+
+    Fix the credentials (SCOPEFLOW_OMERO_USERNAME, SCOPEFLOW_OMERO_PASSWORD, SCOPEFLOW_OMERO_GROUP);
+    the spool keeps its registrations and retries meanwhile.
+    """
+
+
+class OmeroRejected(OmeroError):
+    """Raised when one registration cannot succeed as given (unreadable source, unsupported pixel
+    type, the server refused this image). Retrying it unchanged will not help.
+    """
+
+
+class OmeroNotInstalled(ConfigurationError):
+    """Raised when omero-py (the ``omero`` extra) cannot be imported; the message says how to
+    install it on Python 3.11 (ci/build_zeroc_ice.sh builds the zeroc-ice wheel it needs).
+    """
+
+
+__all__ += [
+    "OmeroError",
+    "OmeroLoginRefused",
+    "OmeroNotInstalled",
+    "OmeroRejected",
+    "OmeroUnavailable",
+]

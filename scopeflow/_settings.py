@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,7 @@ __all__ = [
     "ComputeProfile",
     "EdgeServerSettings",
     "LocalComputeProfile",
+    "OmeroSettings",
     "PbsComputeProfile",
     "RayComputeProfile",
     "ScopeflowSettings",
@@ -70,6 +71,47 @@ class EdgeServerSettings(BaseModel):
     )
 
 
+class OmeroSettings(BaseSettings):
+    """OMERO registration: ``scopeflow omero``, ``register_in_omero`` and the spill-and-drain spool.
+
+    Besides ``[omero]`` in the TOML file and the nested ``SCOPEFLOW_OMERO__HOST`` form, every field
+    reads a flat ``SCOPEFLOW_OMERO_<FIELD>`` variable (``SCOPEFLOW_OMERO_HOST``,
+    ``SCOPEFLOW_OMERO_PASSWORD``, ...). The flat variables fill what code and the TOML file leave
+    unset; pass an ``OmeroSettings(...)`` in code to override everything.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SCOPEFLOW_OMERO_", extra="forbid")
+
+    host: str | None = Field(None, description="OMERO server host name; unset = no OMERO")
+    port: int = Field(4064, ge=1, le=65535, description="OMERO (Glacier2) port; 4064 by default")
+    username: str | None = Field(None, description="OMERO user name")
+    password: SecretStr | None = Field(None, description="OMERO password (secret, never logged)")
+    group: str | None = Field(
+        None, description="OMERO group to work in; the default group if unset"
+    )
+    secure: bool = Field(
+        True, description="Keep the session on SSL; False switches to the faster plain connection"
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait to reach the server and log in (all retries together)"
+    )
+    call_timeout_s: float = Field(
+        120.0, gt=0, description="Longest silence of the server during one call (upload, query)"
+    )
+    spill_dir: Path = Field(
+        Path("scopeflow-data/omero-spool"),
+        description="Local folder where registrations wait while OMERO is slow or unreachable",
+    )
+    queue_max_items: int = Field(
+        64, ge=1, description="Registrations held in memory by the drainer; the rest wait on disk"
+    )
+    queue_max_bytes: int = Field(
+        1 << 20, ge=1024, description="Bytes of registrations held in memory; the rest wait on disk"
+    )
+    retry_initial_s: float = Field(1.0, gt=0, description="First wait after OMERO was unreachable")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest wait between retries (doubling)")
+
+
 class ScopeflowSettings(BaseSettings):
     """The whole settings tree."""
 
@@ -81,6 +123,7 @@ class ScopeflowSettings(BaseSettings):
     edge_token: str | None = Field(None, description="Bearer token for the edge agent (secret)")
     edge_token_file: Path | None = Field(None, description="File holding the edge token")
     edge: EdgeServerSettings = Field(default_factory=EdgeServerSettings)
+    omero: OmeroSettings = Field(default_factory=OmeroSettings)
     compute_profiles: dict[str, ComputeProfile] = Field(
         default_factory=dict,
         description="named compute profiles for batch flows (built-in: local, local-ray)",
