@@ -1,0 +1,25 @@
+"""Vendor microscopy files (CZI, OME-TIFF, SEM/TEM TIFF, MRC; ND2/LIF via bioio) to OME-Zarr 0.5."""
+
+from __future__ import annotations
+
+from ._convert import ConversionResult, ConvertOptions, convert_file
+from ._formats import SUFFIXES, open_source, register_reader
+from ._model import ChannelInfo, OriginalMetadata, PhysicalSize, PlaneInfo, SceneInfo, SourceReader
+from ._writer import ImageWriter, chunk_shape
+
+__all__ = [
+    "SUFFIXES",
+    "ChannelInfo",
+    "ConversionResult",
+    "ConvertOptions",
+    "ImageWriter",
+    "OriginalMetadata",
+    "PhysicalSize",
+    "PlaneInfo",
+    "SceneInfo",
+    "SourceReader",
+    "chunk_shape",
+    "convert_file",
+    "open_source",
+    "register_reader",
+]
