@@ -94,6 +94,31 @@ class ConversionError(ScopeflowError):
     the problem and the fix. No store is left at the output path when this is raised."""
 
 
+# -- batch processing on clusters (tasks.compute, flows.segment_dataset / restore_dataset) --
+
+
+class ComputeUnavailable(ScopeflowError):
+    """Raised when the cluster a compute profile names cannot be started or reached, or its
+    workers never joined (batch jobs stuck in the queue, a wrong python or interface)."""
+
+
+class ChunksFailed(ScopeflowError):
+    """Raised by a batch flow when some chunks failed (the model raised, or the worker or batch
+    job running them died). Finished chunks are kept: re-running the flow resumes from them.
+
+    ``failed`` is the keys of the chunks that failed, ``done`` how many are finished.
+    """
+
+    def __init__(self, message: str, *, failed: list[str], done: int, total: int) -> None:
+        super().__init__(message)
+        self.failed = failed
+        self.done = done
+        self.total = total
+
+
+__all__ += ["ChunksFailed", "ComputeUnavailable"]
+
+
 # -- OMERO registration (tasks/storage/omero) --
 
 

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from ._chunked import ChunkLedger, SourceImage, Tile, identity_hash, open_image, tile_grid
 from ._journal import FrameJournal
+from ._labels import create_label_image, label_names, label_path
 from ._ngff import COMPRESSIONS, Compression
 from ._stack import write_zstack
 
-__all__ = ["COMPRESSIONS", "Compression", "FrameJournal", "write_zstack"]
+__all__ = [
+    "COMPRESSIONS",
+    "ChunkLedger",
+    "Compression",
+    "FrameJournal",
+    "SourceImage",
+    "Tile",
+    "create_label_image",
+    "identity_hash",
+    "label_names",
+    "label_path",
+    "open_image",
+    "tile_grid",
+    "write_zstack",
+]

@@ -1,0 +1,24 @@
+"""Where batch work runs: compute profiles by name, turned into a Dask or Ray cluster.
+
+``open_runner(get_profile("local"))`` starts a LocalCluster; ``slurm`` / ``pbs`` profiles submit
+dask-jobqueue batch jobs; ``ray`` connects to a Ray cluster (e.g. KubeRay). Nothing here
+schedules work itself: the runners call the engines' own APIs.
+"""
+
+from __future__ import annotations
+
+from ._dask_clusters import job_script, jobqueue_kwargs
+from ._profiles import available_profiles, get_profile
+from ._runner import ChunkRunner, GroupFailure, MapOutcome, group_items, open_runner
+
+__all__ = [
+    "ChunkRunner",
+    "GroupFailure",
+    "MapOutcome",
+    "available_profiles",
+    "get_profile",
+    "group_items",
+    "job_script",
+    "jobqueue_kwargs",
+    "open_runner",
+]

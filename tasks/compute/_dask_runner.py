@@ -1,0 +1,144 @@
+"""The Dask runner: a LocalCluster, or dask-jobqueue batch jobs, driven through a Client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from distributed import Client, wait
+from distributed.scheduler import KilledWorker
+
+from scopeflow._closing import Closeable
+from scopeflow._errors import ComputeUnavailable
+from scopeflow._settings import JobqueueComputeProfile, LocalComputeProfile
+
+from ._dask_clusters import gpus_per_dask_worker, jobqueue_cluster, local_dask_cluster
+from ._runner import GroupFailure, MapOutcome
+
+__all__ = ["DaskRunner"]
+
+# with work pending and no worker connected for this long, the remaining groups fail
+NO_WORKER_GRACE_S = 60.0
+
+
+class DaskRunner(Closeable):
+    """Dask futures for groups of items; GPU tasks ask for the workers' ``GPU`` resource."""
+
+    def __init__(self, profile: LocalComputeProfile | JobqueueComputeProfile) -> None:
+        self.profile = profile
+        self.cluster: Any = None
+        self.client: Client | None = None
+        self._closed = False
+        gpus = gpus_per_dask_worker(profile)
+        self._resources = {"GPU": gpus} if gpus > 0 else None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        profile = self.profile
+        if isinstance(profile, LocalComputeProfile):
+            self.cluster = local_dask_cluster(profile)
+            self.client = Client(self.cluster, set_as_default=False)
+            return
+        self.cluster = jobqueue_cluster(profile)
+        self.cluster.scale(jobs=profile.jobs)
+        self.client = Client(self.cluster, set_as_default=False)
+        try:
+            self.client.wait_for_workers(1, timeout=profile.startup_timeout_s)
+        except TimeoutError as exc:
+            raise ComputeUnavailable(
+                f"no Dask worker joined within {profile.startup_timeout_s:g} s after submitting "
+                f"{profile.jobs} {profile.kind} job(s); check the queue (squeue / qstat), the "  # type: ignore[union-attr]
+                f"job logs in {profile.log_directory or 'the submit directory'}, and the job "
+                f"script (`scopeflow profiles --job-script NAME`)"
+            ) from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def _client(self) -> Client:
+        if self._closed or self.client is None:
+            raise ComputeUnavailable("this runner is closed; open a new one with open_runner()")
+        return self.client
+
+    def worker_count(self) -> int:
+        return len(self._client().scheduler_info(n_workers=-1)["workers"])
+
+    def map(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        groups: Sequence[list[Any]],
+        *,
+        on_done: Callable[[list[Any]], None] | None = None,
+    ) -> MapOutcome:
+        client = self._client()
+        futures = {
+            client.submit(fn, group, pure=False, resources=self._resources): group
+            for group in groups
+        }
+        outcome = MapOutcome()
+        pending = set(futures)
+        no_workers_since: float | None = None
+        while pending:
+            done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            for future in done:
+                self._collect(future, futures[future], outcome, on_done)
+            if not pending:
+                break
+            if self.worker_count() > 0:
+                no_workers_since = None
+                continue
+            no_workers_since = no_workers_since or time.monotonic()
+            if time.monotonic() - no_workers_since > NO_WORKER_GRACE_S:
+                message = (
+                    f"no Dask worker left for {NO_WORKER_GRACE_S:g} s (jobs ended: walltime, "
+                    "preemption or scancel?); re-run to resume from the finished chunks"
+                )
+                for future in pending:
+                    outcome.failures.append(GroupFailure(futures[future], message, True))
+                    future.cancel()
+                break
+        return outcome
+
+    @staticmethod
+    def _collect(
+        future: Any,
+        group: list[Any],
+        outcome: MapOutcome,
+        on_done: Callable[[list[Any]], None] | None,
+    ) -> None:
+        try:
+            result = future.result()
+        except KilledWorker as exc:
+            outcome.failures.append(
+                GroupFailure(group, f"the Dask workers running it died ({exc})", True)
+            )
+            return
+        except Exception as exc:
+            outcome.failures.append(GroupFailure(group, f"{type(exc).__name__}: {exc}", False))
+            return
+        outcome.results.append(result)
+        if on_done is not None:
+            on_done(result)
+
+    def run_on_workers(self, fn: Callable[[], Any]) -> list[Any]:
+        return list(self._client().run(fn).values())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": "dask",
+            "profile_kind": self.profile.kind,
+            "scheduler": self._client().scheduler.address,
+            "workers": self.worker_count(),
+            "gpu_resource": self._resources,
+        }

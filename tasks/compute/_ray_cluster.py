@@ -1,0 +1,213 @@
+"""The Ray runner: one actor per worker (``num_cpus`` / ``num_gpus`` from the profile).
+
+A ``local`` profile with ``engine = "ray"`` starts Ray on this machine with every server bound
+to 127.0.0.1 and shuts it down on ``close()``; a ``ray`` profile connects to ``address`` (e.g. a
+KubeRay head, ``ray://head:10001``) and leaves the cluster running. Each actor is a long-lived
+worker process, so module-level model caches in the called function's module load once per
+actor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
+
+from scopeflow._closing import Closeable
+from scopeflow._errors import ComputeUnavailable, ConfigurationError
+from scopeflow._settings import LocalComputeProfile, RayComputeProfile
+
+from ._runner import GroupFailure, MapOutcome
+
+__all__ = ["RayRunner"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IN_FLIGHT_PER_ACTOR = 2
+
+
+class _Worker:
+    """A Ray actor that calls whatever function it is given, in its own long-lived process."""
+
+    def call(self, fn: Callable[[list[Any]], list[Any]], group: list[Any]) -> list[Any]:
+        return fn(group)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+
+class RayRunner(Closeable):
+    """Groups dispatched to actors, at most IN_FLIGHT_PER_ACTOR queued on each."""
+
+    def __init__(self, profile: LocalComputeProfile | RayComputeProfile) -> None:
+        self.profile = profile
+        self.started_ray = False
+        self._closed = False
+        if isinstance(profile, LocalComputeProfile):
+            workers, cpus, gpus = profile.workers, 1.0, profile.gpus_per_worker
+        else:
+            workers, cpus, gpus = profile.workers, profile.cpus_per_worker, profile.gpus_per_worker
+        self._cpus, self._gpus = cpus, gpus
+        self._connect(workers * cpus)
+        try:
+            self._check_resources()
+            self._actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(_Worker)
+            self._actors = [self._actor_class.remote() for _ in range(workers)]
+            ray.get([a.run.remote(os.getpid) for a in self._actors], timeout=120)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, cpus_needed: float) -> None:
+        if ray.is_initialized():
+            return  # a session someone else started: use it, never shut it down
+        profile = self.profile
+        env = {"env_vars": {"PYTHONPATH": _worker_pythonpath()}}
+        if isinstance(profile, RayComputeProfile):
+            try:
+                _check_reachable(profile)
+                ray.init(address=profile.address, log_to_driver=False, logging_level="WARNING")
+            except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+                raise ComputeUnavailable(
+                    f"cannot connect to the Ray cluster at {profile.address!r}: {exc}; check the "
+                    "address (KubeRay: the head service, port 10001 for ray://), or use the "
+                    "'local-ray' profile"
+                ) from exc
+            return
+        with _localhost_only():
+            ray.init(
+                num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)),
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="WARNING",
+                runtime_env=env,
+            )
+        self.started_ray = True
+
+    def _check_resources(self) -> None:
+        total = ray.cluster_resources()
+        for name, amount in (("CPU", self._cpus), ("GPU", self._gpus)):
+            if amount > 0 and total.get(name, 0.0) < amount:
+                raise ConfigurationError(
+                    f"each Ray worker needs {name}={amount:g} but the cluster has "
+                    f"{total.get(name, 0.0):g}; lower it in the compute profile or add nodes"
+                )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        actors, self._actors = getattr(self, "_actors", []), []
+        if ray.is_initialized():
+            for actor in actors:
+                with contextlib.suppress(RayError, ValueError):
+                    ray.kill(actor, no_restart=True)
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+
+    def worker_count(self) -> int:
+        return len(self._actors)
+
+    def map(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        groups: Sequence[list[Any]],
+        *,
+        on_done: Callable[[list[Any]], None] | None = None,
+    ) -> MapOutcome:
+        if self._closed:
+            raise ComputeUnavailable("this runner is closed; open a new one with open_runner()")
+        outcome = MapOutcome()
+        todo: Iterator[list[Any]] = iter(groups)
+        inflight: dict[Any, tuple[int, list[Any]]] = {}
+
+        def feed(slot: int) -> None:
+            group = next(todo, None)
+            if group is not None:
+                inflight[self._actors[slot].call.remote(fn, group)] = (slot, group)
+
+        for slot in range(len(self._actors)):
+            for _ in range(IN_FLIGHT_PER_ACTOR):
+                feed(slot)
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            slot, group = inflight.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except RayTaskError as exc:
+                cause = exc.cause if exc.cause is not None else exc
+                outcome.failures.append(
+                    GroupFailure(group, f"{type(cause).__name__}: {cause}", False)
+                )
+            except RayActorError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                outcome.failures.append(
+                    GroupFailure(group, f"the Ray actor running it died ({first})", True)
+                )
+                self._replace(slot)
+            else:
+                outcome.results.append(result)
+                if on_done is not None:
+                    on_done(result)
+            feed(slot)
+        return outcome
+
+    def _replace(self, slot: int) -> None:
+        """A new actor for a dead one, so the remaining groups still have somewhere to run."""
+        self._actors[slot] = self._actor_class.remote()
+
+    def run_on_workers(self, fn: Callable[[], Any]) -> list[Any]:
+        return list(ray.get([a.run.remote(fn) for a in self._actors], timeout=120))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": "ray",
+            "profile_kind": self.profile.kind,
+            "address": ray.get_runtime_context().gcs_address,
+            "workers": len(self._actors),
+            "num_cpus": self._cpus,
+            "num_gpus": self._gpus,
+        }
+
+
+class _localhost_only:
+    """Keep 127.0.0.1 as the node address so every Ray server binds to loopback only (Ray
+    otherwise swaps it for the routable address and listens on all interfaces)."""
+
+    def __enter__(self) -> None:
+        from ray._private import ray_constants
+
+        self._saved = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def __exit__(self, *exc: object) -> None:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = self._saved
+
+
+def _check_reachable(profile: RayComputeProfile) -> None:
+    """OSError within ``connect_timeout_s`` when nothing listens at the address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if profile.address in ("auto", "local"):
+        return
+    address = profile.address
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    default = 10001 if address.startswith("ray://") else 6379
+    with socket.create_connection(
+        (parts.hostname or "127.0.0.1", parts.port or default), timeout=profile.connect_timeout_s
+    ):
+        pass
+
+
+def _worker_pythonpath() -> str:
+    entries = [str(REPO_ROOT), os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return os.pathsep.join(dict.fromkeys(e for e in entries if e))
