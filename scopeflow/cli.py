@@ -155,3 +155,6 @@ def version() -> None:
 
 
 # -- command groups that live in their own modules register themselves below --
+from ._cli_convert import register as _register_convert  # noqa: E402
+
+_register_convert(app)

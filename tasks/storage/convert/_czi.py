@@ -52,9 +52,10 @@ class CziReader:
         import czifile
 
         self.path = path
+        errors = (*_READ_ERRORS, czifile.SegmentNotFoundError)
         try:
             self._czi = czifile.CziFile(str(path))
-        except _READ_ERRORS as exc:
+        except errors as exc:
             raise ConversionError(
                 f"{path}: not a readable CZI file ({exc}); the file is truncated or corrupt, "
                 "copy it again from the microscope PC"
@@ -67,7 +68,7 @@ class CziReader:
         except ConversionError:
             self.close()
             raise
-        except _READ_ERRORS as exc:
+        except errors as exc:
             self.close()
             raise ConversionError(
                 f"{path}: the CZI directory or metadata cannot be read ({exc}); the file is "
@@ -214,7 +215,9 @@ class CziReader:
         planes = []
         for (t, c, z), when, tags in found:
             delta = (when - start).total_seconds() if when and start else None
-            x, y, f = (_float(tags.get(k)) for k in ("StageXPosition", "StageYPosition", "FocusPosition"))
+            x, y, f = (
+                _float(tags.get(k)) for k in ("StageXPosition", "StageYPosition", "FocusPosition")
+            )
             if delta is None and x is None and y is None and f is None:
                 continue
             planes.append(PlaneInfo(t, c, z, delta, x, y, f))
@@ -227,9 +230,11 @@ def _channels(root: ET.Element, count: int) -> tuple[ChannelInfo, ...]:
     defaults = default_channels(count)
     channels = []
     for i in range(count):
-        sources = [el for el in (info[i] if i < len(info) else None, display[i] if i < len(display) else None) if el is not None]
+        sources = [els[i] for els in (info, display) if i < len(els)]
         name = next((el.get("Name") for el in sources if el.get("Name")), defaults[i].name)
-        color = next((_rgb(el.findtext("Color")) for el in sources if _rgb(el.findtext("Color"))), None)
+        color = next(
+            (_rgb(el.findtext("Color")) for el in sources if _rgb(el.findtext("Color"))), None
+        )
         channels.append(ChannelInfo(name, color or defaults[i].color))
     return tuple(channels)
 
