@@ -7,14 +7,18 @@ from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
 from ._ngff import COMPRESSIONS, Compression
 from ._stack import write_zstack
+from .convert import ConversionResult, ConvertOptions, convert_file
 
 __all__ = [
     "COMPRESSIONS",
     "ChunkLedger",
     "Compression",
+    "ConversionResult",
+    "ConvertOptions",
     "FrameJournal",
     "SourceImage",
     "Tile",
+    "convert_file",
     "create_label_image",
     "identity_hash",
     "label_names",
