@@ -95,8 +95,9 @@ class SpoolStore:
         self.drop(name)
 
     def drop(self, name: str) -> None:
+        """Forget a delivered request. Not fsynced: should a crash undo the unlink, the key is
+        in ``done/`` and the next drain drops the request again without sending it."""
         (self.pending / f"{name}.json").unlink(missing_ok=True)
-        fsync_dir(self.pending)
 
     def fail(self, name: str, reason: str) -> None:
         """Move a request OMERO refused to ``failed/``, with the reason beside it."""
