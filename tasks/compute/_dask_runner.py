@@ -90,7 +90,8 @@ class DaskRunner(Closeable):
         pending = set(futures)
         no_workers_since: float | None = None
         while pending:
-            done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            with client.as_current():
+                done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
             for future in done:
                 self._collect(future, futures[future], outcome, on_done)
             if not pending:

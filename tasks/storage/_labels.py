@@ -18,6 +18,8 @@ import numpy as np
 
 from scopeflow._errors import ConfigurationError
 
+from ._ngff import multiscale_entry, zarr_compressors
+
 __all__ = ["create_label_image", "label_names", "label_path"]
 
 VALID_LABEL_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
@@ -60,18 +62,9 @@ def create_label_image(
     if dtype not in VALID_LABEL_DTYPES:
         raise ConfigurationError(f"label dtype {dtype!r} is not one of {VALID_LABEL_DTYPES}")
     path = label_path(image, name)
-    multiscale = {
-        "name": name,
-        "axes": [dict(a) for a in axes],
-        "datasets": [
-            {
-                "path": "0",
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [float(s) for s in scale]}
-                ],
-            }
-        ],
-    }
+    multiscale = multiscale_entry(
+        name, axes, [scale], description="instance labels", method="scopeflow segment-dataset"
+    )
     group = zarr.open_group(path, mode="w", zarr_format=3)
     group.attrs.update(
         {
@@ -89,6 +82,7 @@ def create_label_image(
         chunks=tuple(chunks),
         dtype=np.dtype(dtype),
         fill_value=0,
+        compressors=zarr_compressors("zstd", np.dtype(dtype)),
         dimension_names=[a["name"] for a in axes],
     )
     _list_label(image, name)
