@@ -20,11 +20,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from scopeflow import Frame
 from tasks.decisions import (
     Detection,
     FrameGeometry,
-    detections_from_labels,
+    detections_from_objects,
     merge_overlapping,
     order_for_short_travel,
     path_length_um,
@@ -110,7 +109,8 @@ def segment_overview(
 ) -> OverviewResult:
     """Stream the tiles from the edge into the workers as they arrive; collect detections."""
     n = len(plan.tiles)
-    pending: dict[int, tuple[Frame, FrameGeometry, InferenceFuture]] = {}
+    # tile -> (frame ready at the edge, ns; its geometry; the worker's answer to come)
+    pending: dict[int, tuple[int, FrameGeometry, InferenceFuture]] = {}
     thumbs: list[np.ndarray] = []
     centres: list[tuple[float, float]] = []
     latencies: list[float] = []
@@ -126,10 +126,10 @@ def segment_overview(
                 time.sleep(0.002)
                 continue
             for tile in done:
-                frame, geometry, future = pending.pop(tile)
-                labels = future.result(timeout=600)
-                latencies.append((time.time_ns() - frame.header.t_ready_ns) / 1e6)
-                detections.extend(detections_from_labels(labels, frame.pixels, geometry, tile))
+                t_ready_ns, geometry, future = pending.pop(tile)
+                objects = future.result(timeout=600)
+                latencies.append((time.time_ns() - t_ready_ns) / 1e6)
+                detections.extend(detections_from_objects(objects, geometry, tile))
 
     with _client(params) as edge:
         frames = edge.frames(
@@ -138,8 +138,9 @@ def segment_overview(
         for tile, frame in enumerate(frames):
             h = frame.header
             geometry = FrameGeometry(h.stage.x, h.stage.y, plan.width, plan.height, plan.affine)
-            future = backend.submit(frame.pixels, pixel_size_um=h.pixel_size_um)
-            pending[tile] = (frame, geometry, future)
+            # workers send back measured objects, not label images
+            future = backend.submit(frame.pixels, pixel_size_um=h.pixel_size_um, objects=True)
+            pending[tile] = (h.t_ready_ns, geometry, future)
             thumbs.append(frame.pixels[::8, ::8].copy())
             centres.append((h.stage.x, h.stage.y))
             harvest(block=False)

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from scopeflow._errors import ConfigurationError
+from tasks.inference import ObjectTable, measure_objects
 from tasks.inference._backends import (
     BackendConfig,
     BackendUnavailable,
@@ -135,6 +136,21 @@ class TestBackend:
             assert got.dtype == np.int32
             assert got.max() > 0
             np.testing.assert_array_equal(got, want)
+
+    def test_objects_measured_on_the_worker(self, backend: InferenceBackend) -> None:
+        """``objects=True``: the worker sends the measured objects of the labels it made,
+        the same as measuring those labels here, plus the model's own time."""
+        frames = make_frames(3, seed=7)
+        single = backend.submit(frames[0], pixel_size_um=0.65, objects=True).result(timeout=60)
+        batch = backend.segment(frames, objects=True)
+        for got, frame, labels in zip([single, *batch[1:]], frames, reference(frames), strict=True):
+            want = measure_objects(labels, frame)
+            assert isinstance(got, ObjectTable)
+            assert len(got) == len(want) > 0
+            np.testing.assert_array_equal(got.label, want.label)
+            np.testing.assert_allclose(got.centroid_row, want.centroid_row)
+            np.testing.assert_allclose(got.mean_intensity, want.mean_intensity)
+            assert got.model_ms > 0
 
     def test_pre_put_ref_can_be_submitted_many_times(self, backend: InferenceBackend) -> None:
         frame = make_frames(1, seed=3)[0]

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import ndimage
+
+from tasks.inference import ObjectTable, measure_objects
 
 from ._geometry import FrameGeometry
 
@@ -14,6 +15,7 @@ __all__ = [
     "Detection",
     "SelectionRules",
     "detections_from_labels",
+    "detections_from_objects",
     "merge_overlapping",
     "order_for_short_travel",
     "path_length_um",
@@ -54,36 +56,30 @@ def detections_from_labels(
     """Centroid, area and mean intensity of every labelled object, mapped to the stage."""
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    if ids.size == 0:
+    return detections_from_objects(measure_objects(labels, image), geometry, tile)
+
+
+def detections_from_objects(
+    objects: ObjectTable, geometry: FrameGeometry, tile: int
+) -> list[Detection]:
+    """The measured objects of one frame (as a worker returns them), mapped to the stage."""
+    if len(objects) == 0:
         return []
-    centres = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids), dtype=float)
-    areas_px = ndimage.sum_labels(np.ones_like(labels), labels, ids)
-    means = ndimage.mean(image.astype(np.float64), labels, ids)
-    slices = ndimage.find_objects(labels)
-    h, w = labels.shape
-    xs, ys = geometry.to_stage(centres[:, 0], centres[:, 1])
-    px_area = geometry.pixel_size_um**2
-    found = []
-    for k, obj in enumerate(ids):
-        sl = slices[obj - 1]
-        border = sl is not None and (
-            sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
+    xs, ys = geometry.to_stage(objects.centroid_row, objects.centroid_col)
+    areas = objects.area_px * geometry.pixel_size_um**2
+    border = objects.touches_border()
+    return [
+        Detection(
+            x_um=float(xs[k]),
+            y_um=float(ys[k]),
+            area_um2=float(areas[k]),
+            radius_um=float(np.sqrt(areas[k] / np.pi)),
+            score=float(objects.mean_intensity[k]),
+            tile=tile,
+            touches_border=bool(border[k]),
         )
-        area = float(areas_px[k] * px_area)
-        found.append(
-            Detection(
-                x_um=float(xs[k]),
-                y_um=float(ys[k]),
-                area_um2=area,
-                radius_um=float(np.sqrt(area / np.pi)),
-                score=float(means[k]),
-                tile=tile,
-                touches_border=bool(border),
-            )
-        )
-    return found
+        for k in range(len(objects))
+    ]
 
 
 def merge_overlapping(detections: list[Detection]) -> list[Detection]:

@@ -202,12 +202,16 @@ class EdgeAgent:
             case MoveStage(x=x, y=y, z=z):
                 env.check_position(x, y, z, "move_stage")
                 with self._hw_lock, _hardware("move the stage"):
+                    # wait for the moved devices only: waitForSystem polls every device
                     if x is not None or y is not None:
                         cx, cy = core.getXYPosition()
                         core.setXYPosition(cx if x is None else x, cy if y is None else y)
                     if z is not None:
                         core.setPosition(z)
-                    core.waitForSystem()
+                    if x is not None or y is not None:
+                        core.waitForDevice(core.getXYStageDevice())
+                    if z is not None:
+                        core.waitForDevice(core.getFocusDevice())
                 return "stage moved"
             case SetChannel(channel=channel):
                 env.check_channel(channel, "set_channel")

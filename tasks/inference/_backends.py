@@ -128,9 +128,10 @@ def _rebuild_error(
 
 @runtime_checkable
 class InferenceFuture(Protocol):
-    """One submitted frame. ``result`` returns its int32 labels or raises InferenceError."""
+    """One submitted frame. ``result`` returns its int32 labels (or, when submitted with
+    ``objects=True``, its ObjectTable) or raises InferenceError."""
 
-    def result(self, timeout: float | None = None) -> np.ndarray: ...
+    def result(self, timeout: float | None = None) -> Any: ...
 
     def done(self) -> bool: ...
 
@@ -151,14 +152,24 @@ class InferenceBackend(Protocol):
         *,
         pixel_size_um: float | None = None,
         frame_index: int | None = None,
+        objects: bool = False,
     ) -> InferenceFuture:
-        """Segment one frame (an array, or a ref from ``put``) asynchronously."""
+        """Segment one frame (an array, or a ref from ``put``) asynchronously.
+
+        ``objects=True``: the worker measures the objects and sends back their ObjectTable
+        (a few numbers per object, with the model's own time) instead of the label image.
+        """
         ...
 
     def segment(
-        self, frames: Sequence[np.ndarray], *, pixel_size_um: float | None = None
-    ) -> list[np.ndarray]:
-        """Segment many frames, balanced over the workers; results in the order given."""
+        self,
+        frames: Sequence[np.ndarray],
+        *,
+        pixel_size_um: float | None = None,
+        objects: bool = False,
+    ) -> list[Any]:
+        """Segment many frames, balanced over the workers; results in the order given
+        (label images, or ObjectTables with ``objects=True``)."""
         ...
 
     def info(self) -> dict[str, Any]:
@@ -328,10 +339,33 @@ class LoadedModel:
         }
 
     def run(
+        self,
+        frames: Sequence[Any],
+        pixel_size_um: float | None,
+        first_index: int | None,
+        *,
+        objects: bool = False,
+    ) -> list[Any]:
+        """Segment ``frames`` (segment_batch when the model has it); InferenceError on failure,
+        naming the frame's index (``first_index`` + position). ``objects``: return each
+        frame's ObjectTable (measured here, next to the frame) instead of its labels."""
+        import time
+
+        from ._measure import measure_objects
+
+        started = time.perf_counter()
+        labels = self._segment(frames, pixel_size_um, first_index)
+        model_ms = (time.perf_counter() - started) * 1e3 / max(1, len(frames))
+        if not objects:
+            return labels
+        return [
+            measure_objects(lab, np.asarray(frame), model_ms=model_ms)
+            for frame, lab in zip(frames, labels, strict=True)
+        ]
+
+    def _segment(
         self, frames: Sequence[Any], pixel_size_um: float | None, first_index: int | None
     ) -> list[np.ndarray]:
-        """Segment ``frames`` (segment_batch when the model has it); InferenceError on failure,
-        naming the frame's index (``first_index`` + position)."""
         model = self.model
         batch = getattr(model, "segment_batch", None)
         if len(frames) > 1 and callable(batch):

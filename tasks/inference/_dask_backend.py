@@ -83,12 +83,14 @@ def segment_task(
     plugin_name: str,
     spec: str,
     options: dict[str, Any],
+    objects: bool = False,
 ) -> Any:
-    """Runs on a worker: one frame (returns labels) or a list (returns a list of labels)."""
+    """Runs on a worker: one frame (returns labels) or a list (returns a list of labels);
+    ObjectTables instead of labels with ``objects``."""
     loaded = _loaded(plugin_name, spec, options)
     if isinstance(frames, list):
-        return loaded.run(frames, pixel_size_um, first_index or 0)
-    return loaded.run([frames], pixel_size_um, first_index)[0]
+        return loaded.run(frames, pixel_size_um, first_index or 0, objects=objects)
+    return loaded.run([frames], pixel_size_um, first_index, objects=objects)[0]
 
 
 def describe_worker(
@@ -242,6 +244,7 @@ class DaskBackend(Closeable):
         *,
         pixel_size_um: float | None = None,
         frame_index: int | None = None,
+        objects: bool = False,
     ) -> DaskFuture:
         index = next(self._submitted) if frame_index is None else frame_index
         if isinstance(frame_or_ref, np.ndarray) and frame_or_ref.nbytes >= SCATTER_BYTES:
@@ -255,14 +258,15 @@ class DaskBackend(Closeable):
             self.plugin_name,
             self.config.model,
             self._options,
+            objects,
             pure=False,
             resources=self._resources,
         )
         return DaskFuture(self, future, index)
 
     def segment(
-        self, frames: Sequence[Any], *, pixel_size_um: float | None = None
-    ) -> list[np.ndarray]:
+        self, frames: Sequence[Any], *, pixel_size_um: float | None = None, objects: bool = False
+    ) -> list[Any]:
         """Segment ``frames`` in chunks spread over the workers by the scheduler, in order."""
         client = self._client()
         futures = []
@@ -275,11 +279,12 @@ class DaskBackend(Closeable):
                 self.plugin_name,
                 self.config.model,
                 self._options,
+                objects,
                 pure=False,
                 resources=self._resources,
             )
             futures.append(DaskFuture(self, future, chunk.start))
-        out: list[np.ndarray] = []
+        out: list[Any] = []
         for future in futures:
             out.extend(future.result())
         return out

@@ -45,16 +45,24 @@ class ModelActor:
         self._loaded = LoadedModel(spec, options)
 
     def segment(
-        self, frame: np.ndarray, pixel_size_um: float | None, index: int | None
-    ) -> np.ndarray:
-        return self._loaded.run([frame], pixel_size_um, index)[0]
+        self,
+        frame: np.ndarray,
+        pixel_size_um: float | None,
+        index: int | None,
+        objects: bool = False,
+    ) -> Any:
+        return self._loaded.run([frame], pixel_size_um, index, objects=objects)[0]
 
     def segment_many(
-        self, frames: list[Any], pixel_size_um: float | None, first_index: int
-    ) -> list[np.ndarray]:
+        self,
+        frames: list[Any],
+        pixel_size_um: float | None,
+        first_index: int,
+        objects: bool = False,
+    ) -> list[Any]:
         # refs nested in a list are not resolved by Ray; fetch them here
         frames = [ray.get(f) if isinstance(f, ray.ObjectRef) else f for f in frames]
-        return self._loaded.run(frames, pixel_size_um, first_index)
+        return self._loaded.run(frames, pixel_size_um, first_index, objects=objects)
 
     def describe(self) -> dict[str, Any]:
         return self._loaded.describe()
@@ -236,22 +244,25 @@ class RayBackend(Closeable):
         *,
         pixel_size_um: float | None = None,
         frame_index: int | None = None,
+        objects: bool = False,
     ) -> RayFuture:
         slot, actor = self._pick()
         index = next(self._submitted) if frame_index is None else frame_index
-        ref = actor.segment.remote(frame_or_ref, pixel_size_um, index)
+        ref = actor.segment.remote(frame_or_ref, pixel_size_um, index, objects)
         return RayFuture(self, slot, actor, ref, index)
 
     def segment(
-        self, frames: Sequence[Any], *, pixel_size_um: float | None = None
-    ) -> list[np.ndarray]:
+        self, frames: Sequence[Any], *, pixel_size_um: float | None = None, objects: bool = False
+    ) -> list[Any]:
         """Segment ``frames`` in chunks spread round-robin over the actors, in order."""
         futures = []
         for chunk in chunk_indices(len(frames), self.config.workers):
             slot, actor = self._pick()
-            ref = actor.segment_many.remote([frames[i] for i in chunk], pixel_size_um, chunk.start)
+            ref = actor.segment_many.remote(
+                [frames[i] for i in chunk], pixel_size_um, chunk.start, objects
+            )
             futures.append(RayFuture(self, slot, actor, ref, chunk.start))
-        out: list[np.ndarray] = []
+        out: list[Any] = []
         for future in futures:
             out.extend(future.result())
         return out
