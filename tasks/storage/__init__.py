@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ._chunked import ChunkLedger, SourceImage, Tile, identity_hash, open_image, tile_grid
+from ._chunked import (
+    ChunkLedger,
+    SourceImage,
+    Tile,
+    create_image,
+    identity_hash,
+    open_image,
+    tile_grid,
+)
 from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
 from ._ngff import COMPRESSIONS, Compression
@@ -19,6 +27,7 @@ __all__ = [
     "SourceImage",
     "Tile",
     "convert_file",
+    "create_image",
     "create_label_image",
     "identity_hash",
     "label_names",

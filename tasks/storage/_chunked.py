@@ -25,8 +25,17 @@ from typing import Any
 from scopeflow._errors import ConfigurationError
 
 from ._fsutil import atomic_write_bytes
+from ._ngff import multiscale_entry, zarr_compressors
 
-__all__ = ["ChunkLedger", "SourceImage", "Tile", "identity_hash", "open_image", "tile_grid"]
+__all__ = [
+    "ChunkLedger",
+    "SourceImage",
+    "Tile",
+    "create_image",
+    "identity_hash",
+    "open_image",
+    "tile_grid",
+]
 
 
 @dataclass(frozen=True)
@@ -176,3 +185,41 @@ class ChunkLedger:
     def records(self) -> Iterator[dict[str, Any]]:
         for key in sorted(self.done_keys()):
             yield json.loads((self.done_dir / f"{key}.json").read_text(encoding="utf-8"))
+
+
+def create_image(
+    path: Path,
+    like: SourceImage,
+    *,
+    chunks: tuple[int, ...],
+    dtype: str,
+    description: str,
+    attributes: Mapping[str, Any],
+) -> None:
+    """A new, empty NGFF 0.5 image at ``path`` on ``like``'s grid (axes, shape, scale), zstd
+    chunks of ``chunks``; built under a temporary name and renamed, so it appears complete."""
+    import shutil
+
+    import numpy as np
+    import zarr
+
+    name = path.name.removesuffix(".ome.zarr")
+    multiscale = multiscale_entry(
+        name, like.axes, [like.scale], description=description, method="scopeflow"
+    )
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    group = zarr.open_group(tmp, mode="w", zarr_format=3)
+    group.attrs.update(
+        {"ome": {"version": "0.5", "multiscales": [multiscale]}, "scopeflow": dict(attributes)}
+    )
+    group.create_array(
+        "0",
+        shape=like.shape,
+        chunks=chunks,
+        dtype=np.dtype(dtype),
+        fill_value=0,
+        compressors=zarr_compressors("zstd", np.dtype(dtype)),
+        dimension_names=[a["name"] for a in like.axes],
+    )
+    tmp.rename(path)
