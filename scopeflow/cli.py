@@ -158,3 +158,7 @@ def version() -> None:
 from ._cli_convert import register as _register_convert  # noqa: E402
 
 _register_convert(app)
+
+from ._cli_images import register as _register_images  # noqa: E402
+
+_register_images(app)

@@ -38,8 +38,22 @@ def gaussian(**options: Any) -> RestorationModel:
     return GaussianRestorer(**options)
 
 
+def care(**options: Any) -> RestorationModel:
+    """``CareDenoiser(mode="care", **options)``: supervised U-Net denoiser (``weights=PATH``)."""
+    from ._care import CareDenoiser
+
+    return CareDenoiser(**{"mode": "care", **options})
+
+
+def n2v(**options: Any) -> RestorationModel:
+    """``CareDenoiser(mode="n2v", **options)``: the Noise2Void-trained network."""
+    from ._care import CareDenoiser
+
+    return CareDenoiser(**{"mode": "n2v", **options})
+
+
 BUILTIN_MODELS = {"classical": classical, "unet": unet}
-BUILTIN_RESTORATION_MODELS = {"gaussian": gaussian}
+BUILTIN_RESTORATION_MODELS = {"care": care, "gaussian": gaussian, "n2v": n2v}
 
 
 def _register() -> None:

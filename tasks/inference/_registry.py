@@ -15,6 +15,7 @@ from scopeflow._errors import ConfigurationError
 from ._protocol import RestorationModel, SegmentationModel
 
 __all__ = [
+    "BIOIMAGEIO_PREFIX",
     "available_models",
     "available_restoration_models",
     "load_model",
@@ -24,6 +25,8 @@ __all__ = [
 
 ModelFactory = Callable[..., Any]
 Kind = Literal["segmentation", "restoration"]
+
+BIOIMAGEIO_PREFIX = "bioimageio:"  # "bioimageio:/path/to/package.zip" (a local file only)
 
 _factories: dict[str, ModelFactory] = {}
 _restoration_factories: dict[str, ModelFactory] = {}
@@ -96,20 +99,27 @@ def load_model(name: str, **options: Any) -> SegmentationModel:
 def load_restoration_model(name: str, **options: Any) -> RestorationModel:
     """Build the restoration model registered as ``name``.
 
-    Also accepted: ``"package.module:factory"`` (as for ``load_model``). Raises
-    ConfigurationError naming the choices.
+    Also accepted: ``"package.module:factory"`` (as for ``load_model``) and
+    ``"bioimageio:/path/to/package.zip"`` (a BioImage Model Zoo package on local disk; nothing
+    is fetched from a hub). Raises ConfigurationError naming the choices.
     """
     _ensure_builtins()
-    with _lock:
-        factory = _restoration_factories.get(name)
-    if factory is None and ":" in name:
-        factory = _import_factory(name)
-    if factory is None:
-        raise ConfigurationError(
-            f"unknown restoration model {name!r}; available: "
-            f"{', '.join(available_restoration_models()) or 'none'}"
-        )
-    model = factory(**options)
+    if name.startswith(BIOIMAGEIO_PREFIX):
+        from ._bioimageio import load_bioimageio_package
+
+        model: Any = load_bioimageio_package(name[len(BIOIMAGEIO_PREFIX) :], **options)
+    else:
+        with _lock:
+            factory = _restoration_factories.get(name)
+        if factory is None and ":" in name:
+            factory = _import_factory(name)
+        if factory is None:
+            raise ConfigurationError(
+                f"unknown restoration model {name!r}; available: "
+                f"{', '.join(available_restoration_models()) or 'none'}, or "
+                f"'{BIOIMAGEIO_PREFIX}/path/to/package.zip'"
+            )
+        model = factory(**options)
     missing = [attr for attr in ("name", "version", "restore") if not hasattr(model, attr)]
     if missing or not isinstance(model, RestorationModel):
         raise ConfigurationError(

@@ -1,0 +1,261 @@
+"""Train the restoration U-Net (CPU, a few minutes, seeded).
+
+    python -m tasks.inference.train_restoration --mode care --seed 0 \\
+        --out tasks/inference/weights/care_denoise.pt
+    python -m tasks.inference.train_restoration --mode n2v --seed 0 \\
+        --out tasks/inference/weights/n2v_denoise.pt
+    # Noise2Void on your own noisy images (no clean targets), optionally from shipped weights:
+    python -m tasks.inference.train_restoration --mode n2v --image noisy.tif --init \\
+        tasks/inference/weights/n2v_denoise.pt --iterations 400 --out my_n2v.pt
+
+care: supervised on pairs (noisy input, clean reference): simulator low- vs high-exposure
+frames of the same field, plus procedural structures (membranes, spots, filaments, blobs) with
+a fresh Poisson-Gaussian camera noise draw per sample (``_restoration_data``).
+n2v: self-supervised on the noisy images alone (the same sources' inputs, or ``--image``).
+Inputs and references are normalised with the percentiles of the whole noisy image, exactly
+as at inference. Determinism: same seed, thread count, device and torch build give the same
+weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._care import (
+    DEFAULT_RESTORATION_CHANNELS,
+    PERCENTILES,
+    RESTORATION_WEIGHTS_FORMAT,
+    build_restoration_net,
+    load_restoration_weights,
+    percentile_range,
+)
+from ._n2v import N2V_MASK_FRACTION, N2V_RADIUS, n2v_mask
+from ._restoration_data import add_camera_noise, random_noise_model, sim_pair, synthetic_clean
+
+__all__ = ["RestorationTrainConfig", "main", "save", "train"]
+
+VERSION = "1.0"
+# a training sample: (normalised input crop, normalised reference crop or None for n2v)
+Sampler = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class RestorationTrainConfig:
+    mode: str = "care"  # "care" (supervised) or "n2v" (self-supervised)
+    seed: int = 0
+    n_sim: int = 24  # simulator low/high exposure pairs
+    n_synthetic: int = 96  # procedural clean images (fresh noise per draw)
+    sim_fraction: float = 0.3  # share of samples from simulator pairs
+    size: int = 192  # side of each source image
+    images: tuple[str, ...] = ()  # n2v: train on these noisy images instead of the sources
+    init: str | None = None  # start from these weights (fine-tuning)
+    crop: int = 64
+    batch: int = 8
+    iterations: int = 1200
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    threads: int = 2
+    device: str = "cpu"
+    channels: tuple[int, ...] = DEFAULT_RESTORATION_CHANNELS
+
+
+def _geometric(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
+    k = int(rng.integers(4))
+    flip = rng.random() < 0.5
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k)
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a, dtype=np.float32))
+    return out
+
+
+def _crop_window(shape: tuple[int, ...], size: int, rng: np.random.Generator) -> tuple[slice, ...]:
+    h, w = shape
+    r = int(rng.integers(0, h - size + 1))
+    c = int(rng.integers(0, w - size + 1))
+    return slice(r, r + size), slice(c, c + size)
+
+
+def _normalised(noisy: np.ndarray, ref: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    lo, scale = percentile_range(noisy)
+    return (noisy - lo) / scale, None if ref is None else (ref - lo) / scale
+
+
+def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
+    """Renders/reads the sources once; the sampler draws (input, reference) crops."""
+    t0 = time.perf_counter()
+    if cfg.images:
+        if cfg.mode != "n2v":
+            raise ValueError("--image trains without clean targets: use it with --mode n2v")
+        own = [_normalised(_read_plane(Path(p)), None)[0] for p in cfg.images]
+        small = [im.shape for im in own if min(im.shape) < cfg.crop]
+        if small:
+            raise ValueError(f"images {small} are smaller than the {cfg.crop}-pixel crop")
+
+        def own_sampler(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+            im = own[int(rng.integers(len(own)))]
+            return _geometric(rng, im[_crop_window(im.shape, cfg.crop, rng)])[0], None
+
+        return own_sampler
+
+    rng = np.random.default_rng([cfg.seed, 11])
+    sims = [_normalised(*sim_pair(int(rng.integers(2**31)), 256)) for _ in range(cfg.n_sim)]
+    clean = [synthetic_clean(rng, cfg.size) for _ in range(cfg.n_synthetic)]
+    if log:
+        print(
+            f"{len(sims)} simulator pairs, {len(clean)} procedural images in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+
+    def sampler(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        if sims and rng.random() < cfg.sim_fraction:
+            noisy, ref = sims[int(rng.integers(len(sims)))]
+        else:
+            img = clean[int(rng.integers(len(clean)))]
+            noisy, ref = _normalised(*add_camera_noise(img, random_noise_model(rng), rng))
+        assert ref is not None
+        win = _crop_window(noisy.shape, cfg.crop, rng)
+        x, y = _geometric(rng, noisy[win], ref[win])
+        return x, (None if cfg.mode == "n2v" else y)
+
+    return sampler
+
+
+def _read_plane(path: Path) -> np.ndarray:
+    """A 2D float32 image from a TIFF or PNG (the first plane of a stack)."""
+    if path.suffix.lower() in {".tif", ".tiff"}:
+        import tifffile
+
+        arr = np.asarray(tifffile.imread(path))
+    else:
+        from skimage import io
+
+        arr = np.asarray(io.imread(path))
+    while arr.ndim > 2:
+        arr = arr[0]
+    return arr.astype(np.float32)
+
+
+def train(cfg: RestorationTrainConfig, log: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Train (from scratch or ``cfg.init``); returns (network on CPU, metadata)."""
+    import torch
+
+    if cfg.mode not in ("care", "n2v"):
+        raise ValueError(f"mode must be 'care' or 'n2v', got {cfg.mode!r}")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    sampler = make_sampler(cfg, log)
+    t_data = time.perf_counter() - t0
+    residual = cfg.mode == "care"
+    if cfg.init:
+        net, init_meta = load_restoration_weights(Path(cfg.init), cfg.mode)
+        if bool(init_meta["residual"]) != residual:
+            raise ValueError(f"--init {cfg.init} was trained as {init_meta.get('mode')!r}")
+        channels = tuple(init_meta["channels"])
+    else:
+        net, channels = build_restoration_net(cfg.channels, residual), cfg.channels
+    device = torch.device(cfg.device)
+    net = net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1
+    )
+    rng = np.random.default_rng([cfg.seed, 31])
+    net.train()
+    running = 0.0
+    for it in range(cfg.iterations):
+        xs, ys = zip(*(sampler(rng) for _ in range(cfg.batch)), strict=True)
+        x_np = np.stack(xs)
+        if cfg.mode == "n2v":
+            masked, mask_np = n2v_mask(x_np, rng)
+            x = torch.from_numpy(masked)[:, None].to(device)
+            target = torch.from_numpy(x_np)[:, None].to(device)
+            mask = torch.from_numpy(mask_np)[:, None].to(device)
+            loss = ((net(x) - target) ** 2)[mask].mean()
+        else:
+            x = torch.from_numpy(x_np)[:, None].to(device)
+            target = torch.from_numpy(np.stack(ys))[:, None].to(device)
+            loss = torch.mean((net(x) - target) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = 0.98 * running + 0.02 * loss.item() if it else loss.item()
+        if log and (it % 100 == 0 or it == cfg.iterations - 1):
+            print(f"iter {it:5d} loss {running:.5f} {time.perf_counter() - t0:.0f} s", flush=True)
+    net = net.cpu().eval()
+    meta: dict[str, Any] = {
+        "format": RESTORATION_WEIGHTS_FORMAT,
+        "version": VERSION,
+        "mode": cfg.mode,
+        "residual": residual,
+        "channels": list(channels),
+        "normalization": f"percentiles {PERCENTILES[0]}, {PERCENTILES[1]} of the input",
+        "n2v": {"mask_fraction": N2V_MASK_FRACTION, "radius": N2V_RADIUS},
+        "n_parameters": int(sum(p.numel() for p in net.parameters())),
+        "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "data_seconds": round(t_data, 1),
+        "final_loss": round(running, 6),
+        "torch": str(torch.__version__),
+    }
+    return net, meta
+
+
+def save(net: Any, meta: dict[str, Any], out: Path) -> str:
+    """Write {"state_dict", "meta"} (float32 tensors, plain-type metadata); returns sha256."""
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "meta": meta}, out)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    d = RestorationTrainConfig
+    p.add_argument("--mode", choices=["care", "n2v"], default=d.mode)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", type=Path, help="where to write the .pt (default: the shipped file)")
+    p.add_argument("--iterations", type=int, default=d.iterations)
+    p.add_argument("--sim-pairs", type=int, default=d.n_sim)
+    p.add_argument("--synthetic", type=int, default=d.n_synthetic)
+    p.add_argument("--image", action="append", default=[], help="n2v: a noisy image to train on")
+    p.add_argument("--init", help="start from these weights (fine-tune)")
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    a = p.parse_args(argv)
+    cfg = RestorationTrainConfig(
+        mode=a.mode,
+        seed=a.seed,
+        iterations=a.iterations,
+        n_sim=a.sim_pairs,
+        n_synthetic=a.synthetic,
+        images=tuple(a.image),
+        init=a.init,
+        threads=a.threads,
+        device=a.device,
+    )
+    out = a.out or Path(__file__).parent / "weights" / f"{a.mode}_denoise.pt"
+    net, meta = train(cfg)
+    sha = save(net, meta, out)
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {sha[:12]}, "
+        f"{meta['n_parameters']} parameters, {meta['train_seconds']} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
