@@ -90,8 +90,11 @@ class DaskRunner(Closeable):
         pending = set(futures)
         no_workers_since: float | None = None
         while pending:
-            with client.as_current():
-                done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            try:
+                with client.as_current():
+                    done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in 2 s: check the workers are still there
+                done = set()
             for future in done:
                 self._collect(future, futures[future], outcome, on_done)
             if not pending:
