@@ -7,14 +7,18 @@ one chunk-sized block at a time, whatever the image size.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._fsutil import write_file
 from .._ngff import (
+    ChunkCodec,
     Compression,
     OmeroChannel,
     multiscale_entry,
@@ -85,6 +89,8 @@ class ImageWriter:
             )
             for level, shape in enumerate(self.shapes)
         ]
+        self._codec: ChunkCodec | None = None
+        self._folders: set[str] = set()
         channels = scene.shape[1]
         self._low = [math.inf] * channels
         self._high = [-math.inf] * channels
@@ -107,11 +113,30 @@ class ImageWriter:
                             )
 
     def write(self, t: int, c: int, zs: slice, ys: slice, xs: slice, block: np.ndarray) -> None:
-        """Store a ``(z, y, x)`` block of level 0 (and note its range for the display window)."""
+        """Store a ``(z, y, x)`` block of level 0 (and note its range for the display window).
+
+        A block that is exactly one chunk is encoded and written as one file by the journal's
+        chunk codec (no read-modify-write); any other block goes through zarr.
+        """
         if block.size:
             self._low[c] = min(self._low[c], float(block.min()))
             self._high[c] = max(self._high[c], float(block.max()))
-        self.arrays[0][t, c, zs, ys, xs] = block
+        _, _, cz, cy, cx = self.chunks
+        if block.shape == (cz, cy, cx) and not (zs.start % cz or ys.start % cy or xs.start % cx):
+            key = (t, c, zs.start // cz, ys.start // cy, xs.start // cx)
+            self._write_chunk(key, block)
+        else:
+            self.arrays[0][t, c, zs, ys, xs] = block
+
+    def _write_chunk(self, key: tuple[int, ...], block: np.ndarray) -> None:
+        if self._codec is None:
+            meta = json.loads((self.path / "0" / "zarr.json").read_text(encoding="utf-8"))
+            self._codec = ChunkCodec(meta["codecs"], self.scene.dtype, self.path / "0")
+        folder = os.path.join(str(self.path), "0", "c", *(str(k) for k in key[:-1]))
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        write_file(os.path.join(folder, str(key[-1])), self._codec.encode(block))
 
     def finish(self, attributes: Mapping[str, Any] | None = None) -> None:
         """Build levels 1.. from the level above, chunk by chunk, and write the NGFF metadata."""
