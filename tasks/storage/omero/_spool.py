@@ -85,10 +85,14 @@ class OmeroSpool(Closeable):
         max_bytes: int = 1 << 20,
         retry_initial_s: float = 1.0,
         retry_max_s: float = 60.0,
+        fsync: bool = True,
     ) -> None:
+        """``fsync=False`` keeps what a killed process wrote (the page cache survives it) but not
+        what a power cut catches in flight: for a spool on tmpfs, or tests of other guarantees.
+        """
         if not isinstance(uploader, Uploader):
             raise TypeError(f"{uploader!r} has no register(request) method: it is no Uploader")
-        self._store = SpoolStore(directory)
+        self._store = SpoolStore(directory, fsync=fsync)
         self._uploader = uploader
         self._max_items = max_items
         self._max_bytes = max_bytes
@@ -145,7 +149,7 @@ class OmeroSpool(Closeable):
     def stats(self) -> SpoolStats:
         with self._state:
             return SpoolStats(
-                pending=len(self._store.pending_names()),
+                pending=self._store.pending_count(),
                 in_memory=len(self._queue),
                 memory_bytes=self._memory_bytes,
                 peak_memory_bytes=self._peak_bytes,
@@ -182,12 +186,12 @@ class OmeroSpool(Closeable):
                 return False
             if deadline is not None and time.monotonic() >= deadline:
                 break
-        return not self._store.pending_names()
+        return self._store.pending_count() == 0
 
     def wait_empty(self, timeout: float | None = None) -> bool:
         """Wait until the drainer thread delivered everything pending (True) or timed out."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._store.pending_names():
+        while self._store.pending_count():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
@@ -242,7 +246,7 @@ class OmeroSpool(Closeable):
     def _fill(self) -> None:
         # the queue is empty and the previous item was delivered or failed: every request on
         # disk is undelivered, and none of them is in memory
-        for name in self._store.pending_names():
+        for name in self._store.pending_names(limit=self._max_items):
             request, size = self._store.load(name)
             full = (
                 len(self._queue) >= self._max_items or self._memory_bytes + size > self._max_bytes
@@ -277,8 +281,9 @@ class OmeroSpool(Closeable):
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 with self._state:
-                    self._last_error = message
-                log.warning(
+                    repeated, self._last_error = message == self._last_error, message
+                # once per distinct cause: an OMERO outage of hours must not flood the log
+                (log.debug if repeated else log.warning)(
                     "registration %s waits, retry in %.3g s: %s", item.request.key, wait, message
                 )
                 if deadline is not None and time.monotonic() + wait > deadline:
@@ -290,6 +295,8 @@ class OmeroSpool(Closeable):
             self._store.record(item.name, result)
             with self._state:
                 self._delivered += 1
-                self._last_error = None
+                recovered, self._last_error = self._last_error is not None, None
+            if recovered:
+                log.info("registration %s delivered, OMERO answers again", item.request.key)
             return True
         return False

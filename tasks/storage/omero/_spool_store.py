@@ -14,11 +14,13 @@ both, and the next drain sees the key in ``done/`` and drops the duplicate.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from scopeflow._errors import OmeroError
@@ -34,8 +36,9 @@ _PARTIAL = ".partial"
 class SpoolStore:
     """Files of one spool folder. Thread-safe for submitters; one drainer (the lock holder)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = Path(root)
+        self._fsync = fsync
         self.pending = self.root / "pending"
         self.done = self.root / "done"
         self.failed = self.root / "failed"
@@ -54,7 +57,10 @@ class SpoolStore:
             self._last_seq = max(time.time_ns(), self._last_seq + 1)
             seq = self._last_seq
         name = f"{seq:020d}-{os.getpid()}-{next(self._counter)}-{uuid.uuid4().hex[:6]}"
-        _durable_write(self.pending / f"{name}.json", request.model_dump_json().encode())
+        # plain strings: pathlib interns every name it parses, and the interpreter's table of
+        # interned strings would grow with each request of a long outage
+        data = request.model_dump_json().encode()
+        _durable_write(os.path.join(self.pending, f"{name}.json"), data, fsync=self._fsync)
         return name
 
     # -- draining (the lock holder) --
@@ -73,9 +79,23 @@ class SpoolStore:
     def release(self) -> None:
         self._lock.release()
 
-    def pending_names(self) -> list[str]:
-        """Names of the waiting requests, oldest first."""
-        return sorted(p.name[:-5] for p in self.pending.glob("[0-9]*.json"))
+    def pending_names(self, limit: int | None = None) -> list[str]:
+        """Names of the (``limit`` oldest) waiting requests, oldest first.
+
+        Memory is O(limit), not O(pending): a spool may hold a long outage's worth of requests.
+        """
+        names = (name[:-5] for name in self._scan(self.pending))
+        return sorted(names) if limit is None else heapq.nsmallest(limit, names)
+
+    def pending_count(self) -> int:
+        return sum(1 for _ in self._scan(self.pending))
+
+    @staticmethod
+    def _scan(folder: Path) -> Iterator[str]:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".json") and entry.name[:1].isdigit():
+                    yield entry.name
 
     def load(self, name: str) -> tuple[RegistrationRequest, int]:
         """The request named ``name`` and its size in bytes."""
@@ -84,14 +104,22 @@ class SpoolStore:
 
     def result(self, key: str) -> RegistrationResult | None:
         try:
-            data = (self.done / f"{key}.json").read_bytes()
+            return RegistrationResult.model_validate_json((self.done / f"{key}.json").read_bytes())
         except FileNotFoundError:
             return None
-        return RegistrationResult.model_validate_json(data)
+        except ValueError:  # torn by a power cut: deliver again, the uploader answers by key
+            return None
 
     def record(self, name: str, result: RegistrationResult) -> None:
         """Log ``result`` durably, then drop the pending request (in that order)."""
-        _durable_write(self.done / f"{result.key}.json", result.model_dump_json().encode())
+        # the folder is not fsynced: should a power cut lose this entry, the request is handed
+        # over again and the uploader answers from its key (no second image)
+        _durable_write(
+            self.done / f"{result.key}.json",
+            result.model_dump_json().encode(),
+            fsync=self._fsync,
+            sync_dir=False,
+        )
         self.drop(name)
 
     def drop(self, name: str) -> None:
@@ -101,7 +129,7 @@ class SpoolStore:
 
     def fail(self, name: str, reason: str) -> None:
         """Move a request OMERO refused to ``failed/``, with the reason beside it."""
-        _durable_write(self.failed / f"{name}.error", reason.encode())
+        _durable_write(self.failed / f"{name}.error", reason.encode(), fsync=self._fsync)
         os.replace(self.pending / f"{name}.json", self.failed / f"{name}.json")
         fsync_dir(self.failed)
         fsync_dir(self.pending)
@@ -126,16 +154,19 @@ class SpoolStore:
         return count
 
 
-def _durable_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
+def _durable_write(path: Path | str, data: bytes, *, fsync: bool, sync_dir: bool = True) -> None:
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}{_PARTIAL}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if fsync and sync_dir:
+        fsync_dir(Path(folder))
