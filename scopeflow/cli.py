@@ -162,3 +162,7 @@ _register_convert(app)
 from ._cli_images import register as _register_images  # noqa: E402
 
 _register_images(app)
+
+from ._cli_omero import register as _register_omero  # noqa: E402
+
+_register_omero(app)
