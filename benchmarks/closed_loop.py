@@ -1,18 +1,21 @@
 """Closed loop: frame ready at the edge -> segmentation -> decision -> stage command applied.
 
-Three loops with the same work per frame (model, measure the objects, move the stage to the
+Four loops with the same work per frame (model, measure the objects, move the stage to the
 brightest one), measured in the same run:
 - raw:       in-process pymmcore-plus frameReady -> model -> core.setXYPosition (the floor)
 - scopeflow: edge agent process -> shared-memory stream -> Ray actor (model + measurements,
              objects sent back) -> decision -> HTTP command
-- naive:     one Prefect task run per frame (pixels as task parameters), command via the client
+- naive:     one Prefect task run per frame (pixels as task parameters), command via the client,
+             on Prefect's default task runner (threads in the flow's process)
+- naive_ray: the same on prefect-ray's RayTaskRunner: per-frame tasks on Ray workers
+Prefect's local server is started before any frame is acquired, so no frame waits for it.
 
 scopeflow's latency is split into transport (ready -> received), inference (received ->
 objects back; of which model = the model's own time on the worker), decision, and command
 (sent -> the edge's answer: the move is done when it answers). "added beyond model" is, per
 frame, total minus the model's own time (p50 over frames), for raw and scopeflow alike.
 Goals: scopeflow adds < 10 ms p50 beyond the model's own time; scopeflow / raw <= 1.25;
-naive / scopeflow >= 5.
+naive / scopeflow >= 5. Needs the `bench` extra (prefect-ray).
 
     python benchmarks/closed_loop.py [--frames 30] [--sizes 512 2048] [--model classical]
 """
@@ -90,6 +93,7 @@ def loop_scopeflow(size: int, n: int, model_name: str, directory: Path, pace_s: 
         client = EdgeClient(edge.url, token_file=edge.token_file)
         backend = make_backend(BackendConfig(kind="ray", workers=1, model=model_name))
         try:
+            backend.submit(warm_up_frame(size), pixel_size_um=0.65).result()  # imports, caches
             client.move_stage(*CENTRE)
             start = client.state().frames_journaled
             events = [
@@ -130,7 +134,13 @@ def loop_scopeflow(size: int, n: int, model_name: str, directory: Path, pace_s: 
     return _stats(total, **rows, added_beyond_model=added)
 
 
-def loop_naive(size: int, n: int, model_name: str, directory: Path, pace_s: float) -> dict:
+def loop_naive(
+    size: int, n: int, model_name: str, directory: Path, pace_s: float, runner: str
+) -> dict:
+    """``runner``: "local" (Prefect's default thread pool) or "ray" (prefect-ray's
+    RayTaskRunner on a local Ray cluster: how a naive user sends per-frame tasks to workers)."""
+    import contextlib
+
     from prefect import flow, task
 
     @task
@@ -144,18 +154,39 @@ def loop_naive(size: int, n: int, model_name: str, directory: Path, pace_s: floa
 
     totals: list[float] = []
 
-    @flow
+    task_runner = None
+    cluster: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if runner == "ray":
+        from prefect_ray import RayTaskRunner
+
+        task_runner = RayTaskRunner()  # reuses the Ray session started below (127.0.0.1 only)
+        cluster = make_backend(BackendConfig(kind="ray", workers=1, model=model_name))
+
+    @flow(task_runner=task_runner) if task_runner else flow
     def naive(url: str, token_file: str, start: int) -> None:
         with EdgeClient(url, token_file=Path(token_file)) as client:
             for frame in client.frames(start, stop=start + n, transport="shm"):
                 h = frame.header
-                labels = segment(frame.pixels, h.pixel_size_um)
+                labels = segment.submit(frame.pixels, h.pixel_size_um).result()
                 objects = measure_objects(labels, frame.pixels)
                 target = decide(objects, h.stage.x, h.stage.y, h.pixel_size_um)
                 move(url, token_file, *target)
                 totals.append((time.time_ns() - h.t_ready_ns) / 1e6)
 
-    with EdgeProcess(directory / f"naive-{size}", extra_args=["--camera-size", str(size)]) as edge:
+    @flow(task_runner=task_runner) if task_runner else flow
+    def warm_up() -> None:
+        """Prefect's first flow in a process starts its local server (~24 s here), and the
+        first task on a Ray worker imports Prefect there: do both before any frame exists,
+        so no frame waits for them."""
+        segment.submit(warm_up_frame(size), 0.65).result()
+
+    with (
+        cluster,
+        EdgeProcess(
+            directory / f"naive-{runner}-{size}", extra_args=["--camera-size", str(size)]
+        ) as edge,
+    ):
+        warm_up()
         client = EdgeClient(edge.url, token_file=edge.token_file)
         client.move_stage(*CENTRE)
         start = client.state().frames_journaled
@@ -169,6 +200,13 @@ def loop_naive(size: int, n: int, model_name: str, directory: Path, pace_s: floa
         naive(edge.url, str(edge.token_file), start)
         client.close()
     return _stats(totals)
+
+
+def warm_up_frame(size: int) -> np.ndarray:
+    """A frame with one bright square, so that a model's first call does its one-off work."""
+    frame = np.full((size, size), 100, np.uint16)
+    frame[size // 4 : size // 2, size // 4 : size // 2] = 1000
+    return frame
 
 
 def _stats(total: list[float], **parts: list[float]) -> dict:
@@ -201,13 +239,16 @@ def main() -> None:
             rows = {
                 "raw": loop_raw(size, args.frames, args.model, pace),
                 "scopeflow": loop_scopeflow(size, args.frames, args.model, Path(tmp), pace),
-                "naive": loop_naive(size, args.frames, args.model, Path(tmp), pace),
+                "naive": loop_naive(size, args.frames, args.model, Path(tmp), pace, "local"),
+                "naive_ray": loop_naive(size, args.frames, args.model, Path(tmp), pace, "ray"),
                 "pace_s": pace,
             }
             raw, sf, naive = rows["raw"], rows["scopeflow"], rows["naive"]
+            naive_ray = rows["naive_ray"]
             rows["ratios"] = {
                 "scopeflow_over_raw": sf["p50_ms"] / raw["p50_ms"],
                 "naive_over_scopeflow": naive["p50_ms"] / sf["p50_ms"],
+                "naive_ray_over_scopeflow": naive_ray["p50_ms"] / sf["p50_ms"],
                 "added_beyond_model_ms": sf["added_beyond_model_p50_ms"],
                 "raw_added_beyond_model_ms": raw["added_beyond_model_p50_ms"],
             }
@@ -223,7 +264,7 @@ def _print(size: int, rows: dict) -> None:
     keys = ("p50_ms", "p99_ms", "transport_p50_ms", "inference_p50_ms", "model_p50_ms",
             "decision_p50_ms", "command_p50_ms", "added_beyond_model_p50_ms")  # fmt: skip
     print(f"{'loop':<10}" + "".join(f" {k.removesuffix('_ms')[:14]:>14}" for k in keys))
-    for name in ("raw", "scopeflow", "naive"):
+    for name in ("raw", "scopeflow", "naive", "naive_ray"):
         row = rows[name]
         print(
             f"{name:<10}"
