@@ -69,11 +69,12 @@ def write_large_tiff(path: Path, gigabytes: float) -> tuple[int, ...]:
     plane = 8192
     planes = max(1, int(gigabytes * 1e9 / (plane * plane * 2)))
     rng = np.random.default_rng(1)
-    tile = rng.poisson(300.0, (plane, plane)).astype(np.uint16)
+    tile = rng.poisson(300.0, (1024, 1024)).astype(np.uint16)
 
-    def gen() -> Any:
+    def gen() -> Any:  # tifffile takes a tiled image as an iterator of tiles, row by row
         for z in range(planes):
-            yield tile + np.uint16(z)
+            for i in range((plane // 1024) ** 2):
+                yield tile + np.uint16((z + i) % 1000)
 
     tifffile.imwrite(
         path,
