@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from scopeflow._errors import ChunksFailed
 from tasks.compute import ChunkRunner, group_items
-from tasks.storage import Tile
+from tasks.storage import ChunkLedger, Tile
 
 from ._dataset_work import TileDone
 
@@ -136,6 +136,7 @@ def run_tiles(
     tiles_per_task: int | None,
     stages: Stages,
     task_name: str,
+    ledger: ChunkLedger,
 ) -> list[TileDone]:
     """Every pending tile through ``fn`` on the runner, in Prefect-task batches.
 
@@ -165,8 +166,10 @@ def run_tiles(
         else:
             done.extend(result)
     if errors:
-        failed = [key for e in errors for key in e.failed]
-        finished = total - len(pending) + len(done)
+        # a group that died part-way has its first tiles in the ledger: count from there
+        recorded = ledger.done_keys()
+        failed = [key for e in errors for key in e.failed if key not in recorded]
+        finished = len(recorded)
         raise ChunksFailed(
             f"{task_name}: {len(failed)} of {total} tiles failed, {finished} are done and kept; "
             f"fix the cause and re-run the same command to resume. {errors[0]}",

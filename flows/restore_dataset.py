@@ -53,6 +53,7 @@ def restore_dataset_on(
         total=len(plan.tiles),
         tiles_per_task=params.tiles_per_task,
         stages=stages,
+        ledger=plan.ledger,
         task_name="restore-chunks",
     )
     summary = stages.step("write-provenance", finish_restoration, plan, params, run)

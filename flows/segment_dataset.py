@@ -61,6 +61,7 @@ def segment_dataset_on(
         total=len(plan.tiles),
         tiles_per_task=params.tiles_per_task,
         stages=stages,
+        ledger=plan.ledger,
         task_name="segment-chunks",
     )
     stitched = stages.step("stitch-labels", stitch_labels, runner, plan, params)

@@ -16,8 +16,9 @@ class CountingThreshold:
     """Pixels above a fixed ``threshold``, 8-connected, labelled.
 
     ``count_file``: one line is appended per call (so a test counts model calls across worker
-    processes). ``die_file``: while it exists and holds N, the worker process exits hard once
-    the file has N lines - a real dead worker, as when a node or batch job is lost.
+    processes). ``die_file``: when it exists, holds N and the count file has N lines, it is
+    removed and the worker process exits hard - one real dead worker, as when a node or batch
+    job is lost.
     """
 
     name = "counting-threshold"
@@ -35,6 +36,7 @@ class CountingThreshold:
             if self.die_file is not None and self.die_file.exists():
                 limit = int(self.die_file.read_text())
                 if len(self.count_file.read_text().splitlines()) >= limit:
+                    self.die_file.unlink()
                     os._exit(3)
             with open(self.count_file, "a") as f:
                 f.write(f"{os.getpid()}\n")
