@@ -25,7 +25,7 @@ class PrefectStages:
     """Steps as Prefect tasks; chunk batches submitted together (threads), awaited together."""
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        result: T = task(name=name, cache_policy=NO_CACHE)(fn)(*args)
+        result: T = task(name=name, task_run_name=name, cache_policy=NO_CACHE)(fn)(*args)
         return result
 
     def batches(
