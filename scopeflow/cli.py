@@ -166,3 +166,6 @@ _register_images(app)
 from ._cli_omero import register as _register_omero  # noqa: E402
 
 _register_omero(app)
+from ._cli_batch import register as _register_batch  # noqa: E402
+
+_register_batch(app)
