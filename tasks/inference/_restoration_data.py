@@ -171,8 +171,9 @@ def sim_pair(
 
     Same slide, stage position and time; the reference gets ``light_ratio`` times the light
     and is rendered with an independent noise seed, then mapped back: offset + (high -
-    offset) / light_ratio. Low-exposure settings are drawn from ``seed`` (varied objectives,
-    binning, defocus and density, short exposures).
+    offset) / light_ratio. A field too bright for that headroom gets a shorter input
+    exposure, so the reference never saturates. Low-exposure settings are drawn from
+    ``seed`` (varied objectives, binning, defocus and density, short exposures).
     """
     from tasks.hardware.sim import Renderer, SimulatorConfig, build_simulated_core
 
@@ -211,10 +212,17 @@ def sim_pair(
         illuminated=True,
         t_s=s.t_s,
     )
+    offset = cfg.camera_offset_adu
     low, _ = sim.renderer.render(state)
+    # the reference must not saturate: when light_ratio x this frame would clip, dim the input
+    headroom = 0.7 * (65535.0 - offset) / max(float(low.max()) - offset, 1.0)
+    if headroom < light_ratio:
+        state = replace(state, exposure_ms=s.exposure_ms * headroom / light_ratio)
+        low, _ = sim.renderer.render(state)
     low = low.astype(np.float32)
     high_renderer = Renderer(sim.sample, seed=s.seed + 1_000_003)  # same cells, fresh noise
-    high, _ = high_renderer.render(replace(state, exposure_ms=s.exposure_ms * light_ratio))
-    offset = cfg.camera_offset_adu
+    high, _ = high_renderer.render(replace(state, exposure_ms=state.exposure_ms * light_ratio))
+    if int(high.max()) >= 65535:
+        raise RuntimeError(f"sim_pair seed {seed}: the reference saturated; lower light_ratio")
     reference = offset + (high.astype(np.float32) - offset) / light_ratio
     return low, reference.astype(np.float32)

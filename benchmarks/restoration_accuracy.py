@@ -1,0 +1,169 @@
+"""Denoising accuracy (PSNR / SSIM) against the best Gaussian blur, and CPU time per frame.
+
+Run:  python benchmarks/restoration_accuracy.py [--out PATH] [--sim N] [--n2v-iterations N]
+
+Methods: the noisy input; the best Gaussian blur (sigma chosen per image in hindsight, 0.005 px
+resolution); "care" and "n2v" (shipped weights); on the real pair also "n2v_self": the shipped
+N2V weights fine-tuned on the real NOISY image itself (self-supervised, no clean target; the
+clean image is used only for scoring).
+Data sets:
+  sim_held_out   simulator low- vs high-exposure pairs (reference: 50x the light, independent
+                 noise, scaled back), 256x256, seeds 10000+ (never drawn in training)
+  real_fmd_confocal_fish  REAL: ../shared/data/denoise_pairs/fmd_confocal_fish, a confocal
+                 zebrafish image (single 8-bit frame vs its 50-frame average; FMD dataset)
+PSNR uses the reference's data range; SSIM is scikit-image's with the same range.
+Timing: restore() wall time on CPU (2 threads) for 512x512 and 2048x2048 frames (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from _machine import describe_machine  # noqa: E402
+
+from tasks.inference import load_restoration_model  # noqa: E402
+from tasks.inference._restoration_data import sim_pair  # noqa: E402
+from tasks.inference._restoration_metrics import (  # noqa: E402
+    FMD_CONFOCAL_FISH,
+    best_gaussian_blur,
+    load_pair,
+    psnr,
+    ssim,
+)
+
+SHARED = ROOT.parent / "shared" / "data"
+GOAL_DB = 1.5
+
+
+def _score(ref: np.ndarray, noisy: np.ndarray, outputs: dict[str, np.ndarray]) -> dict:
+    blur = best_gaussian_blur(ref, noisy)
+    row = {
+        "noisy": {"psnr": psnr(ref, noisy), "ssim": ssim(ref, noisy)},
+        "best_blur": {"psnr": blur.psnr, "ssim": blur.ssim, "sigma": blur.sigma},
+    }
+    for name, out in outputs.items():
+        p = psnr(ref, out)
+        row[name] = {"psnr": p, "ssim": ssim(ref, out), "gain_over_blur_db": p - blur.psnr}
+    return row
+
+
+def _mean_rows(rows: list[dict]) -> dict:
+    out: dict = {}
+    for key in rows[0]:
+        out[key] = {k: float(np.mean([r[key][k] for r in rows])) for k in rows[0][key]}
+    return out
+
+
+def _n2v_self(noisy: np.ndarray, iterations: int) -> np.ndarray:
+    """Fine-tune the shipped N2V weights on ``noisy`` alone, then denoise it."""
+    import tifffile
+
+    from tasks.inference._care import DEFAULT_WEIGHTS
+    from tasks.inference.train_restoration import RestorationTrainConfig, save, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "noisy.tif"
+        tifffile.imwrite(src, noisy)
+        cfg = RestorationTrainConfig(
+            mode="n2v",
+            seed=0,
+            images=(str(src),),
+            init=str(DEFAULT_WEIGHTS["n2v"]),
+            iterations=iterations,
+            lr=5e-4,
+        )
+        net, meta = train(cfg, log=False)
+        weights = Path(tmp) / "n2v_self.pt"
+        save(net, meta, weights)
+        return load_restoration_model("n2v", weights=weights, device="cpu").restore(noisy)
+
+
+def _time_ms(model: object, size: int, repeats: int) -> float:
+    rng = np.random.default_rng(size)
+    img = (100 + rng.poisson(30.0, (size, size))).astype(np.uint16)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.restore(img)  # type: ignore[attr-defined]
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _table(results: dict) -> str:
+    lines = [
+        f"{'data set':24s} {'method':10s} {'PSNR dB':>8s} {'SSIM':>6s} {'vs blur':>8s}",
+    ]
+    for ds, row in results["datasets"].items():
+        for method, m in row.items():
+            gain = m.get("gain_over_blur_db")
+            g = f"{gain:+8.2f}" if gain is not None else " " * 8
+            extra = f" (sigma {m['sigma']:.3f})" if "sigma" in m else ""
+            lines.append(f"{ds:24s} {method:10s} {m['psnr']:8.2f} {m['ssim']:6.3f} {g}{extra}")
+    for k, v in results["cpu_ms_per_frame"].items():
+        lines.append(f"CPU ms per frame {k}: {v:.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks/results/restoration_accuracy.json"
+    )
+    p.add_argument("--sim", type=int, default=6, help="held-out simulated pairs")
+    p.add_argument("--n2v-iterations", type=int, default=300, help="fine-tuning on the real image")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    torch.set_num_threads(2)
+    models = {name: load_restoration_model(name, device="cpu") for name in ("care", "n2v")}
+    datasets: dict[str, dict] = {}
+    rows = []
+    for s in range(a.sim):
+        noisy, ref = sim_pair(10_000 + s, 256)
+        rows.append(_score(ref, noisy, {n: m.restore(noisy) for n, m in models.items()}))
+    datasets["sim_held_out"] = _mean_rows(rows)
+    real_dir = SHARED.joinpath(*FMD_CONFOCAL_FISH)
+    skipped = {}
+    if real_dir.is_dir():
+        noisy, clean = load_pair(real_dir)
+        outputs = {n: m.restore(noisy) for n, m in models.items()}
+        t0 = time.perf_counter()
+        outputs["n2v_self"] = _n2v_self(noisy, a.n2v_iterations)
+        n2v_self_s = time.perf_counter() - t0
+        datasets["real_fmd_confocal_fish"] = _score(clean, noisy, outputs)
+    else:
+        skipped["real_fmd_confocal_fish"] = f"{real_dir} is absent"
+        n2v_self_s = None
+    timing = {f"{size}x{size}": _time_ms(models["care"], size, a.repeats) for size in (512, 2048)}
+    results = {
+        "benchmark": "restoration_accuracy",
+        "machine": describe_machine(torch=str(torch.__version__), torch_threads="2"),
+        "goal": f"real pairs: PSNR >= best blur + {GOAL_DB} dB",
+        "models": {n: {"version": m.version, "weights": m.weights_path} for n, m in models.items()},
+        "n2v_self": {"iterations": a.n2v_iterations, "seconds": n2v_self_s},
+        "datasets": datasets,
+        "skipped": skipped,
+        "cpu_ms_per_frame": timing,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(_table(results))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

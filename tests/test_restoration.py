@@ -1,0 +1,199 @@
+"""Restoration models: registry, shipped CARE/N2V weights on held-out simulated and real pairs,
+the Gaussian baseline, Noise2Void masking, training reproducibility, BioImage Model Zoo export."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scopeflow._errors import ConfigurationError
+from tasks.inference import (
+    RestorationModel,
+    available_restoration_models,
+    load_model,
+    load_restoration_model,
+    register_model,
+)
+from tasks.inference._apply import restore_planes
+from tasks.inference._n2v import n2v_mask
+from tasks.inference._restoration_data import sim_pair
+from tasks.inference._restoration_metrics import (
+    FMD_CONFOCAL_FISH,
+    best_gaussian_blur,
+    load_pair,
+    psnr,
+    ssim,
+)
+from tests.conftest import shared_data
+
+torch = pytest.importorskip("torch")
+
+REAL_GOAL_DB = 1.5  # issue 4: beat the best hindsight Gaussian blur by this much on real pairs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def care() -> RestorationModel:
+    return load_restoration_model("care", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def held_out_sim() -> tuple[np.ndarray, np.ndarray]:
+    # seed 10_000 is never drawn by training (its simulator seeds come from [seed, 11]); a
+    # low-SNR frame (~27 dB): the regime a denoiser is for
+    return sim_pair(10_000, 256)
+
+
+def test_registry_lists_and_checks_restoration_models() -> None:
+    assert {"care", "n2v", "gaussian"} <= set(available_restoration_models())
+    with pytest.raises(ConfigurationError, match="unknown restoration model 'unet'"):
+        load_restoration_model("unet")  # a segmentation model is not a restorer
+    with pytest.raises(ConfigurationError, match="unknown model 'care'"):
+        load_model("care")
+
+    class NotARestorer:
+        name, version = "x", "1"
+
+        def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> None: ...
+
+    register_model("not-a-restorer", NotARestorer, kind="restoration", replace=True)
+    with pytest.raises(ConfigurationError, match="does not implement RestorationModel"):
+        load_restoration_model("not-a-restorer")
+
+
+def test_missing_weights_name_the_training_command(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="train_restoration --mode care"):
+        load_restoration_model("care", weights=tmp_path / "absent.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigurationError, match="cannot load care weights"):
+        load_restoration_model("care", weights=bad)
+
+
+def test_gaussian_restorer_smooths_and_keeps_units() -> None:
+    rng = np.random.default_rng(0)
+    img = (1000 + rng.normal(0, 50, (64, 80))).astype(np.uint16)
+    out = load_restoration_model("gaussian", sigma=2.0).restore(img)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    assert abs(float(out.mean()) - float(img.mean())) < 2.0
+    assert out.std() < img.std() / 3
+    with pytest.raises(ValueError, match="sigma"):
+        load_restoration_model("gaussian", sigma=-1)
+
+
+def test_care_denoises_held_out_low_snr_sim_pair(
+    care: RestorationModel, held_out_sim: tuple[np.ndarray, np.ndarray]
+) -> None:
+    noisy, ref = held_out_sim
+    out = care.restore(noisy.astype(np.uint16))
+    assert out.dtype == np.float32 and out.shape == noisy.shape
+    # measured: noisy 27.3 dB, CARE 35.7 dB, best hindsight blur 37.5 dB. CARE gains > 8 dB
+    # over the input but does NOT beat the best blur yet (README "Restoration", gaps)
+    assert psnr(ref, out) > psnr(ref, noisy) + 7.0
+    assert ssim(ref, out) > ssim(ref, noisy) + 0.1
+    blur = best_gaussian_blur(ref, noisy)
+    assert psnr(ref, out) > blur.psnr - 2.5, (psnr(ref, out), blur.psnr)
+
+
+def test_real_confocal_pair_against_best_blur(care: RestorationModel) -> None:
+    noisy, clean = load_pair(shared_data(*FMD_CONFOCAL_FISH))
+    blur = best_gaussian_blur(clean, noisy)
+    assert 31.4 < blur.psnr < 31.8  # the baseline itself (sigma ~1.23 px)
+    care_db = psnr(clean, care.restore(noisy))
+    n2v_db = psnr(clean, load_restoration_model("n2v", device="cpu").restore(noisy))
+    # Goal (issue 4): best blur + 1.5 dB. NOT reached: measured CARE 30.1 dB (-1.4 vs blur),
+    # N2V 30.6 dB (-1.0), both +7.5..8 dB over the noisy 22.6 dB. Assert what is achieved so a
+    # regression fails; the gap is documented in README "Restoration".
+    assert care_db > psnr(clean, noisy) + 7.0
+    assert care_db > blur.psnr - 1.8, (care_db, blur.psnr)
+    assert n2v_db > blur.psnr - 1.3, (n2v_db, blur.psnr)
+    assert care_db < blur.psnr + REAL_GOAL_DB  # flips when the goal is met: update the docs
+
+
+def test_tiled_inference_matches_whole_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    img = rng.poisson(20.0, (150, 170)).astype(np.float32) + 10
+    whole = load_restoration_model("care", device="cpu", tile=512).restore(img)
+    tiled = load_restoration_model("care", device="cpu", tile=64).restore(img)
+    # tiles overlap by 32 px, so seams see nearly the full receptive field
+    assert psnr(whole, tiled) > 35
+
+
+def test_restore_planes_runs_each_plane_and_rejects_4d() -> None:
+    model = load_restoration_model("gaussian", sigma=1.0)
+    stack = np.stack([np.full((16, 16), v, np.uint16) for v in (10, 200, 3000)])
+    out = restore_planes(model, stack)
+    assert out.shape == stack.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 8, 8], [10, 200, 3000], rtol=1e-5)
+    with pytest.raises(ValueError, match="split other axes"):
+        restore_planes(model, np.zeros((2, 2, 8, 8)))
+
+
+def test_n2v_mask_blinds_pixels_with_a_neighbour_value() -> None:
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(4, 32, 32)).astype(np.float32)
+    masked, mask = n2v_mask(batch, rng, fraction=0.05, radius=2)
+    assert 0.02 < mask.mean() < 0.08
+    # a blinded pixel holds some value from its 5x5 window, never its own
+    changed = masked[mask] != batch[mask]
+    assert changed.all()
+    b, r, c = np.nonzero(mask)
+    for bi, ri, ci, v in zip(b[:50], r[:50], c[:50], masked[mask][:50], strict=True):
+        window = batch[bi, max(ri - 2, 0) : ri + 3, max(ci - 2, 0) : ci + 3]
+        assert np.isclose(window, v).any()
+    np.testing.assert_array_equal(masked[~mask], batch[~mask])
+
+
+@pytest.mark.parametrize("mode", ["care", "n2v"])
+def test_training_is_reproducible(mode: str) -> None:
+    from tasks.inference.train_restoration import RestorationTrainConfig, train
+
+    cfg = RestorationTrainConfig(
+        mode=mode,
+        seed=3,
+        n_sim=1,
+        n_synthetic=2,
+        size=96,
+        iterations=3,
+        batch=2,
+        crop=32,
+        threads=1,
+        channels=(8, 16),
+    )
+    a, meta = train(cfg, log=False)
+    b, _ = train(cfg, log=False)
+    assert meta["mode"] == mode and meta["residual"] == (mode == "care")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    c, _ = train(RestorationTrainConfig(**{**cfg.__dict__, "seed": 4}), log=False)
+    assert any(
+        not torch.equal(va, vc)
+        for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("bioimageio.core") is None,
+    reason="bioimageio.core is not installed: pip install -e '.[bioimageio]'",
+)
+def test_bioimageio_export_and_load_back_offline(tmp_path: Path, care: RestorationModel) -> None:
+    from tasks.inference._bioimageio import export_bioimageio_package
+
+    package = export_bioimageio_package(tmp_path / "care.zip", mode="care")
+    model = load_restoration_model(f"bioimageio:{package}", device="cpu")
+    assert model.name.startswith("bioimageio:")
+    noisy, _ = sim_pair(10_007, 96)
+    ours, theirs = care.restore(noisy), model.restore(noisy)
+    # same network; bioimageio.core computes its percentiles slightly differently
+    assert psnr(ours, theirs) > 35
+    with pytest.raises(ConfigurationError, match="local disk only"):
+        load_restoration_model("bioimageio:https://example.org/model.zip")
+    with pytest.raises(ConfigurationError, match="not found"):
+        load_restoration_model(f"bioimageio:{tmp_path / 'absent.zip'}")
