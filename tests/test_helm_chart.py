@@ -199,6 +199,23 @@ def test_every_resource_has_the_standard_labels(all_docs: list[dict[str, Any]]) 
             assert "app.kubernetes.io/version" not in selector and "helm.sh/chart" not in selector
 
 
+def test_long_release_names_stay_dns_labels(helm: str) -> None:
+    release = "a-very-long-release-name-for-the-imaging-core-faci"  # 53: helm's longest
+    out = subprocess.run(
+        [helm, "template", release, str(CHART), "-f", str(ALL_GPU)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    ids = [_id(d) for d in docs]
+    assert len(ids) == len(set(ids)) > 10
+    for name in {d["metadata"]["name"] for d in docs}:
+        assert len(name) <= 63 and "--" not in name, name
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+
+
 def test_every_pod_runs_as_non_root(all_docs: list[dict[str, Any]]) -> None:
     pods = pod_specs(all_docs)
     assert len(pods) == 7  # server, worker, ray head + 2 groups, dask scheduler + workers

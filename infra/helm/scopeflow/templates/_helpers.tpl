@@ -22,7 +22,7 @@ cut to 63 characters: a DNS label, as Kubernetes requires for Service names.
 {{/* "<fullname>-<component>", kept a DNS label. Call with (list $ "component"). */}}
 {{- define "scopeflow.componentName" -}}
 {{- $root := index . 0 -}}
-{{- printf "%s-%s" (include "scopeflow.fullname" $root | trunc (int (sub 62 (len (index . 1))))) (index . 1) | trimSuffix "-" }}
+{{- printf "%s-%s" (include "scopeflow.fullname" $root | trunc (int (sub 62 (len (index . 1)))) | trimSuffix "-") (index . 1) }}
 {{- end }}
 
 {{- define "scopeflow.chart" -}}
