@@ -390,3 +390,30 @@ def test_cli_converts_and_reports_errors(tmp_path: Path) -> None:
     )
     assert chunks.exit_code == 2 and "--chunks" in chunks.stderr
     assert leftovers(tmp_path) == ["well.ome.zarr"]
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_streamed_whole_chunks_read_back_and_window_is_the_exact_range(
+    tmp_path: Path, compression: str
+) -> None:
+    from tasks.storage.convert import ChannelInfo, ImageWriter, SceneInfo
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(100, 4000, (3, 1, 1, 512, 384), dtype=np.uint16)
+    frames[1, 0, 0, 511, 383] = 7  # extremes in the last bytes of a frame: the last slab
+    frames[2, 0, 0, 511, 382] = 65000
+    scene = SceneInfo(
+        name="stream",
+        shape=frames.shape,
+        dtype=np.dtype(np.uint16),
+        channels=(ChannelInfo("camera"),),
+    )
+    store = tmp_path / "s.ome.zarr"
+    writer = ImageWriter(store, scene, compression=compression, max_levels=2, chunks=(512, 384))
+    for t in range(3):
+        writer.write(t, 0, slice(0, 1), slice(0, 512), slice(0, 384), frames[t, 0])
+    writer.finish()
+    np.testing.assert_array_equal(zarr.open_array(str(store / "0"), mode="r")[:], frames)
+    window = zarr.open_group(str(store), mode="r").attrs["ome"]["omero"]["channels"][0]["window"]
+    assert (window["min"], window["max"]) == (7.0, 65000.0)
+    validate_store(store)

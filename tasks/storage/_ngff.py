@@ -202,10 +202,13 @@ class ChunkCodec:
     def compressed(self) -> bool:
         return self._compressor is not None
 
+    def as_stored(self, block: np.ndarray) -> np.ndarray:
+        """``block`` as the chunk's bytes hold it (stored byte order, C order; no copy if it is)."""
+        return np.ascontiguousarray(block, dtype=self.dtype)
+
     def encode(self, frame: np.ndarray) -> memoryview | bytes:
-        """Bytes of one chunk; ``frame`` is 2D with this codec's dtype (any byte order)."""
-        raw = np.ascontiguousarray(frame, dtype=self.dtype)
-        view = memoryview(raw).cast("B")
+        """Bytes of one chunk; ``frame`` has this codec's dtype (any byte order)."""
+        view = memoryview(self.as_stored(frame)).cast("B")
         if self._compressor is None:
             return view
         out: bytes = self._compressor.encode(view)

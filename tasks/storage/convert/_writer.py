@@ -7,6 +7,7 @@ one chunk-sized block at a time, whatever the image size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._fsutil import write_file
+from .._fsutil import write_file, write_file_with_range
 from .._ngff import (
     ChunkCodec,
     Compression,
@@ -90,7 +91,8 @@ class ImageWriter:
             for level, shape in enumerate(self.shapes)
         ]
         self._codec: ChunkCodec | None = None
-        self._folders: set[str] = set()
+        self._chunk_root = os.path.join(str(path), "0", "c")
+        self._folders: set[str] = {os.path.join(str(path), "0")}
         channels = scene.shape[1]
         self._low = [math.inf] * channels
         self._high = [-math.inf] * channels
@@ -118,25 +120,31 @@ class ImageWriter:
         A block that is exactly one chunk is encoded and written as one file by the journal's
         chunk codec (no read-modify-write); any other block goes through zarr.
         """
-        if block.size:
-            self._low[c] = min(self._low[c], float(block.min()))
-            self._high[c] = max(self._high[c], float(block.max()))
         _, _, cz, cy, cx = self.chunks
         if block.shape == (cz, cy, cx) and not (zs.start % cz or ys.start % cy or xs.start % cx):
             key = (t, c, zs.start // cz, ys.start // cy, xs.start // cx)
-            self._write_chunk(key, block)
-        else:
+            low, high = self._write_chunk(key, block)
+        elif block.size:
+            low, high = float(block.min()), float(block.max())
             self.arrays[0][t, c, zs, ys, xs] = block
+        else:
+            return
+        self._low[c] = min(self._low[c], low)
+        self._high[c] = max(self._high[c], high)
 
-    def _write_chunk(self, key: tuple[int, ...], block: np.ndarray) -> None:
+    def _write_chunk(self, key: tuple[int, ...], block: np.ndarray) -> tuple[float, float]:
+        """Write one whole chunk file; return the block's (min, max)."""
         if self._codec is None:
             meta = json.loads((self.path / "0" / "zarr.json").read_text(encoding="utf-8"))
             self._codec = ChunkCodec(meta["codecs"], self.scene.dtype, self.path / "0")
-        folder = os.path.join(str(self.path), "0", "c", *(str(k) for k in key[:-1]))
+        folder = os.path.join(self._chunk_root, *(str(k) for k in key[:-1]))
         if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        write_file(os.path.join(folder, str(key[-1])), self._codec.encode(block))
+            _make_folders(folder, self._folders)
+        path = os.path.join(folder, str(key[-1]))
+        if self._codec.compressed:  # compression dominates: two plain passes for the range
+            write_file(path, self._codec.encode(block))
+            return float(block.min()), float(block.max())
+        return write_file_with_range(path, self._codec.as_stored(block))
 
     def finish(self, attributes: Mapping[str, Any] | None = None) -> None:
         """Build levels 1.. from the level above, chunk by chunk, and write the NGFF metadata."""
@@ -197,3 +205,13 @@ class ImageWriter:
             method="scopeflow.convert",
             downscaling="mean",
         )
+
+
+def _make_folders(folder: str, made: set[str]) -> None:
+    """``os.makedirs`` for chunk folders, remembering what exists (no ``stat`` per chunk)."""
+    parent = os.path.dirname(folder)
+    if parent not in made and parent != folder:
+        _make_folders(parent, made)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder)
+    made.add(folder)
