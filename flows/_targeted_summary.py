@@ -96,6 +96,7 @@ def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any
     latencies = record.loop_latency_ms or [0.0]
     summary: dict[str, Any] = {
         "run_id": record.run_id,
+        "prefect_flow_run_id": _flow_run_id(),
         "frames_acquired": state.frames_acquired,
         "frames_stored": state.frames_journaled,
         "overview_tiles": record.overview_tiles,
@@ -196,3 +197,11 @@ def render_mosaic_png(mosaic_path: Path, targets: list[Detection], max_side: int
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+def _flow_run_id() -> str | None:
+    """The Prefect flow run this summary belongs to (its page in the UI: /runs/flow-run/ID)."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    return str(run_id) if run_id else None

@@ -10,6 +10,8 @@ import pytest
 
 from tasks.hardware import EdgeClient, EdgeProcess
 
+from ._prefect_server import PrefectServer
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -50,9 +52,13 @@ def validate_store(store: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server for the whole session (starting one costs ~20 s here)."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One real Prefect server (API and UI) for the whole session: starting one costs ~20 s
+    here. Flows run in the tests report to it; the UI test looks at them in Chromium."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with (
+        PrefectServer(tmp_path_factory.mktemp("prefect")) as server,
+        temporary_settings({PREFECT_API_URL: server.url}),
+    ):
+        yield server

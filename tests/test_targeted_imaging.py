@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from flows.targeted_imaging import targeted_imaging
 from tasks.decisions import SelectionRules
 from tasks.hardware import EdgeClient, EdgeProcess
 
+from ._browser import browser_page
+from ._prefect_server import PrefectServer
 from .conftest import validate_store
 
 REGION = Region(x0=4_500.0, y0=4_500.0, x1=5_500.0, y1=5_500.0)
@@ -37,14 +40,31 @@ def _params(edge: EdgeProcess, out: Path, backend: str, **update: object) -> Tar
     return base.model_copy(update=update)
 
 
-@pytest.mark.parametrize("backend", ["ray", "dask"])
-def test_targets_are_the_real_cells_and_everything_is_stored(
-    prefect_harness: None, sparse_edge: EdgeProcess, tmp_path: Path, backend: str
-) -> None:
-    from prefect.artifacts import Artifact
-
+@pytest.fixture(scope="module")
+def ray_run(
+    prefect_harness: None, sparse_edge: EdgeProcess, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, int]:
+    """One flow run on Ray: its summary and the edge's frame count before it."""
     before = EdgeClient(sparse_edge.url, token_file=sparse_edge.token_file).wait_until_idle()
-    summary = targeted_imaging(_params(sparse_edge, tmp_path, backend))
+    summary = targeted_imaging(_params(sparse_edge, tmp_path_factory.mktemp("ray-run"), "ray"))
+    return summary, before.frames_acquired
+
+
+def test_on_ray_targets_are_the_real_cells_and_everything_is_stored(
+    ray_run: tuple[dict, int],
+) -> None:
+    check_run(*ray_run)
+
+
+def test_on_dask_targets_are_the_real_cells_and_everything_is_stored(
+    prefect_harness: None, sparse_edge: EdgeProcess, tmp_path: Path
+) -> None:
+    before = EdgeClient(sparse_edge.url, token_file=sparse_edge.token_file).wait_until_idle()
+    check_run(targeted_imaging(_params(sparse_edge, tmp_path, "dask")), before.frames_acquired)
+
+
+def check_run(summary: dict, frames_before: int) -> None:
+    from prefect.artifacts import Artifact
 
     truth = summary["truth"]
     assert truth["cells_in_region"] >= 10
@@ -54,7 +74,7 @@ def test_targets_are_the_real_cells_and_everything_is_stored(
     assert truth["recall"] >= 0.8, summary
     per_target = len(DetailSettings().z_offsets())
     expected = summary["overview_tiles"] + per_target * summary["targets_imaged"]
-    assert summary["frames_acquired"] - before.frames_acquired == expected
+    assert summary["frames_acquired"] - frames_before == expected
     assert summary["frames_stored"] == summary["frames_acquired"]
     assert summary["detail_frames"] < summary["full_tiling_frames"]
     stores = [Path(p) for p in summary["stores"]["targets"]]
@@ -68,6 +88,49 @@ def test_targets_are_the_real_cells_and_everything_is_stored(
         "targeted-imaging-summary",
     ):
         assert Artifact.get(key) is not None, key
+
+
+TASKS = (
+    "acquire-overview",
+    "segment-overview",
+    "decide-targets",
+    "post-detail-acquisitions",
+    "store-detail-stacks",
+    "summarise",
+)
+
+
+def test_the_run_its_tasks_and_artifacts_show_in_the_prefect_ui(
+    prefect_harness: PrefectServer, ray_run: tuple[dict, int]
+) -> None:
+    """Headless Chromium on the real Prefect UI: what a facility user sees for a run."""
+    from prefect.artifacts import Artifact
+
+    summary, _ = ray_run
+    run_id = summary["prefect_flow_run_id"]
+    assert run_id, summary
+    # before the browser: Playwright runs an event loop, in which Prefect's calls turn async
+    summary_md, table, overview = (
+        Artifact.get(f"targeted-imaging-{key}") for key in ("summary", "targets", "overview")
+    )
+    with browser_page() as page:
+        page.goto(f"{prefect_harness.base_url}/runs/flow-run/{run_id}")
+        page.get_by_text("targeted-imaging", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("Completed").first.wait_for(timeout=30_000)
+        page.get_by_text("Task Runs", exact=True).first.click()
+        for name in TASKS:
+            page.get_by_text(re.compile(f"^{name}-")).first.wait_for(timeout=30_000)
+
+        page.goto(f"{prefect_harness.base_url}/artifacts/artifact/{summary_md.id}")
+        page.get_by_text(summary["run_id"]).first.wait_for(timeout=30_000)
+
+        page.goto(f"{prefect_harness.base_url}/artifacts/artifact/{table.id}")
+        page.get_by_text("x_um").first.wait_for(timeout=30_000)
+
+        page.goto(f"{prefect_harness.base_url}/artifacts/artifact/{overview.id}")
+        image = page.locator("img[src^='data:image/png']").first
+        image.wait_for(timeout=30_000)
+        assert image.evaluate("img => img.naturalWidth") > 100
 
 
 def test_a_decision_outside_the_envelope_fails_the_flow_with_the_reason(
