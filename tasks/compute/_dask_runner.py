@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distributed import Client, wait
+from distributed import Client, as_completed
 from distributed.scheduler import KilledWorker
 
 from scopeflow._closing import Closeable
@@ -20,6 +21,10 @@ __all__ = ["DaskRunner"]
 
 # with work pending and no worker connected for this long, the remaining groups fail
 NO_WORKER_GRACE_S = 60.0
+LOST = (
+    f"no Dask worker left for {NO_WORKER_GRACE_S:g} s (batch jobs ended: walltime, preemption "
+    "or scancel?); re-run to resume from the finished chunks"
+)
 
 
 class DaskRunner(Closeable):
@@ -87,32 +92,41 @@ class DaskRunner(Closeable):
             for group in groups
         }
         outcome = MapOutcome()
-        pending = set(futures)
-        no_workers_since: float | None = None
-        while pending:
-            try:
-                with client.as_current():
-                    done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
-            except TimeoutError:  # nothing finished in 2 s: check the workers are still there
-                done = set()
-            for future in done:
-                self._collect(future, futures[future], outcome, on_done)
-            if not pending:
-                break
-            if self.worker_count() > 0:
-                no_workers_since = None
-                continue
-            no_workers_since = no_workers_since or time.monotonic()
-            if time.monotonic() - no_workers_since > NO_WORKER_GRACE_S:
-                message = (
-                    f"no Dask worker left for {NO_WORKER_GRACE_S:g} s (jobs ended: walltime, "
-                    "preemption or scancel?); re-run to resume from the finished chunks"
-                )
-                for future in pending:
-                    outcome.failures.append(GroupFailure(futures[future], message, True))
-                    future.cancel()
-                break
+        lost = threading.Event()
+        stop = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch_workers, args=(list(futures), lost, stop), daemon=True
+        )
+        watchdog.start()
+        try:
+            for batch in as_completed(futures, loop=client.loop).batches():
+                for future in batch:
+                    if lost.is_set() and future.cancelled():
+                        outcome.failures.append(GroupFailure(futures[future], LOST, True))
+                    else:
+                        self._collect(future, futures[future], outcome, on_done)
+        finally:
+            stop.set()
         return outcome
+
+    def _watch_workers(
+        self, futures: list[Any], lost: threading.Event, stop: threading.Event
+    ) -> None:
+        """Cancel what is left when no worker has been connected for NO_WORKER_GRACE_S."""
+        since: float | None = None
+        while not stop.wait(2.0):
+            try:
+                workers = self.worker_count()
+            except Exception:  # the client is closing
+                return
+            if workers > 0:
+                since = None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since > NO_WORKER_GRACE_S:
+                lost.set()
+                self._client().cancel([f for f in futures if not f.done()])
+                return
 
     @staticmethod
     def _collect(

@@ -1,0 +1,181 @@
+"""Batch-flow scaling: orchestration overhead per tile, 1 -> 2 worker speedup, GPU throughput.
+
+Usage (from the repo root)::
+
+    python benchmarks/scale.py [--tiles 1000 10000] [--real-tiles 48] [--engines dask ray]
+
+- overhead: ``tasks.compute`` runners (the ones the batch flows use) run a trivial model
+  (all-zero labels) on in-memory 64x64 tiles, grouped as the flows group them
+  (``group_items``), on one worker. Baseline, same run: the same worker function over all
+  tiles in this process. Overhead per tile = (orchestrated wall - baseline wall) / tiles.
+  ``per_task`` rows send one tile per engine call (no grouping) for comparison.
+- speedup: the classical model (Otsu + watershed) on 512x512 tiles, 1 worker vs 2 workers.
+- gpu: the U-Net on 2048x2048 frames at several batch sizes when torch sees a GPU.
+
+Prints a table and saves ``benchmarks/results/scale.json`` with the machine description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from _machine import describe_machine
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scopeflow._settings import LocalComputeProfile  # noqa: E402
+from tasks.compute import group_items, open_runner  # noqa: E402
+
+TRIVIAL = "tests.inference_test_models:ZerosModel"
+
+
+def run_model_on(spec: str, size: int, seeds: list[int]) -> list[int]:
+    """Worker side: the model (cached per process) on one generated tile per seed."""
+    from tasks.inference import load_model
+
+    model = _cache.get(spec) or _cache.setdefault(spec, load_model(spec))
+    out = []
+    for seed in seeds:
+        tile = _tile(size, seed)
+        out.append(int(model.segment(tile, pixel_size_um=0.65).max()))
+    return out
+
+
+_cache: dict[str, object] = {}
+_tiles: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _tile(size: int, seed: int) -> np.ndarray:
+    key = (size, seed % 8)
+    if key not in _tiles:
+        from tests.batch_test_models import blob_image
+
+        rng = np.random.default_rng(key[1])
+        centres = [tuple(c) for c in rng.uniform(10, size - 10, (max(1, size * size // 4000), 2))]
+        _tiles[key] = blob_image((size, size), centres, radius=7, seed=key[1])
+    return _tiles[key]
+
+
+def orchestrated(engine: str, workers: int, spec: str, size: int, n: int, grouped: bool) -> float:
+    with open_runner(LocalComputeProfile(engine=engine, workers=workers)) as runner:
+        fn = partial(run_model_on, spec, size)
+        runner.map(fn, group_items(list(range(workers * 2)), workers))  # warm: load the model
+        items = list(range(n))
+        groups = group_items(items, workers) if grouped else [[i] for i in items]
+        started = time.perf_counter()
+        outcome = runner.map(fn, groups)
+        wall = time.perf_counter() - started
+    assert not outcome.failures, outcome.failures[:1]
+    return wall
+
+
+def baseline(spec: str, size: int, n: int) -> float:
+    run_model_on(spec, size, [0, 1])
+    started = time.perf_counter()
+    run_model_on(spec, size, list(range(n)))
+    return time.perf_counter() - started
+
+
+def gpu_rows() -> list[dict]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    from tasks.inference import load_model
+
+    model = load_model("unet", device="cuda")
+    frame = _tile(2048, 0)
+    rows = []
+    for batch in (1, 4, 8):
+        frames = [frame] * batch
+        model.segment_batch(frames, pixel_size_um=0.65)
+        torch.cuda.synchronize()
+        started, count = time.perf_counter(), 0
+        while time.perf_counter() - started < 5:
+            model.segment_batch(frames, pixel_size_um=0.65)
+            count += batch
+        torch.cuda.synchronize()
+        fps = count / (time.perf_counter() - started)
+        rows.append({"batch": batch, "frames_per_s": round(fps, 2), "size": 2048})
+        print(f"gpu unet 2048x2048 batch {batch}: {fps:.1f} frames/s")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--per-task-tiles", type=int, default=1000)
+    parser.add_argument("--real-tiles", type=int, default=48)
+    parser.add_argument("--engines", nargs="+", default=["dask", "ray"])
+    args = parser.parse_args()
+
+    results: dict = {"overhead": [], "speedup": [], "gpu": []}
+    print(f"{'engine':6} {'mode':8} {'tiles':>6} {'wall s':>8} {'base s':>8} {'ms/tile':>8}")
+    for engine in args.engines:
+        runs = [(n, True) for n in args.tiles] + [(args.per_task_tiles, False)]
+        for n, grouped in runs:
+            base = baseline(TRIVIAL, 64, n)
+            wall = orchestrated(engine, 1, TRIVIAL, 64, n, grouped)
+            per_tile_ms = (wall - base) / n * 1e3
+            mode = "grouped" if grouped else "per_task"
+            results["overhead"].append(
+                {
+                    "engine": engine,
+                    "mode": mode,
+                    "tiles": n,
+                    "wall_s": round(wall, 3),
+                    "baseline_s": round(base, 3),
+                    "overhead_ms_per_tile": round(per_tile_ms, 3),
+                }
+            )
+            print(f"{engine:6} {mode:8} {n:6d} {wall:8.2f} {base:8.2f} {per_tile_ms:8.3f}")
+    print(f"\n{'engine':6} {'tiles':>6} {'1 worker s':>10} {'2 workers s':>11} {'speedup':>8}")
+    for engine in args.engines:
+        one = orchestrated(engine, 1, "classical", 512, args.real_tiles, True)
+        two = orchestrated(engine, 2, "classical", 512, args.real_tiles, True)
+        results["speedup"].append(
+            {
+                "engine": engine,
+                "model": "classical",
+                "tile": 512,
+                "tiles": args.real_tiles,
+                "one_worker_s": round(one, 3),
+                "two_workers_s": round(two, 3),
+                "speedup": round(one / two, 3),
+            }
+        )
+        print(f"{engine:6} {args.real_tiles:6d} {one:10.2f} {two:11.2f} {one / two:8.2f}")
+    results["gpu"] = gpu_rows() or "no GPU visible to torch on this machine"
+
+    import dask
+    import distributed
+    import ray
+    import torch
+
+    record = {
+        "benchmark": "scale",
+        "when": datetime.now(UTC).isoformat(),
+        "machine": describe_machine(
+            ray=ray.__version__,
+            dask=dask.__version__,
+            distributed=distributed.__version__,
+            torch=torch.__version__,
+        ),
+        "goals": {"overhead_ms_per_tile": "< 5, flat 1k -> 10k", "speedup_1_to_2": ">= 1.7"},
+        "results": results,
+    }
+    out = REPO / "benchmarks" / "results" / "scale.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    main()
