@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +91,17 @@ def check_run(summary: dict, frames_before: int) -> None:
         assert Artifact.get(key) is not None, key
 
 
+def _artifacts_of(flow_run_id: str) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found if a.key}
+
+
 TASKS = (
     "acquire-overview",
     "segment-overview",
@@ -104,14 +116,14 @@ def test_the_run_its_tasks_and_artifacts_show_in_the_prefect_ui(
     prefect_harness: PrefectServer, ray_run: tuple[dict, int]
 ) -> None:
     """Headless Chromium on the real Prefect UI: what a facility user sees for a run."""
-    from prefect.artifacts import Artifact
-
     summary, _ = ray_run
     run_id = summary["prefect_flow_run_id"]
     assert run_id, summary
-    # before the browser: Playwright runs an event loop, in which Prefect's calls turn async
+    # this run's artifacts (other runs reuse the keys); fetched before the browser, because
+    # Prefect's calls turn async inside the event loop Playwright runs
+    by_key = _artifacts_of(run_id)
     summary_md, table, overview = (
-        Artifact.get(f"targeted-imaging-{key}") for key in ("summary", "targets", "overview")
+        by_key[f"targeted-imaging-{key}"] for key in ("summary", "targets", "overview")
     )
     with browser_page() as page:
         page.goto(f"{prefect_harness.base_url}/runs/flow-run/{run_id}")

@@ -13,7 +13,6 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -22,12 +21,12 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from scopeflow._closing import Closeable
 from scopeflow._errors import ComputeUnavailable, ConfigurationError
 from scopeflow._settings import LocalComputeProfile, RayComputeProfile
+from tasks._ray_local import start_local_ray
 
 from ._runner import GroupFailure, MapOutcome
 
 __all__ = ["RayRunner"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 IN_FLIGHT_PER_ACTOR = 2
 
 
@@ -67,7 +66,6 @@ class RayRunner(Closeable):
         if ray.is_initialized():
             return  # a session someone else started: use it, never shut it down
         profile = self.profile
-        env = {"env_vars": {"PYTHONPATH": _worker_pythonpath()}}
         if isinstance(profile, RayComputeProfile):
             try:
                 _check_reachable(profile)
@@ -79,15 +77,7 @@ class RayRunner(Closeable):
                     "'local-ray' profile"
                 ) from exc
             return
-        with _localhost_only():
-            ray.init(
-                num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)),
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level="WARNING",
-                runtime_env=env,
-            )
+        start_local_ray(max(os.cpu_count() or 1, math.ceil(cpus_needed)))
         self.started_ray = True
 
     def _check_resources(self) -> None:
@@ -176,22 +166,6 @@ class RayRunner(Closeable):
         }
 
 
-class _localhost_only:
-    """Keep 127.0.0.1 as the node address so every Ray server binds to loopback only (Ray
-    otherwise swaps it for the routable address and listens on all interfaces)."""
-
-    def __enter__(self) -> None:
-        from ray._private import ray_constants
-
-        self._saved = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-    def __exit__(self, *exc: object) -> None:
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = self._saved
-
-
 def _check_reachable(profile: RayComputeProfile) -> None:
     """OSError within ``connect_timeout_s`` when nothing listens at the address."""
     import socket
@@ -206,8 +180,3 @@ def _check_reachable(profile: RayComputeProfile) -> None:
         (parts.hostname or "127.0.0.1", parts.port or default), timeout=profile.connect_timeout_s
     ):
         pass
-
-
-def _worker_pythonpath() -> str:
-    entries = [str(REPO_ROOT), os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
-    return os.pathsep.join(dict.fromkeys(e for e in entries if e))

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from scopeflow._closing import Closeable
 from scopeflow._errors import ConfigurationError
+from tasks._ray_local import start_local_ray
 
 from ._backends import (
     BackendConfig,
@@ -34,8 +34,6 @@ from ._backends import (
 )
 
 __all__ = ["ModelActor", "RayBackend", "RayFuture"]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ModelActor:
@@ -170,18 +168,7 @@ class RayBackend(Closeable):
                 ) from exc
             return
         num_cpus = max(os.cpu_count() or 1, math.ceil(config.workers * config.cpus_per_worker))
-        with _localhost_only():
-            ray.init(
-                num_cpus=num_cpus,
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                ignore_reinit_error=False,
-                log_to_driver=False,
-                logging_level="WARNING",
-                # the repo root (and the caller's cwd) on the workers' path, so that
-                # "package.module:factory" models next to the code can be imported there
-                runtime_env={"env_vars": {"PYTHONPATH": _worker_pythonpath()}},
-            )
+        start_local_ray(num_cpus)
         self.started_cluster = True
 
     def _check_resources(self) -> None:
@@ -322,25 +309,3 @@ class RayBackend(Closeable):
             frame_index=frame_index,
             reason=str(exc),
         )
-
-
-class _localhost_only:
-    """Make ``ray.init`` keep 127.0.0.1 as the node address, so that every Ray server (GCS,
-    raylet, workers, agents) binds to loopback only. Ray otherwise swaps 127.0.0.1 for the
-    machine's routable address and listens on all interfaces."""
-
-    def __enter__(self) -> None:
-        from ray._private import ray_constants
-
-        self._saved = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-    def __exit__(self, *exc: object) -> None:
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = self._saved
-
-
-def _worker_pythonpath() -> str:
-    entries = [str(REPO_ROOT), os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
-    return os.pathsep.join(dict.fromkeys(e for e in entries if e))
