@@ -38,6 +38,9 @@ def require_omero() -> Any:
         import omero.gateway
     except ImportError as exc:
         raise OmeroNotInstalled(f"omero-py cannot be imported ({exc}): {_INSTALL_HINT}") from exc
+    # omero-py's temp-dir cleanup logs at interpreter exit, after other handlers (Prefect's
+    # console, pytest's capture) have closed their streams: keep it off the root logger
+    logging.getLogger("omero.util.TempFileManager").propagate = False
     return omero
 
 
