@@ -26,7 +26,9 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import useq
@@ -37,6 +39,7 @@ from tasks.hardware.sim import SimulatorConfig, build_simulated_core
 from tasks.inference import (
     BackendConfig,
     ObjectTable,
+    SegmentationModel,
     load_model,
     make_backend,
     measure_objects,
@@ -61,9 +64,9 @@ def decide(objects: ObjectTable, x: float, y: float, px: float) -> tuple[float, 
     )
 
 
-def loop_raw(size: int, n: int, model_name: str, pace_s: float) -> dict:
+def loop_raw(size: int, n: int, model: ModelChoice, pace_s: float) -> dict:
     core, _ = build_simulated_core(SimulatorConfig(width=size, height=size))
-    model = load_model(model_name)
+    segmenter = model.load()
     core.setXYPosition(*CENTRE)
     totals, model_ms, added = [], [], []
     events = [
@@ -74,7 +77,7 @@ def loop_raw(size: int, n: int, model_name: str, pace_s: float) -> dict:
         t0 = time.perf_counter()
         x, y = core.getXYPosition()
         px = core.getPixelSizeUm()
-        labels = model.segment(img, pixel_size_um=px)
+        labels = segmenter.segment(img, pixel_size_um=px)
         t1 = time.perf_counter()
         core.setXYPosition(*decide(measure_objects(labels, img), x, y, px))
         core.waitForDevice(core.getXYStageDevice())
@@ -88,10 +91,10 @@ def loop_raw(size: int, n: int, model_name: str, pace_s: float) -> dict:
     return _stats(totals, model=model_ms, added_beyond_model=added)
 
 
-def loop_scopeflow(size: int, n: int, model_name: str, directory: Path, pace_s: float) -> dict:
+def loop_scopeflow(size: int, n: int, model: ModelChoice, directory: Path, pace_s: float) -> dict:
     with EdgeProcess(directory / f"edge-{size}", extra_args=["--camera-size", str(size)]) as edge:
         client = EdgeClient(edge.url, token_file=edge.token_file)
-        backend = make_backend(BackendConfig(kind="ray", workers=1, model=model_name))
+        backend = make_backend(model.backend_config())
         try:
             backend.submit(warm_up_frame(size), pixel_size_um=0.65).result()  # imports, caches
             client.move_stage(*CENTRE)
@@ -135,7 +138,7 @@ def loop_scopeflow(size: int, n: int, model_name: str, directory: Path, pace_s: 
 
 
 def loop_naive(
-    size: int, n: int, model_name: str, directory: Path, pace_s: float, runner: str
+    size: int, n: int, model: ModelChoice, directory: Path, pace_s: float, runner: str
 ) -> dict:
     """``runner``: "local" (Prefect's default thread pool) or "ray" (prefect-ray's
     RayTaskRunner on a local Ray cluster: how a naive user sends per-frame tasks to workers)."""
@@ -145,7 +148,7 @@ def loop_naive(
 
     @task
     def segment(pixels: np.ndarray, px: float) -> np.ndarray:
-        return load_model(model_name).segment(pixels, pixel_size_um=px)
+        return model.load().segment(pixels, pixel_size_um=px)
 
     @task
     def move(url: str, token_file: str, x: float, y: float) -> None:
@@ -160,7 +163,7 @@ def loop_naive(
         from prefect_ray import RayTaskRunner
 
         task_runner = RayTaskRunner()  # reuses the Ray session started below (127.0.0.1 only)
-        cluster = make_backend(BackendConfig(kind="ray", workers=1, model=model_name))
+        cluster = make_backend(model.backend_config())
 
     @flow(task_runner=task_runner) if task_runner else flow
     def naive(url: str, token_file: str, start: int) -> None:
@@ -202,6 +205,20 @@ def loop_naive(
     return _stats(totals)
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model every loop uses, with its options (e.g. ``working_radius_px``)."""
+
+    name: str
+    options: dict[str, Any]
+
+    def load(self) -> SegmentationModel:
+        return load_model(self.name, **self.options)
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(kind="ray", workers=1, model=self.name, model_options=self.options)
+
+
 def warm_up_frame(size: int) -> np.ndarray:
     """A frame with one bright square, so that a model's first call does its one-off work."""
     frame = np.full((size, size), 100, np.uint16)
@@ -225,22 +242,31 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--model", default="classical")
+    parser.add_argument(
+        "--working-radius-px",
+        type=float,
+        default=4.0,
+        help="classical model: bin frames whose nuclei are larger than this (0: full resolution)",
+    )
     args = parser.parse_args()
+    options = {"working_radius_px": args.working_radius_px or None}
+    model = ModelChoice(args.model, options if args.model == "classical" else {})
     results: dict = {
         "machine": describe_machine(),
         "model": args.model,
+        "model_options": model.options,
         "frames": args.frames,
         "sizes": {},
     }
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         for size in args.sizes:
-            probe = loop_raw(size, 3, args.model, MIN_PACE_S)
+            probe = loop_raw(size, 3, model, MIN_PACE_S)
             pace = max(MIN_PACE_S, 1.5 * probe["model_p50_ms"] / 1000)
             rows = {
-                "raw": loop_raw(size, args.frames, args.model, pace),
-                "scopeflow": loop_scopeflow(size, args.frames, args.model, Path(tmp), pace),
-                "naive": loop_naive(size, args.frames, args.model, Path(tmp), pace, "local"),
-                "naive_ray": loop_naive(size, args.frames, args.model, Path(tmp), pace, "ray"),
+                "raw": loop_raw(size, args.frames, model, pace),
+                "scopeflow": loop_scopeflow(size, args.frames, model, Path(tmp), pace),
+                "naive": loop_naive(size, args.frames, model, Path(tmp), pace, "local"),
+                "naive_ray": loop_naive(size, args.frames, model, Path(tmp), pace, "ray"),
                 "pace_s": pace,
             }
             raw, sf, naive = rows["raw"], rows["scopeflow"], rows["naive"]
