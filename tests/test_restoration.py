@@ -19,7 +19,13 @@ from tasks.inference import (
 )
 from tasks.inference._apply import restore_planes
 from tasks.inference._n2v import n2v_mask
-from tasks.inference._restoration_data import sim_pair
+from tasks.inference._restoration_data import (
+    add_confocal_noise,
+    estimate_noise_gain,
+    random_confocal_noise,
+    sim_pair,
+    tissue_clean,
+)
 from tasks.inference._restoration_metrics import (
     FMD_CONFOCAL_FISH,
     best_gaussian_blur,
@@ -126,6 +132,42 @@ def test_tiled_inference_matches_whole_image(tmp_path: Path) -> None:
     assert psnr(whole, tiled) > 35
 
 
+def test_ensemble_averages_the_eight_symmetries() -> None:
+    rng = np.random.default_rng(2)
+    img = rng.poisson(30.0, (48, 72)).astype(np.float32)
+    plain = load_restoration_model("n2v", device="cpu")
+    x8 = load_restoration_model("n2v", device="cpu", ensemble=8).restore(img)
+    assert x8.shape == img.shape and x8.dtype == np.float32
+    manual = np.zeros_like(x8)
+    for k in range(4):
+        for flip in (False, True):
+            t = np.rot90(img, k)
+            t = t[:, ::-1] if flip else t
+            out = plain.restore(np.ascontiguousarray(t))
+            out = out[:, ::-1] if flip else out
+            manual += np.rot90(out, -k) / 8
+    np.testing.assert_allclose(x8, manual, atol=1e-3 * float(np.abs(manual).max()))
+    assert not np.allclose(x8, plain.restore(img), atol=1e-3)  # the network is not invariant
+    with pytest.raises(ConfigurationError, match="ensemble"):
+        load_restoration_model("care", device="cpu", ensemble=4)
+
+
+def test_noise_estimate_recovers_the_confocal_noise_slope() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        noise = random_confocal_noise(rng, (5.0, 50.0))
+        noisy, ref = add_confocal_noise(tissue_clean(rng, 192), noise, rng)
+        assert noisy.min() >= 0 and noisy.max() <= 255 and np.all(noisy == np.rint(noisy))
+        # mean-variance: noisy - ref has variance slope * (ref - offset) (+ read, rounding)
+        sig = ref - noise.offset_adu
+        bright = sig > np.percentile(sig, 80)
+        measured = float(np.var((noisy - ref)[bright]) / np.mean(sig[bright]))
+        assert 0.75 < measured / noise.variance_per_adu < 1.25, measured
+        offset, slope = estimate_noise_gain(noisy)
+        assert abs(offset - round(noise.offset_adu)) <= 1
+        assert 0.8 < slope / noise.variance_per_adu < 1.25, (slope, noise.variance_per_adu)
+
+
 def test_restore_planes_runs_each_plane_and_rejects_4d() -> None:
     model = load_restoration_model("gaussian", sigma=1.0)
     stack = np.stack([np.full((16, 16), v, np.uint16) for v in (10, 200, 3000)])
@@ -161,6 +203,7 @@ def test_training_is_reproducible(mode: str) -> None:
         n_sim=1,
         n_synthetic=2,
         size=96,
+        n_tissue=2,
         iterations=3,
         batch=2,
         crop=32,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,7 +39,16 @@ from ._care import (
     percentile_range,
 )
 from ._n2v import N2V_MASK_FRACTION, N2V_RADIUS, n2v_mask
-from ._restoration_data import add_camera_noise, random_noise_model, sim_pair, synthetic_clean
+from ._restoration_data import (
+    add_camera_noise,
+    add_confocal_noise,
+    estimate_noise_gain,
+    random_confocal_noise,
+    random_noise_model,
+    sim_pair,
+    synthetic_clean,
+    tissue_clean,
+)
 
 __all__ = ["RestorationTrainConfig", "main", "save", "train"]
 
@@ -53,15 +63,20 @@ class RestorationTrainConfig:
     seed: int = 0
     n_sim: int = 24  # simulator low/high exposure pairs
     n_synthetic: int = 96  # procedural clean images (fresh noise per draw)
-    sim_fraction: float = 0.3  # share of samples from simulator pairs
+    n_tissue: int = 64  # confocal tissue-like clean images (fresh 8-bit PMT noise per draw)
+    sim_fraction: float = 0.4  # share of samples from simulator pairs
+    tissue_fraction: float = 0.4  # share from the confocal tissue images; the rest procedural
+    # mean-variance slope range (ADU) of the confocal noise; --noise-from centres it on an
+    # estimate from a noisy image (estimate_noise_gain: no clean image involved)
+    confocal_slope: tuple[float, float] = (4.0, 60.0)
     size: int = 192  # side of each source image
     images: tuple[str, ...] = ()  # n2v: train on these noisy images instead of the sources
     init: str | None = None  # start from these weights (fine-tuning)
     crop: int = 64
     batch: int = 8
     iterations: int = 1200
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
+    lr: float = 1e-3
+    weight_decay: float = 0.0
     threads: int = 2
     device: str = "cpu"
     channels: tuple[int, ...] = DEFAULT_RESTORATION_CHANNELS
@@ -109,16 +124,22 @@ def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
     rng = np.random.default_rng([cfg.seed, 11])
     sims = [_normalised(*sim_pair(int(rng.integers(2**31)), 256)) for _ in range(cfg.n_sim)]
     clean = [synthetic_clean(rng, cfg.size) for _ in range(cfg.n_synthetic)]
+    tissue = [tissue_clean(rng, cfg.size) for _ in range(cfg.n_tissue)]
     if log:
         print(
-            f"{len(sims)} simulator pairs, {len(clean)} procedural images in "
-            f"{time.perf_counter() - t0:.0f} s",
+            f"{len(sims)} simulator pairs, {len(clean)} procedural and {len(tissue)} tissue "
+            f"images in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
 
     def sampler(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-        if sims and rng.random() < cfg.sim_fraction:
+        u = rng.random()
+        if sims and u < cfg.sim_fraction:
             noisy, ref = sims[int(rng.integers(len(sims)))]
+        elif tissue and u < cfg.sim_fraction + cfg.tissue_fraction:
+            img = tissue[int(rng.integers(len(tissue)))]
+            noise = random_confocal_noise(rng, cfg.confocal_slope)
+            noisy, ref = _normalised(*add_confocal_noise(img, noise, rng))
         else:
             img = clean[int(rng.integers(len(clean)))]
             noisy, ref = _normalised(*add_camera_noise(img, random_noise_model(rng), rng))
@@ -162,14 +183,22 @@ def train(cfg: RestorationTrainConfig, log: bool = True) -> tuple[Any, dict[str,
         if bool(init_meta["residual"]) != residual:
             raise ValueError(f"--init {cfg.init} was trained as {init_meta.get('mode')!r}")
         channels = tuple(init_meta["channels"])
+        batchnorm = bool(init_meta.get("batchnorm", True))
     else:
         net, channels = build_restoration_net(cfg.channels, residual), cfg.channels
+        batchnorm = False
     device = torch.device(cfg.device)
     net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1
-    )
+    warm = max(1, cfg.iterations // 20)
+
+    def lr_factor(it: int) -> float:  # linear warm-up, then cosine decay to 2% of lr
+        if it < warm:
+            return (it + 1) / warm
+        t = (it - warm) / max(1, cfg.iterations - warm)
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     rng = np.random.default_rng([cfg.seed, 31])
     net.train()
     running = 0.0
@@ -195,6 +224,7 @@ def train(cfg: RestorationTrainConfig, log: bool = True) -> tuple[Any, dict[str,
             print(f"iter {it:5d} loss {running:.5f} {time.perf_counter() - t0:.0f} s", flush=True)
     net = net.cpu().eval()
     meta: dict[str, Any] = {
+        "batchnorm": batchnorm,
         "format": RESTORATION_WEIGHTS_FORMAT,
         "version": VERSION,
         "mode": cfg.mode,
@@ -233,10 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic", type=int, default=d.n_synthetic)
     p.add_argument("--image", action="append", default=[], help="n2v: a noisy image to train on")
     p.add_argument("--init", help="start from these weights (fine-tune)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--noise-from",
+        type=Path,
+        help="centre the confocal noise slope range (x0.5..x2) on this noisy image's estimate",
+    )
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     a = p.parse_args(argv)
+    slope = d.confocal_slope
+    if a.noise_from:
+        offset, est = estimate_noise_gain(_read_plane(a.noise_from))
+        slope = (round(0.5 * est, 3), round(2.0 * est, 3))
+        print(f"{a.noise_from}: offset {offset:g}, noise variance per ADU {est:.2f}")
     cfg = RestorationTrainConfig(
+        confocal_slope=slope,
+        lr=a.lr,
         mode=a.mode,
         seed=a.seed,
         iterations=a.iterations,
