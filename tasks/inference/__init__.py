@@ -11,6 +11,7 @@ from ._backends import (
     InferenceFuture,
     make_backend,
 )
+from ._measure import ObjectTable, measure_objects
 from ._protocol import RestorationModel, SegmentationModel
 from ._registry import (
     available_models,
@@ -26,6 +27,7 @@ __all__ = [
     "InferenceBackend",
     "InferenceError",
     "InferenceFuture",
+    "ObjectTable",
     "RestorationModel",
     "SegmentationModel",
     "available_models",
@@ -33,5 +35,6 @@ __all__ = [
     "load_model",
     "load_restoration_model",
     "make_backend",
+    "measure_objects",
     "register_model",
 ]
