@@ -223,7 +223,7 @@ def test_training_is_reproducible(mode: str) -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("bioimageio.core") is None,
+    importlib.util.find_spec("bioimageio") is None,
     reason="bioimageio.core is not installed: pip install -e '.[bioimageio]'",
 )
 def test_bioimageio_export_and_load_back_offline(tmp_path: Path, care: RestorationModel) -> None:
