@@ -2,14 +2,17 @@
 
 Usage (from the repo root)::
 
-    python benchmarks/storage.py [--frames 100] [--repeats 3] [--large-gb 0] [--dir DIR]
+    python benchmarks/storage.py [--frames 100] [--repeats 3] [--stream-repeats 7]
+        [--large-gb 0] [--dir DIR] [--zarr2-python /tmp/zarr2venv/bin/python] [--only-stream]
 
 1. Converting the real CZI files (``../shared/data/czi``): MB of pixels per second.
 2. Converting a large synthetic tiled OME-TIFF (``--large-gb``; default RAM/4 + 10 %), in a child
    process whose peak resident memory is recorded (it must stay far below the file size).
-3. Streaming 2048x2048 uint16 frames into OME-Zarr with :class:`ImageWriter` against a raw
-   sequential write of the same bytes (same run, same disk), and against pymmcore-plus's
-   ``OMEZarrWriter`` with the same compression.
+3. Streaming 2048x2048 uint16 frames into OME-Zarr with scopeflow's two writers -- the edge
+   agent's ``FrameJournal`` and the converter's ``ImageWriter`` -- against raw writes of the same
+   bytes (one big file, and one file per frame like a zarr store), and against pymmcore-plus's
+   ``OMEZarrWriter`` (zarr v2, run with ``--zarr2-python``) and ``TensorStoreHandler`` (zarr v3)
+   with the same compression; all in the same rounds, interleaved (``_stream_cases.py``).
 
 Prints a table and saves ``benchmarks/results/storage.json`` with a machine description.
 """
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +39,12 @@ from _machine import describe_machine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.storage.convert import (  # noqa: E402
-    ChannelInfo,
-    ImageWriter,
-    SceneInfo,
-    convert_file,
-)
+import _stream_cases as cases  # noqa: E402
+
+from tasks.storage.convert import convert_file  # noqa: E402
 
 CZI_DIR = REPO.parent / "shared" / "data" / "czi"
-FRAME = 2048
-
-
-def frames(count: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    base = rng.poisson(500.0, (FRAME, FRAME)).astype(np.uint16)
-    return [base + np.uint16(i % 7) for i in range(min(count, 8))]
+ZARR2_PYTHON = Path("/tmp/zarr2venv/bin/python")
 
 
 def bench_czi(root: Path, repeats: int) -> list[dict[str, Any]]:
@@ -122,125 +117,150 @@ def bench_large(root: Path, gigabytes: float) -> dict[str, Any]:
     }
 
 
-def stream_raw(folder: Path, data: list[np.ndarray], count: int) -> float:
-    folder.mkdir()
-    started = time.perf_counter()
-    with open(folder / "frames.bin", "wb") as f:
-        for i in range(count):
-            f.write(memoryview(data[i % len(data)]).cast("B"))
-    return time.perf_counter() - started
+STREAM_CASES = (
+    "raw_one_file",
+    "raw_file_per_frame",
+    "journal_none",
+    "image_none",
+    "pmm_tensorstore_none",
+    "pmm_omezarr_none",
+    "journal_zstd",
+    "image_zstd",
+    "pmm_tensorstore_zstd",
+    "pmm_omezarr_zstd",
+)
+# (ours, reference): throughput ratios, each from times measured in the same round
+STREAM_RATIOS = (
+    ("journal_none", "raw_one_file"),
+    ("journal_none", "raw_file_per_frame"),
+    ("image_none", "raw_one_file"),
+    ("image_none", "raw_file_per_frame"),
+    ("journal_none", "pmm_omezarr_none"),
+    ("image_none", "pmm_omezarr_none"),
+    ("journal_none", "pmm_tensorstore_none"),
+    ("image_none", "pmm_tensorstore_none"),
+    ("journal_zstd", "pmm_omezarr_zstd"),
+    ("image_zstd", "pmm_omezarr_zstd"),
+    ("journal_zstd", "pmm_tensorstore_zstd"),
+    ("image_zstd", "pmm_tensorstore_zstd"),
+)
 
 
-def stream_scopeflow(folder: Path, data: list[np.ndarray], count: int, compression: str) -> float:
-    scene = SceneInfo(
-        name="stream",
-        shape=(count, 1, 1, FRAME, FRAME),
-        dtype=np.dtype(np.uint16),
-        channels=(ChannelInfo("camera"),),
-    )
-    started = time.perf_counter()
-    writer = ImageWriter(
-        folder / "s.ome.zarr",
-        scene,
-        compression=compression,
-        max_levels=1,  # type: ignore[arg-type]
-        chunks=(FRAME, FRAME),
-    )
-    whole = slice(0, FRAME)
-    for i in range(count):
-        writer.write(i, 0, slice(0, 1), whole, whole, data[i % len(data)][None])
-    writer.finish()
-    return time.perf_counter() - started
+def stream_case(name: str, data: list[np.ndarray], count: int, npy: Path, zarr2: Path) -> Any:
+    kind, _, compression = name.rpartition("_")
+    if name == "raw_one_file":
+        return lambda d: cases.raw_one_file(d, data, count)
+    if name == "raw_file_per_frame":
+        return lambda d: cases.raw_file_per_frame(d, data, count)
+    if kind == "journal":
+        return lambda d: cases.scopeflow_journal(d, data, count, compression)
+    if kind == "image":
+        return lambda d: cases.scopeflow_image(d, data, count, compression)
+    if kind == "pmm_tensorstore":
+        return lambda d: cases.pymmcore_tensorstore(d, data, count, compression)
+    if kind == "pmm_omezarr":
+        if not zarr2.is_file():
+            raise FileNotFoundError(
+                f"no python at {zarr2} for OMEZarrWriter (needs zarr<3); create it with: python3 "
+                f"-m venv {zarr2.parents[1]} && {zarr2.parent}/pip install pymmcore-plus==0.18.1 "
+                "'zarr<3' numpy"
+            )
+        return lambda d: cases.pymmcore_omezarr(d, npy, count, compression, zarr2)
+    raise ValueError(f"unknown streaming case {name!r}")
 
 
-def stream_pymmcore(folder: Path, data: list[np.ndarray], count: int, compression: str) -> float:
-    import useq
-    from pymmcore_plus.mda.handlers import OMEZarrWriter
-
-    kwargs: dict[str, Any] = {}
-    if compression == "none":
-        kwargs["compressors"] = None
-    else:
-        from zarr.codecs import ZstdCodec
-
-        kwargs["compressors"] = ZstdCodec(level=1, checksum=False)
-    seq = useq.MDASequence(time_plan={"interval": 0, "loops": count})
-    started = time.perf_counter()
-    writer = OMEZarrWriter(str(folder / "p.ome.zarr"), array_kwargs=kwargs)  # type: ignore[arg-type]
-    writer.sequenceStarted(seq, {})  # type: ignore[arg-type]
-    for event in seq:
-        writer.frameReady(data[event.index["t"] % len(data)], event, {})  # type: ignore[arg-type]
-    writer.sequenceFinished(seq)
-    return time.perf_counter() - started
-
-
-def bench_stream(root: Path, count: int, repeats: int) -> dict[str, Any]:
-    data = frames(count)
-    mb = count * FRAME * FRAME * 2 / 1e6
-    runs: dict[str, list[float]] = {}
+def bench_stream(root: Path, count: int, repeats: int, zarr2: Path) -> dict[str, Any]:
+    """Every case once per round, rounds interleaved with a rotating order; sync before each."""
+    data = cases.frames(count)
+    npy = root / "frames.npy"
+    np.save(npy, np.stack(data))
+    mb = count * cases.FRAME * cases.FRAME * 2 / 1e6
+    wall: dict[str, list[float]] = {name: [] for name in STREAM_CASES}
+    cpu: dict[str, list[float]] = {name: [] for name in STREAM_CASES}
     errors: dict[str, str] = {}
     for r in range(repeats):
-        cases = {
-            "raw": lambda d: stream_raw(d, data, count),
-            "scopeflow_none": lambda d: stream_scopeflow(d, data, count, "none"),
-            "pymmcore_none": lambda d: stream_pymmcore(d, data, count, "none"),
-            "scopeflow_zstd": lambda d: stream_scopeflow(d, data, count, "zstd"),
-            "pymmcore_zstd": lambda d: stream_pymmcore(d, data, count, "zstd"),
-        }
-        for name, case in cases.items():
+        k = r % len(STREAM_CASES)
+        for name in STREAM_CASES[k:] + STREAM_CASES[:k]:
             if name in errors:
                 continue
             folder = root / f"stream_{name}_{r}"
-            folder.mkdir(exist_ok=True)
+            os.sync()  # no write-back of the previous case during this one (outside the timing)
             try:
-                seconds = case(folder / "x")
+                seconds, cpu_s = stream_case(name, data, count, npy, zarr2)(folder)
             except Exception as exc:  # record why a writer cannot run here, keep the others
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-            runs.setdefault(name, []).append(mb / seconds)
-    return {"frames": count, "mb": mb, "mb_s": runs, "errors": errors}
+            wall[name].append(seconds)
+            cpu[name].append(cpu_s)
+    ran = {name: v for name, v in wall.items() if len(v) == repeats}
+    ratios: dict[str, dict[str, Any]] = {}
+    for ours, ref in STREAM_RATIOS:
+        if ours in ran and ref in ran:
+            per_round = [b / a for a, b in zip(ran[ours], ran[ref], strict=True)]
+            ratios[f"{ours}_vs_{ref}"] = {
+                "median_of_rounds": statistics.median(per_round),
+                "rounds": per_round,
+                "cpu_s_ratio": statistics.median(cpu[ours]) / statistics.median(cpu[ref]),
+            }
+    return {
+        "frames": count,
+        "mb": mb,
+        "note": "throughput = MB / wall seconds for the whole acquisition (create, every frame, "
+        "finish); no fsync inside any timed part; os.sync() before each case; cases in a "
+        "rotating order per round; ratio = ours / reference throughput within one round, "
+        "median over rounds; cpu_s_ratio = median CPU seconds of ours / reference",
+        "mb_s": {name: [mb / s for s in v] for name, v in ran.items()},
+        "median_mb_s": {name: mb / statistics.median(v) for name, v in ran.items()},
+        "median_cpu_s": {name: statistics.median(cpu[name]) for name in ran},
+        "ratios": ratios,
+        "errors": errors,
+    }
+
+
+def print_stream(stream: dict[str, Any]) -> None:
+    mb = stream["mb"]
+    print(f"\nstreaming {stream['frames']} frames of 2048x2048 uint16 ({mb:.0f} MB)")
+    print(f"  {'case':24s} {'MB/s':>8s} {'CPU s':>7s}  (medians)")
+    for name, value in stream["median_mb_s"].items():
+        print(f"  {name:24s} {value:8.1f} {stream['median_cpu_s'][name]:7.2f}")
+    for name, why in stream["errors"].items():
+        print(f"  {name:24s} could not run: {why}")
+    print(f"  {'ratio (same rounds)':46s} {'median':>6s} {'CPU s':>6s}")
+    for name, r in stream["ratios"].items():
+        print(f"  {name:46s} {r['median_of_rounds']:6.2f} {r['cpu_s_ratio']:6.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the CZI conversions")
+    parser.add_argument("--stream-repeats", type=int, default=7, help="rounds of streaming")
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     parser.add_argument("--large-gb", type=float, default=round(memory / 4 * 1.1 / 1e9, 1))
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--zarr2-python", type=Path, default=ZARR2_PYTHON)
+    parser.add_argument("--only-stream", action="store_true", help="skip the conversions")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/storage.json")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="scopeflow-storage-", dir=args.dir))
+    czi: list[dict[str, Any]] = []
+    large = None
     try:
-        (root / "czi").mkdir()
-        czi = bench_czi(root / "czi", args.repeats)
-        stream = bench_stream(root, args.frames, args.repeats)
-        large = bench_large(root, args.large_gb) if args.large_gb > 0 else None
+        if not args.only_stream:
+            (root / "czi").mkdir()
+            czi = bench_czi(root / "czi", args.repeats)
+        stream = bench_stream(root, args.frames, args.stream_repeats, args.zarr2_python)
+        if args.large_gb > 0 and not args.only_stream:
+            large = bench_large(root, args.large_gb)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in stream["mb_s"].items()}
-    ratios = {
-        "scopeflow_none_vs_raw": med.get("scopeflow_none", 0) / med["raw"],
-        "scopeflow_none_vs_pymmcore_none": (
-            med["scopeflow_none"] / med["pymmcore_none"] if "pymmcore_none" in med else None
-        ),
-        "scopeflow_zstd_vs_pymmcore_zstd": (
-            med["scopeflow_zstd"] / med["pymmcore_zstd"] if "pymmcore_zstd" in med else None
-        ),
-    }
-    print(f"{'CZI file':45s} {'MB':>8s} {'MB/s (median)':>14s}")
+    if czi:
+        print(f"{'CZI file':45s} {'MB':>8s} {'MB/s (median)':>14s}")
     for row in czi:
         print(f"{row['file']:45s} {row['mb']:8.2f} {statistics.median(row['mb_s']):14.1f}")
-    print(
-        f"\nstreaming {stream['frames']} frames of {FRAME}x{FRAME} uint16 ({stream['mb']:.0f} MB)"
-    )
-    for name, value in med.items():
-        print(f"  {name:20s} {value:8.1f} MB/s")
-    for name, why in stream["errors"].items():
-        print(f"  {name:20s} could not run: {why}")
-    for name, value in ratios.items():
-        print(f"  {name:34s} {'n/a' if value is None else f'{value:.2f}'}")
+    print_stream(stream)
     if large:
         print(
             f"\nlarge synthetic OME-TIFF {large['file_bytes'] / 1e9:.2f} GB: "
@@ -257,15 +277,39 @@ def main() -> None:
             zarr=zarr.__version__,
             tifffile=tifffile.__version__,
             pymmcore_plus=pymmcore_plus.__version__,
+            tensorstore=metadata.version("tensorstore"),
+            zarr2_python=f"{args.zarr2_python}: {zarr2_versions(args.zarr2_python)}",
+            filesystem=filesystem(root),
         ),
         "czi_conversion": czi,
-        "streaming": {**stream, "median_mb_s": med, "ratios": ratios},
+        "streaming": stream,
         "large_file": large,
-        "goals": {"scopeflow_none_vs_raw": 0.9, "scopeflow_vs_pymmcore_same_compression": 1.0},
+        "goals": {"ours_none_vs_raw": 0.9, "ours_vs_pymmcore_same_compression": 1.0},
     }
-    out = REPO / "benchmarks" / "results" / "storage.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nsaved {out}")
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nsaved {args.out}")
+
+
+def zarr2_versions(python: Path) -> str:
+    code = "import zarr, numcodecs, pymmcore_plus as p; print(zarr.__version__, p.__version__)"
+    try:
+        done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    except OSError as exc:
+        return f"not available ({exc})"
+    zarr_v, pmm_v = [*done.stdout.split(), "?", "?"][:2]
+    return f"zarr {zarr_v}, pymmcore-plus {pmm_v}" if done.returncode == 0 else "not available"
+
+
+def filesystem(path: Path) -> str:
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "unknown"
+    path = path.resolve()
+    best = max(
+        (m for m in mounts if path.is_relative_to(m[1])), key=lambda m: len(m[1]), default=None
+    )
+    return "unknown" if best is None else f"{best[2]} on {best[1]} ({best[0]})"
 
 
 if __name__ == "__main__":
