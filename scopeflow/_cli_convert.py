@@ -29,7 +29,12 @@ def _parse_chunks(text: str | None) -> tuple[int, ...] | None:
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="The vendor file (CZI, OME-TIFF, TIFF, MRC...).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="The vendor file (CZI, OME-TIFF, TIFF, MRC...) or NDTiff dataset folder."
+        ),
+    ],
     output: Annotated[Path, typer.Argument(help="The new store, e.g. image.ome.zarr.")],
     scene: Annotated[
         int | None, typer.Option(help="Convert only this scene (0-based); default: all.")

@@ -1,4 +1,4 @@
-"""Vendor microscopy files (CZI, OME-TIFF, SEM/TEM TIFF, MRC; ND2/LIF via bioio) to OME-Zarr 0.5."""
+"""Vendor microscopy files (CZI, OME-TIFF, SEM/TEM TIFF, MRC, NDTiff; ND2/LIF) to OME-Zarr 0.5."""
 
 from __future__ import annotations
 
