@@ -3,7 +3,8 @@
 A file that cannot be converted (corrupt, unsupported) is recorded as failed with the reason and
 the others go on; unexpected errors (a network share dropping, a read timing out) are retried.
 Files whose store already exists are skipped, so re-running the flow converts only what is new.
-A table artifact lists every file: converted, skipped or failed, and why.
+A table artifact lists every file: converted, skipped or failed, and why. A Micro-Manager NDTiff
+dataset (a folder with ``NDTiff.index``) is one source, converted as a whole.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scopeflow._errors import ConversionError
 from tasks.storage import ConvertOptions, convert_file
-from tasks.storage.convert import SUFFIXES
+from tasks.storage.convert import SUFFIXES, ndtiff_dataset_folder
 
-__all__ = ["ConvertFolderParams", "convert_folder", "convert_one"]
+__all__ = ["ConvertFolderParams", "conversion_sources", "convert_folder", "convert_one"]
 
 
 class ConvertFolderParams(BaseModel):
@@ -41,6 +42,20 @@ def store_name(source: Path) -> str:
     lower = source.name.lower()
     suffix = next((s for s in sorted(SUFFIXES, key=len, reverse=True) if lower.endswith(s)), "")
     return f"{source.name[: len(source.name) - len(suffix)]}.ome.zarr"
+
+
+def conversion_sources(folder: Path, recursive: bool) -> list[Path]:
+    """The files in ``folder`` (and below, when ``recursive``), with each NDTiff dataset (a
+    folder holding ``NDTiff.index``) as one source instead of its stack files."""
+    if ndtiff_dataset_folder(folder):
+        return [folder]
+    sources: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() or ndtiff_dataset_folder(entry):
+            sources.append(entry)
+        elif recursive and entry.is_dir():
+            sources.extend(conversion_sources(entry, recursive))
+    return sources
 
 
 @task(
@@ -74,13 +89,12 @@ def convert_folder(params: ConvertFolderParams) -> dict[str, Any]:
             f"{params.input_folder} is not a folder; give the folder holding the vendor files"
         )
     params.output_folder.mkdir(parents=True, exist_ok=True)
-    pattern = "**/*" if params.recursive else "*"
-    files = sorted(p for p in params.input_folder.glob(pattern) if p.is_file())
+    files = conversion_sources(params.input_folder, params.recursive)
     options = ConvertOptions(chunks=params.chunks, compression=params.compression)
     rows: list[dict[str, Any]] = []
     futures = []
     for source in files:
-        if not source.name.lower().endswith(SUFFIXES):
+        if source.is_file() and not source.name.lower().endswith(SUFFIXES):
             rows.append(
                 {
                     "file": str(source),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._convert import ConversionResult, ConvertOptions, convert_file
 from ._formats import SUFFIXES, open_source, register_reader
 from ._model import ChannelInfo, OriginalMetadata, PhysicalSize, PlaneInfo, SceneInfo, SourceReader
+from ._ndtiff import dataset_folder as ndtiff_dataset_folder
 from ._writer import ImageWriter, chunk_shape
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "SourceReader",
     "chunk_shape",
     "convert_file",
+    "ndtiff_dataset_folder",
     "open_source",
     "register_reader",
 ]
