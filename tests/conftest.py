@@ -62,3 +62,19 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefec
         temporary_settings({PREFECT_API_URL: server.url}),
     ):
         yield server
+        _stop_sending_logs_to_the_server()
+
+
+def _stop_sending_logs_to_the_server() -> None:
+    """Flush Prefect's API log handlers, then detach them: worker pools and clusters log at
+    interpreter exit, after the server is gone, which would only print connection errors."""
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, APILogHandler):
+                handler.flush()
+                logger.removeHandler(handler)
