@@ -1,20 +1,30 @@
-"""Train the restoration U-Net (CPU, a few minutes, seeded).
+"""Train the restoration U-Net (CPU, minutes, seeded).
 
-    python -m tasks.inference.train_restoration --mode care --seed 0 \\
+The shipped CARE weights (two stages; the noise slope range is centred on the estimate from the
+real NOISY frame only, ``estimate_noise_gain``; its clean frame is never read):
+
+    N=../shared/data/denoise_pairs/fmd_confocal_fish/noisy_Confocal_FISH_3.png
+    python -m tasks.inference.train_restoration --mode care --seed 0 --iterations 1200 \\
+        --sim-fraction 0.25 --tissue-fraction 0.45 --noise-from $N --out care_stage1.pt
+    python -m tasks.inference.train_restoration --mode care --seed 1 --iterations 900 \\
+        --lr 5e-4 --init care_stage1.pt --noise-from $N \\
         --out tasks/inference/weights/care_denoise.pt
-    python -m tasks.inference.train_restoration --mode n2v --seed 0 \\
-        --out tasks/inference/weights/n2v_denoise.pt
+    # the shipped n2v_denoise.pt is still the first-generation (BatchNorm, 391k parameters,
+    # 500 iterations) network of commit 861e7ea; with this code the same command trains the
+    # BatchNorm-free one:
+    python -m tasks.inference.train_restoration --mode n2v --seed 0 --out my_n2v_base.pt
     # Noise2Void on your own noisy images (no clean targets), optionally from shipped weights:
     python -m tasks.inference.train_restoration --mode n2v --image noisy.tif --init \\
-        tasks/inference/weights/n2v_denoise.pt --iterations 400 --out my_n2v.pt
+        tasks/inference/weights/n2v_denoise.pt --iterations 400 --lr 5e-4 --out my_n2v.pt
 
 care: supervised on pairs (noisy input, clean reference): simulator low- vs high-exposure
-frames of the same field, plus procedural structures (membranes, spots, filaments, blobs) with
-a fresh Poisson-Gaussian camera noise draw per sample (``_restoration_data``).
+frames of the same field; confocal tissue-like images (membranes, cytoplasm, spots) with 8-bit
+PMT noise (offset + Gamma pulses per Poisson photon, rounded and clipped); procedural structures
+(membranes, spots, filaments, blobs) with Poisson-Gaussian camera noise (``_restoration_data``).
 n2v: self-supervised on the noisy images alone (the same sources' inputs, or ``--image``).
 Inputs and references are normalised with the percentiles of the whole noisy image, exactly
-as at inference. Determinism: same seed, thread count, device and torch build give the same
-weights.
+as at inference; L2 loss; AdamW, linear warm-up then cosine decay. Determinism: same seed,
+thread count, device and torch build give the same weights.
 """
 
 from __future__ import annotations
@@ -237,6 +247,9 @@ def train(cfg: RestorationTrainConfig, log: bool = True) -> tuple[Any, dict[str,
         "train_seconds": round(time.perf_counter() - t0, 1),
         "data_seconds": round(t_data, 1),
         "final_loss": round(running, 6),
+        "init_sha256": (
+            hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest() if cfg.init else None
+        ),
         "torch": str(torch.__version__),
     }
     return net, meta
@@ -264,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", action="append", default=[], help="n2v: a noisy image to train on")
     p.add_argument("--init", help="start from these weights (fine-tune)")
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--sim-fraction", type=float, default=d.sim_fraction)
+    p.add_argument("--tissue-fraction", type=float, default=d.tissue_fraction)
     p.add_argument(
         "--noise-from",
         type=Path,
@@ -280,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RestorationTrainConfig(
         confocal_slope=slope,
         lr=a.lr,
+        sim_fraction=a.sim_fraction,
+        tissue_fraction=a.tissue_fraction,
         mode=a.mode,
         seed=a.seed,
         iterations=a.iterations,
