@@ -18,10 +18,17 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from scopeflow._errors import ConversionError
-from tasks.storage import ConvertOptions, convert_file
+from tasks.storage import ConversionResult, ConvertOptions, convert_file
 from tasks.storage.convert import SUFFIXES, ndtiff_dataset_folder
 
-__all__ = ["ConvertFolderParams", "conversion_sources", "convert_folder", "convert_one"]
+__all__ = [
+    "CONVERSION_FINISHED",
+    "ConvertFolderParams",
+    "conversion_sources",
+    "convert_folder",
+    "convert_one",
+    "image_paths",
+]
 
 
 class ConvertFolderParams(BaseModel):
@@ -71,6 +78,8 @@ def convert_one(source: Path, output: Path, options: ConvertOptions) -> dict[str
     except ConversionError as exc:
         get_run_logger().warning("%s", exc)
         return {**row, "status": "failed", "reason": str(exc)}
+    for image in image_paths(result):
+        announce_image(image, result)
     megabytes = result.pixel_bytes / 1e6
     return {
         **row,
@@ -79,6 +88,29 @@ def convert_one(source: Path, output: Path, options: ConvertOptions) -> dict[str
         "megabytes": round(megabytes, 3),
         "seconds": round(result.seconds, 3),
     }
+
+
+CONVERSION_FINISHED = "scopeflow.conversion.finished"
+
+
+def image_paths(result: ConversionResult) -> list[Path]:
+    """The OME-Zarr image groups one conversion wrote: the store, or each scene of a
+    bioformats2raw layout (``0/``, ``1/``, ...)."""
+    if len(result.scenes) <= 1:
+        return [result.output]
+    return [result.output / str(i) for i in range(len(result.scenes))]
+
+
+def announce_image(image: Path, result: ConversionResult) -> None:
+    """Emit ``scopeflow.conversion.finished`` for ``image``: deployments with an event trigger
+    (``deployments/prefect.yaml``: segment each converted image) start from it."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=CONVERSION_FINISHED,
+        resource={"prefect.resource.id": f"scopeflow.image.{image}", "path": str(image)},
+        payload={"path": str(image), "source": str(result.source), "format": result.format_name},
+    )
 
 
 @flow(name="convert-folder", log_prints=False)

@@ -1,0 +1,84 @@
+"""deployments/prefect.yaml deployed to a real Prefect server: deployments, the nightly schedule,
+and the event trigger that segments every image a conversion finishes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flows.convert import ConvertFolderParams, convert_folder
+
+from ._prefect_server import PrefectServer
+from .conftest import REPO, shared_data
+
+DEPLOYMENTS = {
+    "segment-dataset/segment-dataset-hpc",
+    "restore-dataset/restore-dataset-hpc",
+    "targeted-imaging/targeted-imaging-slide",
+    "convert-folder/convert-inbox-nightly",
+    "segment-dataset/segment-dataset-on-conversion",
+}
+
+
+def deploy_all(server: PrefectServer) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        for pool in ("batch-process", "microscope"):
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    env = {**os.environ, "PREFECT_API_URL": server.url, "SCOPEFLOW_REPO": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
+         "--prefect-file", "deployments/prefect.yaml"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_deployments_schedule_and_conversion_trigger(
+    prefect_harness: PrefectServer, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    deploy_all(prefect_harness)
+    with get_client(sync_client=True) as client:
+        deployed = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in
+                    client.read_deployments()}  # fmt: skip
+        assert set(deployed) >= DEPLOYMENTS, sorted(deployed)
+        nightly = deployed["convert-folder/convert-inbox-nightly"]
+        assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+        slide = deployed["targeted-imaging/targeted-imaging-slide"]
+        assert slide.work_pool_name == "microscope"
+        assert slide.parameters["params"]["region"]["x1"] == 6000.0
+        on_conversion = client.read_deployments(
+            deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["segment-dataset-on-conversion"])
+            )
+        )[0]
+
+    # a real conversion emits one event per image; the trigger turns it into a flow run of the
+    # segmentation deployment (scheduled for the batch-process pool: no worker runs it here)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    shutil.copy(shared_data("czi", "DAPI_GFP.czi"), inbox / "DAPI_GFP.czi")
+    summary = convert_folder(ConvertFolderParams(input_folder=inbox, output_folder=outbox))
+    assert summary["converted"] == 1
+    image = str(outbox / "DAPI_GFP.ome.zarr")
+
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 90
+        runs = []
+        while time.monotonic() < deadline and not runs:
+            runs = [
+                r for r in client.read_flow_runs()
+                if r.deployment_id == on_conversion.id and r.parameters["params"]["image"] == image
+            ]  # fmt: skip
+            time.sleep(1)
+    assert len(runs) == 1, f"no flow run of segment-dataset-on-conversion for {image}"
+    assert runs[0].parameters["params"]["model"] == "classical"
