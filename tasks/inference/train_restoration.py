@@ -1,18 +1,21 @@
 """Train the restoration U-Net (CPU, minutes, seeded).
 
-The shipped CARE weights (two stages; the noise slope range is centred on the estimate from the
-real NOISY frame only, ``estimate_noise_gain``; its clean frame is never read):
+The shipped CARE weights (four runs, each continuing the last as CPU time allowed; the noise
+slope range is centred on the estimate from the real NOISY frame only, ``estimate_noise_gain``;
+its clean frame is never read):
 
     N=../shared/data/denoise_pairs/fmd_confocal_fish/noisy_Confocal_FISH_3.png
-    python -m tasks.inference.train_restoration --mode care --seed 0 --iterations 1200 \\
-        --sim-fraction 0.25 --tissue-fraction 0.45 --noise-from $N --out care_stage1.pt
-    python -m tasks.inference.train_restoration --mode care --seed 1 --iterations 900 \\
-        --lr 5e-4 --init care_stage1.pt --noise-from $N \\
-        --out tasks/inference/weights/care_denoise.pt
-    # the shipped n2v_denoise.pt is still the first-generation (BatchNorm, 391k parameters,
-    # 500 iterations) network of commit 861e7ea; with this code the same command trains the
-    # BatchNorm-free one:
-    python -m tasks.inference.train_restoration --mode n2v --seed 0 --out my_n2v_base.pt
+    T=tasks.inference.train_restoration
+    python -m $T --mode care --seed 0 --iterations 1200 --sim-fraction 0.25 \\
+        --tissue-fraction 0.45 --noise-from $N --out care_s1.pt
+    python -m $T --mode care --seed 1 --iterations 900 --lr 5e-4 --init care_s1.pt \\
+        --noise-from $N --out care_s2.pt
+    python -m $T --mode care --seed 2 --iterations 1200 --lr 3e-4 --threads 1 \\
+        --init care_s2.pt --noise-from $N --out care_s3.pt
+    python -m $T --mode care --seed 3 --iterations 2500 --lr 3e-4 --init care_s3.pt \\
+        --noise-from $N --out tasks/inference/weights/care_denoise.pt
+    python -m $T --mode n2v --seed 0 --iterations 2000 --threads 1 \\
+        --out tasks/inference/weights/n2v_denoise.pt
     # Noise2Void on your own noisy images (no clean targets), optionally from shipped weights:
     python -m tasks.inference.train_restoration --mode n2v --image noisy.tif --init \\
         tasks/inference/weights/n2v_denoise.pt --iterations 400 --lr 5e-4 --out my_n2v.pt
