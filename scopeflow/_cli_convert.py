@@ -64,6 +64,14 @@ def convert(
     except ScopeflowError as exc:
         _fail(exc)
         return
+    except ModuleNotFoundError as exc:
+        _fail(
+            ConversionError(
+                f"cannot convert {source}: the reader needs {exc.name!r}, which is not installed; "
+                "install the conversion extra: pip install 'scopeflow[convert]'"
+            )
+        )
+        return
     typer.echo(json.dumps(result.as_json()))
 
 

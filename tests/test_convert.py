@@ -417,3 +417,24 @@ def test_streamed_whole_chunks_read_back_and_window_is_the_exact_range(
     window = zarr.open_group(str(store), mode="r").attrs["ome"]["omero"]["channels"][0]["window"]
     assert (window["min"], window["max"]) == (7.0, 65000.0)
     validate_store(store)
+
+
+def test_a_reader_whose_package_is_missing_names_the_extra(tmp_path: Path) -> None:
+    """A user who installed scopeflow without the `convert` extra gets the pip command."""
+    import subprocess
+    import sys
+
+    import mrcfile
+
+    source = tmp_path / "volume.mrc"
+    with mrcfile.new(source) as mrc:
+        mrc.set_data(np.zeros((2, 8, 8), np.float32))
+    script = (
+        "import sys; sys.modules['mrcfile'] = None\n"
+        "from scopeflow.cli import app\n"
+        f'app(["convert", {str(source)!r}, {str(tmp_path / "out.ome.zarr")!r}])\n'
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'scopeflow[convert]'" in done.stderr and "mrcfile" in done.stderr
+    assert not (tmp_path / "out.ome.zarr").exists()
