@@ -61,51 +61,13 @@ def percentile_range(image: np.ndarray, max_samples: int = 1 << 20) -> tuple[flo
 
 
 def _plain_unet(channels: tuple[int, ...]) -> Any:
-    """U-Net without normalisation layers (conv + LeakyReLU), one output channel.
+    """U-Net without normalisation layers (conv + LeakyReLU), one output channel, starting as
+    the identity when used residually.
 
     No BatchNorm: a denoiser's output must not depend on which other crops share its batch
     (train mode) or on running statistics gathered over mixed intensity scales (eval mode).
     """
-    import torch
-    from torch import nn
-
-    def block(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1),
-            nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1),
-            nn.LeakyReLU(0.1, inplace=True),
-        )
-
-    class PlainUNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.down = nn.ModuleList()
-            cin = 1
-            for c in channels:
-                self.down.append(block(cin, c))
-                cin = c
-            self.pool = nn.AvgPool2d(2)
-            self.up = nn.ModuleList()
-            self.dec = nn.ModuleList()
-            for c_skip in reversed(channels[:-1]):
-                self.up.append(nn.ConvTranspose2d(cin, c_skip, 2, stride=2))
-                self.dec.append(block(2 * c_skip, c_skip))
-                cin = c_skip
-            self.head = nn.Conv2d(cin, 1, 1)
-            nn.init.zeros_(self.head.weight)  # residual nets start as the identity
-            nn.init.zeros_(self.head.bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            skips = []
-            for i, enc in enumerate(self.down):
-                x = enc(x if i == 0 else self.pool(x))
-                skips.append(x)
-            for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1]), strict=True):
-                x = dec(torch.cat([up(x), skip], dim=1))
-            return self.head(x)
-
-    return PlainUNet()
+    return build_unet(channels, n_classes=1, batchnorm=False, zero_head=True)
 
 
 def build_restoration_net(

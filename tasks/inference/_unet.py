@@ -55,11 +55,31 @@ def normalize_percentiles(
     return ((image - lo) / scale).astype(np.float32)
 
 
-def build_unet(channels: tuple[int, ...] = DEFAULT_CHANNELS, n_classes: int = 3) -> Any:
-    """The network (a torch ``nn.Module``); torch is imported here, not at module import."""
+def build_unet(
+    channels: tuple[int, ...] = DEFAULT_CHANNELS,
+    n_classes: int = 3,
+    *,
+    batchnorm: bool = True,
+    zero_head: bool = False,
+) -> Any:
+    """The network (a torch ``nn.Module``); torch is imported here, not at module import.
+
+    ``batchnorm``: conv + BatchNorm + ReLU blocks and max pooling (the segmentation U-Net);
+    without it, conv + LeakyReLU blocks and average pooling (the restoration nets: their output
+    must not depend on batch statistics). ``zero_head``: the output layer starts at zero, so a
+    residual net starts as the identity.
+    """
+    import torch
     from torch import nn
 
     def block(cin: int, cout: int) -> nn.Sequential:
+        if not batchnorm:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.LeakyReLU(0.1, inplace=True),
+            )
         return nn.Sequential(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
             nn.BatchNorm2d(cout),
@@ -77,7 +97,7 @@ def build_unet(channels: tuple[int, ...] = DEFAULT_CHANNELS, n_classes: int = 3)
             for c in channels:
                 self.down.append(block(cin, c))
                 cin = c
-            self.pool = nn.MaxPool2d(2)
+            self.pool = nn.MaxPool2d(2) if batchnorm else nn.AvgPool2d(2)
             self.up = nn.ModuleList()
             self.dec = nn.ModuleList()
             for c_skip in reversed(channels[:-1]):
@@ -85,10 +105,11 @@ def build_unet(channels: tuple[int, ...] = DEFAULT_CHANNELS, n_classes: int = 3)
                 self.dec.append(block(2 * c_skip, c_skip))
                 cin = c_skip
             self.head = nn.Conv2d(cin, n_classes, 1)
+            if zero_head:
+                nn.init.zeros_(self.head.weight)
+                nn.init.zeros_(self.head.bias)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            import torch
-
             skips = []
             for i, enc in enumerate(self.down):
                 x = enc(x if i == 0 else self.pool(x))
