@@ -62,6 +62,7 @@ from ._restoration_data import (
     synthetic_clean,
     tissue_clean,
 )
+from .train_unet import save
 
 __all__ = ["RestorationTrainConfig", "main", "save", "train"]
 
@@ -256,16 +257,6 @@ def train(cfg: RestorationTrainConfig, log: bool = True) -> tuple[Any, dict[str,
         "torch": str(torch.__version__),
     }
     return net, meta
-
-
-def save(net: Any, meta: dict[str, Any], out: Path) -> str:
-    """Write {"state_dict", "meta"} (float32 tensors, plain-type metadata); returns sha256."""
-    import torch
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "meta": meta}, out)
-    return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
