@@ -297,9 +297,9 @@ def sim_pair(
     exposure, so the reference never saturates. Low-exposure settings are drawn from
     ``seed`` (varied objectives, binning, defocus and density, short exposures).
     """
-    from tasks.hardware.sim import Renderer, SimulatorConfig, build_simulated_core
+    from tasks.hardware.sim import Renderer
 
-    from ._training_data import random_settings
+    from ._training_data import random_settings, simulated_slide
 
     rng = np.random.default_rng([seed, 271828])
     s = random_settings(rng, size)
@@ -308,18 +308,7 @@ def sim_pair(
         exposure_ms=float(math.exp(rng.uniform(math.log(0.5), math.log(10.0)))),
         intensity_pct=float(rng.uniform(5.0, 60.0)),
     )
-    cfg = SimulatorConfig(
-        seed=s.seed,
-        width=s.size * s.binning,
-        height=s.size * s.binning,
-        slide_width_um=_SLIDE_UM,
-        slide_height_um=_SLIDE_UM,
-        nuclei_per_mm2=s.nuclei_per_mm2,
-        cluster_fraction=s.cluster_fraction,
-        out_of_focus_fraction=s.out_of_focus_fraction,
-        time_scale=0.0,
-    )
-    _core, sim = build_simulated_core(cfg)
+    cfg, sim = simulated_slide(s)
     margin = 400.0
     state = replace(
         sim.state(),

@@ -103,8 +103,8 @@ def simulated_frames(n: int, seed: int = 0, size: int = 256) -> Iterator[SimFram
         yield render_frame(random_settings(rng, size))
 
 
-def render_frame(s: FrameSettings) -> SimFrame:
-    """Build a small simulated slide for ``s`` and render one DAPI frame plus its labels."""
+def simulated_slide(s: FrameSettings) -> tuple[Any, Any]:
+    """(config, simulation): the simulator, time frozen, with a small slide built for ``s``."""
     from tasks.hardware.sim import SimulatorConfig, build_simulated_core
 
     cfg = SimulatorConfig(
@@ -119,6 +119,12 @@ def render_frame(s: FrameSettings) -> SimFrame:
         time_scale=0.0,
     )
     _core, sim = build_simulated_core(cfg)
+    return cfg, sim
+
+
+def render_frame(s: FrameSettings) -> SimFrame:
+    """Build a small simulated slide for ``s`` and render one DAPI frame plus its labels."""
+    cfg, sim = simulated_slide(s)
     rng = np.random.default_rng([s.seed, 104729])
     margin = 400.0
     x = s.x_um if s.x_um is not None else float(rng.uniform(margin, _SLIDE_UM - margin))
