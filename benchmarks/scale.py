@@ -10,7 +10,8 @@ Usage (from the repo root)::
   tiles in this process. Overhead per tile = (orchestrated wall - baseline wall) / tiles.
   ``per_task`` rows send one tile per engine call (no grouping) for comparison.
 - speedup: the classical model (Otsu + watershed) on 512x512 tiles, 1 worker vs 2 workers.
-- gpu: the U-Net on 2048x2048 frames at several batch sizes when torch sees a GPU.
+- gpu: the U-Net and CARE on 2048x2048 frames per batch size when torch sees a GPU (the
+  same rows as ``benchmarks/gpu.py``, which also checks CUDA against the CPU and GPU workers).
 
 Prints a table and saves ``benchmarks/results/scale.json`` with the machine description.
 """
@@ -85,28 +86,14 @@ def baseline(spec: str, size: int, n: int) -> float:
 
 
 def gpu_rows() -> list[dict]:
+    """The U-Net and CARE at 2048x2048 per batch size (``benchmarks/gpu.py``'s throughput)."""
     import torch
 
     if not torch.cuda.is_available():
         return []
-    from tasks.inference import load_model
+    from gpu import throughput
 
-    model = load_model("unet", device="cuda")
-    frame = _tile(2048, 0)
-    rows = []
-    for batch in (1, 4, 8):
-        frames = [frame] * batch
-        model.segment_batch(frames, pixel_size_um=0.65)
-        torch.cuda.synchronize()
-        started, count = time.perf_counter(), 0
-        while time.perf_counter() - started < 5:
-            model.segment_batch(frames, pixel_size_um=0.65)
-            count += batch
-        torch.cuda.synchronize()
-        fps = count / (time.perf_counter() - started)
-        rows.append({"batch": batch, "frames_per_s": round(fps, 2), "size": 2048})
-        print(f"gpu unet 2048x2048 batch {batch}: {fps:.1f} frames/s")
-    return rows
+    return throughput([1, 8], seconds=2.0)
 
 
 def main() -> None:
@@ -153,7 +140,9 @@ def main() -> None:
             }
         )
         print(f"{engine:6} {args.real_tiles:6d} {one:10.2f} {two:11.2f} {one / two:8.2f}")
-    results["gpu"] = gpu_rows() or "no GPU visible to torch on this machine"
+    results["gpu"] = gpu_rows() or (
+        "no GPU visible to torch on this machine; last GPU run: benchmarks/results/gpu.json"
+    )
 
     import dask
     import distributed

@@ -18,6 +18,7 @@ import numpy as np
 from scopeflow._errors import ConfigurationError
 
 from ._classical import check_image
+from ._tiling import OVERLAP, check_precision, default_tile, predict_tiled
 from ._unet import build_unet
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ DEFAULT_WEIGHTS = {"care": WEIGHTS_DIR / "care_denoise.pt", "n2v": WEIGHTS_DIR /
 RESTORATION_WEIGHTS_FORMAT = 1
 DEFAULT_RESTORATION_CHANNELS = (16, 32, 64)
 PERCENTILES = (1.0, 99.8)
-_TILE = 512
-_OVERLAP = 32
-_MULTIPLE = 8  # up to 3 poolings
 
 
 def _train_hint(mode: str) -> str:
@@ -130,8 +128,9 @@ class CareDenoiser:
     ``mode``), ``mode`` ("care" or "n2v": which shipped weights and the model's name),
     ``device`` ("cpu", "cuda", "cuda:N"; default CUDA when available), ``num_threads`` (CPU
     threads for torch), ``tile`` (pixels per tile side; large frames run tile by tile with a
-    32-pixel overlap, so memory stays bounded), ``ensemble`` (1, or 8: average the outputs
-    for the 8 flips/rotations of the frame; 8x the time, less residual noise).
+    32-pixel overlap, so memory stays bounded; default 512 on the CPU, 2048 on a GPU),
+    ``precision`` ("float32", or "bfloat16" autocast on CUDA), ``ensemble`` (1, or 8: average
+    the outputs for the 8 flips/rotations of the frame; 8x the time, less residual noise).
     """
 
     def __init__(
@@ -141,7 +140,8 @@ class CareDenoiser:
         weights: str | os.PathLike[str] | None = None,
         device: str | None = None,
         num_threads: int | None = None,
-        tile: int = _TILE,
+        tile: int | None = None,
+        precision: str = "float32",
         ensemble: int = 1,
     ) -> None:
         import torch
@@ -151,8 +151,8 @@ class CareDenoiser:
         self.ensemble = int(ensemble)
         if mode not in DEFAULT_WEIGHTS:
             raise ConfigurationError(f"unknown restoration mode {mode!r}; use 'care' or 'n2v'")
-        if int(tile) < 2 * _OVERLAP:
-            raise ConfigurationError(f"tile must be at least {2 * _OVERLAP} pixels, got {tile}")
+        if tile is not None and int(tile) < 2 * OVERLAP:
+            raise ConfigurationError(f"tile must be at least {2 * OVERLAP} pixels, got {tile}")
         path = Path(weights) if weights is not None else DEFAULT_WEIGHTS[mode]
         net, meta = load_restoration_weights(path, mode)
         if num_threads is not None:
@@ -164,7 +164,8 @@ class CareDenoiser:
         self.net = net.to(self._torch_device)
         self.meta = meta
         self.name = mode
-        self.tile = int(tile)
+        self.tile = int(tile) if tile is not None else default_tile(self._torch_device)
+        self.precision = check_precision(precision, self._torch_device)
         self.weights_path = str(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
         self.version = f"{meta.get('version', '0')}+{digest}"  # provenance: code + weights
@@ -175,49 +176,53 @@ class CareDenoiser:
 
     def restore(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
         """Denoised float32 image, same shape, in the input's intensity units."""
-        import torch
-
-        img = check_image(image, self.name)
-        lo, scale = percentile_range(img)
-        x = torch.from_numpy((img - lo) / scale)[None, None]
-        if self.ensemble == 1:
-            y = self._predict_tiled(x)[0, 0].numpy()
-        else:  # the 8 symmetries of the square, each mapped back before averaging
-            acc = torch.zeros_like(x)
-            for k in range(4):
-                for flip in (False, True):
-                    t = torch.rot90(x, k, (2, 3))
-                    t = torch.flip(t, (3,)) if flip else t
-                    p = self._predict_tiled(t)
-                    p = torch.flip(p, (3,)) if flip else p
-                    acc += torch.rot90(p, -k, (2, 3))
-            y = (acc / 8).numpy()[0, 0]
-        return (y * scale + lo).astype(np.float32)
+        return self.restore_batch([image], pixel_size_um=pixel_size_um)[0]
 
     def restore_batch(
         self, images: list[np.ndarray], *, pixel_size_um: float | None = None
     ) -> list[np.ndarray]:
-        return [self.restore(im, pixel_size_um=pixel_size_um) for im in images]
+        """Frames of one shape go through the network together."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(images):
+            by_shape.setdefault(np.shape(im), []).append(i)
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(images)
+        for idx in by_shape.values():
+            for i, y in zip(idx, self._restore_same_shape([images[i] for i in idx]), strict=True):
+                out[i] = y
+        return out
 
-    def _predict_tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """Network output for a (1, 1, H, W) normalised image, tile by tile with overlap."""
+    def _restore_same_shape(self, images: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        _, _, h, w = x.shape
-        out = torch.zeros((1, 1, h, w))
-        step = self.tile
-        with torch.inference_mode():
-            for r0 in range(0, h, step):
-                for c0 in range(0, w, step):
-                    ra, rb = max(r0 - _OVERLAP, 0), min(r0 + step + _OVERLAP, h)
-                    ca, cb = max(c0 - _OVERLAP, 0), min(c0 + step + _OVERLAP, w)
-                    tile = x[:, :, ra:rb, ca:cb]
-                    th, tw = tile.shape[-2:]
-                    ph, pw = (-th) % _MULTIPLE, (-tw) % _MULTIPLE
-                    if ph or pw:
-                        mode = "reflect" if th > ph and tw > pw else "replicate"
-                        tile = torch.nn.functional.pad(tile, (0, pw, 0, ph), mode=mode)
-                    y = self.net(tile.to(self._torch_device)).float().cpu()[:, :, :th, :tw]
-                    rr, cc = min(r0 + step, h), min(c0 + step, w)
-                    out[:, :, r0:rr, c0:cc] = y[:, :, r0 - ra : rr - ra, c0 - ca : cc - ca]
-        return out
+        imgs = [check_image(im, self.name) for im in images]
+        ranges = [percentile_range(im) for im in imgs]
+        x = torch.from_numpy(
+            np.stack([(im - lo) / scale for im, (lo, scale) in zip(imgs, ranges, strict=True)])
+        )[:, None]
+        if self.ensemble == 1:
+            y = self._predict(x)
+        else:  # the 8 symmetries of the square, each mapped back before averaging
+            y = torch.zeros_like(x)
+            for k in range(4):
+                for flip in (False, True):
+                    t = torch.rot90(x, k, (2, 3))
+                    t = torch.flip(t, (3,)) if flip else t
+                    p = self._predict(t)
+                    p = torch.flip(p, (3,)) if flip else p
+                    y += torch.rot90(p, -k, (2, 3))
+            y /= 8
+        return [
+            (y[i, 0].numpy() * scale + lo).astype(np.float32)
+            for i, (lo, scale) in enumerate(ranges)
+        ]
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        return predict_tiled(
+            self.net,
+            x,
+            out_channels=1,
+            device=self._torch_device,
+            tile=self.tile,
+            multiple=2 ** (len(self.meta["channels"]) - 1),  # one halving per level
+            precision=self.precision,
+        )

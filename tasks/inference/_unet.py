@@ -18,6 +18,7 @@ import numpy as np
 from scopeflow._errors import ConfigurationError
 
 from ._classical import check_image, check_pixel_size, relabel
+from ._tiling import check_precision, default_tile, predict_tiled
 
 if TYPE_CHECKING:
     import torch
@@ -34,8 +35,6 @@ CANONICAL_PIXEL_UM = 1.0
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "unet_nuclei.pt"
 WEIGHTS_FORMAT = 1
 DEFAULT_CHANNELS = (16, 32, 64, 96)
-_TILE = 512  # canonical pixels per tile side (before overlap)
-_OVERLAP = 32
 _TRAIN_HINT = (
     "train it with `python -m tasks.inference.train_unet --seed 0 --out "
     "tasks/inference/weights/unet_nuclei.pt`, or pass weights=PATH to load_model('unet', ...)"
@@ -126,7 +125,9 @@ class UNetNuclei:
 
     Options: ``weights`` (path to a ``.pt`` written by ``train_unet``; default the shipped
     file), ``device`` ("cpu", "cuda", "cuda:N"; default CUDA when available), ``num_threads``
-    (CPU threads for torch), ``interior_threshold`` / ``foreground_threshold`` (probabilities
+    (CPU threads for torch), ``tile`` (canonical pixels per network pass; default 512 on the
+    CPU, 2048 on a GPU), ``precision`` ("float32", or "bfloat16" autocast on CUDA),
+    ``interior_threshold`` / ``foreground_threshold`` (probabilities
     for seeds and for the object mask), ``min_radius_um`` (smaller objects are dropped),
     ``split_depth_um`` (how deep a neck between two seeds must be to keep them apart).
     """
@@ -139,6 +140,8 @@ class UNetNuclei:
         weights: str | os.PathLike[str] | None = None,
         device: str | None = None,
         num_threads: int | None = None,
+        tile: int | None = None,
+        precision: str = "float32",
         interior_threshold: float = 0.5,
         foreground_threshold: float = 0.5,
         min_radius_um: float = 1.5,
@@ -167,6 +170,10 @@ class UNetNuclei:
         self._torch_device = torch.device(device)
         self.device = str(self._torch_device)
         self.net = net.to(self._torch_device).eval()
+        self.precision = check_precision(precision, self._torch_device)
+        self.tile = int(tile) if tile is not None else default_tile(self._torch_device)
+        if self.tile < 64:
+            raise ConfigurationError(f"tile must be at least 64 pixels, got {self.tile}")
         self.meta = meta
         self.weights_path = str(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
@@ -187,24 +194,41 @@ class UNetNuclei:
         self, image: np.ndarray, *, pixel_size_um: float | None = None
     ) -> np.ndarray:
         """(3, H, W) float32 class probabilities at the input's resolution."""
+        return self.predict_probabilities_batch([image], pixel_size_um=pixel_size_um)[0]
+
+    def predict_probabilities_batch(
+        self, images: list[np.ndarray], *, pixel_size_um: float | None = None
+    ) -> np.ndarray:
+        """(B, 3, H, W) probabilities for same-shape frames, run through the network together."""
         import torch
         import torch.nn.functional as F
 
-        img = check_image(image, self.name)
+        imgs = [check_image(im, self.name) for im in images]
+        if len({im.shape for im in imgs}) != 1:
+            raise ValueError(f"a batch needs frames of one shape, got {[i.shape for i in imgs]}")
         px = check_pixel_size(pixel_size_um, self.name)
-        h, w = img.shape
-        x = torch.from_numpy(normalize_percentiles(img))[None, None]
+        h, w = imgs[0].shape
+        x = torch.from_numpy(np.stack([normalize_percentiles(im) for im in imgs]))[:, None]
+        x = x.to(self._torch_device)
         scale = px / self.canonical_pixel_um
         ch, cw = max(8, round(h * scale)), max(8, round(w * scale))
         if (ch, cw) != (h, w):
             x = F.interpolate(
                 x, size=(ch, cw), mode="bilinear", align_corners=False, antialias=scale < 1
             )
-        logits = self._predict_tiled(x)
+        logits = predict_tiled(
+            self.net,
+            x,
+            out_channels=3,
+            device=self._torch_device,
+            tile=self.tile,
+            multiple=2 ** (len(self.meta["channels"]) - 1),  # one halving per level
+            precision=self.precision,
+        )
         probs = torch.softmax(logits, dim=1)
         if (ch, cw) != (h, w):
             probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
-        return probs[0].numpy()
+        return probs.numpy()
 
     def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
         probs = self.predict_probabilities(image, pixel_size_um=pixel_size_um)
@@ -214,7 +238,17 @@ class UNetNuclei:
     def segment_batch(
         self, images: list[np.ndarray], *, pixel_size_um: float | None = None
     ) -> list[np.ndarray]:
-        return [self.segment(im, pixel_size_um=pixel_size_um) for im in images]
+        """Frames of one shape share network passes; post-processing is per frame."""
+        px = check_pixel_size(pixel_size_um, self.name)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(images):
+            by_shape.setdefault(np.shape(im), []).append(i)
+        out: list[np.ndarray] = [np.empty(0, np.int32)] * len(images)
+        for idx in by_shape.values():
+            probs = self.predict_probabilities_batch([images[i] for i in idx], pixel_size_um=px)
+            for i, p in zip(idx, probs, strict=True):
+                out[i] = self.postprocess(p, px)
+        return out
 
     def postprocess(self, probs: np.ndarray, pixel_size_um: float) -> np.ndarray:
         """Seeds: maxima (depth >= ``split_depth_um``) of the distance map of the interior mask,
@@ -240,26 +274,3 @@ class UNetNuclei:
         small[0] = False
         labels[small[labels]] = 0
         return relabel(labels)
-
-    def _predict_tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a (1, 1, H, W) canonical image, by overlapping tiles when it is large."""
-        import torch
-
-        _, _, h, w = x.shape
-        out = torch.zeros((1, 3, h, w))
-        step = _TILE
-        with torch.inference_mode():
-            for r0 in range(0, h, step):
-                for c0 in range(0, w, step):
-                    ra, rb = max(r0 - _OVERLAP, 0), min(r0 + step + _OVERLAP, h)
-                    ca, cb = max(c0 - _OVERLAP, 0), min(c0 + step + _OVERLAP, w)
-                    tile = x[:, :, ra:rb, ca:cb]
-                    th, tw = tile.shape[-2:]
-                    ph, pw = (-th) % 8, (-tw) % 8
-                    if ph or pw:
-                        mode = "reflect" if th > ph and tw > pw else "replicate"
-                        tile = torch.nn.functional.pad(tile, (0, pw, 0, ph), mode=mode)
-                    y = self.net(tile.to(self._torch_device)).float().cpu()[:, :, :th, :tw]
-                    rr, cc = min(r0 + step, h), min(c0 + step, w)
-                    out[:, :, r0:rr, c0:cc] = y[:, :, r0 - ra : rr - ra, c0 - ca : cc - ca]
-        return out
