@@ -3,8 +3,10 @@
 Four loops with the same work per frame (model, measure the objects, move the stage to the
 brightest one), measured in the same run:
 - raw:       in-process pymmcore-plus frameReady -> model -> core.setXYPosition (the floor)
-- scopeflow: edge agent process -> shared-memory stream -> Ray actor (model + measurements,
-             objects sent back) -> decision -> HTTP command
+- scopeflow: edge agent process -> shared-memory stream -> Ray actor, handed a reference to
+             the frame's slot in the edge's ring (it reads the pixels itself; model +
+             measurements, objects sent back) -> decision -> command over the edge's open
+             command channel
 - naive:     one Prefect task run per frame (pixels as task parameters), command via the client,
              on Prefect's default task runner (threads in the flow's process)
 - naive_ray: the same on prefect-ray's RayTaskRunner: per-frame tasks on Ray workers
@@ -94,6 +96,7 @@ def loop_raw(size: int, n: int, model: ModelChoice, pace_s: float) -> dict:
 def loop_scopeflow(size: int, n: int, model: ModelChoice, directory: Path, pace_s: float) -> dict:
     with EdgeProcess(directory / f"edge-{size}", extra_args=["--camera-size", str(size)]) as edge:
         client = EdgeClient(edge.url, token_file=edge.token_file)
+        commands = client.command_channel()
         backend = make_backend(model.backend_config())
         try:
             backend.submit(warm_up_frame(size), pixel_size_um=0.65).result()  # imports, caches
@@ -115,13 +118,14 @@ def loop_scopeflow(size: int, n: int, model: ModelChoice, directory: Path, pace_
             for frame in client.frames(start, stop=start + n, transport="shm"):
                 received = time.time_ns()
                 h = frame.header
+                pixels = client.shm_ref(frame) or frame.pixels  # the worker reads the ring
                 objects = backend.submit(
-                    frame.pixels, pixel_size_um=h.pixel_size_um, objects=True
+                    pixels, pixel_size_um=h.pixel_size_um, objects=True
                 ).result()
                 inferred = time.time_ns()
                 target = decide(objects, h.stage.x, h.stage.y, h.pixel_size_um)
                 decided = time.time_ns()
-                client.move_stage(*target)
+                commands.move_stage(*target)
                 applied = time.time_ns()
                 rows["transport"].append((received - h.t_ready_ns) / 1e6)
                 rows["inference"].append((inferred - received) / 1e6)
@@ -131,6 +135,7 @@ def loop_scopeflow(size: int, n: int, model: ModelChoice, directory: Path, pace_
                 rows["total"].append((applied - h.t_ready_ns) / 1e6)
         finally:
             backend.close()
+            commands.close()
             client.close()
     total = rows.pop("total")
     added = [t - m for t, m in zip(total, rows["model"], strict=True)]

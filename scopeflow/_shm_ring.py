@@ -9,11 +9,13 @@ more than ``slots`` frames behind) is detected, never returned torn.
 from __future__ import annotations
 
 import struct
+import threading
+from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-__all__ = ["ShmRing"]
+__all__ = ["ShmFrameRef", "ShmRing"]
 
 _STAMP = struct.Struct("<q")
 _SLOT_HEADER = 16
@@ -83,3 +85,46 @@ class ShmRing:
         self._shm.close()
         if self._owner:
             self._shm.unlink()
+
+
+@dataclass(frozen=True)
+class ShmFrameRef:
+    """Where frame ``index`` lies in an edge's ring: a few bytes that a worker process on the
+    same host turns back into the pixels (``load``), instead of the pixels themselves."""
+
+    name: str
+    slots: int
+    slot_bytes: int
+    index: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    def load(self) -> np.ndarray:
+        """A copy of the frame. LookupError when the ring is not on this host or the slot was
+        reused since (the reader fell more than ``slots`` frames behind)."""
+        try:
+            ring = _attached(self.name, self.slots, self.slot_bytes)
+        except FileNotFoundError as exc:
+            raise LookupError(
+                f"shared-memory ring {self.name!r} does not exist on this host: frame references "
+                "work only for workers on the edge's host; submit the pixels instead"
+            ) from exc
+        pixels = ring.read(self.index, self.shape, self.dtype)
+        if pixels is None:
+            raise LookupError(
+                f"frame {self.index} was overwritten in the edge's {self.slots}-slot ring before "
+                "the worker read it; keep fewer frames in flight or submit the pixels"
+            )
+        return pixels
+
+
+_attached_rings: dict[str, ShmRing] = {}
+_attach_lock = threading.Lock()
+
+
+def _attached(name: str, slots: int, slot_bytes: int) -> ShmRing:
+    with _attach_lock:
+        ring = _attached_rings.get(name)
+        if ring is None:
+            ring = _attached_rings[name] = ShmRing.attach(name, slots, slot_bytes)
+        return ring

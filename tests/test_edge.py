@@ -440,3 +440,86 @@ def test_the_edge_stops_cleanly_and_its_journal_reopens(tmp_path) -> None:
     journal = FrameJournal.open(edge.journal)
     assert len(journal) == state.frames_journaled == 12
     assert journal.read_meta(11)["meta"]["channel"] == "DAPI"
+
+
+# command channel (direct commands over one open connection to the stream port) ------------
+
+
+def test_the_command_channel_moves_the_stage_with_http_semantics(client: EdgeClient) -> None:
+    with client.command_channel() as channel:
+        ack = channel.move_stage(CENTRE[0] + 25.0, CENTRE[1] - 5.0, command_id="chan-move-1")
+        assert (ack.command_id, ack.repeat, ack.detail) == ("chan-move-1", False, "stage moved")
+        stage = client.state().stage
+        assert (stage.x, stage.y) == (CENTRE[0] + 25.0, CENTRE[1] - 5.0)
+        # the same id has its effect once, whichever path it came by
+        again = client.move_stage(CENTRE[0] + 25.0, CENTRE[1] - 5.0, command_id="chan-move-1")
+        assert again.repeat
+        with pytest.raises(EdgeRejected) as info:
+            channel.move_stage(CENTRE[0], CENTRE[1], command_id="chan-move-1")
+        assert info.value.status_code == 409
+        channel.move_stage(*CENTRE)
+        assert client.state().stage.x == CENTRE[0]  # still usable after a refusal
+
+
+def test_the_command_channel_refuses_moves_outside_the_envelope(client: EdgeClient) -> None:
+    before = client.state()
+    with client.command_channel() as channel, pytest.raises(EdgeRejected) as info:
+        channel.move_stage(1e9, CENTRE[1])
+    assert info.value.status_code == 422
+    assert info.value.detail["error"] == "envelope_violation"
+    assert info.value.detail["limit"]
+    _unchanged(before, client.state())
+
+
+def test_a_malformed_command_line_gets_the_reason_and_the_channel_stays_open(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    before = client.state()
+    with socket.create_connection(("127.0.0.1", edge.stream_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(json.dumps({"token": _token(edge), "commands": True}).encode() + b"\n")
+        assert json.loads(reader.readline())["ok"] is True
+        for bad in (b"{not json\n", b'{"command_id": "c-1", "command": {"type": "fly"}}\n'):
+            sock.sendall(bad)
+            answer = json.loads(reader.readline())
+            assert answer["ok"] is False and answer["status"] == 422
+            assert answer["detail"]["error"] == "invalid_command"
+            assert "command_id" in answer["detail"]["message"]  # says what to send
+        good = {"command_id": "c-ok-1", "command": {"type": "set_channel", "channel": "BF"}}
+        sock.sendall(json.dumps(good).encode() + b"\n")
+        assert json.loads(reader.readline())["ok"] is True
+    after = client.state()
+    assert after.stage == before.stage and after.channel == "BF"
+
+
+def test_the_command_channel_needs_the_token(edge: EdgeProcess) -> None:
+    with (
+        EdgeClient(edge.url, token="wrong-token") as stranger,
+        pytest.raises(EdgeUnauthorized, match="token"),
+    ):
+        stranger._stream_port = edge.stream_port  # /v1/info itself needs the token
+        stranger.command_channel().move_stage(*CENTRE)
+
+
+def test_the_command_channel_reconnects_after_a_dropped_connection(client: EdgeClient) -> None:
+    with client.command_channel() as channel:
+        channel.move_stage(*CENTRE)
+        first = channel._sock
+        assert first is not None
+        first.shutdown(socket.SHUT_RDWR)  # the link drops between two commands
+        ack = channel.move_stage(CENTRE[0] + 3.0, CENTRE[1], command_id="after-drop-1")
+        assert not ack.repeat and channel._sock is not first
+        assert client.state().stage.x == CENTRE[0] + 3.0
+
+
+def test_frames_from_the_ring_can_be_handed_on_by_reference(client: EdgeClient) -> None:
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 2)
+    shm = list(client.frames(start, stop=start + 2, transport="shm"))
+    refs = [client.shm_ref(f) for f in shm]
+    assert all(r is not None for r in refs)
+    for ref, frame in zip(refs, shm, strict=True):
+        assert ref is not None and ref.index == frame.index
+        np.testing.assert_array_equal(ref.load(), frame.pixels)  # as a worker would read it
+    tcp = next(iter(client.frames(start, stop=start + 1, transport="tcp")))
+    assert client.shm_ref(tcp) is None  # pixels came inline: nothing to refer to

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from scopeflow._errors import ConfigurationError
+from scopeflow._shm_ring import ShmFrameRef, ShmRing
 from tasks.inference import ObjectTable, measure_objects
 from tasks.inference._backends import (
     BackendConfig,
@@ -158,6 +159,34 @@ class TestBackend:
         want = reference([frame])[0]
         for future in [backend.submit(ref) for _ in range(3)]:
             np.testing.assert_array_equal(future.result(timeout=60), want)
+
+    def test_shared_memory_frame_refs_are_read_on_the_worker(
+        self, backend: InferenceBackend
+    ) -> None:
+        """A ``ShmFrameRef`` (a few bytes) instead of the pixels: the worker, on this host,
+        reads the frame from the ring itself; a slot reused before it reads is an error naming
+        the frame, never another frame's labels."""
+        frames = make_frames(2, seed=11)
+        ring = ShmRing.create(slots=2, slot_bytes=frames[0].nbytes)
+        try:
+            refs = []
+            for index, frame in enumerate(frames):
+                ring.write(index, frame)
+                refs.append(
+                    ShmFrameRef(ring.name, 2, ring.slot_bytes, index, frame.shape, frame.dtype.str)
+                )
+            for got, want in zip(
+                [backend.submit(r).result(timeout=60) for r in refs], reference(frames), strict=True
+            ):
+                np.testing.assert_array_equal(got, want)
+            ring.write(2, frames[1])  # frame 2 reuses frame 0's slot
+            with pytest.raises(InferenceError, match="frame 0 was overwritten"):
+                backend.submit(refs[0], frame_index=7).result(timeout=60)
+            gone = ShmFrameRef("psm_no_such_ring", 2, 64, 0, (4, 4), "<u2")
+            with pytest.raises(InferenceError, match="only for workers on the edge's host"):
+                backend.submit(gone).result(timeout=60)
+        finally:
+            ring.close()
 
     def test_batch_segment_preserves_order(self, backend: InferenceBackend) -> None:
         frames = make_frames(11, seed=5)

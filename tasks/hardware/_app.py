@@ -17,12 +17,12 @@ from scopeflow._protocol import (
     CommandAck,
     CommandRequest,
     EdgeState,
-    Refusal,
     SubmitEvents,
     SubmitSequence,
 )
 
 from ._agent import EdgeAgent
+from ._command_channel import refusal_for
 
 __all__ = ["create_app"]
 
@@ -57,22 +57,14 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    @app.exception_handler(EnvelopeViolation)
-    async def _envelope(request: Request, exc: EnvelopeViolation) -> JSONResponse:
-        refusal = Refusal(
-            error="envelope_violation", message=str(exc), limit=exc.limit, value=exc.value
-        )
-        return JSONResponse({"detail": refusal.model_dump()}, status_code=422)
+    async def _refused(request: Request, exc: Exception) -> JSONResponse:
+        known = refusal_for(exc)
+        assert known is not None  # registered only for the errors refusal_for knows
+        status, refusal = known
+        return JSONResponse({"detail": refusal.model_dump()}, status_code=status)
 
-    @app.exception_handler(CommandConflict)
-    async def _conflict(request: Request, exc: CommandConflict) -> JSONResponse:
-        refusal = Refusal(error="conflict", message=str(exc))
-        return JSONResponse({"detail": refusal.model_dump()}, status_code=409)
-
-    @app.exception_handler(HardwareError)
-    async def _hardware(request: Request, exc: HardwareError) -> JSONResponse:
-        refusal = Refusal(error="hardware_error", message=str(exc))
-        return JSONResponse({"detail": refusal.model_dump()}, status_code=503)
+    for refused in (EnvelopeViolation, CommandConflict, HardwareError):
+        app.add_exception_handler(refused, _refused)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

@@ -29,16 +29,11 @@ from scopeflow._protocol import (
     DirectCommand,
     EdgeState,
     FrameHeader,
-    MoveStage,
-    Pause,
-    Resume,
-    SetChannel,
-    SetExposure,
-    SetIllumination,
-    SetObjective,
-    Stop,
 )
-from scopeflow._shm_ring import ShmRing
+from scopeflow._shm_ring import ShmFrameRef, ShmRing
+
+from ._command_channel import CommandChannel
+from ._direct_commands import DirectCommands
 
 __all__ = ["AsyncEdgeClient", "EdgeClient", "Transport", "new_command_id"]
 
@@ -100,7 +95,7 @@ def _sequence_body(sequence: useq.MDASequence | dict[str, Any], command_id: str)
     return {"command_id": command_id, "sequence": seq}
 
 
-class EdgeClient(Closeable):
+class EdgeClient(DirectCommands, Closeable):
     """Blocking client. ``with EdgeClient(url, token_file=...) as edge: edge.state()``."""
 
     def __init__(
@@ -174,32 +169,6 @@ class EdgeClient(Closeable):
         }
         return CommandAck.model_validate(self._request("POST", "/v1/commands", json=body).json())
 
-    def move_stage(
-        self, x: float | None = None, y: float | None = None, z: float | None = None
-    ) -> CommandAck:
-        return self.command(MoveStage(x=x, y=y, z=z))
-
-    def set_channel(self, channel: str) -> CommandAck:
-        return self.command(SetChannel(channel=channel))
-
-    def set_exposure(self, exposure_ms: float) -> CommandAck:
-        return self.command(SetExposure(exposure_ms=exposure_ms))
-
-    def set_illumination(self, intensity: float) -> CommandAck:
-        return self.command(SetIllumination(intensity=intensity))
-
-    def set_objective(self, objective: str) -> CommandAck:
-        return self.command(SetObjective(objective=objective))
-
-    def pause(self) -> CommandAck:
-        return self.command(Pause())
-
-    def resume(self) -> CommandAck:
-        return self.command(Resume())
-
-    def stop(self) -> CommandAck:
-        return self.command(Stop())
-
     def truth(
         self, region: tuple[float, float, float, float] | None = None, t_s: float | None = None
     ) -> dict[str, Any]:
@@ -230,6 +199,23 @@ class EdgeClient(Closeable):
                     f"{state.frames_journaled}/{state.frames_acquired} frames journaled)"
                 )
             time.sleep(poll_s)
+
+    def command_channel(self, *, timeout: float = 30.0) -> CommandChannel:
+        """Direct commands over one open connection to the stream port (no HTTP per command):
+        the path for loops that command the stage every frame. Close it when done."""
+        host = urlsplit(self.url).hostname or "127.0.0.1"
+        return CommandChannel(host, self._stream_tcp_port(), self._token, timeout=timeout)
+
+    def _stream_tcp_port(self) -> int:
+        if self._stream_port is None:
+            port = self.info()["stream"]["tcp_port"]
+            if port is None:
+                raise EdgeClientError(
+                    "this edge agent offers no TCP stream port; use transport='websocket' for "
+                    "frames and the HTTP commands"
+                )
+            self._stream_port = int(port)
+        return self._stream_port
 
     def frame(self, index: int) -> Frame:
         """One frame by index over HTTP (from memory or the journal)."""
@@ -288,6 +274,16 @@ class EdgeClient(Closeable):
         else:
             yield from self._tcp_stream(start, verify, shm=transport == "shm")
 
+    def shm_ref(self, frame: Frame) -> ShmFrameRef | None:
+        """A reference to ``frame`` in the edge's shared-memory ring (for a worker on this host to
+        read it: a few bytes to send instead of the pixels), or None when the frame did not
+        come through the ring or its slot has been reused."""
+        ring = self._ring
+        if ring is None or frame.header.shm_slot is None or not ring.holds(frame.index):
+            return None
+        h = frame.header
+        return ShmFrameRef(ring.name, ring.slots, ring.slot_bytes, h.index, tuple(h.shape), h.dtype)
+
     def _pixels_from_ring(self, header: FrameHeader) -> np.ndarray:
         assert self._ring is not None
         pixels = self._ring.read(header.index, header.shape, header.dtype)
@@ -296,15 +292,9 @@ class EdgeClient(Closeable):
         return pixels
 
     def _tcp_stream(self, start: int, verify: bool, shm: bool = False) -> Iterator[Frame]:
-        if self._stream_port is None:
-            port = self.info()["stream"]["tcp_port"]
-            if port is None:
-                raise EdgeClientError(
-                    "this edge agent offers no TCP stream; use transport='websocket'"
-                )
-            self._stream_port = int(port)
+        port = self._stream_tcp_port()
         host = urlsplit(self.url).hostname or "127.0.0.1"
-        with socket.create_connection((host, self._stream_port), timeout=10) as sock:
+        with socket.create_connection((host, port), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hello = {"token": self._token, "from": start, "shm": shm}
             sock.sendall(json.dumps(hello).encode() + b"\n")

@@ -100,7 +100,12 @@ def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> Non
     listener = socket.create_server((settings.host, settings.port))
     agent = EdgeAgent(core, settings, envelope, simulated=truth is not None, truth=truth)
     stream = FrameStreamServer(
-        agent.hub, token, settings.host, settings.stream_port, ring=agent.ring
+        agent.hub,
+        token,
+        settings.host,
+        settings.stream_port,
+        ring=agent.ring,
+        commands=agent.command,
     )
     app = create_app(agent, token, stream_port=stream.port)
     agent.start()

@@ -154,7 +154,9 @@ class InferenceBackend(Protocol):
         frame_index: int | None = None,
         objects: bool = False,
     ) -> InferenceFuture:
-        """Segment one frame (an array, or a ref from ``put``) asynchronously.
+        """Segment one frame asynchronously: an array, a ref from ``put``, or a shared-memory
+        reference from ``EdgeClient.shm_ref`` (workers on the edge's host read the pixels from
+        the edge's ring themselves; a few bytes travel instead of the frame).
 
         ``objects=True``: the worker measures the objects and sends back their ObjectTable
         (a few numbers per object, with the model's own time) instead of the label image.
@@ -353,6 +355,7 @@ class LoadedModel:
 
         from ._measure import measure_objects
 
+        frames = [self._resolve(f, first_index, i) for i, f in enumerate(frames)]
         started = time.perf_counter()
         labels = self._segment(frames, pixel_size_um, first_index)
         model_ms = (time.perf_counter() - started) * 1e3 / max(1, len(frames))
@@ -362,6 +365,19 @@ class LoadedModel:
             measure_objects(lab, np.asarray(frame), model_ms=model_ms)
             for frame, lab in zip(frames, labels, strict=True)
         ]
+
+    def _resolve(self, frame: Any, first_index: int | None, position: int) -> Any:
+        """Pixels for a shared-memory frame reference (read here, on the worker); else as is."""
+        load = getattr(frame, "load", None)
+        if not callable(load):
+            return frame
+        try:
+            return load()
+        except LookupError as exc:
+            index = None if first_index is None else first_index + position
+            raise InferenceError(
+                f"frame {index}: {exc} ({self._where()})", model=self.spec, frame_index=index
+            ) from None
 
     def _segment(
         self, frames: Sequence[Any], pixel_size_um: float | None, first_index: int | None
