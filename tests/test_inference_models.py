@@ -188,7 +188,8 @@ def test_real_fluorescence_nuclei():
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     s = instance_scores(truth, _model("unet").segment(image, pixel_size_um=0.5))
-    # measured 0.795 (classical 0.707); the goal is 0.80: this guards against regressions
+    # measured 0.787 (classical 0.707; earlier CPU-trained U-Net 0.795); the goal is 0.80: this
+    # guards against regressions
     assert s.f1 >= 0.75, s.as_dict()
 
 

@@ -100,7 +100,7 @@ def test_care_denoises_held_out_low_snr_sim_pair(
     noisy, ref = held_out_sim
     out = care.restore(noisy.astype(np.uint16))
     assert out.dtype == np.float32 and out.shape == noisy.shape
-    # measured: noisy 27.3 dB, best hindsight blur 37.5 dB, CARE 40.5 dB (SSIM 0.41 -> 0.98)
+    # measured: noisy 27.3 dB, best hindsight blur 37.5 dB, CARE 41.5 dB (SSIM 0.41 -> 0.99)
     assert psnr(ref, out) > psnr(ref, noisy) + 12.0
     assert ssim(ref, out) > ssim(ref, noisy) + 0.5
     blur = best_gaussian_blur(ref, noisy)
@@ -114,11 +114,11 @@ def test_real_confocal_pair_against_best_blur(care: RestorationModel) -> None:
     assert 31.4 < blur.psnr < 31.8  # the baseline itself (sigma ~1.23 px)
     care_db = psnr(clean, care.restore(noisy))
     n2v_db = psnr(clean, load_restoration_model("n2v", device="cpu").restore(noisy))
-    # Goal (issue 4): best blur + 1.5 dB. NOT reached: measured CARE 32.4 dB (+0.80 vs blur;
-    # +0.92 with ensemble=8, README "Restoration"), N2V 31.8 dB (+0.21), both > 9 dB over the
+    # Goal (issue 4): best blur + 1.5 dB. NOT reached: measured CARE 32.6 dB (+1.00 vs blur;
+    # +1.12 with ensemble=8, README "Restoration"), N2V 31.8 dB (+0.21), both > 9 dB over the
     # noisy 22.6 dB. Assert what is achieved so a regression fails.
     assert care_db > psnr(clean, noisy) + 9.5
-    assert care_db > blur.psnr + 0.65, (care_db, blur.psnr)
+    assert care_db > blur.psnr + 0.9, (care_db, blur.psnr)
     assert n2v_db > blur.psnr + 0.1, (n2v_db, blur.psnr)
     assert care_db < blur.psnr + REAL_GOAL_DB  # flips when the goal is met: update the docs
 

@@ -5,7 +5,7 @@
 # (../shared/data/denoise_pairs/fmd_confocal_fish/noisy_Confocal_FISH_3.png; its clean twin is
 # never read). Batches are drawn by DataLoader worker processes (--loader-workers), so the
 # weights are reproducible for the same worker count, device and torch build.
-# Which candidate ships is decided on held-out SIMULATED data only
+# Which candidate ships is decided on held-out SIMULATED data (and CPU cost), never on real images
 # (benchmarks/segmentation_accuracy.py sim_varied, benchmarks/restoration_accuracy.py simulated).
 set -u
 out=${1:?OUT_DIR}
