@@ -3,12 +3,16 @@ batches from worker processes, and the same models on CUDA when a GPU is present
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from scopeflow._errors import ConfigurationError
 from tasks.inference import load_model, load_restoration_model
-from tasks.inference._batches import training_batches
 from tasks.inference._tiling import predict_tiled
 from tasks.inference._training_data import simulated_frame
 
@@ -56,16 +60,34 @@ def test_precision_and_tile_options_are_checked() -> None:
     assert load_model("unet", device="cpu").tile == 512
 
 
-def _draw(rng: np.random.Generator) -> tuple[np.ndarray]:
+_WORKER_BATCHES = """
+import json, sys
+import numpy as np
+from tasks.inference._batches import training_batches
+
+def draw(rng):
     return (rng.integers(0, 1000, 3),)
+
+out = [[np.asarray(b[0]).tolist() for b in training_batches(draw, [5, 31], n, workers=w)]
+       for n, w in ((6, 0), (7, 2), (7, 2))]
+json.dump(out, sys.stdout)
+"""
 
 
 def test_training_batches_in_process_and_from_workers() -> None:
-    inline = [b[0].tolist() for b in training_batches(_draw, [5, 31], 6)]
+    # worker processes are forked: run it as the trainers run, in a fresh process of its own
+    # (forking this test process, with its servers' threads, is not what the trainers do)
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER_BATCHES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    inline, first, again = json.loads(done.stdout)
     rng = np.random.default_rng([5, 31])
     assert inline == [rng.integers(0, 1000, 3).tolist() for _ in range(6)]
-    first = [np.asarray(b[0]).tolist() for b in training_batches(_draw, [5, 31], 7, workers=2)]
-    again = [np.asarray(b[0]).tolist() for b in training_batches(_draw, [5, 31], 7, workers=2)]
     assert len(first) == 7 and first == again  # reproducible for the same worker count
     w0, w1 = np.random.default_rng([5, 31, 0]), np.random.default_rng([5, 31, 1])
     expected = [(w0 if i % 2 == 0 else w1).integers(0, 1000, 3).tolist() for i in range(7)]

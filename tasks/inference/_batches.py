@@ -4,7 +4,9 @@ In-process (``workers=0``) one generator seeded with ``seed_key`` draws every ba
 is reproducible on any machine. With ``workers=N`` each worker process draws its share from
 its own generator (``seed_key`` + worker id) and batches arrive in a fixed round-robin order:
 reproducible for the same N, and N times the sampling throughput, which is what keeps a GPU
-busy when batches are rendered on the CPU.
+busy when batches are rendered on the CPU. Workers are forked (the sources are inherited, not
+pickled): use them from a training process of its own, as the trainers' command lines do, not
+from a process running servers or cluster clients in other threads.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def training_batches(
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4,
-        multiprocessing_context="fork",  # the sources are inherited, not pickled
+        multiprocessing_context="fork",
         collate_fn=lambda batch: batch,
     )
     yield from loader
