@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 from _machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,41 +33,16 @@ sys.path.insert(0, str(REPO))
 
 from scopeflow._settings import LocalComputeProfile  # noqa: E402
 from tasks.compute import group_items, open_runner  # noqa: E402
+from tests.batch_test_models import TILE_SEEDS, run_model_on  # noqa: E402
 
 TRIVIAL = "tests.inference_test_models:ZerosModel"
-
-
-def run_model_on(spec: str, size: int, seeds: list[int]) -> list[int]:
-    """Worker side: the model (cached per process) on one generated tile per seed."""
-    from tasks.inference import load_model
-
-    model = _cache.get(spec) or _cache.setdefault(spec, load_model(spec))
-    out = []
-    for seed in seeds:
-        tile = _tile(size, seed)
-        out.append(int(model.segment(tile, pixel_size_um=0.65).max()))
-    return out
-
-
-_cache: dict[str, object] = {}
-_tiles: dict[tuple[int, int], np.ndarray] = {}
-
-
-def _tile(size: int, seed: int) -> np.ndarray:
-    key = (size, seed % 8)
-    if key not in _tiles:
-        from tests.batch_test_models import blob_image
-
-        rng = np.random.default_rng(key[1])
-        centres = [tuple(c) for c in rng.uniform(10, size - 10, (max(1, size * size // 4000), 2))]
-        _tiles[key] = blob_image((size, size), centres, radius=7, seed=key[1])
-    return _tiles[key]
 
 
 def orchestrated(engine: str, workers: int, spec: str, size: int, n: int, grouped: bool) -> float:
     with open_runner(LocalComputeProfile(engine=engine, workers=workers)) as runner:
         fn = partial(run_model_on, spec, size)
-        runner.map(fn, group_items(list(range(workers * 2)), workers))  # warm: load the model
+        # warm every worker: model loaded, the 8 synthetic tiles made (not part of the timing)
+        runner.run_on_workers(partial(fn, list(range(len(TILE_SEEDS)))))
         items = list(range(n))
         groups = group_items(items, workers) if grouped else [[i] for i in items]
         started = time.perf_counter()
@@ -79,7 +53,7 @@ def orchestrated(engine: str, workers: int, spec: str, size: int, n: int, groupe
 
 
 def baseline(spec: str, size: int, n: int) -> float:
-    run_model_on(spec, size, [0, 1])
+    run_model_on(spec, size, list(range(len(TILE_SEEDS))))
     started = time.perf_counter()
     run_model_on(spec, size, list(range(n)))
     return time.perf_counter() - started
