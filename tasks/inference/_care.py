@@ -18,7 +18,7 @@ import numpy as np
 from scopeflow._errors import ConfigurationError
 
 from ._classical import check_image
-from ._tiling import OVERLAP, check_precision, default_tile, predict_tiled
+from ._tiling import OVERLAP, check_precision, default_tile, map_same_shape, predict_tiled
 from ._unet import build_unet
 
 if TYPE_CHECKING:
@@ -182,14 +182,7 @@ class CareDenoiser:
         self, images: list[np.ndarray], *, pixel_size_um: float | None = None
     ) -> list[np.ndarray]:
         """Frames of one shape go through the network together."""
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, im in enumerate(images):
-            by_shape.setdefault(np.shape(im), []).append(i)
-        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(images)
-        for idx in by_shape.values():
-            for i, y in zip(idx, self._restore_same_shape([images[i] for i in idx]), strict=True):
-                out[i] = y
-        return out
+        return map_same_shape(images, self._restore_same_shape)
 
     def _restore_same_shape(self, images: list[np.ndarray]) -> list[np.ndarray]:
         import torch

@@ -7,14 +7,18 @@ frames goes through the network together.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import numpy as np
 
 from scopeflow._errors import ConfigurationError
 
 if TYPE_CHECKING:
     import torch
 
+T = TypeVar("T")
 Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 CPU_TILE = 512
@@ -78,3 +82,17 @@ def predict_tiled(
                 rr, cc = min(r0 + tile, h), min(c0 + tile, w)
                 out[:, :, r0:rr, c0:cc] = y[:, :, r0 - ra : rr - ra, c0 - ca : cc - ca]
     return out.cpu()
+
+
+def map_same_shape(
+    images: Sequence[np.ndarray], run: Callable[[list[np.ndarray]], Sequence[T]]
+) -> list[T]:
+    """``run`` once per group of same-shape images (a batch); results in the images' order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(np.shape(image), []).append(i)
+    out: list[T | None] = [None] * len(images)
+    for idx in groups.values():
+        for i, result in zip(idx, run([images[i] for i in idx]), strict=True):
+            out[i] = result
+    return out  # type: ignore[return-value]

@@ -18,7 +18,7 @@ import numpy as np
 from scopeflow._errors import ConfigurationError
 
 from ._classical import check_image, check_pixel_size, relabel
-from ._tiling import check_precision, default_tile, predict_tiled
+from ._tiling import check_precision, default_tile, map_same_shape, predict_tiled
 
 if TYPE_CHECKING:
     import torch
@@ -240,15 +240,12 @@ class UNetNuclei:
     ) -> list[np.ndarray]:
         """Frames of one shape share network passes; post-processing is per frame."""
         px = check_pixel_size(pixel_size_um, self.name)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, im in enumerate(images):
-            by_shape.setdefault(np.shape(im), []).append(i)
-        out: list[np.ndarray] = [np.empty(0, np.int32)] * len(images)
-        for idx in by_shape.values():
-            probs = self.predict_probabilities_batch([images[i] for i in idx], pixel_size_um=px)
-            for i, p in zip(idx, probs, strict=True):
-                out[i] = self.postprocess(p, px)
-        return out
+
+        def segment_group(group: list[np.ndarray]) -> list[np.ndarray]:
+            probs = self.predict_probabilities_batch(group, pixel_size_um=px)
+            return [self.postprocess(p, px) for p in probs]
+
+        return map_same_shape(images, segment_group)
 
     def postprocess(self, probs: np.ndarray, pixel_size_um: float) -> np.ndarray:
         """Seeds: maxima (depth >= ``split_depth_um``) of the distance map of the interior mask,

@@ -59,6 +59,7 @@ from ._restoration_data import (
     synthetic_clean,
     tissue_clean,
 )
+from ._train_options import add_runtime_options
 from .train_unet import save
 
 __all__ = ["RestorationTrainConfig", "main", "save", "train"]
@@ -273,7 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic", type=int, default=d.n_synthetic)
     p.add_argument("--image", action="append", default=[], help="n2v: a noisy image to train on")
     p.add_argument("--init", help="start from these weights (fine-tune)")
-    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--sim-fraction", type=float, default=d.sim_fraction)
     p.add_argument("--tissue-fraction", type=float, default=d.tissue_fraction)
     p.add_argument(
@@ -281,12 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="centre the confocal noise slope range (x0.5..x2) on this noisy image's estimate",
     )
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument(
-        "--loader-workers", type=int, default=0, help="processes drawing batches (GPU runs)"
-    )
+    add_runtime_options(p, threads=d.threads, batch=d.batch, lr=d.lr, device=d.device)
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--channels", type=int, nargs="+", default=list(d.channels), help="U-Net widths")
     a = p.parse_args(argv)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._batches import training_batches
+from ._train_options import add_runtime_options
 from ._training_data import random_settings, render_frame
 from ._unet import (
     CANONICAL_PIXEL_UM,
@@ -259,13 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="where to write the .pt file")
     p.add_argument("--iterations", type=int, default=TrainConfig.iterations)
     p.add_argument("--frames", type=int, default=TrainConfig.n_frames)
-    p.add_argument("--threads", type=int, default=TrainConfig.threads)
-    p.add_argument("--batch", type=int, default=TrainConfig.batch)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--device", default=TrainConfig.device, help="cpu, cuda or cuda:N")
-    p.add_argument(
-        "--loader-workers", type=int, default=0, help="processes drawing batches (GPU runs)"
-    )
+    d = TrainConfig
+    add_runtime_options(p, threads=d.threads, batch=d.batch, lr=d.lr, device=d.device)
     a = p.parse_args(argv)
     cfg = TrainConfig(
         seed=a.seed,
