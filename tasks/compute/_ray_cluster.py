@@ -28,6 +28,15 @@ from ._runner import GroupFailure, MapOutcome
 __all__ = ["RayRunner"]
 
 IN_FLIGHT_PER_ACTOR = 2
+_ADDRESS_HINT = (
+    "check the address (KubeRay: the head service, port 10001 for ray://), or use the "
+    "'local-ray' profile"
+)
+_TOKEN_HINT = (
+    "a cluster with token authentication (RAY_AUTH_MODE=token on its nodes) also needs "
+    "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH in this "
+    "process's environment"
+)
 
 
 class _Worker:
@@ -67,14 +76,17 @@ class RayRunner(Closeable):
             return  # a session someone else started: use it, never shut it down
         profile = self.profile
         if isinstance(profile, RayComputeProfile):
+            failed = f"cannot connect to the Ray cluster at {profile.address!r}"
             try:
                 _check_reachable(profile)
+            except (OSError, ValueError) as exc:  # nothing listens there, or no address
+                raise ComputeUnavailable(f"{failed}: {exc}; {_ADDRESS_HINT}") from exc
+            try:
                 ray.init(address=profile.address, log_to_driver=False, logging_level="WARNING")
-            except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+            except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
+                # something listens there but Ray refused: a wrong port, or a missing token
                 raise ComputeUnavailable(
-                    f"cannot connect to the Ray cluster at {profile.address!r}: {exc}; check the "
-                    "address (KubeRay: the head service, port 10001 for ray://), or use the "
-                    "'local-ray' profile"
+                    f"{failed}: {exc}; {_ADDRESS_HINT}; {_TOKEN_HINT}"
                 ) from exc
             return
         start_local_ray(max(os.cpu_count() or 1, math.ceil(cpus_needed)))
