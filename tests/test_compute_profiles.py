@@ -107,3 +107,22 @@ def test_groups_are_balanced_and_bounded() -> None:
     assert len(groups) >= 8 and max(len(g) for g in groups) <= 16
     assert group_items([], workers=2) == []
     assert [len(g) for g in group_items(list(range(3)), workers=2)] == [1, 1, 1]
+
+
+def test_a_ray_profile_never_runs_on_another_connected_cluster(monkeypatch) -> None:
+    from tasks.compute import _ray_cluster
+
+    with open_runner(LocalComputeProfile(engine="ray", workers=1)) as local:
+        gcs = local.describe()["address"]
+        other = RayComputeProfile(address="127.0.0.1:9", connect_timeout_s=2)
+        with pytest.raises(ComputeUnavailable, match="already connected to the cluster at"):
+            open_runner(other)
+        # the same cluster by its GCS address: the open session is used, and a profile asking
+        # for more actors than it has CPUs for says so instead of waiting for ever
+        monkeypatch.setattr(_ray_cluster, "ACTOR_START_TIMEOUT_S", 3.0)
+        crowded = RayComputeProfile(address=gcs, workers=3, cpus_per_worker=1.0)
+        with pytest.raises(ComputeUnavailable, match=r"did not all start within 3 s.*lower"):
+            open_runner(crowded)
+        monkeypatch.undo()
+        with open_runner(RayComputeProfile(address=gcs, workers=1)) as same:
+            assert same.run_on_workers(lambda: 41 + 1) == [42]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from scopeflow._closing import Closeable
 from scopeflow._errors import ComputeUnavailable, ConfigurationError
@@ -28,6 +28,7 @@ from ._runner import GroupFailure, MapOutcome
 __all__ = ["RayRunner"]
 
 IN_FLIGHT_PER_ACTOR = 2
+ACTOR_START_TIMEOUT_S = 120.0
 _ADDRESS_HINT = (
     "check the address (KubeRay: the head service, port 10001 for ray://), or use the "
     "'local-ray' profile"
@@ -66,15 +67,17 @@ class RayRunner(Closeable):
             self._check_resources()
             self._actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(_Worker)
             self._actors = [self._actor_class.remote() for _ in range(workers)]
-            ray.get([a.run.remote(os.getpid) for a in self._actors], timeout=120)
+            self._wait_for_actors()
         except BaseException:
             self.close()
             raise
 
     def _connect(self, cpus_needed: float) -> None:
-        if ray.is_initialized():
-            return  # a session someone else started: use it, never shut it down
         profile = self.profile
+        if ray.is_initialized():  # a session someone else started: use it, never shut it down
+            if isinstance(profile, RayComputeProfile):
+                _check_same_cluster(profile)
+            return
         if isinstance(profile, RayComputeProfile):
             failed = f"cannot connect to the Ray cluster at {profile.address!r}"
             try:
@@ -91,6 +94,19 @@ class RayRunner(Closeable):
             return
         start_local_ray(max(os.cpu_count() or 1, math.ceil(cpus_needed)))
         self.started_ray = True
+
+    def _wait_for_actors(self) -> None:
+        """Every actor placed and started, or a clear error (a cluster too small or too busy)."""
+        try:
+            ray.get([a.run.remote(os.getpid) for a in self._actors], timeout=ACTOR_START_TIMEOUT_S)
+        except GetTimeoutError as exc:
+            raise ComputeUnavailable(
+                f"{len(self._actors)} Ray workers asking for CPU={self._cpus:g}, "
+                f"GPU={self._gpus:g} each did not all start within {ACTOR_START_TIMEOUT_S:g} s; "
+                f"the cluster has {_resources(ray.cluster_resources())}, free now "
+                f"{_resources(ray.available_resources())}; lower `workers` in the compute "
+                "profile, wait for other jobs to finish, or add nodes"
+            ) from exc
 
     def _check_resources(self) -> None:
         total = ray.cluster_resources()
@@ -176,6 +192,45 @@ class RayRunner(Closeable):
             "num_cpus": self._cpus,
             "num_gpus": self._gpus,
         }
+
+
+def _resources(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k}={resources.get(k, 0.0):g}" for k in ("CPU", "GPU"))
+
+
+def _check_same_cluster(profile: RayComputeProfile) -> None:
+    """Refuse to run a `ray` profile's work on another cluster this process is connected to."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = profile.address
+    if address == "auto":
+        return
+    client = ray.util.client.ray.is_connected()
+    if address.startswith("ray://"):
+        if client:
+            return
+        current = f"the cluster at {ray.get_runtime_context().gcs_address}"
+    else:
+        if client:
+            current = "a cluster through the Ray client (ray://)"
+        else:
+            gcs = ray.get_runtime_context().gcs_address
+
+            def endpoint(addr: str) -> tuple[str, int | None]:
+                parts = urlsplit(f"tcp://{addr}")
+                return socket.gethostbyname(parts.hostname or "127.0.0.1"), parts.port or 6379
+
+            try:
+                if endpoint(address) == endpoint(gcs):
+                    return
+            except OSError:
+                pass
+            current = f"the cluster at {gcs}"
+    raise ComputeUnavailable(
+        f"cannot connect to the Ray cluster at {address!r}: this process is already connected "
+        f"to {current}; run the flow in a fresh process (or call ray.shutdown() first)"
+    )
 
 
 def _check_reachable(profile: RayComputeProfile) -> None:
