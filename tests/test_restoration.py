@@ -222,6 +222,39 @@ def test_training_is_reproducible(mode: str) -> None:
     )
 
 
+def test_care_trains_on_a_users_own_pairs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import tifffile
+
+    from tasks.inference._care import percentile_range
+    from tasks.inference.train_restoration import RestorationTrainConfig, make_sampler, train
+
+    rng = np.random.default_rng(8)
+    noisy = (3.0 + rng.poisson(20.0 * tissue_clean(rng, 80))).astype(np.float32)
+    tifffile.imwrite(tmp_path / "low.tif", noisy)
+    tifffile.imwrite(tmp_path / "high.tif", 2.0 * noisy)  # an exact relation, to check crops
+    pair = (str(tmp_path / "low.tif"), str(tmp_path / "high.tif"))
+    cfg = RestorationTrainConfig(
+        pairs=(pair,), crop=32, batch=2, iterations=3, threads=1, channels=(8, 16)
+    )
+    lo, scale = percentile_range(noisy)
+    draw = make_sampler(cfg, log=False)
+    for _ in range(5):  # input and target crops come from the same window and symmetry
+        x, y = draw(rng)
+        assert x.shape == (32, 32) and y is not None
+        np.testing.assert_allclose(y, 2.0 * x + lo / scale, rtol=1e-5, atol=1e-5)
+    _, meta = train(cfg, log=False)
+    assert meta["train_config"]["pairs"] == [pair]
+    # half the crops from the pair, half from the built-in sources
+    train(replace(cfg, pair_fraction=0.5, n_sim=0, n_synthetic=2, n_tissue=2, size=64), log=False)
+    with pytest.raises(ValueError, match="use it with --mode care"):
+        make_sampler(replace(cfg, mode="n2v"), log=False)
+    tifffile.imwrite(tmp_path / "cut.tif", noisy[:60])
+    with pytest.raises(ValueError, match="differ; give the same field"):
+        make_sampler(replace(cfg, pairs=((pair[0], str(tmp_path / "cut.tif")),)), log=False)
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("bioimageio") is None,
     reason="bioimageio.core is not installed: pip install -e '.[bioimageio]'",

@@ -33,7 +33,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,9 @@ class RestorationTrainConfig:
     confocal_slope: tuple[float, float] = (4.0, 60.0)
     size: int = 192  # side of each source image
     images: tuple[str, ...] = ()  # n2v: train on these noisy images instead of the sources
+    # care: the user's own (noisy, clean) image pairs, e.g. low / high exposure of one field
+    pairs: tuple[tuple[str, str], ...] = ()
+    pair_fraction: float = 1.0  # share of samples from ``pairs``; the rest from the sources
     init: str | None = None  # start from these weights (fine-tuning)
     crop: int = 64
     batch: int = 8
@@ -134,6 +137,10 @@ def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
 
         return own_sampler
 
+    mixed = cfg.pair_fraction < 1.0
+    if cfg.pairs:
+        return _pair_sampler(cfg, make_sampler(replace(cfg, pairs=()), log) if mixed else None)
+
     rng = np.random.default_rng([cfg.seed, 11])
     sims = [_normalised(*sim_pair(int(rng.integers(2**31)), 256)) for _ in range(cfg.n_sim)]
     clean = [synthetic_clean(rng, cfg.size) for _ in range(cfg.n_synthetic)]
@@ -160,6 +167,39 @@ def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
         win = _crop_window(noisy.shape, cfg.crop, rng)
         x, y = _geometric(rng, noisy[win], ref[win])
         return x, (None if cfg.mode == "n2v" else y)
+
+    return sampler
+
+
+def _pair_sampler(cfg: RestorationTrainConfig, sources: Sampler | None) -> Sampler:
+    """Crops of the user's (noisy, clean) pairs; a share 1 - pair_fraction from ``sources``."""
+    if cfg.mode != "care":
+        raise ValueError("--pair gives clean targets: use it with --mode care")
+    if not 0.0 < cfg.pair_fraction <= 1.0:
+        raise ValueError(f"--pair-fraction must be in (0, 1], got {cfg.pair_fraction}")
+    pairs = []
+    for noisy_path, clean_path in cfg.pairs:
+        noisy, clean = _read_plane(Path(noisy_path)), _read_plane(Path(clean_path))
+        if noisy.shape != clean.shape:
+            raise ValueError(
+                f"--pair {noisy_path} {clean_path}: shapes {noisy.shape} and {clean.shape} "
+                "differ; give the same field at low and high exposure, registered"
+            )
+        if min(noisy.shape) < cfg.crop:
+            raise ValueError(
+                f"--pair {noisy_path}: {noisy.shape} is smaller than the {cfg.crop}-pixel crop; "
+                "lower --crop"
+            )
+        pairs.append(_normalised(noisy, clean))
+
+    def sampler(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        if sources is not None and rng.random() >= cfg.pair_fraction:
+            return sources(rng)
+        noisy, clean = pairs[int(rng.integers(len(pairs)))]
+        assert clean is not None
+        win = _crop_window(noisy.shape, cfg.crop, rng)
+        x, y = _geometric(rng, noisy[win], clean[win])
+        return x, y
 
     return sampler
 
@@ -273,6 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-pairs", type=int, default=d.n_sim)
     p.add_argument("--synthetic", type=int, default=d.n_synthetic)
     p.add_argument("--image", action="append", default=[], help="n2v: a noisy image to train on")
+    p.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NOISY", "CLEAN"),
+        help="care: your own registered noisy/clean pair of one field (repeatable)",
+    )
+    p.add_argument(
+        "--pair-fraction",
+        type=float,
+        default=d.pair_fraction,
+        help="share of training crops from --pair; the rest from the built-in sources",
+    )
     p.add_argument("--init", help="start from these weights (fine-tune)")
     p.add_argument("--sim-fraction", type=float, default=d.sim_fraction)
     p.add_argument("--tissue-fraction", type=float, default=d.tissue_fraction)
@@ -301,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         n_sim=a.sim_pairs,
         n_synthetic=a.synthetic,
         images=tuple(a.image),
+        pairs=tuple((str(n), str(c)) for n, c in a.pair),
+        pair_fraction=a.pair_fraction,
         init=a.init,
         threads=a.threads,
         device=a.device,
