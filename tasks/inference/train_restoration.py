@@ -14,11 +14,16 @@ the real NOISY frame only (``estimate_noise_gain``); its clean frame is never re
     # Noise2Void on your own noisy images (no clean targets), optionally from shipped weights:
     python -m tasks.inference.train_restoration --mode n2v --image noisy.tif --init \\
         tasks/inference/weights/n2v_denoise.pt --iterations 400 --lr 5e-4 --out my_n2v.pt
+    # CARE on your own registered low/high-exposure pairs of the specimen, from shipped weights:
+    python -m tasks.inference.train_restoration --mode care --pair low1.tif high1.tif \\
+        --pair low2.tif high2.tif --init tasks/inference/weights/care_denoise.pt \\
+        --iterations 800 --batch 16 --crop 96 --lr 2e-4 --out my_care.pt
 
 care: supervised on pairs (noisy input, clean reference): simulator low- vs high-exposure
 frames of the same field; confocal tissue-like images (membranes, cytoplasm, spots) with 8-bit
 PMT noise (offset + Gamma pulses per Poisson photon, rounded and clipped); procedural structures
 (membranes, spots, filaments, blobs) with Poisson-Gaussian camera noise (``_restoration_data``).
+``--pair``: the user's own pairs instead of (or, with ``--pair-fraction``, mixed with) them.
 n2v: self-supervised on the noisy images alone (the same sources' inputs, or ``--image``).
 Inputs and references are normalised with the percentiles of the whole noisy image, exactly
 as at inference; L2 loss; AdamW, linear warm-up then cosine decay. Determinism: same seed,
