@@ -56,6 +56,13 @@ from tasks.inference._restoration_metrics import (  # noqa: E402
     load_pair,
     psnr,
 )
+from tasks.inference.train_restoration import (  # noqa: E402
+    _crop_window,
+    _geometric,
+)
+from tasks.inference.train_restoration import (  # noqa: E402
+    _normalised as normalised_pair,
+)
 
 SHARED = ROOT.parent / "shared" / "data"
 CROP, BATCH, LR = 64, 16, 2e-4
@@ -63,19 +70,15 @@ Crops = tuple[np.ndarray, np.ndarray]
 
 
 def _normalised(noisy: np.ndarray, ref: np.ndarray) -> Crops:
-    lo, scale = percentile_range(noisy)
-    return (noisy - lo) / scale, (ref - lo) / scale
+    x, y = normalised_pair(noisy, ref)
+    assert y is not None
+    return x, y
 
 
 def _crop(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
-    h, w = images[0].shape
-    r, c = int(rng.integers(0, h - CROP + 1)), int(rng.integers(0, w - CROP + 1))
-    k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
-    out = []
-    for im in images:
-        a = np.rot90(im[r : r + CROP, c : c + CROP], k)
-        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a, dtype=np.float32))
-    return out
+    """The same random window and symmetry of every image, as in training."""
+    window = _crop_window(images[0].shape, CROP, rng)
+    return _geometric(rng, *(im[window] for im in images))
 
 
 def _fine_tune(
