@@ -1,13 +1,21 @@
 """scopeflow: smart-microscopy workflows.
 
-The core shared by every role: wire protocol, settings, errors.
+The core shared by every role: the wire protocol (commands, state, frame headers and framing,
+the shared-memory ring), settings, errors and small helpers. Everything another package uses
+from here is exported below; the ``_name`` modules are private.
 """
 
 from __future__ import annotations
 
+from ._closing import (
+    Closeable,
+)
 from ._errors import (
+    ChunksFailed,
     CommandConflict,
+    ComputeUnavailable,
     ConfigurationError,
+    ConversionError,
     EdgeClientError,
     EdgeRejected,
     EdgeUnauthorized,
@@ -16,19 +24,80 @@ from ._errors import (
     HardwareError,
     JournalError,
     MicroManagerNotInstalled,
+    OmeroError,
+    OmeroLoginRefused,
+    OmeroNotInstalled,
+    OmeroRejected,
+    OmeroUnavailable,
     ScopeflowError,
 )
-from ._framing import Frame
-from ._protocol import PROTOCOL_VERSION, CommandAck, EdgeState, FrameHeader, StagePosition
-from ._settings import EdgeServerSettings, ScopeflowSettings, load_settings
+from ._framing import (
+    MAGIC,
+    Frame,
+    checksum,
+    decode_frame,
+    encode_prefix,
+    recv_frame,
+)
+from ._protocol import (
+    PROTOCOL_VERSION,
+    CommandAck,
+    CommandId,
+    CommandRequest,
+    DirectCommand,
+    DoseAccount,
+    EdgeState,
+    FrameHeader,
+    MoveStage,
+    Pause,
+    Refusal,
+    Resume,
+    SetChannel,
+    SetExposure,
+    SetIllumination,
+    SetObjective,
+    StagePosition,
+    Stop,
+    SubmitEvents,
+    SubmitSequence,
+    new_command_id,
+)
+from ._settings import (
+    BUILTIN_COMPUTE_PROFILES,
+    ComputeProfile,
+    EdgeServerSettings,
+    JobqueueComputeProfile,
+    LocalComputeProfile,
+    OmeroSettings,
+    PbsComputeProfile,
+    RayComputeProfile,
+    ScopeflowSettings,
+    SlurmComputeProfile,
+    load_settings,
+)
+from ._shm_ring import (
+    ShmFrameRef,
+    ShmRing,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILTIN_COMPUTE_PROFILES",
+    "MAGIC",
     "PROTOCOL_VERSION",
+    "ChunksFailed",
+    "Closeable",
     "CommandAck",
     "CommandConflict",
+    "CommandId",
+    "CommandRequest",
+    "ComputeProfile",
+    "ComputeUnavailable",
     "ConfigurationError",
+    "ConversionError",
+    "DirectCommand",
+    "DoseAccount",
     "EdgeClientError",
     "EdgeRejected",
     "EdgeServerSettings",
@@ -39,10 +108,39 @@ __all__ = [
     "Frame",
     "FrameHeader",
     "HardwareError",
+    "JobqueueComputeProfile",
     "JournalError",
+    "LocalComputeProfile",
     "MicroManagerNotInstalled",
+    "MoveStage",
+    "OmeroError",
+    "OmeroLoginRefused",
+    "OmeroNotInstalled",
+    "OmeroRejected",
+    "OmeroSettings",
+    "OmeroUnavailable",
+    "Pause",
+    "PbsComputeProfile",
+    "RayComputeProfile",
+    "Refusal",
+    "Resume",
     "ScopeflowError",
     "ScopeflowSettings",
+    "SetChannel",
+    "SetExposure",
+    "SetIllumination",
+    "SetObjective",
+    "ShmFrameRef",
+    "ShmRing",
+    "SlurmComputeProfile",
     "StagePosition",
+    "Stop",
+    "SubmitEvents",
+    "SubmitSequence",
+    "checksum",
+    "decode_frame",
+    "encode_prefix",
     "load_settings",
+    "new_command_id",
+    "recv_frame",
 ]

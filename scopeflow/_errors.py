@@ -17,7 +17,9 @@ ScopeflowError
 from __future__ import annotations
 
 __all__ = [
+    "ChunksFailed",
     "CommandConflict",
+    "ComputeUnavailable",
     "ConfigurationError",
     "ConversionError",
     "EdgeClientError",
@@ -28,6 +30,11 @@ __all__ = [
     "HardwareError",
     "JournalError",
     "MicroManagerNotInstalled",
+    "OmeroError",
+    "OmeroLoginRefused",
+    "OmeroNotInstalled",
+    "OmeroRejected",
+    "OmeroUnavailable",
     "ScopeflowError",
 ]
 

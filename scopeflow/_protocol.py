@@ -7,6 +7,7 @@ Every command carries a ``command_id``; repeating it never repeats its effect.
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 import useq
@@ -33,6 +34,7 @@ __all__ = [
     "Stop",
     "SubmitEvents",
     "SubmitSequence",
+    "new_command_id",
 ]
 
 PROTOCOL_VERSION = 1
@@ -46,6 +48,11 @@ CommandId = Annotated[
         description="Caller-chosen id; a repeat of an id already seen has no further effect.",
     ),
 ]
+
+
+def new_command_id(prefix: str = "cmd") -> str:
+    """A fresh, unique command id (``prefix-<32 hex>``), for callers that need no determinism."""
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 class _Frozen(BaseModel):

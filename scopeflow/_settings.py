@@ -24,6 +24,7 @@ __all__ = [
     "BUILTIN_COMPUTE_PROFILES",
     "ComputeProfile",
     "EdgeServerSettings",
+    "JobqueueComputeProfile",
     "LocalComputeProfile",
     "OmeroSettings",
     "PbsComputeProfile",

@@ -10,7 +10,6 @@ import asyncio
 import json
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from scopeflow._protocol import (
     DirectCommand,
     EdgeState,
     FrameHeader,
+    new_command_id,
 )
 from scopeflow._shm_ring import ShmFrameRef, ShmRing
 
@@ -40,10 +40,6 @@ __all__ = ["AsyncEdgeClient", "EdgeClient", "Transport", "new_command_id"]
 Transport = Literal["auto", "shm", "tcp", "websocket"]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _RETRIES = 5
-
-
-def new_command_id(prefix: str = "cmd") -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def _token(token: str | None, token_file: Path | None) -> str:

@@ -32,7 +32,13 @@ from scopeflow._errors import (
     EnvelopeViolation,
     HardwareError,
 )
-from scopeflow._protocol import CommandAck, CommandRequest, DirectCommand, Refusal
+from scopeflow._protocol import (
+    CommandAck,
+    CommandRequest,
+    DirectCommand,
+    Refusal,
+    new_command_id,
+)
 
 from ._direct_commands import DirectCommands
 
@@ -94,8 +100,6 @@ class CommandChannel(DirectCommands, Closeable):
         self._reader: Any = None
 
     def command(self, command: DirectCommand, *, command_id: str | None = None) -> CommandAck:
-        from ._client import new_command_id
-
         cid = command_id or new_command_id(command.type)
         line = json.dumps({"command_id": cid, "command": command.model_dump(mode="json")})
         answer: dict[str, Any] = {}
