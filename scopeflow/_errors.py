@@ -8,6 +8,7 @@ ScopeflowError
  ├── CommandConflict           a command id was reused with a different payload
  ├── JournalError              the frame journal cannot be written or read
  ├── ConversionError           a vendor file cannot be converted to OME-Zarr
+ ├── LoopStalled               a live loop waits for frames the edge no longer sends
  └── EdgeClientError           talking to an edge agent failed
       ├── EdgeUnauthorized     the token is missing or wrong (HTTP 401)
       ├── EdgeRejected         the edge refused the command (HTTP 4xx); ``detail`` says why
@@ -29,6 +30,7 @@ __all__ = [
     "EnvelopeViolation",
     "HardwareError",
     "JournalError",
+    "LoopStalled",
     "MicroManagerNotInstalled",
     "OmeroError",
     "OmeroLoginRefused",
@@ -167,3 +169,9 @@ __all__ += [
     "OmeroRejected",
     "OmeroUnavailable",
 ]
+
+
+class LoopStalled(ScopeflowError):
+    """Raised when a live loop has asked for frames and none came for its frame timeout: the
+    edge stopped, dropped the events or lost its camera. The message names the commands still
+    waiting for frames and the edge's last error."""

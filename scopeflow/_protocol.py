@@ -22,6 +22,7 @@ __all__ = [
     "DoseAccount",
     "EdgeState",
     "FrameHeader",
+    "FrameTag",
     "MoveStage",
     "Pause",
     "Refusal",
@@ -67,18 +68,34 @@ class StagePosition(_Frozen):
     z: float
 
 
+FrameTag = Annotated[
+    str,
+    Field(
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:\-]*$",
+        description="Caller's label, copied into the header of every frame the events produce.",
+    ),
+]
+
+
 class SubmitEvents(_Frozen):
-    """Append acquisition events to the edge's queue (they run after what is queued)."""
+    """Append acquisition events to the edge's queue (they run after what is queued).
+
+    Every frame the events produce names ``command_id`` (and ``tag``) in its header, so a
+    client finds its own frames by id, whatever other clients queue in between.
+    """
 
     command_id: CommandId
     events: list[useq.MDAEvent] = Field(min_length=1, max_length=1_000_000)
+    tag: FrameTag | None = None
 
 
 class SubmitSequence(_Frozen):
-    """Append a whole useq `MDASequence` to the edge's queue."""
+    """Append a whole useq `MDASequence` to the edge's queue (frames name ``command_id``)."""
 
     command_id: CommandId
     sequence: useq.MDASequence
+    tag: FrameTag | None = None
 
 
 class MoveStage(_Frozen):
@@ -219,4 +236,16 @@ class FrameHeader(_Frozen):
     shm_slot: int | None = Field(
         None,
         description="Shared-memory stream only: the pixels are in this ring slot, not inline",
+    )
+    command_id: str | None = Field(
+        None, description="The command (submitted events or sequence) that produced the frame"
+    )
+    tag: str | None = Field(None, description="The tag given with that command, if any")
+    pixel_affine: tuple[float, float, float, float, float, float] | None = Field(
+        None, description="Pixel-size affine (a, b, tx, c, d, ty) in force for this frame"
+    )
+    sample_time_s: float | None = Field(
+        None,
+        description="Simulated microscope only: the sample's clock when the frame was exposed "
+        "(the time to ask /v1/truth about)",
     )

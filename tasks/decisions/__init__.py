@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ._geometry import FrameGeometry, tile_grid
+from ._linking import LinkerSettings, OnlineLinker, Track, link_movie
+from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
     Detection,
     SelectionRules,
@@ -13,13 +15,28 @@ from ._targets import (
     path_length_um,
     select_targets,
 )
+from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingState
 
 __all__ = [
+    "Acquire",
+    "Command",
+    "Decision",
     "Detection",
+    "Direct",
     "FrameGeometry",
+    "FrameView",
+    "LinkerSettings",
+    "OnlineLinker",
+    "Policy",
+    "PositionTrack",
     "SelectionRules",
+    "Track",
+    "TrackingPolicy",
+    "TrackingRules",
+    "TrackingState",
     "detections_from_labels",
     "detections_from_objects",
+    "link_movie",
     "merge_overlapping",
     "order_for_short_travel",
     "path_length_um",

@@ -53,11 +53,21 @@ from ._engine import LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
 from ._hub import FrameHub
 
-__all__ = ["EdgeAgent", "TruthProvider"]
+__all__ = ["EdgeAgent", "SampleTruth", "TruthProvider"]
 
 log = logging.getLogger(__name__)
 
 TruthProvider = Callable[[tuple[float, float, float, float] | None, float | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SampleTruth:
+    """A simulated sample's ground truth: cells in a region at a time, and the sample's clock
+    (stamped on every frame, so a consumer can ask for the truth of the instant it saw)."""
+
+    cells: TruthProvider
+    clock: Callable[[], float]
+
 
 _SHUTDOWN = object()
 _JOURNAL_QUEUE_FRAMES = 32
@@ -67,6 +77,8 @@ _JOURNAL_QUEUE_FRAMES = 32
 class _Queued:
     event: useq.MDAEvent
     dose_nj: int  # integer nanojoules: sums and differences stay exact
+    command_id: str | None = None
+    tag: str | None = None
 
 
 def _nj(mj: float) -> int:
@@ -83,7 +95,7 @@ class EdgeAgent:
         envelope: SafetyEnvelope,
         *,
         simulated: bool,
-        truth: TruthProvider | None = None,
+        truth: SampleTruth | None = None,
     ) -> None:
         self.core = core
         self.settings = settings
@@ -114,6 +126,7 @@ class EdgeAgent:
         self._dose_reserved_nj = 0
         self._frames_acquired = 0
         self._current: useq.MDAEvent | None = None
+        self._current_item: _Queued | None = None
         self._stop_run = threading.Event()
         self._shutdown = threading.Event()
         self.last_error: str | None = None
@@ -152,16 +165,18 @@ class EdgeAgent:
     # commands -------------------------------------------------------------------------------
 
     def submit_events(self, request: SubmitEvents) -> CommandAck:
-        return self._run_command(request.command_id, request.model_dump_json(), request.events)
+        return self._run_command(
+            request.command_id, request.model_dump_json(), request.events, request.tag
+        )
 
     def submit_sequence(self, request: SubmitSequence) -> CommandAck:
         events = list(request.sequence)
         if events:
             events[0] = events[0].model_copy(update={"reset_event_timer": True})
-        return self._run_command(request.command_id, request.model_dump_json(), events)
+        return self._run_command(request.command_id, request.model_dump_json(), events, request.tag)
 
     def _run_command(
-        self, command_id: str, payload: str, events: list[useq.MDAEvent]
+        self, command_id: str, payload: str, events: list[useq.MDAEvent], tag: str | None
     ) -> CommandAck:
         def enqueue() -> CommandAck:
             context = self._hardware_context()
@@ -172,7 +187,7 @@ class EdgeAgent:
                 )
                 self._dose_reserved_nj += sum(_nj(d) for d in doses)
             for event, dose in zip(events, doses, strict=True):
-                self._events.put(_Queued(event, _nj(dose)))
+                self._events.put(_Queued(event, _nj(dose), command_id, tag))
             return CommandAck(
                 command_id=command_id,
                 repeat=False,
@@ -309,7 +324,7 @@ class EdgeAgent:
     ) -> dict[str, Any]:
         if self._truth is None:
             raise HardwareError("ground truth exists only for the simulated microscope")
-        return self._truth(region, t_s)
+        return self._truth.cells(region, t_s)
 
     def _hardware_context(self) -> HardwareContext:
         device, prop = self.settings.intensity_property
@@ -340,7 +355,7 @@ class EdgeAgent:
 
     def _next_events(self) -> Iterator[useq.MDAEvent]:
         while True:
-            self._current = None
+            self._current = self._current_item = None
             try:
                 item = self._events.get(timeout=0.05)
             except queue.Empty:
@@ -353,7 +368,7 @@ class EdgeAgent:
             with self._dose_lock:
                 self._dose_reserved_nj -= item.dose_nj
                 self._dose_used_nj += item.dose_nj
-            self._current = item.event
+            self._current, self._current_item = item.event, item
             yield item.event
 
     def _on_frame(self, img: np.ndarray, event: useq.MDAEvent, meta: dict[str, Any]) -> None:
@@ -374,6 +389,7 @@ class EdgeAgent:
         )
         pixels = np.array(img, copy=True) if not img.flags.owndata else img
         index = self._frames_acquired
+        item = self._current_item
         header = {
             "event": event.model_dump(mode="json", exclude_unset=True, exclude={"metadata"}),
             "shape": pixels.shape,
@@ -381,9 +397,13 @@ class EdgeAgent:
             "nbytes": pixels.nbytes,
             "stage": {"x": x, "y": y, "z": z},
             "pixel_size_um": float(meta.get("pixel_size_um") or core.getPixelSizeUm()),
+            "pixel_affine": _pixel_affine(core),
             "channel": channel,
             "exposure_ms": float(meta.get("exposure_ms") or core.getExposure()),
             "t_ready_ns": t_ready,
+            "command_id": item.command_id if item is not None else None,
+            "tag": item.tag if item is not None else None,
+            "sample_time_s": self._truth.clock() if self._truth is not None else None,
         }
         self._frames_acquired += 1
         self._journal_q.put(
@@ -441,7 +461,7 @@ def _frame_bytes(core: CMMCorePlus) -> int:
 
 def _header_fields(meta: dict[str, Any]) -> dict[str, Any]:
     keys = FrameHeader.model_fields.keys() - {"index", "t_journaled_ns", "shm_slot"}
-    return {key: meta[key] for key in keys}
+    return {key: meta[key] for key in keys if key in meta}  # older journals lack newer fields
 
 
 def _float_property(core: CMMCorePlus, device: str, prop: str) -> float | None:

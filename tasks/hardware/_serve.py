@@ -17,7 +17,7 @@ from pymmcore_plus import CMMCorePlus
 from scopeflow._errors import ConfigurationError
 from scopeflow._settings import EdgeServerSettings
 
-from ._agent import EdgeAgent, TruthProvider
+from ._agent import EdgeAgent, SampleTruth
 from ._app import create_app
 from ._envelope import SafetyEnvelope, load_envelope
 from ._stream_server import FrameStreamServer
@@ -59,7 +59,7 @@ def read_or_create_token(path: Path) -> str:
 
 def build_core(
     options: EdgeServiceOptions,
-) -> tuple[CMMCorePlus, TruthProvider | None, SafetyEnvelope]:
+) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
     """The microscope core: the simulator, or a real Micro-Manager configuration."""
     from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
 
@@ -86,7 +86,7 @@ def build_core(
     envelope = SafetyEnvelope(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
     )
-    return core, truth, envelope
+    return core, SampleTruth(truth, simulation.clock.now), envelope
 
 
 def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> None:
