@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._geometry import FrameGeometry, tile_grid
-from ._linking import LinkerSettings, OnlineLinker, Track, link_movie
+from ._linking import LinkerSettings, OnlineLinker, Track, link_label_movie, link_movie
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
     Detection,
@@ -36,6 +36,7 @@ __all__ = [
     "TrackingState",
     "detections_from_labels",
     "detections_from_objects",
+    "link_label_movie",
     "link_movie",
     "merge_overlapping",
     "order_for_short_travel",

@@ -7,6 +7,11 @@ ours. Why laptrack rather than trackpy's streaming linker: laptrack models divis
 (``splitting_cost_cutoff``), which lineage needs, and the same linker runs offline over whole
 stored movies (``link_movie``), so the live and offline results come from one algorithm.
 
+A movie with instance masks (the CTC's linking benchmark: segmentation given) links by mask
+overlap instead, with laptrack's ``OverLapTrack`` (``link_label_movie``): daughters overlap
+their mother's mask, which finds divisions of crowded rod-shaped bacteria that centroid
+distance misses (TRA 0.964 against 0.94 on a real colony; see the README).
+
 Tracks follow the Cell Tracking Challenge's conventions, so they can be written as CTC ``RES``
 and scored: a track is a contiguous run of time points; a division ends the parent track and
 starts two daughter tracks whose parent it is; a track missed for a few time points and found
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LinkerSettings", "OnlineLinker", "Track", "link_movie"]
+__all__ = ["LinkerSettings", "OnlineLinker", "Track", "link_label_movie", "link_movie"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +135,72 @@ def link_movie(
     linker = OnlineLinker(settings)
     ids = [linker.update(t, pts) for t, pts in enumerate(points_per_frame)]
     return ids, linker.lineage()
+
+
+def link_label_movie(
+    labels: np.ndarray, *, min_overlap: float = 0.1
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Link a (t, y, x) instance-mask movie by overlap (laptrack's OverLapTrack).
+
+    Returns the masks relabelled with track ids (uint16 values from 1) and the CTC lineage rows.
+    A link needs an IoU of at least ``min_overlap``; a division, a daughter lying at least
+    that fraction inside its mother.
+    """
+    from laptrack import OverLapTrack
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be (t, y, x) instance masks, got shape {labels.shape}")
+    cutoff = 1.0 - min_overlap
+    olt = OverLapTrack(
+        cutoff=cutoff,
+        metric_coefs=(1.0, -1.0, 0.0, 0.0, 0.0),  # 1 - IoU
+        gap_closing_cutoff=cutoff,
+        gap_closing_metric_coefs=(1.0, -1.0, 0.0, 0.0, 0.0),
+        gap_closing_max_frame_count=1,
+        splitting_cutoff=cutoff,
+        splitting_metric_coefs=(1.0, 0.0, 0.0, 0.0, -1.0),  # 1 - share of daughter in mother
+    )
+    track_df, split_df, _ = olt.predict_overlap_dataframe(labels)
+    parents = {int(r.child_track_id): int(r.parent_track_id) for r in split_df.itertuples()}
+    frames_of: dict[int, dict[int, list[int]]] = {}
+    for frame, label, track in track_df.reset_index()[["frame", "label", "track_id"]].itertuples(
+        index=False
+    ):
+        frames_of.setdefault(int(track), {}).setdefault(int(frame), []).append(int(label))
+    return _ctc_tracks(labels, frames_of, parents)
+
+
+def _ctc_tracks(
+    labels: np.ndarray, frames_of: dict[int, dict[int, list[int]]], parents: dict[int, int]
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """laptrack tracks -> CTC tracks: a track with a gap becomes one CTC track per contiguous
+    run, each run's parent the run before it (CTC's gap convention); a daughter's first run
+    has its mother's last run as parent."""
+    out = np.zeros(labels.shape, np.uint16)
+    runs_of: dict[int, list[tuple[int, list[int]]]] = {}  # track -> [(ctc id, frames)]
+    next_id = 1
+    for track in sorted(frames_of):
+        runs: list[list[int]] = []
+        for f in sorted(frames_of[track]):
+            if runs and f == runs[-1][-1] + 1:
+                runs[-1].append(f)
+            else:
+                runs.append([f])
+        runs_of[track] = []
+        for run in runs:
+            runs_of[track].append((next_id, run))
+            for f in run:
+                lut = np.zeros(int(labels[f].max()) + 1, np.uint16)
+                lut[frames_of[track][f]] = next_id
+                hit = lut[labels[f]]
+                out[f][hit > 0] = hit[hit > 0]
+            next_id += 1
+    rows: list[tuple[int, int, int, int]] = []
+    for track, runs in runs_of.items():
+        mother = parents.get(track)
+        previous = runs_of[mother][-1][0] if mother in runs_of else 0
+        for ctc, run in runs:
+            rows.append((ctc, run[0], run[-1], previous))
+            previous = ctc
+    return out, sorted(rows)

@@ -11,6 +11,13 @@ from ._chunked import (
     open_image,
     tile_grid,
 )
+from ._ctc import (
+    read_ctc_masks,
+    read_ctc_tracks,
+    score_ctc,
+    write_ctc_ground_truth,
+    write_ctc_result,
+)
 from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
 from ._ngff import COMPRESSIONS, Compression
@@ -33,6 +40,11 @@ __all__ = [
     "label_names",
     "label_path",
     "open_image",
+    "read_ctc_masks",
+    "read_ctc_tracks",
+    "score_ctc",
     "tile_grid",
+    "write_ctc_ground_truth",
+    "write_ctc_result",
     "write_zstack",
 ]
