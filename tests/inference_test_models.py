@@ -76,3 +76,23 @@ class ZerosModel:
 
     def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
         return np.zeros(image.shape, dtype=np.int32)
+
+
+class SlowWhileFlagged(ThresholdModel):
+    """Like ThresholdModel, but sleeps ``delay_s`` per frame while the file ``flag`` exists:
+    a remote worker that becomes slow and recovers, under the test's control."""
+
+    name = "slow-while-flagged"
+
+    def __init__(self, flag: str, delay_s: float = 0.5, threshold: float | None = None) -> None:
+        super().__init__(threshold)
+        self.flag = flag
+        self.delay_s = delay_s
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        import os
+        import time
+
+        if os.path.exists(self.flag):
+            time.sleep(self.delay_s)
+        return super().segment(image, pixel_size_um=pixel_size_um)

@@ -64,10 +64,10 @@ class OnlineLinker:
         self.settings = settings or LinkerSettings()
         s = self.settings
         self._lap = LapTrack(
-            track_cost_cutoff=s.max_step**2,
-            splitting_cost_cutoff=s.max_split**2 if s.divisions else False,
-            merging_cost_cutoff=False,
-            gap_closing_cost_cutoff=False,
+            cutoff=s.max_step**2,
+            splitting_cutoff=s.max_split**2 if s.divisions else False,
+            merging_cutoff=False,
+            gap_closing_cutoff=False,
         )
         self.tracks: dict[int, Track] = {}
         self._next_id = 1

@@ -56,6 +56,8 @@ class PositionTrack:
     dropped: bool = False
     divisions_followed: int = 0
     centring_error_um: dict[int, float] = field(default_factory=dict)
+    path: dict[int, tuple[float, float]] = field(default_factory=dict)  # the followed cell
+    fov_um: float | None = None
     label_tracks: dict[int, dict[int, int]] = field(default_factory=dict)  # t -> label -> track
 
 
@@ -95,6 +97,7 @@ class TrackingPolicy:
         if not 0 <= p < len(state.positions):
             raise ValueError(f"frame {frame.index} names position {p}, which this run has not")
         position = state.positions[p]
+        position.fov_um = min(frame.width, frame.height) * frame.pixel_size_um
         objects = _usable(result, self.rules.min_area_px)
         geometry = FrameGeometry(
             frame.stage_x_um, frame.stage_y_um, frame.width, frame.height, frame.affine
@@ -118,6 +121,7 @@ class TrackingPolicy:
             tx, ty = float(points[k, 0]), float(points[k, 1])
             error = math.hypot(tx - frame.stage_x_um, ty - frame.stage_y_um)
             position.centring_error_um[t] = error
+            position.path[t] = (tx, ty)
             summary["centring_error_um"] = round(error, 3)
             position.x_um, position.y_um = self._step(position.x_um, position.y_um, tx, ty)
         summary["next_xy_um"] = (round(position.x_um, 3), round(position.y_um, 3))

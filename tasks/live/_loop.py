@@ -115,6 +115,7 @@ def run_loop(
     finally:
         source.stop()
         report.switches = list(analyzer.switches)
+        report.state = state
         decisions.write({"type": "end", **report.summary()})
     return report
 

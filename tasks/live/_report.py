@@ -31,6 +31,7 @@ class LoopReport:
     commands: int = 0
     repeats: int = 0
     switches: list[ModeSwitch] = field(default_factory=list)
+    state: Any = None  # the policy's state after the last frame
 
     @staticmethod
     def split(analysis: Analysis, sent: list[SentCommand]) -> dict[str, float]:

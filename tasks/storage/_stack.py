@@ -26,8 +26,10 @@ def write_zstack(
     name: str = "image",
     channel: str | None = None,
     attributes: Mapping[str, Any] | None = None,
+    t_step_s: float | None = None,
 ) -> Path:
-    """Store ``stack`` (z, y, x) or (y, x) at ``path`` (a new ``*.ome.zarr`` folder).
+    """Store ``stack`` (z, y, x) or (y, x) at ``path`` (a new ``*.ome.zarr`` folder); with
+    ``t_step_s`` the leading axis is time (t, y, x), that many seconds apart.
 
     Written under a temporary name and renamed, so ``path`` is either absent or complete.
     ``attributes`` (JSON-able) go under ``attributes["scopeflow"]`` (provenance, stage position).
@@ -41,7 +43,10 @@ def write_zstack(
         raise JournalError(f"{path} exists already; choose a new path or remove it first")
     axes = [ngff_axis("y", "space", "micrometer"), ngff_axis("x", "space", "micrometer")]
     scale = [float(pixel_size_um), float(pixel_size_um)]
-    if data.ndim == 3:
+    if data.ndim == 3 and t_step_s is not None:
+        axes.insert(0, ngff_axis("t", "time", "second"))
+        scale.insert(0, float(t_step_s))
+    elif data.ndim == 3:
         axes.insert(0, ngff_axis("z", "space", "micrometer"))
         scale.insert(0, float(z_step_um or 1.0))
     multiscale = multiscale_entry(

@@ -1,0 +1,59 @@
+"""Typed parameters of the tracking flow (loadable from YAML with ``scopeflow run tracking``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.inference import BackendConfig
+
+__all__ = ["TrackedPosition", "TrackingParams"]
+
+
+class TrackedPosition(BaseModel):
+    """A stage position (µm) whose cell nearest the centre is followed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    x_um: float
+    y_um: float
+
+
+class TrackingParams(BaseModel):
+    """Multi-position live tracking: segment, link, re-centre on the followed cell."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    positions: list[TrackedPosition] = Field(min_length=1, max_length=96)
+    objective: str = Field("20x", description="Objective preset (must be in the envelope)")
+    channel: str = "DAPI"
+    exposure_ms: float = Field(10.0, gt=0)
+    z_um: float = 0.0
+    time_points: int = Field(100, ge=2, le=100_000)
+    interval_s: float = Field(1.0, gt=0, description="Wall-clock seconds between time points")
+    model: str = Field("classical", description="Segmentation model on the workers")
+    model_options: dict = Field(default_factory=lambda: {"working_radius_px": 4.0})
+    backend: BackendConfig | None = Field(
+        default_factory=BackendConfig,
+        description="Where the model runs (Ray actors / Dask workers); None: in this process",
+    )
+    deadline_ms: float | None = Field(
+        500.0, gt=0, description="Frame ready -> result; later results fall back to the local model"
+    )
+    fallback_model: str | None = Field("classical", description="Local model for late frames")
+    max_step_um: float = Field(25.0, gt=0, description="Farthest one re-centring moves")
+    deadband_um: float = Field(1.0, ge=0, description="Closer than this: the stage stays")
+    link_distance_um: float = Field(15.0, gt=0, description="Farthest a cell moves per step")
+    on_lost: Literal["reacquire", "drop"] = "reacquire"
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._\-]+$",
+        description="Give a crashed run's id to resume it: no command already run is repeated",
+    )
+    edge_url: str = "http://127.0.0.1:8765"
+    edge_token_file: Path | None = None
+    transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
+    output_dir: Path = Path("scopeflow-data")

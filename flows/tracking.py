@@ -1,0 +1,342 @@
+"""Object tracking: follow cells at several positions, re-centring the stage every time point.
+
+Phases are Prefect tasks; the per-frame work is the closed-loop core (``tasks.live``) inside the
+``track`` task: the edge's frames go to the workers as references, a small object table comes
+back, the tracking policy links objects over time (laptrack) and sends the next time point's
+acquisition at the re-centred position, with a command id made of the run, the time point and
+the position (a retry or a re-run under the same ``run_id`` repeats no move). Then each
+position's frames are stored as an OME-Zarr (t, y, x) and its tracks as Cell Tracking
+Challenge RES (masks + lineage), and the summary becomes artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from scopeflow import ConfigurationError
+from tasks.decisions import LinkerSettings, TrackingPolicy, TrackingRules, TrackingState
+from tasks.hardware import EdgeClient
+from tasks.inference import load_model, make_backend
+from tasks.live import (
+    Analyzer,
+    AnalyzerSettings,
+    CommandSink,
+    DecisionLog,
+    EdgeStreamSource,
+    LoopSettings,
+    run_loop,
+)
+from tasks.storage import write_ctc_result, write_zstack
+
+from ._tracking_params import TrackingParams
+
+__all__ = ["TrackingOutcome", "tracking"]
+
+PHASE = "track"
+
+
+@dataclass(frozen=True)
+class TrackingOutcome:
+    """What the track phase leaves for the next ones (small: paths and numbers)."""
+
+    run_dir: Path
+    tracks_path: Path
+    decisions_path: Path
+    loop: dict[str, Any]
+
+
+def _client(params: TrackingParams) -> EdgeClient:
+    return EdgeClient(params.edge_url, token_file=params.edge_token_file)
+
+
+@task(name="prepare-tracking", cache_policy=NO_CACHE)
+def prepare_tracking(params: TrackingParams) -> int:
+    """Check the positions and objective against the edge's envelope, switch the objective;
+    returns the index the run's frames start from."""
+    with _client(params) as edge:
+        edge.wait_until_idle()
+        envelope = edge.info()["envelope"]
+        allowed = envelope.get("allowed_objectives")
+        if allowed and params.objective not in allowed:
+            raise ConfigurationError(
+                f"objective {params.objective!r} is not allowed by the edge's envelope "
+                f"({', '.join(allowed)}); choose one of those in the params file"
+            )
+        (x0, x1), (y0, y1) = envelope["x_limits_um"], envelope["y_limits_um"]
+        for p in params.positions:
+            if not (x0 <= p.x_um <= x1 and y0 <= p.y_um <= y1):
+                raise ConfigurationError(
+                    f"position {p.name!r} ({p.x_um:g}, {p.y_um:g}) µm is outside the edge's "
+                    f"stage limits x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; fix it in the params file"
+                )
+        edge.set_objective(params.objective)
+        return edge.state().frames_journaled
+
+
+@task(name="track", cache_policy=NO_CACHE)
+def track_cells(
+    params: TrackingParams, run_id: str, run_dir: Path, first_frame: int
+) -> TrackingOutcome:
+    """The live loop: every frame analysed, linked, and the next one re-centred."""
+    rules = TrackingRules(
+        time_points=params.time_points,
+        interval_s=params.interval_s,
+        channel=params.channel,
+        exposure_ms=params.exposure_ms,
+        z_um=params.z_um,
+        deadband_um=params.deadband_um,
+        max_step_um=params.max_step_um,
+        on_lost=params.on_lost,
+        linker=LinkerSettings(
+            max_step=params.link_distance_um, max_split=2 * params.link_distance_um
+        ),
+    )
+    policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in params.positions], rules)
+    backend = None
+    if params.backend is not None:
+        backend = make_backend(
+            params.backend.model_copy(
+                update={"model": params.model, "model_options": params.model_options}
+            )
+        )
+    fallback_options = params.model_options if params.fallback_model == params.model else {}
+    analyzer = Analyzer(
+        backend,
+        AnalyzerSettings(
+            deadline_ms=params.deadline_ms,
+            max_in_flight=2 * (params.backend.workers if params.backend else 1),
+            fallback_model=params.fallback_model or (None if backend else params.model),
+            fallback_options=fallback_options if params.fallback_model else params.model_options,
+        ),
+    )
+    decisions_path = run_dir / "decisions.jsonl"
+    try:
+        with _client(params) as edge:
+            sink = CommandSink(edge, run_id=run_id, phase=PHASE)
+            log = DecisionLog(decisions_path, run_id=run_id, phase=PHASE, first_frame=first_frame)
+            source = EdgeStreamSource(
+                edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
+            )
+            try:
+                report = run_loop(
+                    source,
+                    analyzer,
+                    policy,
+                    sink,
+                    log,
+                    LoopSettings(budget_ms=params.interval_s * 1e3),
+                )
+            finally:
+                sink.close()
+                log.close()
+    finally:
+        analyzer.close()
+        if backend is not None:
+            backend.close()
+    tracks_path = run_dir / "tracks.json"
+    tracks_path.write_text(json.dumps(_tracks_document(report.state), indent=1))
+    create_markdown_artifact(
+        f"# Loop latency, run {run_id}\n\n{report.markdown()}\n",
+        key="tracking-loop-latency",
+        description="Frame ready -> decision -> command, split",
+    )
+    return TrackingOutcome(run_dir, tracks_path, decisions_path, report.summary())
+
+
+@task(name="store-tracks", cache_policy=NO_CACHE)
+def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]:
+    """One OME-Zarr (t, y, x) per position from the edge's frames, and its tracks as CTC RES
+    (masks re-made with the same model as in the loop, relabelled with the track ids)."""
+    tracks = json.loads(outcome.tracks_path.read_text())
+    frames = _frames_by_position(outcome.decisions_path)
+    model = load_model(params.model, **params.model_options)
+    stores: list[Path] = []
+    with _client(params) as edge:
+        for p, position in enumerate(tracks["positions"]):
+            indices = frames.get(p, {})
+            if not indices:
+                continue
+            times = sorted(indices)
+            pixels = [edge.frame(indices[t]).pixels for t in times]
+            store = outcome.run_dir / "positions" / f"{position['name']}.ome.zarr"
+            store.parent.mkdir(parents=True, exist_ok=True)
+            stores.append(
+                write_zstack(
+                    store,
+                    np.stack(pixels),
+                    pixel_size_um=edge.frame(indices[times[0]]).header.pixel_size_um,
+                    t_step_s=params.interval_s,
+                    name=position["name"],
+                    channel=params.channel,
+                    attributes={"time_points": times, "edge_frames": [indices[t] for t in times]},
+                )
+            )
+            masks = [
+                _relabel(
+                    model.segment(px, pixel_size_um=None), position["label_tracks"].get(str(t), {})
+                )
+                for t, px in zip(times, pixels, strict=True)
+            ]
+            write_ctc_result(
+                outcome.run_dir / "ctc" / position["name"],
+                masks,
+                [tuple(row) for row in position["lineage"]],
+            )
+    return stores
+
+
+@task(name="summarise-tracking", cache_policy=NO_CACHE)
+def summarise_tracking(
+    params: TrackingParams, outcome: TrackingOutcome, stores: list[Path], started: float
+) -> dict[str, Any]:
+    """Counts, centring, latency, and the artifacts a person looks at."""
+    tracks = json.loads(outcome.tracks_path.read_text())
+    fov_um = None
+    rows = []
+    centred = total = divisions = 0
+    for position in tracks["positions"]:
+        errors = {int(t): e for t, e in position["centring_error_um"].items()}
+        fov_um = position.get("fov_um") or fov_um
+        limit = 0.1 * (fov_um or np.inf)
+        centred += sum(e <= limit for e in errors.values())
+        total += params.time_points
+        divisions += position["divisions_followed"]
+        rows.append(
+            {
+                "position": position["name"],
+                "tracks": len(position["lineage"]),
+                "followed": position["followed"],
+                "divisions_followed": position["divisions_followed"],
+                "centring_error_um_p50": round(float(np.median(list(errors.values()))), 2)
+                if errors
+                else None,
+                "dropped": position["dropped"],
+            }
+        )
+    latency = outcome.loop["latency_ms"].get("total", {})
+    summary = {
+        "run_dir": str(outcome.run_dir),
+        "time_points": params.time_points,
+        "positions": len(params.positions),
+        "tracked_cells": sum(len(p["lineage"]) for p in tracks["positions"]),
+        "centred_fraction": round(centred / total, 4) if total else 0.0,
+        "divisions_followed": divisions,
+        "fallback_decisions": outcome.loop["fallback_decisions"],
+        "loop_latency_ms": {k: round(v, 2) for k, v in latency.items()},
+        "refused": outcome.loop["refused"],
+        "stores": [str(s) for s in stores],
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    create_table_artifact(rows, key="tracking-tracks", description="Tracks per position")
+    png = render_trajectories_png(tracks)
+    (outcome.run_dir / "trajectories.png").write_bytes(png)
+    create_image_artifact(
+        "data:image/png;base64," + base64.b64encode(png).decode(),
+        key="tracking-trajectories",
+        description="Followed cells' paths (stage µm) per position; red: centring error",
+    )
+    create_markdown_artifact(
+        "# Tracking\n\n| measure | value |\n| --- | --- |\n"
+        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k not in ("stores",)),
+        key="tracking-summary",
+        description="Tracking summary",
+    )
+    return summary
+
+
+@flow(name="tracking", log_prints=True)
+def tracking(params: TrackingParams) -> dict[str, Any]:
+    """Prepare -> track (the live loop) -> store -> summarise."""
+    started = time.perf_counter()
+    run_id = params.run_id or _default_run_id()
+    run_dir = params.output_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    first = prepare_tracking(params)
+    outcome = track_cells(params, run_id, run_dir, first)
+    stores = store_tracks(params, outcome)
+    return summarise_tracking(params, outcome, stores, started)
+
+
+def render_trajectories_png(tracks: dict[str, Any], side: int = 512) -> bytes:
+    """Each position's followed path (stage µm) in its own panel, scaled to fit."""
+    from PIL import Image, ImageDraw
+
+    panels = tracks["positions"]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    image = Image.new("RGB", (cols * side, rows * side), "white")
+    draw = ImageDraw.Draw(image)
+    for k, position in enumerate(panels):
+        path = np.array([xy for _, xy in sorted(position["path"].items(), key=lambda i: int(i[0]))])
+        ox, oy = (k % cols) * side, (k // cols) * side
+        draw.rectangle([ox, oy, ox + side - 1, oy + side - 1], outline="grey")
+        draw.text((ox + 6, oy + 6), position["name"], fill="black")
+        if len(path) < 2:
+            continue
+        lo, hi = path.min(axis=0), path.max(axis=0)
+        scale = (side - 40) / max(float((hi - lo).max()), 1.0)
+        pts = [(ox + 20 + (x - lo[0]) * scale, oy + 20 + (y - lo[1]) * scale) for x, y in path]
+        draw.line(pts, fill="blue", width=2)
+        draw.ellipse([pts[0][0] - 4, pts[0][1] - 4, pts[0][0] + 4, pts[0][1] + 4], fill="green")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _tracks_document(state: TrackingState) -> dict[str, Any]:
+    return {
+        "positions": [
+            {
+                "name": pos.name,
+                "followed": pos.followed,
+                "dropped": pos.dropped,
+                "divisions_followed": pos.divisions_followed,
+                "lineage": pos.linker.lineage(),
+                "label_tracks": {str(t): m for t, m in pos.label_tracks.items()},
+                "centring_error_um": {str(t): e for t, e in pos.centring_error_um.items()},
+                "path": {str(t): xy for t, xy in pos.path.items()},
+                "fov_um": pos.fov_um,
+            }
+            for pos in state.positions
+        ]
+    }
+
+
+def _frames_by_position(decisions: Path) -> dict[int, dict[int, int]]:
+    """position -> time point -> edge frame index, from the decision log."""
+    out: dict[int, dict[int, int]] = {}
+    for record in DecisionLog.read(decisions):
+        if record.get("type") == "decision":
+            index = record["event_index"]
+            out.setdefault(int(index.get("p", 0)), {})[int(index.get("t", 0))] = record["frame"]
+    return out
+
+
+def _relabel(labels: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
+    lut = np.zeros(int(labels.max(initial=0)) + 1, np.uint16)
+    for label, track in mapping.items():
+        if int(label) < lut.size:
+            lut[int(label)] = track
+    return lut[labels]
+
+
+def _default_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    run = flow_run.id
+    return f"track-{run}" if run else time.strftime("track-%Y%m%dT%H%M%S")
