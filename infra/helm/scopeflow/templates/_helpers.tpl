@@ -312,11 +312,17 @@ affinity:
 {{- end }}
 
 {{/* `ray start` parameters as strings (KubeRay wants a map of strings); num-gpus when > 0.
+Helm reads every number in values as a float64, which toString writes as "1e+09" from 1e6 up:
+`ray start --object-store-memory 1e+09` refuses that, so whole numbers are written as integers.
 Call with (list params gpus). */}}
 {{- define "scopeflow.rayStartParams" -}}
 {{- $params := dict }}
 {{- range $k, $v := index . 0 }}
+{{- if and (kindIs "float64" $v) (eq $v (floor $v)) }}
+{{- $_ := set $params $k (printf "%d" (int64 $v)) }}
+{{- else }}
 {{- $_ := set $params $k (toString $v) }}
+{{- end }}
 {{- end }}
 {{- if gt (float64 (index . 1)) 0.0 }}
 {{- $_ := set $params "num-gpus" (toString (index . 1)) }}
