@@ -217,7 +217,7 @@ def test_every_resource_has_the_standard_labels(all_docs: list[dict[str, Any]]) 
         assert labels["app.kubernetes.io/name"] == "scopeflow", _id(doc)
         assert labels["app.kubernetes.io/instance"] == RELEASE, _id(doc)
         assert labels["app.kubernetes.io/managed-by"] == "Helm", _id(doc)
-        assert labels["helm.sh/chart"] == "scopeflow-0.1.0", _id(doc)
+        assert labels["helm.sh/chart"] == "scopeflow-0.1.1", _id(doc)
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"]), _id(doc)
         assert len(doc["metadata"]["name"]) <= 63, _id(doc)
         if doc["kind"] == "Deployment":  # selectors select the pods' own labels, immutably
