@@ -8,12 +8,19 @@ never inlined, disabled components absent). kubectl is not used: even ``kubectl 
 --dry-run=client --validate=false`` asks an API server for its resource mapping, and fails without
 one.
 
+Every rendered manifest of every value set is also checked against the real schemas: core kinds
+with ``kubernetes-validate`` (strict), the RayCluster against KubeRay's own CRD schema
+(``../shared/data/kuberay_crds``), plus the API server's and the KubeRay operator's name rules that
+no schema carries; each check is shown to refuse a broken manifest (``tests/_k8s_schemas.py``).
+
 Skipped with the reason when ``helm`` is not on PATH; with ``SCOPEFLOW_REQUIRE_HELM=1`` (CI) a
-missing helm fails instead, so CI can never pass these silently.
+missing helm fails instead, so CI can never pass these silently. Likewise the CRD checks skip
+without ``../shared/data/kuberay_crds`` and fail with ``SCOPEFLOW_REQUIRE_SHARED_DATA=1`` (CI).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -24,15 +31,27 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
 from scopeflow._settings import load_settings
 
+from ._k8s_schemas import (
+    KUBERAY_MAX_RAYCLUSTER_NAME,
+    CrdValidator,
+    api_server_errors,
+    core_errors,
+    kuberay_operator_errors,
+    kubernetes_schema_versions,
+)
+from .conftest import SHARED_DATA, shared_data
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "infra" / "helm" / "scopeflow"
 CI_VALUES = CHART / "ci"
 ALL_GPU = CI_VALUES / "all-gpu-values.yaml"
+PASSTHROUGH = CI_VALUES / "passthrough-values.yaml"  # every pass-through value filled
 RELEASE = "rel"
 NAMESPACE = "imaging"
 PREFIX = f"{RELEASE}-scopeflow"
@@ -55,18 +74,22 @@ def helm() -> str:
     return path
 
 
-def _run(helm: str, *args: str | Path, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+def _run(
+    helm: str, *args: str | Path, chart: Path = CHART, release: str = RELEASE
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *map(str, args)],
+        [helm, "template", release, str(chart), "--namespace", NAMESPACE, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def render(helm: str, *args: str | Path, chart: Path = CHART) -> list[dict[str, Any]]:
+def render(
+    helm: str, *args: str | Path, chart: Path = CHART, release: str = RELEASE
+) -> list[dict[str, Any]]:
     """``helm template`` with these arguments; every YAML document it prints, parsed."""
-    out = _run(helm, *args, chart=chart)
+    out = _run(helm, *args, chart=chart, release=release)
     assert out.returncode == 0, f"helm template {' '.join(map(str, args))} failed:\n{out.stderr}"
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
 
@@ -121,7 +144,11 @@ def all_docs(helm: str) -> list[dict[str, Any]]:
 # -- lint ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [None, ALL_GPU], ids=["defaults", "all-gpu"])
+@pytest.mark.parametrize(
+    "values",
+    [None, ALL_GPU, PASSTHROUGH],
+    ids=["defaults", "all-gpu", "passthrough"],
+)
 def test_lint_strict(helm: str, values: Path | None) -> None:
     args = [helm, "lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
@@ -190,7 +217,7 @@ def test_every_resource_has_the_standard_labels(all_docs: list[dict[str, Any]]) 
         assert labels["app.kubernetes.io/name"] == "scopeflow", _id(doc)
         assert labels["app.kubernetes.io/instance"] == RELEASE, _id(doc)
         assert labels["app.kubernetes.io/managed-by"] == "Helm", _id(doc)
-        assert labels["helm.sh/chart"] == "scopeflow-0.1.0", _id(doc)
+        assert labels["helm.sh/chart"] == "scopeflow-0.1.1", _id(doc)
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"]), _id(doc)
         assert len(doc["metadata"]["name"]) <= 63, _id(doc)
         if doc["kind"] == "Deployment":  # selectors select the pods' own labels, immutably
@@ -537,3 +564,335 @@ def test_notes_tell_where_to_connect(helm: str, tmp_path: Path) -> None:
     assert 'profile="ray"' in text
     assert 'work pool "facility-gpu" (type kubernetes)' in text
     assert f"port-forward svc/{PREFIX}-prefect-server 4200" in text
+
+
+# -- the real schemas ---------------------------------------------------------------------------
+# Every rendered manifest of every value set below is checked against what a cluster checks:
+# core kinds with kubernetes-validate (the upstream OpenAPI schemas, shipped in the package, strict:
+# unknown fields are errors), KubeRay's RayCluster against the openAPIV3Schema of KubeRay's own CRD
+# (../shared/data/kuberay_crds, unknown fields refused rather than pruned), plus the API server's
+# and the KubeRay operator's name and port rules that no schema carries (tests/_k8s_schemas.py).
+
+# Kubernetes 1.33 is the version checked as "what a facility runs today" (late 2026): the Kubernetes
+# of OpenShift 4.20, an extended-update-support release that on-premises clusters stay on for
+# years, and a few minor versions behind the upstream-supported ones. Also checked: the chart's own
+# kubeVersion floor (Chart.yaml, 1.25), so that claim holds, and the newest schemas the installed
+# kubernetes-validate ships (1.37 with kubernetes-validate 1.37), for the clusters that upgrade.
+FACILITY_KUBERNETES = "1.33.0"
+KUBERAY_API_VERSION = "v1"  # the served, storage version of both CRDs; the chart renders ray.io/v1
+KUBERAY_CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+LONGEST_RELEASE = "a-very-long-release-name-for-the-imaging-core-facilit"  # 53: helm's longest
+
+# every combination of components the tests render, plus every pass-through value filled
+VALUE_SETS: dict[str, list[str | Path]] = {
+    "defaults": [],
+    "all-gpu": ["-f", ALL_GPU],
+    "passthrough": ["-f", PASSTHROUGH],
+    "dask-cpu-only": ["--set", "dask.enabled=true"],
+    "ray-gpu-group-only": [
+        *("--set", "rayCluster.enabled=true", "--set", "rayCluster.cpuWorkers.enabled=false"),
+        *("--set", "rayCluster.gpuWorkers.enabled=true"),
+    ],
+    "external-server": ["--set", "server.enabled=false", "--set", "prefect.apiUrl=http://p/api"],
+    "existing-claims": [
+        *("--set", "persistence.existingClaim=lab-nfs"),
+        *("--set", "server.database.sqlite.existingClaim=prefect-db"),
+    ],
+    "all-gpu-no-volume-no-account": [
+        *("-f", ALL_GPU, "--set", "persistence.enabled=false"),
+        *("--set", "serviceAccount.create=false", "--set", "worker.healthcheck=false"),
+    ],
+}
+
+WITH_RAY = {"all-gpu", "passthrough", "ray-gpu-group-only", "all-gpu-no-volume-no-account"}
+
+
+def _kubernetes_versions() -> list[str]:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    floor = re.fullmatch(r">=\s*(\d+\.\d+)\.\d+(-0)?", chart["kubeVersion"])
+    assert floor, f"Chart.yaml kubeVersion {chart['kubeVersion']!r}: expected '>=X.Y.Z-0'"
+    shipped = kubernetes_schema_versions()
+    versions = [f"{floor.group(1)}.0", FACILITY_KUBERNETES, shipped[-1]]
+    missing = [v for v in versions if v not in shipped]
+    assert not missing, f"kubernetes-validate {kubernetes_validate.__version__} lacks {missing}"
+    return sorted(set(versions), key=lambda v: tuple(map(int, v.split("."))))
+
+
+KUBERNETES_VERSIONS = _kubernetes_versions()
+
+
+@pytest.fixture(scope="module")
+def kuberay() -> dict[str, CrdValidator]:
+    folder = SHARED_DATA / "kuberay_crds"
+    if not folder.is_dir() and os.environ.get("SCOPEFLOW_REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(f"SCOPEFLOW_REQUIRE_SHARED_DATA=1 but {folder} is absent")
+    folder = shared_data("kuberay_crds")
+    return {
+        kind: CrdValidator.from_file(folder / name, KUBERAY_API_VERSION)
+        for kind, name in KUBERAY_CRDS.items()
+    }
+
+
+def _is_kuberay(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].split("/")[0] == "ray.io"
+
+
+def manifest_errors(
+    doc: dict[str, Any], k8s: str, kuberay: dict[str, CrdValidator] | None = None
+) -> list[str]:
+    """Everything a cluster of Kubernetes `k8s` with KubeRay would refuse in this manifest."""
+    if _is_kuberay(doc):
+        assert kuberay is not None, "KubeRay manifests need the kuberay fixture"
+        if doc["kind"] not in kuberay:
+            return [f"no KubeRay CRD for {doc['kind']} here"]
+        errors = kuberay[doc["kind"]].errors(doc, k8s) + kuberay_operator_errors(doc)
+    else:
+        errors = core_errors(doc, k8s)
+    return errors + api_server_errors(doc)
+
+
+def _all_errors(
+    docs: list[dict[str, Any]], kuberay: dict[str, CrdValidator] | None = None
+) -> list[str]:
+    return [
+        f"{_id(doc)} (Kubernetes {version}): {error}"
+        for version in KUBERNETES_VERSIONS
+        for doc in docs
+        for error in manifest_errors(doc, version, kuberay)
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_core_manifests_pass_the_kubernetes_schemas(helm: str, name: str) -> None:
+    everything = render(helm, *VALUE_SETS[name])
+    assert any(map(_is_kuberay, everything)) == (name in WITH_RAY)
+    docs = [d for d in everything if not _is_kuberay(d)]
+    assert docs
+    problems = _all_errors(docs)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", sorted(WITH_RAY))
+def test_rendered_rayclusters_pass_kuberays_crd_and_operator(
+    helm: str, kuberay: dict[str, CrdValidator], name: str
+) -> None:
+    docs = [d for d in render(helm, *VALUE_SETS[name]) if _is_kuberay(d)]
+    assert [d["kind"] for d in docs] == ["RayCluster"]
+    problems = _all_errors(docs, kuberay)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_value_sets_render_every_kind_the_chart_has(helm: str) -> None:
+    kinds = {d["kind"] for args in VALUE_SETS.values() for d in render(helm, *args)}
+    templates = {
+        m
+        for t in (CHART / "templates").glob("*.yaml")
+        for m in re.findall(r"^kind: (\w+)", t.read_text(), re.M)
+    }
+    expected = {"ServiceAccount", "PersistentVolumeClaim", "Deployment", "Service"}
+    expected |= {"Role", "RoleBinding", "RayCluster"}
+    assert kinds == templates == expected
+
+
+def test_longest_release_name_passes_the_schemas_and_kuberay(
+    helm: str, kuberay: dict[str, CrdValidator]
+) -> None:
+    assert len(LONGEST_RELEASE) == 53
+    docs = render(helm, "-f", ALL_GPU, release=LONGEST_RELEASE)
+    problems = _all_errors(docs, kuberay)
+    assert not problems, "\n".join(problems)
+    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    assert len(cluster["metadata"]["name"]) <= KUBERAY_MAX_RAYCLUSTER_NAME
+    # the `ray` profile points at the Service that really exists
+    service = find(docs, "Service", cluster["metadata"]["name"])
+    worker = next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    )
+    env = env_of(worker["spec"]["template"]["spec"]["containers"][0])
+    profiles = json.loads(env["SCOPEFLOW_COMPUTE_PROFILES"]["value"])
+    assert profiles["ray"]["address"] == f"ray://{service['metadata']['name']}:10001"
+
+
+@pytest.mark.parametrize("release", ["2024-imaging", "lab.v2"])
+def test_release_names_that_make_invalid_service_names_fail_with_the_fix(
+    helm: str, release: str
+) -> None:
+    out = _run(helm, release=release)
+    assert out.returncode != 0
+    assert "must be DNS-1035 labels" in out.stderr and "fullnameOverride" in out.stderr, out.stderr
+    # the fix it names works; without a Service (nor RayCluster) the release name is fine as is
+    assert render(helm, "--set", "fullnameOverride=imaging-scopeflow", release=release)
+    assert render(
+        helm, "--set", "server.enabled=false", "--set", "prefect.apiUrl=http://p/api",
+        release=release,
+    )  # fmt: skip
+
+
+def test_whole_number_ray_start_params_stay_integers(helm: str) -> None:
+    cluster = find(render(helm, "-f", PASSTHROUGH), "RayCluster", f"{PREFIX}-ray")
+    head = cluster["spec"]["headGroupSpec"]["rayStartParams"]
+    assert head["object-store-memory"] == "1000000000"  # not "1e+09": ray start wants an int
+    assert head["num-cpus"] == "0" and head["include-dashboard"] == "true"
+    groups = {g["groupName"]: g["rayStartParams"] for g in cluster["spec"]["workerGroupSpecs"]}
+    assert groups["gpu"] == {"num-gpus": "1", "resources": '{"A100": 1}'}
+    docs = render(
+        helm, "-f", PASSTHROUGH, "--set", "rayCluster.cpuWorkers.rayStartParams.num-cpus=1.5"
+    )
+    cluster = find(docs, "RayCluster", f"{PREFIX}-ray")
+    assert cluster["spec"]["workerGroupSpecs"][0]["rayStartParams"]["num-cpus"] == "1.5"
+
+
+# -- the checks can fail ------------------------------------------------------------------------
+# Each validator, fed a rendered manifest broken in one way, refuses it naming the place: so the
+# passes above are not vacuous.
+
+
+def _break(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of doc with the dotted path set to value (integers index lists); `-key` deletes."""
+    broken = copy.deepcopy(doc)
+    *parents, last = path.split(".")
+    node: Any = broken
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if last.startswith("-"):
+        del node[last[1:]]
+    elif last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return broken
+
+
+POD = "spec.template.spec"
+HEAD = "spec.headGroupSpec"
+GPU_GROUP = "spec.workerGroupSpecs.1"
+BROKEN = {
+    # kubernetes-validate, strict
+    "core-misspelled-pod-field": ("Deployment", f"{POD}.nodeSelecter", {"a": "b"}, "nodeSelecter"),
+    "core-misspelled-container-field": (
+        "Deployment", f"{POD}.containers.0.imagePullPolcy", "Always", "imagePullPolcy"
+    ),
+    "core-wrong-type": ("Deployment", "spec.replicas", "2", "spec.replicas"),
+    "core-misspelled-metadata": ("Service", "metadata.lables", {"a": "b"}, "lables"),
+    "core-port-not-int-or-string": ("Service", "spec.ports.0.targetPort", 1.5, "targetPort"),
+    # the API server's rules beyond the schema
+    "service-name-not-dns1035": ("Service", "metadata.name", "2lab-scopeflow-ray", "DNS-1035"),
+    "port-name-too-long": (
+        "Deployment", f"{POD}.containers.0.ports.0.name", "prefect-worker-health", "IANA_SVC_NAME"
+    ),
+    "label-value-invalid": ("Deployment", "metadata.labels.team", "imaging core", "label value"),
+    # KubeRay's CRD schema
+    "crd-misspelled-field": ("RayCluster", "spec.workerGroupSpec", [], "workerGroupSpec"),
+    "crd-misspelled-pod-field": (
+        "RayCluster", f"{GPU_GROUP}.template.spec.nodeSelecter", {"a": "b"}, "nodeSelecter"
+    ),
+    "crd-wrong-type": ("RayCluster", f"{GPU_GROUP}.replicas", "2", "replicas"),
+    "crd-int32-range": ("RayCluster", f"{GPU_GROUP}.maxReplicas", 2**31, "int32"),
+    "crd-start-params-not-strings": ("RayCluster", f"{HEAD}.rayStartParams.num-cpus", 0, "string"),
+    "crd-int-or-string-wrong": (
+        "RayCluster",
+        f"{HEAD}.template.spec.containers.0.ports.0.containerPort",
+        "6379",
+        "containerPort",
+    ),
+    "crd-list-map-duplicate": (
+        "RayCluster", f"{HEAD}.template.spec.containers.0.ports.1.containerPort", 6379,
+        "same list-map key",
+    ),
+    "crd-missing-required": (
+        "RayCluster", f"{HEAD}.template.spec.containers.0.-name", None, "'name' is a required"
+    ),
+    "crd-cel-field": ("RayCluster", "spec.managedBy", "someone-else", "CEL rules"),
+    "crd-misspelled-metadata": ("RayCluster", "metadata.lables", {"a": "b"}, "lables"),
+    # the KubeRay operator's rules
+    "kuberay-name-too-long": ("RayCluster", "metadata.name", "r" * 54, "no more than 53"),
+    "kuberay-name-not-dns1035": ("RayCluster", "metadata.name", "2lab-ray", "DNS1035"),
+    "kuberay-min-over-max": ("RayCluster", f"{GPU_GROUP}.minReplicas", 5, "greater than"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_check_refuses_a_broken_manifest(
+    all_docs: list[dict[str, Any]], request: pytest.FixtureRequest, case: str
+) -> None:
+    kind, path, value, expected = BROKEN[case]
+    doc = next(d for d in all_docs if d["kind"] == kind)
+    kuberay = request.getfixturevalue("kuberay") if _is_kuberay(doc) else None
+    assert not manifest_errors(doc, FACILITY_KUBERNETES, kuberay)  # valid before
+    errors = manifest_errors(_break(doc, path, value), FACILITY_KUBERNETES, kuberay)
+    assert errors, f"{case}: {path} = {value!r} was accepted"
+    assert any(expected in e for e in errors), errors
+
+
+def test_int_or_string_and_nullable_accept_both_forms(kuberay: dict[str, CrdValidator]) -> None:
+    rc = kuberay["RayCluster"]
+    probe = {"httpGet": {"path": "/", "port": "dashboard"}}
+    doc = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": "ok"},
+        "spec": {
+            "headGroupSpec": {
+                "template": {"spec": {"containers": [{"name": "h", "readinessProbe": probe}]}}
+            }
+        },
+    }
+    assert rc.errors(doc, FACILITY_KUBERNETES) == []
+    doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/", "port": 8265}
+    }
+    assert rc.errors(doc, FACILITY_KUBERNETES) == []
+    doc["status"] = {"lastUpdateTime": None}  # nullable: true
+    assert rc.errors(doc, FACILITY_KUBERNETES) == []
+
+
+def test_a_rayjob_carrying_the_charts_cluster_spec_validates(
+    all_docs: list[dict[str, Any]], kuberay: dict[str, CrdValidator]
+) -> None:
+    """The chart renders no RayJob; the RayJob schema is checked with the chart's cluster spec in
+    it (what a RayJob submitted against this setup would carry), both ways."""
+    cluster = find(all_docs, "RayCluster", f"{PREFIX}-ray")
+    job = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": "segment-plate-42", "labels": cluster["metadata"]["labels"]},
+        "spec": {
+            "entrypoint": "python -m flows.batch --plate 42",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 600,
+            "rayClusterSpec": cluster["spec"],
+        },
+    }
+    assert manifest_errors(job, FACILITY_KUBERNETES, kuberay) == []
+    for path, value, expected in [
+        ("spec.entrypoint", 5, "entrypoint"),
+        ("spec.shutdownAfterJobFinish", True, "shutdownAfterJobFinish"),
+        ("spec.rayClusterSpec.headGroupSpec.rayStartParams.num-cpus", 0, "string"),
+    ]:
+        errors = manifest_errors(_break(job, path, value), FACILITY_KUBERNETES, kuberay)
+        assert any(expected in e for e in errors), (path, errors)
+
+
+def test_crd_loader_refuses_what_it_cannot_check() -> None:
+    def crd(node: dict[str, Any], served: bool = True) -> dict[str, Any]:
+        version = {"name": "v1", "served": served, "storage": True}
+        version["schema"] = {"openAPIV3Schema": {"type": "object", "properties": {"spec": node}}}
+        return {
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "things.example.org"},
+            "spec": {"group": "example.org", "names": {"kind": "Thing"}, "versions": [version]},
+        }
+
+    assert CrdValidator(crd({"type": "object"}), "v1").schema["properties"]["spec"] == {
+        "type": "object",
+        "additionalProperties": False,  # a bare object: the API server would prune it all
+    }
+    with pytest.raises(ValueError, match="x-kubernetes-new-thing"):
+        CrdValidator(crd({"type": "string", "x-kubernetes-new-thing": True}), "v1")
+    with pytest.raises(ValueError, match="not served"):
+        CrdValidator(crd({"type": "object"}, served=False), "v1")
+    with pytest.raises(ValueError, match="no version v2"):
+        CrdValidator(crd({"type": "object"}), "v2")

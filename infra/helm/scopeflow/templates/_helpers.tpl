@@ -76,15 +76,34 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s:%s" $repo $tag }}
 {{- end }}
 
+{{/*
+"<fullname>-<component>" for names that must be DNS-1035 labels (start with a letter, no dots), cut
+to at most `max` characters: Service names (the API server refuses others) and the RayCluster's
+(KubeRay refuses others). Helm allows release names that start with a digit or hold dots: fail
+with the fix instead of rendering a Service the cluster refuses. Call with (list $ "component" max).
+*/}}
+{{- define "scopeflow.dns1035Name" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $budget := int (sub (sub (index . 2) 1) (len $component)) -}}
+{{- $name := printf "%s-%s" (include "scopeflow.fullname" $root | trunc $budget | trimSuffix "-") $component -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "%q cannot be a Service or RayCluster name: those must be DNS-1035 labels (a-z, 0-9 and '-', starting with a letter). Use a release name that starts with a letter and has no dots, or set fullnameOverride" $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end }}
+
 {{/* Service names other components and NOTES.txt point at. */}}
 {{- define "scopeflow.serverServiceName" -}}
-{{- include "scopeflow.componentName" (list . "prefect-server") }}
+{{- include "scopeflow.dns1035Name" (list . "prefect-server" 63) }}
 {{- end }}
+{{/* The RayCluster and its client Service share this name. KubeRay refuses RayCluster names over
+53 characters (63 minus its longest Service suffix, "-serve-svc"): the cluster would never start. */}}
 {{- define "scopeflow.rayServiceName" -}}
-{{- include "scopeflow.componentName" (list . "ray") }}
+{{- include "scopeflow.dns1035Name" (list . "ray" 53) }}
 {{- end }}
 {{- define "scopeflow.daskServiceName" -}}
-{{- include "scopeflow.componentName" (list . "dask-scheduler") }}
+{{- include "scopeflow.dns1035Name" (list . "dask-scheduler" 63) }}
 {{- end }}
 
 {{/* Ray client address of the chart's RayCluster, for BackendConfig / the `ray` profile. */}}
@@ -293,11 +312,17 @@ affinity:
 {{- end }}
 
 {{/* `ray start` parameters as strings (KubeRay wants a map of strings); num-gpus when > 0.
+Helm reads every number in values as a float64, which toString writes as "1e+09" from 1e6 up:
+`ray start --object-store-memory 1e+09` refuses that, so whole numbers are written as integers.
 Call with (list params gpus). */}}
 {{- define "scopeflow.rayStartParams" -}}
 {{- $params := dict }}
 {{- range $k, $v := index . 0 }}
+{{- if and (kindIs "float64" $v) (eq $v (floor $v)) }}
+{{- $_ := set $params $k (printf "%d" (int64 $v)) }}
+{{- else }}
 {{- $_ := set $params $k (toString $v) }}
+{{- end }}
 {{- end }}
 {{- if gt (float64 (index . 1)) 0.0 }}
 {{- $_ := set $params "num-gpus" (toString (index . 1)) }}
