@@ -31,7 +31,7 @@ from _machine import describe_machine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scopeflow._settings import LocalComputeProfile  # noqa: E402
+from scopeflow import LocalComputeProfile  # noqa: E402
 from tasks.compute import group_items, open_runner  # noqa: E402
 from tests.batch_test_models import TILE_SEEDS, run_model_on  # noqa: E402
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 from tasks.storage import (
     ChunkLedger,
     SourceImage,

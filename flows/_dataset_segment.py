@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ChunksFailed
+from scopeflow import ChunksFailed
 from tasks.compute import ChunkRunner, group_items
 from tasks.storage import (
     ChunkLedger,

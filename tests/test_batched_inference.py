@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 from tasks.inference import load_model, load_restoration_model
 from tasks.inference._tiling import predict_tiled
 from tasks.inference._training_data import simulated_frame

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from scopeflow._errors import ComputeUnavailable, ConfigurationError
-from scopeflow._settings import (
+from scopeflow import (
+    ComputeUnavailable,
+    ConfigurationError,
     LocalComputeProfile,
     PbsComputeProfile,
     RayComputeProfile,

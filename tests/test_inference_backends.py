@@ -16,8 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
-from scopeflow._errors import ConfigurationError
-from scopeflow._shm_ring import ShmFrameRef, ShmRing
+from scopeflow import ConfigurationError, ShmFrameRef, ShmRing
 from tasks.inference import ObjectTable, measure_objects
 from tasks.inference._backends import (
     BackendConfig,

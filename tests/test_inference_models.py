@@ -9,7 +9,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 from tasks.inference import SegmentationModel, available_models, load_model
 from tasks.inference._metrics import instance_scores, pool_scores
 from tasks.inference._training_data import simulated_frame

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 from tasks.inference import (
     RestorationModel,
     available_restoration_models,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from flows.segment_dataset import SegmentDatasetParams, segment_dataset_on
-from scopeflow._settings import SlurmComputeProfile
+from scopeflow import SlurmComputeProfile
 from tasks.compute import open_runner
 from tasks.storage import label_path, write_zstack
 from tests.batch_test_models import blob_image

@@ -18,9 +18,13 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import ComputeUnavailable, ConfigurationError
-from scopeflow._settings import LocalComputeProfile, RayComputeProfile
+from scopeflow import (
+    Closeable,
+    ComputeUnavailable,
+    ConfigurationError,
+    LocalComputeProfile,
+    RayComputeProfile,
+)
 from tasks._ray_local import start_local_ray
 
 from ._runner import GroupFailure, MapOutcome

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from scopeflow._settings import ComputeProfile, LocalComputeProfile, RayComputeProfile
+from scopeflow import ComputeProfile, LocalComputeProfile, RayComputeProfile
 
 __all__ = [
     "ChunkRunner",

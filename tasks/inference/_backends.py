@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from scopeflow._errors import ConfigurationError, ScopeflowError
+from scopeflow import ConfigurationError, ScopeflowError
 
 __all__ = [
     "BackendConfig",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._care import PERCENTILES, CareDenoiser, percentile_range
 from ._classical import check_image

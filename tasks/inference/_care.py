@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._classical import check_image
 from ._tiling import OVERLAP, check_precision, default_tile, map_same_shape, predict_tiled

@@ -24,7 +24,7 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from scopeflow._closing import Closeable
+from scopeflow import Closeable
 
 from ._backends import (
     BackendConfig,

@@ -20,8 +20,7 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import ConfigurationError
+from scopeflow import Closeable, ConfigurationError
 from tasks._ray_local import start_local_ray
 
 from ._backends import (
