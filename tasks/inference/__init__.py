@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from scopeflow import ObjectTable
+
 from ._backends import (
     BackendConfig,
     BackendUnavailable,
@@ -11,7 +13,7 @@ from ._backends import (
     InferenceFuture,
     make_backend,
 )
-from ._measure import ObjectTable, measure_objects
+from ._measure import measure_objects
 from ._protocol import RestorationModel, SegmentationModel
 from ._registry import (
     available_models,
