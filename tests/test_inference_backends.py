@@ -17,14 +17,15 @@ import psutil
 import pytest
 
 from scopeflow import ConfigurationError, ShmFrameRef, ShmRing
-from tasks.inference import ObjectTable, measure_objects
-from tasks.inference._backends import (
+from tasks.inference import (
     BackendConfig,
     BackendUnavailable,
     InferenceBackend,
     InferenceError,
+    ObjectTable,
     chunk_indices,
     make_backend,
+    measure_objects,
 )
 from tests.inference_test_models import POISON, ThresholdModel
 

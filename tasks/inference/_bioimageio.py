@@ -172,7 +172,7 @@ def export_bioimageio_package(
         scripted.save(str(tmp / "weights.pt"))
         (tmp / "README.md").write_text(
             f"# scopeflow {mode} denoiser\n\nA small U-Net trained by "
-            "`python -m tasks.inference.train_restoration` (scopeflow). Input: one 2D "
+            "`python -m tasks.training.train_restoration` (scopeflow). Input: one 2D "
             "fluorescence image; output: the denoised image in the input's percentile-"
             "normalised scale.\n"
         )
