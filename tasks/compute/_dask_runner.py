@@ -13,7 +13,7 @@ from distributed.scheduler import KilledWorker
 from scopeflow import Closeable, ComputeUnavailable, JobqueueComputeProfile, LocalComputeProfile
 
 from ._dask_clusters import gpus_per_dask_worker, jobqueue_cluster, local_dask_cluster
-from ._runner import GroupFailure, MapOutcome
+from ._runner_core import GroupFailure, MapOutcome
 
 __all__ = ["DaskRunner"]
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 from scopeflow import ObjectTable
 
 from ._apply import restore_planes, segment_planes
-from ._backends import (
+from ._backend_core import (
     BackendConfig,
     BackendUnavailable,
     InferenceBackend,
     InferenceError,
     InferenceFuture,
     chunk_indices,
-    make_backend,
 )
 from ._bioimageio import export_bioimageio_package
 from ._care import (
@@ -29,6 +28,7 @@ from ._care import (
 )
 from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
 from ._care import PERCENTILES as RESTORATION_PERCENTILES
+from ._make_backend import make_backend
 from ._measure import measure_objects
 from ._metrics import InstanceScores, instance_scores, iou_matrix, pool_scores
 from ._protocol import RestorationModel, SegmentationModel
