@@ -78,12 +78,12 @@ class _localhost_only:
     """
 
     def __enter__(self) -> None:
-        from ray._private import ray_constants
+        from ray._private import ray_constants  # noqa: PLC2701 (no public API, see above)
 
         self._saved = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = False
 
     def __exit__(self, *exc: object) -> None:
-        from ray._private import ray_constants
+        from ray._private import ray_constants  # noqa: PLC2701 (no public API, see above)
 
         ray_constants.ENABLE_RAY_CLUSTER = self._saved

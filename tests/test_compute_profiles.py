@@ -111,7 +111,7 @@ def test_groups_are_balanced_and_bounded() -> None:
 
 
 def test_a_ray_profile_never_runs_on_another_connected_cluster(monkeypatch) -> None:
-    from tasks.compute import _ray_runner
+    from tasks.compute import _ray_runner  # noqa: PLC2701 (shortens its actor start timeout)
 
     with open_runner(LocalComputeProfile(engine="ray", workers=1)) as local:
         gcs = local.describe()["address"]

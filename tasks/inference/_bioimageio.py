@@ -33,7 +33,7 @@ _TENSOR_IN, _TENSOR_OUT = "raw", "restored"
 
 def _require_bioimageio() -> None:
     try:
-        import bioimageio.core
+        import bioimageio.core  # noqa: F401
         import bioimageio.spec  # noqa: F401
     except ImportError as exc:
         raise ConfigurationError(
