@@ -39,8 +39,8 @@ import psutil
 import pytest
 import zarr
 
+from tasks.compute.synthetic_workload import blob_image
 from tasks.storage import write_zstack
-from tests.batch_test_models import blob_image
 
 pytestmark = pytest.mark.timeout(300)
 
