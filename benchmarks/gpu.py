@@ -39,11 +39,17 @@ from _machine import describe_machine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.inference import BackendConfig, load_model, load_restoration_model  # noqa: E402
+from tasks.inference import (  # noqa: E402
+    BackendConfig,
+    instance_scores,
+    load_model,
+    load_restoration_model,
+)
 from tasks.inference import make_backend as make_inference_backend  # noqa: E402
-from tasks.inference._metrics import instance_scores  # noqa: E402
-from tasks.inference._restoration_data import sim_pair  # noqa: E402
-from tasks.inference._training_data import simulated_frame  # noqa: E402
+from tasks.training import (  # noqa: E402
+    sim_pair,
+    simulated_frame,
+)
 
 RESULT = REPO / "benchmarks" / "results" / "gpu.json"
 PIXEL_UM = 0.65  # 10x, 2048x2048 camera

@@ -4,7 +4,7 @@ Usage (from the repo root)::
 
     python benchmarks/inference_roundtrip.py [--sizes 512 2048] [--iters 200] [--warmup 20]
 
-The model (``tests.inference_test_models:ZerosModel``) returns an all-zero int32 label image,
+The model (``tasks.compute.synthetic_workload:ZerosModel``) returns an all-zero int32 label image,
 so the numbers are the transport + dispatch cost. One round trip = ``submit`` + ``result``,
 sequential, one worker. Modes:
 
@@ -33,7 +33,7 @@ import numpy as np
 from _machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "tests.inference_test_models:ZerosModel"
+MODEL = "tasks.compute.synthetic_workload:ZerosModel"
 
 
 def machine() -> dict[str, object]:
@@ -106,7 +106,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from tests.inference_test_models import ZerosModel
+    from tasks.compute.synthetic_workload import ZerosModel
 
     load_before = [round(x, 2) for x in os.getloadavg()]
     rng = np.random.default_rng(0)

@@ -40,20 +40,20 @@ if str(ROOT) not in sys.path:
 
 from _machine import describe_machine  # noqa: E402
 
-from tasks.inference import load_restoration_model  # noqa: E402
-from tasks.inference._restoration_data import (  # noqa: E402
+from tasks.inference import (  # noqa: E402
+    FMD_CONFOCAL_FISH,
+    best_gaussian_blur,
+    load_pair,
+    load_restoration_model,
+    psnr,
+    ssim,
+)
+from tasks.training import (  # noqa: E402
     ConfocalNoise,
     add_confocal_noise,
     estimate_noise_gain,
     sim_pair,
     tissue_clean,
-)
-from tasks.inference._restoration_metrics import (  # noqa: E402
-    FMD_CONFOCAL_FISH,
-    best_gaussian_blur,
-    load_pair,
-    psnr,
-    ssim,
 )
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -86,8 +86,8 @@ def _n2v_self(noisy: np.ndarray, iterations: int) -> dict[str, np.ndarray]:
     """Fine-tune the shipped N2V weights on ``noisy`` alone, then denoise it (plain and x8)."""
     import tifffile
 
-    from tasks.inference._care import DEFAULT_WEIGHTS
-    from tasks.inference.train_restoration import RestorationTrainConfig, save, train
+    from tasks.inference import RESTORATION_DEFAULT_WEIGHTS
+    from tasks.training.train_restoration import RestorationTrainConfig, save, train
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "noisy.tif"
@@ -96,7 +96,7 @@ def _n2v_self(noisy: np.ndarray, iterations: int) -> dict[str, np.ndarray]:
             mode="n2v",
             seed=0,
             images=(str(src),),
-            init=str(DEFAULT_WEIGHTS["n2v"]),
+            init=str(RESTORATION_DEFAULT_WEIGHTS["n2v"]),
             iterations=iterations,
             lr=5e-4,
         )

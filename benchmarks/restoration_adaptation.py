@@ -34,34 +34,28 @@ if str(ROOT) not in sys.path:
 
 from _machine import describe_machine  # noqa: E402
 
-from tasks.inference import load_restoration_model  # noqa: E402
-from tasks.inference._care import (  # noqa: E402
-    DEFAULT_WEIGHTS,
+from tasks.inference import (  # noqa: E402
+    FMD_CONFOCAL_FISH,
+    RESTORATION_DEFAULT_WEIGHTS,
+    best_gaussian_blur,
+    load_pair,
+    load_restoration_model,
     load_restoration_weights,
     percentile_range,
+    psnr,
 )
-from tasks.inference._n2v import n2v_mask  # noqa: E402
-from tasks.inference._restoration_data import (  # noqa: E402
+from tasks.training import (  # noqa: E402
     ConfocalNoise,
     add_confocal_noise,
     estimate_noise_gain,
+    n2v_mask,
+    normalised_pair,
     random_confocal_noise,
+    random_crop_window,
+    random_flip_rotation,
     sim_pair,
     synthetic_clean,
     tissue_clean,
-)
-from tasks.inference._restoration_metrics import (  # noqa: E402
-    FMD_CONFOCAL_FISH,
-    best_gaussian_blur,
-    load_pair,
-    psnr,
-)
-from tasks.inference.train_restoration import (  # noqa: E402
-    _crop_window,
-    _geometric,
-)
-from tasks.inference.train_restoration import (  # noqa: E402
-    _normalised as normalised_pair,
 )
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -77,8 +71,8 @@ def _normalised(noisy: np.ndarray, ref: np.ndarray) -> Crops:
 
 def _crop(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
     """The same random window and symmetry of every image, as in training."""
-    window = _crop_window(images[0].shape, CROP, rng)
-    return _geometric(rng, *(im[window] for im in images))
+    window = random_crop_window(images[0].shape, CROP, rng)
+    return random_flip_rotation(rng, *(im[window] for im in images))
 
 
 def _fine_tune(
@@ -89,7 +83,7 @@ def _fine_tune(
     """Shipped CARE fine-tuned on ``draw``'s pairs (+ N2V on ``frame_n2v`` crops if given)."""
     import torch
 
-    net, _ = load_restoration_weights(DEFAULT_WEIGHTS["care"], "care")
+    net, _ = load_restoration_weights(RESTORATION_DEFAULT_WEIGHTS["care"], "care")
     net.train()
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -113,7 +107,7 @@ def _fine_tune(
 def _restore_with(net: Any, noisy: np.ndarray) -> np.ndarray:
     import torch
 
-    from tasks.inference._tiling import predict_tiled
+    from tasks.inference import predict_tiled
 
     lo, scale = percentile_range(noisy)
     x = torch.from_numpy(((noisy - lo) / scale).astype(np.float32))[None, None]

@@ -28,15 +28,15 @@ if str(ROOT) not in sys.path:
 
 from _machine import describe_machine  # noqa: E402
 
-from tasks.inference import load_restoration_model  # noqa: E402
-from tasks.inference._care import DEFAULT_WEIGHTS  # noqa: E402
-from tasks.inference._restoration_metrics import (  # noqa: E402
+from tasks.inference import (  # noqa: E402
     FMD_CONFOCAL_FISH,
+    RESTORATION_DEFAULT_WEIGHTS,
     best_gaussian_blur,
     load_pair,
+    load_restoration_model,
     psnr,
 )
-from tasks.inference.train_restoration import RestorationTrainConfig, save, train  # noqa: E402
+from tasks.training.train_restoration import RestorationTrainConfig, save, train  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -53,7 +53,7 @@ def _fold(
         tifffile.imwrite(high, clean[:, train_cols])
         cfg = RestorationTrainConfig(
             pairs=((str(low), str(high)),),
-            init=str(DEFAULT_WEIGHTS["care"]),
+            init=str(RESTORATION_DEFAULT_WEIGHTS["care"]),
             iterations=iterations,
             batch=16,
             crop=96,

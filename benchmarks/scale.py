@@ -31,11 +31,11 @@ from _machine import describe_machine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scopeflow._settings import LocalComputeProfile  # noqa: E402
+from scopeflow import LocalComputeProfile  # noqa: E402
 from tasks.compute import group_items, open_runner  # noqa: E402
-from tests.batch_test_models import TILE_SEEDS, run_model_on  # noqa: E402
+from tasks.compute.synthetic_workload import TILE_SEEDS, run_model_on  # noqa: E402
 
-TRIVIAL = "tests.inference_test_models:ZerosModel"
+TRIVIAL = "tasks.compute.synthetic_workload:ZerosModel"
 
 
 def orchestrated(engine: str, workers: int, spec: str, size: int, n: int, grouped: bool) -> float:

@@ -37,9 +37,12 @@ if str(ROOT) not in sys.path:
 
 from _machine import describe_machine  # noqa: E402
 
-from tasks.inference import load_model  # noqa: E402
-from tasks.inference._metrics import instance_scores, pool_scores  # noqa: E402
-from tasks.inference._training_data import (  # noqa: E402
+from tasks.inference import (  # noqa: E402
+    instance_scores,
+    load_model,
+    pool_scores,
+)
+from tasks.training import (  # noqa: E402
     load_stardist_dsb_example,
     simulated_frame,
     simulated_frames,

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
-from scopeflow._errors import ChunksFailed
+from scopeflow import ChunksFailed
 from tasks.storage import Tile
 
 from ._dataset_work import TileDone

@@ -4,14 +4,13 @@ stitching is needed."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
+from tasks.compute import ChunkRunner
 from tasks.storage import (
     ChunkLedger,
     SourceImage,
@@ -22,10 +21,13 @@ from tasks.storage import (
     tile_grid,
 )
 
+from ._dataset_operation import DatasetOperation
 from ._dataset_params import RestoreDatasetParams
-from ._dataset_work import ModelSpec, RestoreContext
+from ._dataset_run import Stages
+from ._dataset_store import plane_chunks, provenance, run_identity, stored_provenance
+from ._dataset_work import ModelSpec, RestoreContext, restore_tiles
 
-__all__ = ["RestorePlan", "finish_restoration", "output_path", "plan_restoration"]
+__all__ = ["RESTORATION", "RestorePlan", "finish_restoration", "output_path", "plan_restoration"]
 
 
 @dataclass(frozen=True)
@@ -50,35 +52,14 @@ def output_path(params: RestoreDatasetParams) -> Path:
     return params.image.with_name(f"{stem}-{model}.ome.zarr")
 
 
-def _provenance(store: Path) -> dict[str, Any]:
-    meta = store / "zarr.json"
-    if not meta.exists():
-        return {}
-    prov: dict[str, Any] = (
-        json.loads(meta.read_text(encoding="utf-8")).get("attributes", {}).get("scopeflow", {})
-    )
-    return prov
-
-
 def plan_restoration(params: RestoreDatasetParams) -> RestorePlan:
     """Open the image; create the output store (or find it from an earlier, killed run)."""
     source = open_image(params.image)
     output = output_path(params)
     out_dtype = "float32" if params.dtype == "float32" else source.dtype
-    identity = {
-        "source": str(source.store.resolve()),
-        "array": source.array_path,
-        "shape": list(source.shape),
-        "dtype": source.dtype,
-        "model": params.model,
-        "model_options": params.model_options,
-        "tile": params.tile,
-        "halo": params.halo,
-        "out_dtype": out_dtype,
-        "pixel_size_um": params.pixel_size_um or source.pixel_size_um,
-    }
+    identity = run_identity(source, params, out_dtype=out_dtype)
     key = identity_hash(identity)
-    existing = _provenance(output)
+    existing = stored_provenance(output)
     if output.exists() and existing.get("identity") != key:
         raise ConfigurationError(
             f"{output} exists and was not written by this restoration (other input, model or "
@@ -100,15 +81,10 @@ def plan_restoration(params: RestoreDatasetParams) -> RestorePlan:
     if not complete:
         ledger.create(identity)
         if not output.exists():
-            height, width = source.shape[-2:]
             create_image(
                 output,
                 source,
-                chunks=(
-                    *(1 for _ in source.shape[:-2]),
-                    min(params.tile, height),
-                    min(params.tile, width),
-                ),
+                chunks=plane_chunks(source, params.tile),
                 dtype=out_dtype,
                 description=f"{params.model} restoration of {source.store.name}",
                 attributes={"identity": key, "status": "running"},
@@ -127,29 +103,58 @@ def finish_restoration(
     records = list(plan.ledger.records())
     versions = sorted({(r["model"], r["model_version"]) for r in records})
     name, version = versions[0] if versions else (params.model, "")
-    provenance = {
-        "identity": plan.key,
-        "status": "complete",
-        "kind": "restoration",
-        "model": {
-            "spec": params.model,
-            "name": name,
-            "version": version,
-            "options": params.model_options,
-        },
-        "parameters": params.model_dump(mode="json"),
-        "run": run,
-        "source": plan.identity["source"],
-        "tiles": len(plan.tiles),
-        "finished": datetime.now(UTC).isoformat(),
-    }
-    zarr.open_group(plan.output, mode="a").attrs["scopeflow"] = provenance
+    record = provenance(
+        "restoration",
+        params,
+        key=plan.key,
+        identity=plan.identity,
+        model_name=name,
+        model_version=version,
+        run=run,
+        tiles=len(plan.tiles),
+    )
+    zarr.open_group(plan.output, mode="a").attrs["scopeflow"] = record
     if not params.keep_work:
         shutil.rmtree(plan.ledger.folder, ignore_errors=True)
     return {
         "output": str(plan.output),
         "tiles": len(plan.tiles),
-        "model": provenance["model"],
+        "model": record["model"],
         "run_id": run.get("run_id"),
         "model_seconds": round(sum(float(r["model_s"]) for r in records), 3),
     }
+
+
+def _record(
+    runner: ChunkRunner,
+    stages: Stages,
+    plan: RestorePlan,
+    params: RestoreDatasetParams,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    return stages.step("write-provenance", finish_restoration, plan, params, run)
+
+
+def _complete_already(
+    plan: RestorePlan, params: RestoreDatasetParams
+) -> tuple[str, dict[str, Any]]:
+    return f"{plan.output} is complete for this model; nothing to do", {
+        "output": str(plan.output),
+        "tiles": len(plan.tiles),
+        "restored": 0,
+        "skipped": len(plan.tiles),
+        "complete_already": True,
+    }
+
+
+RESTORATION: DatasetOperation[RestoreDatasetParams, RestorePlan] = DatasetOperation(
+    name="restoration",
+    flow_name="restore-dataset",
+    chunk_task="restore-chunks",
+    done_key="restored",
+    plan=plan_restoration,
+    tile_work=restore_tiles,
+    finish=_record,
+    complete_summary=_complete_already,
+    artifact_keys=("output", "tiles", "restored", "skipped", "model", "seconds"),
+)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from scopeflow._errors import ChunksFailed
+from scopeflow import ChunksFailed
 from tasks.compute import ChunkRunner, group_items
 from tasks.storage import ChunkLedger, Tile
 

@@ -3,17 +3,14 @@ stitch (global labels, written as an NGFF ``labels`` image), provenance."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ChunksFailed
+from scopeflow import ChunksFailed
 from tasks.compute import ChunkRunner, group_items
 from tasks.storage import (
     ChunkLedger,
@@ -26,11 +23,26 @@ from tasks.storage import (
     tile_grid,
 )
 
+from ._dataset_operation import DatasetOperation
 from ._dataset_params import SegmentDatasetParams
+from ._dataset_run import Stages
 from ._dataset_stitch import global_luts
-from ._dataset_work import ModelSpec, RelabelContext, SegmentContext, relabel_tiles
+from ._dataset_store import plane_chunks, provenance, run_identity, stored_provenance
+from ._dataset_work import (
+    ModelSpec,
+    RelabelContext,
+    SegmentContext,
+    relabel_tiles,
+    segment_tiles,
+)
 
-__all__ = ["SegmentPlan", "finish_segmentation", "plan_segmentation", "stitch_labels"]
+__all__ = [
+    "SEGMENTATION",
+    "SegmentPlan",
+    "finish_segmentation",
+    "plan_segmentation",
+    "stitch_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -45,40 +57,16 @@ class SegmentPlan:
     complete: bool
 
 
-def _chunks(source: SourceImage, tile: int) -> tuple[int, ...]:
-    height, width = source.shape[-2:]
-    return (*(1 for _ in source.shape[:-2]), min(tile, height), min(tile, width))
-
-
-def _existing_identity(labels: Path) -> dict[str, Any]:
-    meta = labels / "zarr.json"
-    if not meta.exists():
-        return {}
-    attrs = json.loads(meta.read_text(encoding="utf-8")).get("attributes", {})
-    prov: dict[str, Any] = attrs.get("scopeflow", {})
-    return prov
-
-
 def plan_segmentation(params: SegmentDatasetParams) -> SegmentPlan:
     """Open the image, cut it into tiles, and find which tiles the ledger already holds."""
     import zarr
 
     source = open_image(params.image)
     tiles = tile_grid(source.shape, params.tile, params.halo)
-    identity = {
-        "source": str(source.store.resolve()),
-        "array": source.array_path,
-        "shape": list(source.shape),
-        "dtype": source.dtype,
-        "model": params.model,
-        "model_options": params.model_options,
-        "tile": params.tile,
-        "halo": params.halo,
-        "pixel_size_um": params.pixel_size_um or source.pixel_size_um,
-    }
+    identity = run_identity(source, params)
     key = identity_hash(identity)
     out = label_path(source.store, params.label_name)
-    existing = _existing_identity(out)
+    existing = stored_provenance(out)
     complete = existing.get("identity") == key and existing.get("status") == "complete"
     work = params.work_dir or source.store.parent / f".{source.store.name}.scopeflow"
     ledger = ChunkLedger(work / f"labels-{params.label_name}-{key}")
@@ -99,7 +87,7 @@ def plan_segmentation(params: SegmentDatasetParams) -> SegmentPlan:
             zarr.create_array(
                 store=context.raw,
                 shape=source.shape,
-                chunks=_chunks(source, params.tile),
+                chunks=plane_chunks(source, params.tile),
                 dtype="int32",
                 fill_value=0,
                 zarr_format=3,
@@ -136,7 +124,7 @@ def stitch_labels(
         axes=source.axes,
         scale=source.scale,
         shape=source.shape,
-        chunks=_chunks(source, params.tile),
+        chunks=plane_chunks(source, params.tile),
         dtype="uint32",
         attributes={"identity": plan.key, "status": "writing"},
     )
@@ -176,25 +164,19 @@ def finish_segmentation(
     import zarr
 
     out = label_path(plan.source.store, params.label_name)
-    provenance = {
-        "identity": plan.key,
-        "status": "complete",
-        "kind": "segmentation",
-        "model": {
-            "spec": params.model,
-            "name": stitched["model_name"],
-            "version": stitched["model_version"],
-            "options": params.model_options,
-        },
-        "parameters": params.model_dump(mode="json"),
-        "run": run,
-        "source": plan.identity["source"],
-        "tiles": len(plan.tiles),
-        "objects": stitched["objects"],
-        "seam_merges": stitched["seam_merges"],
-        "finished": datetime.now(UTC).isoformat(),
-    }
-    zarr.open_group(out, mode="a").attrs["scopeflow"] = provenance
+    record = provenance(
+        "segmentation",
+        params,
+        key=plan.key,
+        identity=plan.identity,
+        model_name=stitched["model_name"],
+        model_version=stitched["model_version"],
+        run=run,
+        tiles=len(plan.tiles),
+        objects=stitched["objects"],
+        seam_merges=stitched["seam_merges"],
+    )
+    zarr.open_group(out, mode="a").attrs["scopeflow"] = record
     if not params.keep_work:
         shutil.rmtree(plan.ledger.folder, ignore_errors=True)
     return {
@@ -202,7 +184,7 @@ def finish_segmentation(
         "tiles": len(plan.tiles),
         "objects": stitched["objects"],
         "seam_merges": stitched["seam_merges"],
-        "model": provenance["model"],
+        "model": record["model"],
         "run_id": run.get("run_id"),
         "model_seconds": stitched["model_seconds"],
     }
@@ -213,3 +195,49 @@ def label_image(params: SegmentDatasetParams) -> np.ndarray:
     import zarr
 
     return np.asarray(zarr.open_array(label_path(params.image, params.label_name) / "0")[...])
+
+
+def _stitch_and_record(
+    runner: ChunkRunner,
+    stages: Stages,
+    plan: SegmentPlan,
+    params: SegmentDatasetParams,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    stitched = stages.step("stitch-labels", stitch_labels, runner, plan, params)
+    return stages.step("write-provenance", finish_segmentation, plan, params, stitched, run)
+
+
+def _complete_already(
+    plan: SegmentPlan, params: SegmentDatasetParams
+) -> tuple[str, dict[str, Any]]:
+    message = f"{params.image}: labels {params.label_name!r} are complete for this model; "
+    return message + "nothing to do", {
+        "labels": str(plan.source.store / "labels" / params.label_name),
+        "tiles": len(plan.tiles),
+        "segmented": 0,
+        "skipped": len(plan.tiles),
+        "complete_already": True,
+    }
+
+
+SEGMENTATION: DatasetOperation[SegmentDatasetParams, SegmentPlan] = DatasetOperation(
+    name="segmentation",
+    flow_name="segment-dataset",
+    chunk_task="segment-chunks",
+    done_key="segmented",
+    plan=plan_segmentation,
+    tile_work=segment_tiles,
+    finish=_stitch_and_record,
+    complete_summary=_complete_already,
+    artifact_keys=(
+        "labels",
+        "tiles",
+        "segmented",
+        "skipped",
+        "objects",
+        "seam_merges",
+        "model",
+        "seconds",
+    ),
+)

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import task
 
-from scopeflow._settings import OmeroSettings, load_settings
+from scopeflow import OmeroSettings, load_settings
 
 __all__ = ["queue_for_omero", "register_in_omero"]
 

@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 from tasks.storage import ConversionResult, ConvertOptions, convert_file
 from tasks.storage.convert import SUFFIXES, ndtiff_dataset_folder
 

@@ -12,20 +12,16 @@ segments the tiles not recorded, then stitches everything.
 
 from __future__ import annotations
 
-import time
-import uuid
-from functools import partial
 from typing import Any
 
 from prefect import flow
 
-from tasks.compute import ChunkRunner, get_profile, open_runner
+from tasks.compute import ChunkRunner
 
+from ._dataset_operation import run_operation, run_operation_on
 from ._dataset_params import SegmentDatasetParams
-from ._dataset_prefect import PrefectStages, run_id, summary_artifact
-from ._dataset_run import INLINE, Stages, log, run_tiles
-from ._dataset_segment import finish_segmentation, plan_segmentation, stitch_labels
-from ._dataset_work import segment_tiles
+from ._dataset_run import INLINE, Stages
+from ._dataset_segment import SEGMENTATION
 
 __all__ = ["SegmentDatasetParams", "segment_dataset", "segment_dataset_on"]
 
@@ -38,69 +34,10 @@ def segment_dataset_on(
     run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Segment ``params.image`` with an open runner; returns the summary (see the flow)."""
-    started = time.perf_counter()
-    run = dict(run or {"run_id": uuid.uuid4().hex}, compute=runner.describe())
-    plan = stages.step("plan-segmentation", plan_segmentation, params)
-    if plan.complete:
-        log().info(
-            "%s: labels %r are complete for this model; nothing to do",
-            params.image,
-            params.label_name,
-        )
-        return {
-            "labels": str(plan.source.store / "labels" / params.label_name),
-            "tiles": len(plan.tiles),
-            "segmented": 0,
-            "skipped": len(plan.tiles),
-            "complete_already": True,
-        }
-    done = run_tiles(
-        runner,
-        partial(segment_tiles, plan.context),
-        plan.pending,
-        total=len(plan.tiles),
-        tiles_per_task=params.tiles_per_task,
-        stages=stages,
-        ledger=plan.ledger,
-        task_name="segment-chunks",
-    )
-    stitched = stages.step("stitch-labels", stitch_labels, runner, plan, params)
-    summary = stages.step("write-provenance", finish_segmentation, plan, params, stitched, run)
-    summary.update(
-        segmented=len(done),
-        skipped=len(plan.tiles) - len(plan.pending),
-        complete_already=False,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    return summary
+    return run_operation_on(SEGMENTATION, runner, params, stages=stages, run=run)
 
 
 @flow(name="segment-dataset", log_prints=True)
 def segment_dataset(params: SegmentDatasetParams) -> dict[str, Any]:
     """Segment every plane of a stored OME-Zarr image into ``image/labels/<label_name>``."""
-    profile = get_profile(params.profile)
-    with open_runner(profile) as runner:
-        summary = segment_dataset_on(
-            runner,
-            params,
-            stages=PrefectStages(),
-            run={"run_id": run_id(), "profile": params.profile},
-        )
-    summary_artifact(
-        "segment-dataset",
-        f"Segmentation of {params.image.name}",
-        {
-            k: summary.get(k)
-            for k in (
-                "labels",
-                "tiles",
-                "segmented",
-                "skipped",
-                "objects",
-                "seam_merges",
-                "model",
-                "seconds",
-            )
-        },
-    )
-    return summary
+    return run_operation(SEGMENTATION, params)

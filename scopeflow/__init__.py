@@ -1,8 +1,9 @@
 """scopeflow: smart-microscopy workflows.
 
 The core shared by every role: the wire protocol (commands, state, frame headers and framing,
-the shared-memory ring), settings, errors and small helpers. Everything another package uses
-from here is exported below; the ``_name`` modules are private.
+the shared-memory ring), the measured objects workers send back, settings, errors and small
+helpers. Everything another package uses from here is exported below; the ``_name`` modules
+are private.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from ._framing import (
     decode_frame,
     encode_prefix,
     recv_frame,
+)
+from ._objects import (
+    ObjectTable,
 )
 from ._protocol import (
     PROTOCOL_VERSION,
@@ -117,6 +121,7 @@ __all__ = [
     "LoopStalled",
     "MicroManagerNotInstalled",
     "MoveStage",
+    "ObjectTable",
     "OmeroError",
     "OmeroLoginRefused",
     "OmeroNotInstalled",

@@ -149,8 +149,7 @@ def _run(
     overwrite: bool,
     keep_dtype: bool = False,
 ) -> None:
-    from tasks.inference import load_model, load_restoration_model
-    from tasks.inference._apply import restore_planes, segment_planes
+    from tasks.inference import load_model, load_restoration_model, restore_planes, segment_planes
 
     try:
         _check_paths(src, dst, overwrite)

@@ -96,7 +96,7 @@ def demo(
     model: Annotated[str, typer.Option(help="Segmentation model (registry name).")] = "classical",
 ) -> None:
     """Targeted imaging on a simulated microscope, end to end, with nothing to set up."""
-    from ._demo import run_demo
+    from flows import run_demo
 
     try:
         summary = run_demo(data_dir, backend=backend, model=model, quiet=as_json)
@@ -121,7 +121,7 @@ def run_targeted_imaging(
     import yaml
     from pydantic import ValidationError
 
-    from flows._targeted_params import TargetedImagingParams
+    from flows import TargetedImagingParams
     from flows.targeted_imaging import targeted_imaging
 
     try:

@@ -1,4 +1,4 @@
-"""Small but real segmentation models for the backend tests and the round-trip benchmark.
+"""Small but real segmentation models for the backend tests.
 
 Workers load them by import path, e.g. ``"tests.inference_test_models:ThresholdModel"``, so
 the repository root must be on the workers' ``sys.path`` (the backends arrange that locally).
@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["POISON", "FailingModel", "SlowModel", "ThresholdModel", "ZerosModel"]
+__all__ = ["POISON", "FailingModel", "SlowModel", "ThresholdModel"]
 
 # a frame whose first pixel holds this value makes FailingModel raise
 POISON = 4095
@@ -65,17 +65,6 @@ class SlowModel(ThresholdModel):
     def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
         time.sleep(self.delay_s)
         return super().segment(image, pixel_size_um=pixel_size_um)
-
-
-class ZerosModel:
-    """The trivial model of the round-trip benchmark: all background, no work."""
-
-    name = "zeros"
-    version = "1.0"
-    device = "cpu"
-
-    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
-        return np.zeros(image.shape, dtype=np.int32)
 
 
 class SlowWhileFlagged(ThresholdModel):

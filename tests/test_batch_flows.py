@@ -18,11 +18,10 @@ from scipy import ndimage
 
 from flows.restore_dataset import RestoreDatasetParams, restore_dataset_on
 from flows.segment_dataset import SegmentDatasetParams, segment_dataset_on
-from scopeflow._errors import ChunksFailed, ConfigurationError
-from scopeflow._settings import LocalComputeProfile
+from scopeflow import ChunksFailed, ConfigurationError, LocalComputeProfile
 from tasks.compute import ChunkRunner, open_runner
+from tasks.compute.synthetic_workload import blob_image
 from tasks.storage import label_path, write_zstack
-from tests.batch_test_models import blob_image
 from tests.conftest import validate_store
 
 pytestmark = pytest.mark.timeout(240)

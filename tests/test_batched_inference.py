@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scopeflow._errors import ConfigurationError
-from tasks.inference import load_model, load_restoration_model
-from tasks.inference._tiling import predict_tiled
-from tasks.inference._training_data import simulated_frame
+from scopeflow import ConfigurationError
+from tasks.inference import load_model, load_restoration_model, predict_tiled
+from tasks.training import simulated_frame
 
 torch = pytest.importorskip("torch")
 
@@ -63,7 +62,7 @@ def test_precision_and_tile_options_are_checked() -> None:
 _WORKER_BATCHES = """
 import json, sys
 import numpy as np
-from tasks.inference._batches import training_batches
+from tasks.training import training_batches
 
 def draw(rng):
     return (rng.integers(0, 1000, 3),)

@@ -9,11 +9,13 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from scopeflow._cli_images import parse_model_options, read_tiff
+from scopeflow._cli_images import (  # noqa: PLC2701 (the CLI's own parsing helpers)
+    parse_model_options,
+    read_tiff,
+)
 from scopeflow.cli import app
-from tasks.inference._restoration_data import sim_pair
-from tasks.inference._restoration_metrics import psnr
-from tasks.inference._training_data import simulated_frame
+from tasks.inference import psnr
+from tasks.training import sim_pair, simulated_frame
 
 pytest.importorskip("torch")
 runner = CliRunner()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from scopeflow._errors import ComputeUnavailable, ConfigurationError
-from scopeflow._settings import (
+from scopeflow import (
+    ComputeUnavailable,
+    ConfigurationError,
     LocalComputeProfile,
     PbsComputeProfile,
     RayComputeProfile,
@@ -110,7 +111,7 @@ def test_groups_are_balanced_and_bounded() -> None:
 
 
 def test_a_ray_profile_never_runs_on_another_connected_cluster(monkeypatch) -> None:
-    from tasks.compute import _ray_cluster
+    from tasks.compute import _ray_runner  # noqa: PLC2701 (shortens its actor start timeout)
 
     with open_runner(LocalComputeProfile(engine="ray", workers=1)) as local:
         gcs = local.describe()["address"]
@@ -119,7 +120,7 @@ def test_a_ray_profile_never_runs_on_another_connected_cluster(monkeypatch) -> N
             open_runner(other)
         # the same cluster by its GCS address: the open session is used, and a profile asking
         # for more actors than it has CPUs for says so instead of waiting for ever
-        monkeypatch.setattr(_ray_cluster, "ACTOR_START_TIMEOUT_S", 3.0)
+        monkeypatch.setattr(_ray_runner, "ACTOR_START_TIMEOUT_S", 3.0)
         crowded = RayComputeProfile(address=gcs, workers=3, cpus_per_worker=1.0)
         with pytest.raises(ComputeUnavailable, match=r"did not all start within 3 s.*lower"):
             open_runner(crowded)

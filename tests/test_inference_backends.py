@@ -16,16 +16,16 @@ import numpy as np
 import psutil
 import pytest
 
-from scopeflow._errors import ConfigurationError
-from scopeflow._shm_ring import ShmFrameRef, ShmRing
-from tasks.inference import ObjectTable, measure_objects
-from tasks.inference._backends import (
+from scopeflow import ConfigurationError, ShmFrameRef, ShmRing
+from tasks.inference import (
     BackendConfig,
     BackendUnavailable,
     InferenceBackend,
     InferenceError,
+    ObjectTable,
     chunk_indices,
     make_backend,
+    measure_objects,
 )
 from tests.inference_test_models import POISON, ThresholdModel
 

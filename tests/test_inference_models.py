@@ -9,11 +9,16 @@ from functools import cache
 import numpy as np
 import pytest
 
-from scopeflow._errors import ConfigurationError
-from tasks.inference import SegmentationModel, available_models, load_model
-from tasks.inference._metrics import instance_scores, pool_scores
-from tasks.inference._training_data import simulated_frame
-from tasks.inference._unet import DEFAULT_WEIGHTS
+from scopeflow import ConfigurationError
+from tasks.inference import UNET_DEFAULT_WEIGHTS as DEFAULT_WEIGHTS
+from tasks.inference import (
+    SegmentationModel,
+    available_models,
+    instance_scores,
+    load_model,
+    pool_scores,
+)
+from tasks.training import simulated_frame
 
 pytest.importorskip("skimage", reason="scikit-image is needed by the nuclei models")
 pytest.importorskip("torch", reason="torch is needed by the U-Net")
@@ -181,7 +186,7 @@ def test_metrics_basic():
 
 def test_real_fluorescence_nuclei():
     """REAL data (DSB 2018 image shipped in the stardist wheel, not in this repo)."""
-    from tasks.inference._training_data import load_stardist_dsb_example
+    from tasks.training import load_stardist_dsb_example
 
     try:
         image, truth, _src = load_stardist_dsb_example()

@@ -39,8 +39,8 @@ import psutil
 import pytest
 import zarr
 
+from tasks.compute.synthetic_workload import blob_image
 from tasks.storage import write_zstack
-from tests.batch_test_models import blob_image
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -277,7 +277,7 @@ def _restore(address: str, image: str, output: str) -> dict[str, Any]:
     import ray
 
     from flows.restore_dataset import RestoreDatasetParams, restore_dataset_on
-    from scopeflow._settings import RayComputeProfile
+    from scopeflow import RayComputeProfile
     from tasks.compute import open_runner
 
     params = RestoreDatasetParams(
@@ -300,8 +300,7 @@ def _restore(address: str, image: str, output: str) -> dict[str, Any]:
 
 def _connect(address: str, **profile: Any) -> dict[str, str]:
     """Open and close a runner; the error it raised, if any."""
-    from scopeflow._errors import ScopeflowError
-    from scopeflow._settings import RayComputeProfile
+    from scopeflow import RayComputeProfile, ScopeflowError
     from tasks.compute import open_runner
 
     try:

@@ -9,29 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 from tasks.inference import (
+    FMD_CONFOCAL_FISH,
     RestorationModel,
     available_restoration_models,
+    best_gaussian_blur,
     load_model,
+    load_pair,
     load_restoration_model,
+    psnr,
     register_model,
+    restore_planes,
+    ssim,
 )
-from tasks.inference._apply import restore_planes
-from tasks.inference._n2v import n2v_mask
-from tasks.inference._restoration_data import (
+from tasks.training import (
     add_confocal_noise,
     estimate_noise_gain,
+    n2v_mask,
     random_confocal_noise,
     sim_pair,
     tissue_clean,
-)
-from tasks.inference._restoration_metrics import (
-    FMD_CONFOCAL_FISH,
-    best_gaussian_blur,
-    load_pair,
-    psnr,
-    ssim,
 )
 from tests.conftest import shared_data
 
@@ -195,7 +193,7 @@ def test_n2v_mask_blinds_pixels_with_a_neighbour_value() -> None:
 
 @pytest.mark.parametrize("mode", ["care", "n2v"])
 def test_training_is_reproducible(mode: str) -> None:
-    from tasks.inference.train_restoration import RestorationTrainConfig, train
+    from tasks.training.train_restoration import RestorationTrainConfig, train
 
     cfg = RestorationTrainConfig(
         mode=mode,
@@ -227,8 +225,8 @@ def test_care_trains_on_a_users_own_pairs(tmp_path: Path) -> None:
 
     import tifffile
 
-    from tasks.inference._care import percentile_range
-    from tasks.inference.train_restoration import RestorationTrainConfig, make_sampler, train
+    from tasks.inference import percentile_range
+    from tasks.training.train_restoration import RestorationTrainConfig, make_sampler, train
 
     rng = np.random.default_rng(8)
     noisy = (3.0 + rng.poisson(20.0 * tissue_clean(rng, 80))).astype(np.float32)
@@ -260,7 +258,7 @@ def test_care_trains_on_a_users_own_pairs(tmp_path: Path) -> None:
     reason="bioimageio.core is not installed: pip install -e '.[bioimageio]'",
 )
 def test_bioimageio_export_and_load_back_offline(tmp_path: Path, care: RestorationModel) -> None:
-    from tasks.inference._bioimageio import export_bioimageio_package
+    from tasks.inference import export_bioimageio_package
 
     package = export_bioimageio_package(tmp_path / "care.zip", mode="care")
     model = load_restoration_model(f"bioimageio:{package}", device="cpu")

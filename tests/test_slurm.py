@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from flows.segment_dataset import SegmentDatasetParams, segment_dataset_on
-from scopeflow._settings import SlurmComputeProfile
+from scopeflow import SlurmComputeProfile
 from tasks.compute import open_runner
+from tasks.compute.synthetic_workload import blob_image
 from tasks.storage import label_path, write_zstack
-from tests.batch_test_models import blob_image
 from tests.conftest import REPO, validate_store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows._targeted_params import DetailSettings, Region, TargetedImagingParams
-from flows._targeted_summary import score_targets
+from flows import DetailSettings, Region, TargetedImagingParams, score_targets
 from flows.targeted_imaging import targeted_imaging
 from tasks.decisions import SelectionRules
 from tasks.hardware import EdgeClient, EdgeProcess

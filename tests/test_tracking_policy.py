@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scopeflow import ObjectTable
 from tasks.decisions import (
     Acquire,
     FrameView,
@@ -14,7 +15,6 @@ from tasks.decisions import (
     TrackingRules,
     link_movie,
 )
-from tasks.inference import ObjectTable
 
 PX = 0.5
 SIZE = 200

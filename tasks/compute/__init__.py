@@ -8,8 +8,9 @@ schedules work itself: the runners call the engines' own APIs.
 from __future__ import annotations
 
 from ._dask_clusters import job_script, jobqueue_kwargs
+from ._open_runner import open_runner
 from ._profiles import available_profiles, get_profile
-from ._runner import ChunkRunner, GroupFailure, MapOutcome, group_items, open_runner
+from ._runner_core import ChunkRunner, GroupFailure, MapOutcome, group_items
 
 __all__ = [
     "ChunkRunner",

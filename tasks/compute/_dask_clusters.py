@@ -11,8 +11,8 @@ import logging
 import sys
 from typing import Any
 
-from scopeflow._errors import ConfigurationError
-from scopeflow._settings import (
+from scopeflow import (
+    ConfigurationError,
     JobqueueComputeProfile,
     LocalComputeProfile,
     PbsComputeProfile,

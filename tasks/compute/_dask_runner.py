@@ -10,12 +10,10 @@ from typing import Any
 from distributed import Client, as_completed
 from distributed.scheduler import KilledWorker
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import ComputeUnavailable
-from scopeflow._settings import JobqueueComputeProfile, LocalComputeProfile
+from scopeflow import Closeable, ComputeUnavailable, JobqueueComputeProfile, LocalComputeProfile
 
 from ._dask_clusters import gpus_per_dask_worker, jobqueue_cluster, local_dask_cluster
-from ._runner import GroupFailure, MapOutcome
+from ._runner_core import GroupFailure, MapOutcome
 
 __all__ = ["DaskRunner"]
 

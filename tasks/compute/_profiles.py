@@ -16,8 +16,12 @@ defined in ``scopeflow._settings`` so that one TOML file holds them, e.g.::
 
 from __future__ import annotations
 
-from scopeflow._errors import ConfigurationError
-from scopeflow._settings import BUILTIN_COMPUTE_PROFILES, ComputeProfile, ScopeflowSettings
+from scopeflow import (
+    BUILTIN_COMPUTE_PROFILES,
+    ComputeProfile,
+    ConfigurationError,
+    ScopeflowSettings,
+)
 
 __all__ = ["available_profiles", "get_profile"]
 
@@ -25,7 +29,7 @@ __all__ = ["available_profiles", "get_profile"]
 def available_profiles(settings: ScopeflowSettings | None = None) -> dict[str, ComputeProfile]:
     """Every profile by name: built-ins first, then the settings' own (which win on a clash)."""
     if settings is None:
-        from scopeflow._settings import load_settings
+        from scopeflow import load_settings
 
         settings = load_settings()
     return {**BUILTIN_COMPUTE_PROFILES, **settings.compute_profiles}

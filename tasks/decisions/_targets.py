@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.inference import ObjectTable, measure_objects
+from scopeflow import ObjectTable
 
 from ._geometry import FrameGeometry
 
@@ -53,7 +53,13 @@ class SelectionRules(BaseModel):
 def detections_from_labels(
     labels: np.ndarray, image: np.ndarray, geometry: FrameGeometry, tile: int
 ) -> list[Detection]:
-    """Centroid, area and mean intensity of every labelled object, mapped to the stage."""
+    """Centroid, area and mean intensity of every labelled object, mapped to the stage.
+
+    Measures the objects with ``tasks.inference.measure_objects`` (imported here, so that
+    importing the decisions never loads the inference package and its scipy).
+    """
+    from tasks.inference import measure_objects
+
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
     return detections_from_objects(measure_objects(labels, image), geometry, tile)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import useq
 
-from tasks.inference import ObjectTable
+from scopeflow import ObjectTable
 
 from ._geometry import FrameGeometry
 from ._linking import LinkerSettings, OnlineLinker

@@ -1,17 +1,36 @@
-"""Inference: segmentation (and later restoration) models, their registry, and the backends
-(Ray actors, Dask workers) that run them next to the data."""
+"""Inference: segmentation and restoration models, their registry, the backends (Ray actors,
+Dask workers) that run them next to the data, and the metrics that score them.
+
+Training the shipped networks lives in ``tasks.training``; what it builds on (the networks,
+their weight formats and normalisation) is exported here.
+"""
 
 from __future__ import annotations
 
-from ._backends import (
+from scopeflow import ObjectTable
+
+from ._apply import restore_planes, segment_planes
+from ._backend_core import (
     BackendConfig,
     BackendUnavailable,
     InferenceBackend,
     InferenceError,
     InferenceFuture,
-    make_backend,
+    chunk_indices,
 )
-from ._measure import ObjectTable, measure_objects
+from ._bioimageio import export_bioimageio_package
+from ._care import (
+    DEFAULT_RESTORATION_CHANNELS,
+    RESTORATION_WEIGHTS_FORMAT,
+    build_restoration_net,
+    load_restoration_weights,
+    percentile_range,
+)
+from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
+from ._care import PERCENTILES as RESTORATION_PERCENTILES
+from ._make_backend import make_backend
+from ._measure import measure_objects
+from ._metrics import InstanceScores, instance_scores, iou_matrix, pool_scores
 from ._protocol import RestorationModel, SegmentationModel
 from ._registry import (
     available_models,
@@ -20,21 +39,62 @@ from ._registry import (
     load_restoration_model,
     register_model,
 )
+from ._restoration_metrics import (
+    FMD_CONFOCAL_FISH,
+    BlurBaseline,
+    best_gaussian_blur,
+    load_pair,
+    psnr,
+    ssim,
+)
+from ._tiling import predict_tiled
+from ._unet import CANONICAL_PIXEL_UM, build_unet, normalize_percentiles
+from ._unet import DEFAULT_CHANNELS as UNET_DEFAULT_CHANNELS
+from ._unet import DEFAULT_WEIGHTS as UNET_DEFAULT_WEIGHTS
+from ._unet import WEIGHTS_FORMAT as UNET_WEIGHTS_FORMAT
 
 __all__ = [
+    "CANONICAL_PIXEL_UM",
+    "DEFAULT_RESTORATION_CHANNELS",
+    "FMD_CONFOCAL_FISH",
+    "RESTORATION_DEFAULT_WEIGHTS",
+    "RESTORATION_PERCENTILES",
+    "RESTORATION_WEIGHTS_FORMAT",
+    "UNET_DEFAULT_CHANNELS",
+    "UNET_DEFAULT_WEIGHTS",
+    "UNET_WEIGHTS_FORMAT",
     "BackendConfig",
     "BackendUnavailable",
+    "BlurBaseline",
     "InferenceBackend",
     "InferenceError",
     "InferenceFuture",
+    "InstanceScores",
     "ObjectTable",
     "RestorationModel",
     "SegmentationModel",
     "available_models",
     "available_restoration_models",
+    "best_gaussian_blur",
+    "build_restoration_net",
+    "build_unet",
+    "chunk_indices",
+    "export_bioimageio_package",
+    "instance_scores",
+    "iou_matrix",
     "load_model",
+    "load_pair",
     "load_restoration_model",
+    "load_restoration_weights",
     "make_backend",
     "measure_objects",
+    "normalize_percentiles",
+    "percentile_range",
+    "pool_scores",
+    "predict_tiled",
+    "psnr",
     "register_model",
+    "restore_planes",
+    "segment_planes",
+    "ssim",
 ]

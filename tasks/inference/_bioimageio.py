@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._care import PERCENTILES, CareDenoiser, percentile_range
 from ._classical import check_image
@@ -33,7 +33,7 @@ _TENSOR_IN, _TENSOR_OUT = "raw", "restored"
 
 def _require_bioimageio() -> None:
     try:
-        import bioimageio.core
+        import bioimageio.core  # noqa: F401
         import bioimageio.spec  # noqa: F401
     except ImportError as exc:
         raise ConfigurationError(
@@ -172,7 +172,7 @@ def export_bioimageio_package(
         scripted.save(str(tmp / "weights.pt"))
         (tmp / "README.md").write_text(
             f"# scopeflow {mode} denoiser\n\nA small U-Net trained by "
-            "`python -m tasks.inference.train_restoration` (scopeflow). Input: one 2D "
+            "`python -m tasks.training.train_restoration` (scopeflow). Input: one 2D "
             "fluorescence image; output: the denoised image in the input's percentile-"
             "normalised scale.\n"
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._protocol import RestorationModel, SegmentationModel
 from ._registry import register_model

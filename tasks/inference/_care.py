@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._classical import check_image
 from ._tiling import OVERLAP, check_precision, default_tile, map_same_shape, predict_tiled
@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RESTORATION_CHANNELS",
     "DEFAULT_WEIGHTS",
+    "PERCENTILES",
     "RESTORATION_WEIGHTS_FORMAT",
     "CareDenoiser",
     "build_restoration_net",
+    "load_restoration_weights",
     "percentile_range",
 ]
 
@@ -42,7 +44,7 @@ PERCENTILES = (1.0, 99.8)
 
 def _train_hint(mode: str) -> str:
     return (
-        f"train it with `python -m tasks.inference.train_restoration --mode {mode} --seed 0 "
+        f"train it with `python -m tasks.training.train_restoration --mode {mode} --seed 0 "
         f"--out {DEFAULT_WEIGHTS.get(mode, 'PATH')}`, or pass weights=PATH"
     )
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,16 +21,15 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from scopeflow._closing import Closeable
-
-from ._backends import (
+from ._backend_core import (
+    BackendBase,
     BackendConfig,
     BackendUnavailable,
     InferenceError,
-    LoadedModel,
-    chunk_indices,
     model_failure,
+    raised_here,
 )
+from ._loaded_model import LoadedModel
 
 __all__ = ["DaskBackend", "DaskFuture", "ModelPlugin"]
 
@@ -116,9 +112,7 @@ class DaskFuture:
         try:
             return self.future.result(timeout=timeout)
         except InferenceError as exc:
-            raise type(exc)(
-                str(exc), model=exc.model, frame_index=exc.frame_index, reason=exc.reason
-            ) from None
+            raise raised_here(exc) from None
         except TimeoutError:
             raise TimeoutError(
                 f"frame {self.frame_index} not segmented within {timeout} s by Dask"
@@ -136,15 +130,14 @@ class DaskFuture:
             raise model_failure(model, self.frame_index, exc, "Dask worker") from None
 
 
-class DaskBackend(Closeable):
+class DaskBackend(BackendBase):
     """Tasks on a Dask cluster; the model lives in a ModelPlugin on every worker."""
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.cluster: LocalCluster | None = None
         self.client: Client | None = None
         self._closed = False
-        self._submitted = itertools.count()
         self._options = dict(config.model_options)
         digest = hashlib.sha1(
             json.dumps([config.model, self._options], sort_keys=True, default=repr).encode()
@@ -152,16 +145,7 @@ class DaskBackend(Closeable):
         # unique per backend, so that closing one backend never removes another's model
         self.plugin_name = f"scopeflow-model-{digest}-{uuid.uuid4().hex[:8]}"
         self._resources = {"GPU": config.gpus_per_worker} if config.gpus_per_worker > 0 else None
-        started = time.perf_counter()
-        try:
-            self._connect()
-            self.startup_seconds: dict[str, float] = {"cluster": time.perf_counter() - started}
-            started = time.perf_counter()
-            self._load_model()
-            self.startup_seconds["model"] = time.perf_counter() - started
-        except BaseException:
-            self.close()
-            raise
+        self._start([("cluster", self._connect), ("model", self._load_model)])
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -246,15 +230,26 @@ class DaskBackend(Closeable):
         frame_index: int | None = None,
         objects: bool = False,
     ) -> DaskFuture:
-        index = next(self._submitted) if frame_index is None else frame_index
+        index = self._frame_index(frame_index)
         if isinstance(frame_or_ref, np.ndarray) and frame_or_ref.nbytes >= SCATTER_BYTES:
             # one hop straight to a worker, instead of inside the task via the scheduler
             frame_or_ref = self.put(frame_or_ref)
+        return self._submit_task(frame_or_ref, pixel_size_um, index, objects)
+
+    def _submit_chunk(
+        self, frames: list[Any], pixel_size_um: float | None, first_index: int, objects: bool
+    ) -> DaskFuture:
+        """The scheduler places each chunk on a worker."""
+        return self._submit_task(frames, pixel_size_um, first_index, objects)
+
+    def _submit_task(
+        self, frames: Any, pixel_size_um: float | None, first_index: int, objects: bool
+    ) -> DaskFuture:
         future = self._client().submit(
             segment_task,
-            frame_or_ref,
+            frames,
             pixel_size_um,
-            index,
+            first_index,
             self.plugin_name,
             self.config.model,
             self._options,
@@ -262,32 +257,7 @@ class DaskBackend(Closeable):
             pure=False,
             resources=self._resources,
         )
-        return DaskFuture(self, future, index)
-
-    def segment(
-        self, frames: Sequence[Any], *, pixel_size_um: float | None = None, objects: bool = False
-    ) -> list[Any]:
-        """Segment ``frames`` in chunks spread over the workers by the scheduler, in order."""
-        client = self._client()
-        futures = []
-        for chunk in chunk_indices(len(frames), len(self._workers())):
-            future = client.submit(
-                segment_task,
-                [frames[i] for i in chunk],
-                pixel_size_um,
-                chunk.start,
-                self.plugin_name,
-                self.config.model,
-                self._options,
-                objects,
-                pure=False,
-                resources=self._resources,
-            )
-            futures.append(DaskFuture(self, future, chunk.start))
-        out: list[Any] = []
-        for future in futures:
-            out.extend(future.result())
-        return out
+        return DaskFuture(self, future, first_index)
 
     def info(self) -> dict[str, Any]:
         client = self._client()
@@ -314,5 +284,6 @@ class DaskBackend(Closeable):
             raise InferenceError("this Dask backend is closed; make a new one with make_backend()")
         return self.client
 
-    def _workers(self) -> dict[str, Any]:
-        return self._client().scheduler_info(n_workers=-1)["workers"] or {"?": None}
+    def _worker_count(self) -> int:
+        """Workers connected now (at least 1, so that ``segment`` always makes a chunk)."""
+        return len(self._client().scheduler_info(n_workers=-1)["workers"]) or 1

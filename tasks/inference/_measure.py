@@ -9,40 +9,11 @@ times faster than per-object numpy work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-__all__ = ["ObjectTable", "measure_objects"]
+from scopeflow import ObjectTable
 
-
-@dataclass(frozen=True)
-class ObjectTable:
-    """Objects of one label image, one entry per object in every array (label order).
-
-    ``centroid_row``/``centroid_col`` are in pixels of the frame; ``bbox`` rows are
-    ``(row0, col0, row1, col1)`` with exclusive ends; ``mean_intensity`` is in frame units.
-    ``model_ms`` is the model's own time on the worker, for latency accounting.
-    """
-
-    shape: tuple[int, int]
-    label: np.ndarray
-    area_px: np.ndarray
-    centroid_row: np.ndarray
-    centroid_col: np.ndarray
-    mean_intensity: np.ndarray
-    bbox: np.ndarray
-    model_ms: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.label.size)
-
-    def touches_border(self) -> np.ndarray:
-        """True for objects cut by the frame's edge."""
-        h, w = self.shape
-        b = self.bbox
-        return (b[:, 0] == 0) | (b[:, 1] == 0) | (b[:, 2] == h) | (b[:, 3] == w)
+__all__ = ["measure_objects"]
 
 
 def measure_objects(labels: np.ndarray, image: np.ndarray, *, model_ms: float = 0.0) -> ObjectTable:

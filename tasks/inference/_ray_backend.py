@@ -7,31 +7,28 @@ session or a cluster at ``address`` is only connected to, and left running.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
 import threading
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import ConfigurationError
-from tasks._ray_local import start_local_ray
+from scopeflow import ConfigurationError
+from tasks._ray_session import lacking_resource, start_local_ray, stop_actors
 
-from ._backends import (
+from ._backend_core import (
+    BackendBase,
     BackendConfig,
     BackendUnavailable,
     InferenceError,
-    LoadedModel,
-    chunk_indices,
     model_failure,
+    raised_here,
 )
+from ._loaded_model import LoadedModel
 
 __all__ = ["ModelActor", "RayBackend", "RayFuture"]
 
@@ -93,19 +90,12 @@ class RayFuture:
         except RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, InferenceError):
-                raise type(cause)(
-                    str(cause),
-                    model=cause.model,
-                    frame_index=cause.frame_index,
-                    reason=cause.reason,
-                ) from None
+                raise raised_here(cause) from None
             raise model_failure(
                 self._backend.config.model, self.frame_index, cause or exc, "Ray actor"
             ) from None
         except RayActorError as exc:
-            raise self._backend._actor_died(
-                self._slot, self._actor, self.frame_index, exc
-            ) from None
+            raise self._backend.actor_died(self._slot, self._actor, self.frame_index, exc) from None
         except RayError as exc:
             raise InferenceError(
                 f"Ray failed to segment frame {self.frame_index} with model "
@@ -116,35 +106,17 @@ class RayFuture:
             ) from None
 
 
-class RayBackend(Closeable):
+class RayBackend(BackendBase):
     """``workers`` ModelActor actors, round-robin dispatch, the model loaded once per actor."""
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self._submitted = itertools.count()
         self._closed = False
         self.restarts = 0
         self.started_cluster = False
-        started = time.perf_counter()
-        self._connect()
-        self.startup_seconds: dict[str, float] = {"cluster": time.perf_counter() - started}
-        try:
-            self._check_resources()
-            self._actor_class = ray.remote(
-                num_cpus=config.cpus_per_worker,
-                num_gpus=config.gpus_per_worker,
-                max_restarts=0,
-                max_concurrency=1,
-            )(ModelActor)
-            started = time.perf_counter()
-            self._actors = [self._new_actor() for _ in range(config.workers)]
-            self._wait_ready(self._actors)
-            self.startup_seconds["actors"] = time.perf_counter() - started
-        except BaseException:
-            self.close()
-            raise
+        self._start([("cluster", self._connect), ("actors", self._start_actors)])
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -171,16 +143,27 @@ class RayBackend(Closeable):
         start_local_ray(num_cpus)
         self.started_cluster = True
 
+    def _start_actors(self) -> None:
+        config = self.config
+        self._check_resources()
+        self._actor_class = ray.remote(
+            num_cpus=config.cpus_per_worker,
+            num_gpus=config.gpus_per_worker,
+            max_restarts=0,
+            max_concurrency=1,
+        )(ModelActor)
+        self._actors = [self._new_actor() for _ in range(config.workers)]
+        self._wait_ready(self._actors)
+
     def _check_resources(self) -> None:
-        total = ray.cluster_resources()
         need = {"CPU": self.config.cpus_per_worker, "GPU": self.config.gpus_per_worker}
-        for name, amount in need.items():
-            if amount > 0 and total.get(name, 0.0) < amount:
-                raise ConfigurationError(
-                    f"each Ray actor needs {name}={amount} but the cluster has "
-                    f"{total.get(name, 0.0)}; lower {name.lower()}s_per_worker or add nodes "
-                    f"with {name}s"
-                )
+        lacking = lacking_resource(need)
+        if lacking is not None:
+            name, have = lacking
+            raise ConfigurationError(
+                f"each Ray actor needs {name}={need[name]} but the cluster has {have}; lower "
+                f"{name.lower()}s_per_worker or add nodes with {name}s"
+            )
 
     def _new_actor(self) -> Any:
         return self._actor_class.remote(self.config.model, dict(self.config.model_options))
@@ -211,12 +194,7 @@ class RayBackend(Closeable):
                 return
             self._closed = True
             actors, self._actors = getattr(self, "_actors", []), []
-        if ray.is_initialized():
-            for actor in actors:
-                with contextlib.suppress(RayError, ValueError):
-                    ray.kill(actor, no_restart=True)
-        if self.started_cluster and ray.is_initialized():
-            ray.shutdown()
+        stop_actors(actors, shutdown=self.started_cluster)
 
     # --- work --------------------------------------------------------------------------------
 
@@ -234,25 +212,20 @@ class RayBackend(Closeable):
         objects: bool = False,
     ) -> RayFuture:
         slot, actor = self._pick()
-        index = next(self._submitted) if frame_index is None else frame_index
+        index = self._frame_index(frame_index)
         ref = actor.segment.remote(frame_or_ref, pixel_size_um, index, objects)
         return RayFuture(self, slot, actor, ref, index)
 
-    def segment(
-        self, frames: Sequence[Any], *, pixel_size_um: float | None = None, objects: bool = False
-    ) -> list[Any]:
-        """Segment ``frames`` in chunks spread round-robin over the actors, in order."""
-        futures = []
-        for chunk in chunk_indices(len(frames), self.config.workers):
-            slot, actor = self._pick()
-            ref = actor.segment_many.remote(
-                [frames[i] for i in chunk], pixel_size_um, chunk.start, objects
-            )
-            futures.append(RayFuture(self, slot, actor, ref, chunk.start))
-        out: list[Any] = []
-        for future in futures:
-            out.extend(future.result())
-        return out
+    def _submit_chunk(
+        self, frames: list[Any], pixel_size_um: float | None, first_index: int, objects: bool
+    ) -> RayFuture:
+        """Chunks go round-robin to the actors."""
+        slot, actor = self._pick()
+        ref = actor.segment_many.remote(frames, pixel_size_um, first_index, objects)
+        return RayFuture(self, slot, actor, ref, first_index)
+
+    def _worker_count(self) -> int:
+        return self.config.workers
 
     def info(self) -> dict[str, Any]:
         self._check_open()
@@ -286,7 +259,7 @@ class RayBackend(Closeable):
             slot = next(self._counter) % len(self._actors)
             return slot, self._actors[slot]
 
-    def _actor_died(
+    def actor_died(
         self, slot: int, actor: Any, frame_index: int | None, exc: BaseException
     ) -> InferenceError:
         """Replace the dead actor (once) and describe what died."""

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._protocol import RestorationModel, SegmentationModel
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 if TYPE_CHECKING:
     import torch

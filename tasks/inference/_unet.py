@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._classical import check_image, check_pixel_size, relabel
 from ._tiling import check_precision, default_tile, map_same_shape, predict_tiled
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANONICAL_PIXEL_UM",
+    "DEFAULT_CHANNELS",
     "DEFAULT_WEIGHTS",
+    "WEIGHTS_FORMAT",
     "UNetNuclei",
     "build_unet",
     "normalize_percentiles",
@@ -36,7 +38,7 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "unet_nuclei.pt"
 WEIGHTS_FORMAT = 1
 DEFAULT_CHANNELS = (16, 32, 64, 96)
 _TRAIN_HINT = (
-    "train it with `python -m tasks.inference.train_unet --seed 0 --out "
+    "train it with `python -m tasks.training.train_unet --seed 0 --out "
     "tasks/inference/weights/unet_nuclei.pt`, or pass weights=PATH to load_model('unet', ...)"
 )
 

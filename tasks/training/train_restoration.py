@@ -1,21 +1,21 @@
 """Train the restoration U-Net (seeded; minutes on a GPU, hours on 2 CPU cores).
 
-The shipped CARE weights: one run on a lent H100 (``tasks/inference/train_on_gpu.sh``, candidate
+The shipped CARE weights: one run on a lent H100 (``tasks/training/train_on_gpu.sh``, candidate
 "care_a", chosen over a 4x wider net that cost 4x the CPU time per frame for +0.3 dB on the
 simulator and nothing on the real pair). The noise slope range is centred on the estimate from
 the real NOISY frame only (``estimate_noise_gain``); its clean frame is never read:
 
     N=../shared/data/denoise_pairs/fmd_confocal_fish/noisy_Confocal_FISH_3.png
-    python -m tasks.inference.train_restoration --mode care --device cuda --threads 1 \\
+    python -m tasks.training.train_restoration --mode care --device cuda --threads 1 \\
         --seed 0 --iterations 15000 --batch 16 --crop 96 --loader-workers 3 --noise-from $N \\
         --out tasks/inference/weights/care_denoise.pt
-    python -m tasks.inference.train_restoration --mode n2v --seed 0 --iterations 2000 \\
+    python -m tasks.training.train_restoration --mode n2v --seed 0 --iterations 2000 \\
         --threads 1 --out tasks/inference/weights/n2v_denoise.pt
     # Noise2Void on your own noisy images (no clean targets), optionally from shipped weights:
-    python -m tasks.inference.train_restoration --mode n2v --image noisy.tif --init \\
+    python -m tasks.training.train_restoration --mode n2v --image noisy.tif --init \\
         tasks/inference/weights/n2v_denoise.pt --iterations 400 --lr 5e-4 --out my_n2v.pt
     # CARE on your own registered low/high-exposure pairs of the specimen, from shipped weights:
-    python -m tasks.inference.train_restoration --mode care --pair low1.tif high1.tif \\
+    python -m tasks.training.train_restoration --mode care --pair low1.tif high1.tif \\
         --pair low2.tif high2.tif --init tasks/inference/weights/care_denoise.pt \\
         --iterations 800 --batch 16 --crop 96 --lr 2e-4 --out my_care.pt
 
@@ -44,15 +44,17 @@ from typing import Any
 
 import numpy as np
 
-from ._batches import training_batches
-from ._care import (
+from tasks.inference import (
     DEFAULT_RESTORATION_CHANNELS,
-    PERCENTILES,
+    RESTORATION_DEFAULT_WEIGHTS,
+    RESTORATION_PERCENTILES,
     RESTORATION_WEIGHTS_FORMAT,
     build_restoration_net,
     load_restoration_weights,
-    percentile_range,
 )
+
+from ._batches import training_batches
+from ._crops import normalised_pair, random_crop_window, random_flip_rotation
 from ._n2v import N2V_MASK_FRACTION, N2V_RADIUS, n2v_mask
 from ._restoration_data import (
     add_camera_noise,
@@ -103,42 +105,22 @@ class RestorationTrainConfig:
     channels: tuple[int, ...] = DEFAULT_RESTORATION_CHANNELS
 
 
-def _geometric(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
-    k = int(rng.integers(4))
-    flip = rng.random() < 0.5
-    out = []
-    for a in arrays:
-        a = np.rot90(a, k)
-        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a, dtype=np.float32))
-    return out
-
-
-def _crop_window(shape: tuple[int, ...], size: int, rng: np.random.Generator) -> tuple[slice, ...]:
-    h, w = shape
-    r = int(rng.integers(0, h - size + 1))
-    c = int(rng.integers(0, w - size + 1))
-    return slice(r, r + size), slice(c, c + size)
-
-
-def _normalised(noisy: np.ndarray, ref: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    lo, scale = percentile_range(noisy)
-    return (noisy - lo) / scale, None if ref is None else (ref - lo) / scale
-
-
 def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
     """Renders/reads the sources once; the sampler draws (input, reference) crops."""
     t0 = time.perf_counter()
     if cfg.images:
         if cfg.mode != "n2v":
             raise ValueError("--image trains without clean targets: use it with --mode n2v")
-        own = [_normalised(_read_plane(Path(p)), None)[0] for p in cfg.images]
+        own = [normalised_pair(_read_plane(Path(p)), None)[0] for p in cfg.images]
         small = [im.shape for im in own if min(im.shape) < cfg.crop]
         if small:
             raise ValueError(f"images {small} are smaller than the {cfg.crop}-pixel crop")
 
         def own_sampler(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
             im = own[int(rng.integers(len(own)))]
-            return _geometric(rng, im[_crop_window(im.shape, cfg.crop, rng)])[0], None
+            return random_flip_rotation(rng, im[random_crop_window(im.shape, cfg.crop, rng)])[
+                0
+            ], None
 
         return own_sampler
 
@@ -147,7 +129,7 @@ def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
         return _pair_sampler(cfg, make_sampler(replace(cfg, pairs=()), log) if mixed else None)
 
     rng = np.random.default_rng([cfg.seed, 11])
-    sims = [_normalised(*sim_pair(int(rng.integers(2**31)), 256)) for _ in range(cfg.n_sim)]
+    sims = [normalised_pair(*sim_pair(int(rng.integers(2**31)), 256)) for _ in range(cfg.n_sim)]
     clean = [synthetic_clean(rng, cfg.size) for _ in range(cfg.n_synthetic)]
     tissue = [tissue_clean(rng, cfg.size) for _ in range(cfg.n_tissue)]
     if log:
@@ -164,13 +146,13 @@ def make_sampler(cfg: RestorationTrainConfig, log: bool = True) -> Sampler:
         elif tissue and u < cfg.sim_fraction + cfg.tissue_fraction:
             img = tissue[int(rng.integers(len(tissue)))]
             noise = random_confocal_noise(rng, cfg.confocal_slope)
-            noisy, ref = _normalised(*add_confocal_noise(img, noise, rng))
+            noisy, ref = normalised_pair(*add_confocal_noise(img, noise, rng))
         else:
             img = clean[int(rng.integers(len(clean)))]
-            noisy, ref = _normalised(*add_camera_noise(img, random_noise_model(rng), rng))
+            noisy, ref = normalised_pair(*add_camera_noise(img, random_noise_model(rng), rng))
         assert ref is not None
-        win = _crop_window(noisy.shape, cfg.crop, rng)
-        x, y = _geometric(rng, noisy[win], ref[win])
+        win = random_crop_window(noisy.shape, cfg.crop, rng)
+        x, y = random_flip_rotation(rng, noisy[win], ref[win])
         return x, (None if cfg.mode == "n2v" else y)
 
     return sampler
@@ -195,15 +177,15 @@ def _pair_sampler(cfg: RestorationTrainConfig, sources: Sampler | None) -> Sampl
                 f"--pair {noisy_path}: {noisy.shape} is smaller than the {cfg.crop}-pixel crop; "
                 "lower --crop"
             )
-        pairs.append(_normalised(noisy, clean))
+        pairs.append(normalised_pair(noisy, clean))
 
     def sampler(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         if sources is not None and rng.random() >= cfg.pair_fraction:
             return sources(rng)
         noisy, clean = pairs[int(rng.integers(len(pairs)))]
         assert clean is not None
-        win = _crop_window(noisy.shape, cfg.crop, rng)
-        x, y = _geometric(rng, noisy[win], clean[win])
+        win = random_crop_window(noisy.shape, cfg.crop, rng)
+        x, y = random_flip_rotation(rng, noisy[win], clean[win])
         return x, y
 
     return sampler
@@ -293,7 +275,9 @@ def train(cfg: RestorationTrainConfig, log: bool = True) -> tuple[Any, dict[str,
         "mode": cfg.mode,
         "residual": residual,
         "channels": list(channels),
-        "normalization": f"percentiles {PERCENTILES[0]}, {PERCENTILES[1]} of the input",
+        "normalization": (
+            f"percentiles {RESTORATION_PERCENTILES[0]}, {RESTORATION_PERCENTILES[1]} of the input"
+        ),
         "n2v": {"mask_fraction": N2V_MASK_FRACTION, "radius": N2V_RADIUS},
         "n_parameters": int(sum(p.numel() for p in net.parameters())),
         "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
@@ -370,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         channels=tuple(a.channels),
         loader_workers=a.loader_workers,
     )
-    out = a.out or Path(__file__).parent / "weights" / f"{a.mode}_denoise.pt"
+    out = a.out or RESTORATION_DEFAULT_WEIGHTS[a.mode]
     net, meta = train(cfg)
     sha = save(net, meta, out)
     print(

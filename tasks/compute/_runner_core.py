@@ -1,5 +1,8 @@
 """A chunk runner: calls one function on groups of work items on a Dask or Ray cluster.
 
+This module holds what both runners share and return (the protocol, outcomes, grouping); it
+imports neither runner. ``open_runner`` (``_open_runner``) picks one.
+
 Built only from the engines' own APIs (Dask futures, Ray actors); nothing here schedules.
 ``fn(items) -> results`` must be importable on the workers (a module-level function, or a
 ``functools.partial`` of one); module-level caches in its module live once per worker process,
@@ -16,15 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from scopeflow._settings import ComputeProfile, LocalComputeProfile, RayComputeProfile
+from scopeflow import ComputeProfile
 
-__all__ = [
-    "ChunkRunner",
-    "GroupFailure",
-    "MapOutcome",
-    "group_items",
-    "open_runner",
-]
+__all__ = ["ChunkRunner", "GroupFailure", "MapOutcome", "group_items"]
 
 
 @dataclass(frozen=True)
@@ -88,16 +85,3 @@ def group_items(items: Sequence[Any], workers: int, *, max_group: int = 16) -> l
         return []
     size = max(1, min(max_group, math.ceil(n / (4 * max(1, workers)))))
     return [list(items[i : i + size]) for i in range(0, n, size)]
-
-
-def open_runner(profile: ComputeProfile) -> ChunkRunner:
-    """Start (or connect to) the cluster ``profile`` describes and return its runner."""
-    if isinstance(profile, RayComputeProfile) or (
-        isinstance(profile, LocalComputeProfile) and profile.engine == "ray"
-    ):
-        from ._ray_cluster import RayRunner
-
-        return RayRunner(profile)
-    from ._dask_runner import DaskRunner
-
-    return DaskRunner(profile)

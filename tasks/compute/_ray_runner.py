@@ -9,7 +9,6 @@ actor.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -18,12 +17,16 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import ComputeUnavailable, ConfigurationError
-from scopeflow._settings import LocalComputeProfile, RayComputeProfile
-from tasks._ray_local import start_local_ray
+from scopeflow import (
+    Closeable,
+    ComputeUnavailable,
+    ConfigurationError,
+    LocalComputeProfile,
+    RayComputeProfile,
+)
+from tasks._ray_session import lacking_resource, start_local_ray, stop_actors
 
-from ._runner import GroupFailure, MapOutcome
+from ._runner_core import GroupFailure, MapOutcome
 
 __all__ = ["RayRunner"]
 
@@ -109,25 +112,21 @@ class RayRunner(Closeable):
             ) from exc
 
     def _check_resources(self) -> None:
-        total = ray.cluster_resources()
-        for name, amount in (("CPU", self._cpus), ("GPU", self._gpus)):
-            if amount > 0 and total.get(name, 0.0) < amount:
-                raise ConfigurationError(
-                    f"each Ray worker needs {name}={amount:g} but the cluster has "
-                    f"{total.get(name, 0.0):g}; lower it in the compute profile or add nodes"
-                )
+        need = {"CPU": self._cpus, "GPU": self._gpus}
+        lacking = lacking_resource(need)
+        if lacking is not None:
+            name, have = lacking
+            raise ConfigurationError(
+                f"each Ray worker needs {name}={need[name]:g} but the cluster has {have:g}; "
+                "lower it in the compute profile or add nodes"
+            )
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         actors, self._actors = getattr(self, "_actors", []), []
-        if ray.is_initialized():
-            for actor in actors:
-                with contextlib.suppress(RayError, ValueError):
-                    ray.kill(actor, no_restart=True)
-        if self.started_ray and ray.is_initialized():
-            ray.shutdown()
+        stop_actors(actors, shutdown=self.started_ray)
 
     def worker_count(self) -> int:
         return len(self._actors)

@@ -15,6 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tasks.decisions import SelectionRules
+
+from ._targeted_params import Region, TargetedImagingParams
+
 __all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
 
 DEMO_DENSITY = 20.0  # nuclei per mm²: sparse, where targeted imaging beats tiling
@@ -22,10 +26,9 @@ DEMO_REGION = (4_200.0, 4_200.0, 5_800.0, 5_800.0)
 DEMO_CAMERA = 1024
 
 
-def demo_params(edge_url: str, token_file: Path, output_dir: Path, backend: str) -> Any:
-    from flows._targeted_params import Region, TargetedImagingParams
-    from tasks.decisions import SelectionRules
-
+def demo_params(
+    edge_url: str, token_file: Path, output_dir: Path, backend: str
+) -> TargetedImagingParams:
     x0, y0, x1, y1 = DEMO_REGION
     return TargetedImagingParams(
         region=Region(x0=x0, y0=y0, x1=x1, y1=y1),
@@ -41,8 +44,9 @@ def run_demo(
     data_dir: Path, *, backend: str = "ray", model: str = "classical", quiet: bool = False
 ) -> dict[str, Any]:
     """Run targeted imaging end to end on the simulator; return the flow's summary."""
-    from flows.targeted_imaging import targeted_imaging
     from tasks.hardware import EdgeProcess
+
+    from .targeted_imaging import targeted_imaging
 
     console = Console(stderr=True, quiet=quiet)
     started = time.perf_counter()

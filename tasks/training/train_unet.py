@@ -1,8 +1,8 @@
 """Train the nuclei U-Net on simulated DAPI frames (seeded; minutes on a GPU or 2 CPU cores).
 
-The shipped weights (``tasks/inference/train_on_gpu.sh`` on a lent H100, 5 minutes)::
+The shipped weights (``tasks/training/train_on_gpu.sh`` on a lent H100, 5 minutes)::
 
-    python -m tasks.inference.train_unet --device cuda --threads 1 --seed 0 --batch 16 \\
+    python -m tasks.training.train_unet --device cuda --threads 1 --seed 0 --batch 16 \\
         --frames 160 --loader-workers 2 --iterations 15000 \\
         --out tasks/inference/weights/unet_nuclei.pt
 
@@ -29,16 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from ._batches import training_batches
-from ._train_options import add_runtime_options
-from ._training_data import random_settings, render_frame
-from ._unet import (
+from tasks.inference import (
     CANONICAL_PIXEL_UM,
-    DEFAULT_CHANNELS,
-    WEIGHTS_FORMAT,
+    UNET_DEFAULT_CHANNELS,
+    UNET_WEIGHTS_FORMAT,
     build_unet,
     normalize_percentiles,
 )
+
+from ._batches import training_batches
+from ._train_options import add_runtime_options
+from ._training_data import random_settings, render_frame
 
 __all__ = ["TrainConfig", "main", "make_training_set", "train"]
 
@@ -65,7 +66,7 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     loader_workers: int = 0  # processes drawing batches (0: in-process, machine-independent)
-    channels: tuple[int, ...] = DEFAULT_CHANNELS
+    channels: tuple[int, ...] = UNET_DEFAULT_CHANNELS
 
 
 def make_training_set(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -227,7 +228,7 @@ def train(cfg: TrainConfig, log: bool = True) -> tuple[Any, dict[str, Any]]:
             print(f"iter {it:5d} loss {running:.4f} {time.perf_counter() - t0:.0f} s", flush=True)
     net = net.cpu().eval()
     meta: dict[str, Any] = {
-        "format": WEIGHTS_FORMAT,
+        "format": UNET_WEIGHTS_FORMAT,
         "version": VERSION,
         "canonical_pixel_um": CANONICAL_PIXEL_UM,
         "channels": list(cfg.channels),
