@@ -15,8 +15,7 @@ import pytest
 import useq
 from websockets.sync.client import connect as ws_connect
 
-from scopeflow import EdgeRejected, EdgeUnauthorized
-from scopeflow._framing import decode_frame, recv_frame
+from scopeflow import EdgeRejected, EdgeUnauthorized, decode_frame, recv_frame
 from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
 
 from .conftest import validate_store

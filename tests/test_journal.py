@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
-from scopeflow._errors import JournalError
+from scopeflow import JournalError
 from tasks.storage import FrameJournal
 
 REPO = Path(__file__).resolve().parents[1]
@@ -534,7 +534,7 @@ FULL_DISK = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
     import numpy as np
-    from scopeflow._errors import JournalError
+    from scopeflow import JournalError
     from tasks.storage import FrameJournal
 
     j = FrameJournal.open(Path(sys.argv[1]), writable=True)

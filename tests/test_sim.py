@@ -16,7 +16,7 @@ import pytest
 import useq
 from scipy import ndimage
 
-from scopeflow._errors import ConfigurationError, HardwareError, MicroManagerNotInstalled
+from scopeflow import ConfigurationError, HardwareError, MicroManagerNotInstalled
 from tasks.hardware.sim import (
     SimClock,
     SimulatorConfig,

@@ -20,17 +20,24 @@ import numpy as np
 import useq
 from websockets.sync.client import connect as ws_connect
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import EdgeClientError, EdgeRejected, EdgeUnauthorized, EdgeUnavailable
-from scopeflow._framing import MAGIC, Frame, decode_frame, recv_frame
-from scopeflow._protocol import (
+from scopeflow import (
+    MAGIC,
+    Closeable,
     CommandAck,
     DirectCommand,
+    EdgeClientError,
+    EdgeRejected,
     EdgeState,
+    EdgeUnauthorized,
+    EdgeUnavailable,
+    Frame,
     FrameHeader,
+    ShmFrameRef,
+    ShmRing,
+    decode_frame,
     new_command_id,
+    recv_frame,
 )
-from scopeflow._shm_ring import ShmFrameRef, ShmRing
 
 from ._command_channel import CommandChannel
 from ._direct_commands import DirectCommands

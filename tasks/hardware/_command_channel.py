@@ -22,20 +22,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import (
+from scopeflow import (
+    Closeable,
+    CommandAck,
     CommandConflict,
+    CommandRequest,
+    DirectCommand,
     EdgeClientError,
     EdgeRejected,
     EdgeUnauthorized,
     EdgeUnavailable,
     EnvelopeViolation,
     HardwareError,
-)
-from scopeflow._protocol import (
-    CommandAck,
-    CommandRequest,
-    DirectCommand,
     Refusal,
     new_command_id,
 )

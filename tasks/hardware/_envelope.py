@@ -15,7 +15,7 @@ import useq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from scopeflow._errors import ConfigurationError, EnvelopeViolation
+from scopeflow import ConfigurationError, EnvelopeViolation
 
 __all__ = ["HardwareContext", "SafetyEnvelope", "load_envelope"]
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from scopeflow._errors import EdgeUnavailable
+from scopeflow import EdgeUnavailable
 
 __all__ = ["EdgeProcess"]
 

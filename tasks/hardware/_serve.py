@@ -14,8 +14,7 @@ from pathlib import Path
 import uvicorn
 from pymmcore_plus import CMMCorePlus
 
-from scopeflow._errors import ConfigurationError
-from scopeflow._settings import EdgeServerSettings
+from scopeflow import ConfigurationError, EdgeServerSettings
 
 from ._agent import EdgeAgent, TruthProvider
 from ._app import create_app

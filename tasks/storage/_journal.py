@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import JournalError
+from scopeflow import Closeable, JournalError
 
 from ._fsutil import (
     WriterLock,

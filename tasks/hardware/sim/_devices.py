@@ -22,7 +22,7 @@ from pymmcore_plus.experimental.unicore import (
     pymm_property,
 )
 
-from scopeflow._errors import HardwareError
+from scopeflow import HardwareError
 
 from ._config import FLUORESCENCE_CHANNELS, SimulatorConfig
 from ._render import CHANNELS, Renderer, ScopeState

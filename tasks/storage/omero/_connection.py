@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scopeflow._errors import (
+from scopeflow import (
     ConfigurationError,
     OmeroError,
     OmeroLoginRefused,
     OmeroNotInstalled,
+    OmeroSettings,
     OmeroUnavailable,
 )
-from scopeflow._settings import OmeroSettings
 
 __all__ = ["connect", "require_omero", "server_name"]
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import OmeroError, OmeroRejected, OmeroUnavailable
-from scopeflow._settings import OmeroSettings
+from scopeflow import Closeable, OmeroError, OmeroRejected, OmeroSettings, OmeroUnavailable
 
 from ._annotations import (
     KEY_FIELD,
