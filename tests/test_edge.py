@@ -15,7 +15,7 @@ import pytest
 import useq
 from websockets.sync.client import connect as ws_connect
 
-from scopeflow import EdgeRejected, EdgeUnauthorized, decode_frame, recv_frame
+from scopeflow import EdgeClientError, EdgeRejected, EdgeUnauthorized, decode_frame, recv_frame
 from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
 
 from .conftest import validate_store
@@ -267,10 +267,14 @@ def test_pause_resume_and_stop(client: EdgeClient) -> None:
 
 
 class _CuttableProxy:
-    """A TCP forwarder on 127.0.0.1 whose connections the test can cut (a dropped link)."""
+    """A TCP forwarder on 127.0.0.1 whose connections the test can cut (a dropped link).
 
-    def __init__(self, target_port: int) -> None:
+    ``hello``, when given, rewrites each client's hello line (a JSON object) on its way through.
+    """
+
+    def __init__(self, target_port: int, hello=None) -> None:
         self._target = target_port
+        self._hello = hello
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._conns: list[socket.socket] = []
@@ -284,6 +288,11 @@ class _CuttableProxy:
                 return
             up = socket.create_connection(("127.0.0.1", self._target))
             self._conns += [down, up]
+            if self._hello is not None:
+                line = b""
+                while not line.endswith(b"\n"):
+                    line += down.recv(1)
+                up.sendall(json.dumps(self._hello(json.loads(line))).encode() + b"\n")
             for a, b in ((down, up), (up, down)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -387,6 +396,59 @@ def test_async_client_submits_and_streams(edge: EdgeProcess, client: EdgeClient)
             return [f.index async for f in ac.frames(start, stop=start + 3)]
 
     assert asyncio.run(main()) == [start, start + 1, start + 2]
+
+
+def test_async_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    n = 30
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * n)
+    proxy = _CuttableProxy(edge.stream_port)
+
+    async def main() -> list[int]:
+        seen = []
+        async with AsyncEdgeClient(edge.url, token_file=edge.token_file) as ac:
+            ac._stream_port = proxy.port
+            async for frame in ac.frames(start, stop=start + n):
+                seen.append(frame.index)
+                if len(seen) in (5, 17):
+                    proxy.cut()
+        return seen
+
+    try:
+        assert asyncio.run(main()) == list(range(start, start + n))
+    finally:
+        proxy.close()
+
+
+def _skip_one(hello: dict) -> dict:
+    return {**hello, "from": hello["from"] + 1}
+
+
+def test_both_clients_refuse_a_gap_in_the_frame_stream(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * 3)
+    client.wait_until_idle()
+    skipping = _CuttableProxy(edge.stream_port, hello=_skip_one)
+    gap = rf"stream gap: expected frame {start}, got {start + 1}"
+
+    async def main() -> list[int]:
+        async with AsyncEdgeClient(edge.url, token_file=edge.token_file) as ac:
+            ac._stream_port = skipping.port
+            return [f.index async for f in ac.frames(start, stop=start + 3)]
+
+    try:
+        with pytest.raises(EdgeClientError, match=gap):
+            asyncio.run(main())
+        with EdgeClient(edge.url, token_file=edge.token_file) as sync_client:
+            sync_client._stream_port = skipping.port
+            with pytest.raises(EdgeClientError, match=gap):
+                list(sync_client.frames(start, stop=start + 3, transport="tcp"))
+    finally:
+        skipping.close()
 
 
 # journal ------------------------------------------------------------------------------------
