@@ -15,7 +15,14 @@ import pytest
 import useq
 from websockets.sync.client import connect as ws_connect
 
-from scopeflow import EdgeClientError, EdgeRejected, EdgeUnauthorized, decode_frame, recv_frame
+from scopeflow import (
+    ConfigurationError,
+    EdgeClientError,
+    EdgeRejected,
+    EdgeUnauthorized,
+    decode_frame,
+    recv_frame,
+)
 from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
 
 from .conftest import validate_store
@@ -584,3 +591,70 @@ def test_frames_from_the_ring_can_be_handed_on_by_reference(client: EdgeClient) 
         np.testing.assert_array_equal(ref.load(), frame.pixels)  # as a worker would read it
     tcp = next(iter(client.frames(start, stop=start + 1, transport="tcp")))
     assert client.shm_ref(tcp) is None  # pixels came inline: nothing to refer to
+
+
+# settings -----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def edge_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
+    """Settings from the environment only: no scopeflow.toml, no edge variables set."""
+    monkeypatch.setenv("SCOPEFLOW_CONFIG", str(tmp_path / "absent.toml"))
+    for name in ("SCOPEFLOW_EDGE_URL", "SCOPEFLOW_EDGE_TOKEN", "SCOPEFLOW_EDGE_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_clients_reach_the_edge_named_by_the_settings(
+    edge: EdgeProcess, edge_env: pytest.MonkeyPatch
+) -> None:
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", edge.url)
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(edge.token_file))
+    with EdgeClient.from_settings() as c:
+        assert c.url == edge.url
+        assert c.state().run_state in ("idle", "running", "paused")
+
+    async def main() -> str:
+        async with AsyncEdgeClient.from_settings() as ac:
+            return (await ac.state()).run_state
+
+    assert asyncio.run(main()) in ("idle", "running", "paused")
+    edge_env.delenv("SCOPEFLOW_EDGE_TOKEN_FILE")
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN", _token(edge))
+    with EdgeClient.from_settings() as c:
+        c.state()
+
+
+def test_missing_edge_settings_name_the_variable_to_set(
+    edge: EdgeProcess, edge_env: pytest.MonkeyPatch, tmp_path
+) -> None:
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", edge.url)
+    with pytest.raises(ConfigurationError, match="SCOPEFLOW_EDGE_TOKEN_FILE"):
+        EdgeClient.from_settings()
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(tmp_path / "no.token"))
+    with pytest.raises(ConfigurationError, match=r"no\.token.*SCOPEFLOW_EDGE_TOKEN_FILE"):
+        EdgeClient.from_settings()
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", "")
+    with pytest.raises(ConfigurationError, match="SCOPEFLOW_EDGE_URL"):
+        EdgeClient.from_settings()
+
+
+def test_run_takes_the_edge_from_the_settings_when_neither_flags_nor_parameters_name_it(
+    edge_env: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from scopeflow.cli import _fill_edge_address
+
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", "http://scope-pc:9000")
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(tmp_path / "edge.token"))
+    data: dict[str, object] = {}
+    _fill_edge_address(data, None, None)
+    assert data == {
+        "edge_url": "http://scope-pc:9000",
+        "edge_token_file": str(tmp_path / "edge.token"),
+    }
+    from_params = {"edge_url": "http://params:1", "edge_token_file": "params.token"}
+    _fill_edge_address(from_params, None, None)
+    assert from_params == {"edge_url": "http://params:1", "edge_token_file": "params.token"}
+    _fill_edge_address(from_params, "http://flag:2", tmp_path / "flag.token")
+    flag_token = str(tmp_path / "flag.token")
+    assert from_params == {"edge_url": "http://flag:2", "edge_token_file": flag_token}

@@ -16,7 +16,15 @@ import httpx
 import numpy as np
 import useq
 
-from scopeflow import CommandAck, DirectCommand, EdgeState, EdgeUnavailable, Frame, FrameHeader
+from scopeflow import (
+    CommandAck,
+    DirectCommand,
+    EdgeState,
+    EdgeUnavailable,
+    Frame,
+    FrameHeader,
+    ScopeflowSettings,
+)
 
 from ._edge_calls import (
     DEFAULT_EDGE_URL,
@@ -25,6 +33,7 @@ from ._edge_calls import (
     EdgeCall,
     auth_headers,
     command_call,
+    edge_address,
     events_call,
     info_call,
     load_token,
@@ -67,6 +76,16 @@ class AsyncEdgeClient:
             base_url=self.url, headers=auth_headers(self._token), timeout=timeout
         )
         self._stream_port: int | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ScopeflowSettings | None = None, *, timeout: float = 30.0
+    ) -> AsyncEdgeClient:
+        """A client of the edge named by the settings: ``SCOPEFLOW_EDGE_URL`` and
+        ``SCOPEFLOW_EDGE_TOKEN_FILE`` (or ``SCOPEFLOW_EDGE_TOKEN``); read now when ``settings``
+        is None. Raises `ConfigurationError` naming the variable to set when one is missing."""
+        address = edge_address(settings)
+        return cls(address.url, token=address.token, timeout=timeout)
 
     async def __aenter__(self) -> AsyncEdgeClient:
         return self

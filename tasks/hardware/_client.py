@@ -28,6 +28,7 @@ from scopeflow import (
     EdgeUnavailable,
     Frame,
     FrameHeader,
+    ScopeflowSettings,
     ShmFrameRef,
     ShmRing,
     decode_frame,
@@ -43,6 +44,7 @@ from ._edge_calls import (
     EdgeCall,
     auth_headers,
     command_call,
+    edge_address,
     events_call,
     frame_call,
     info_call,
@@ -88,6 +90,16 @@ class EdgeClient(DirectCommands, Closeable):
         )
         self._stream_port: int | None = None
         self._ring: ShmRing | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ScopeflowSettings | None = None, *, timeout: float = 30.0
+    ) -> EdgeClient:
+        """A client of the edge named by the settings: ``SCOPEFLOW_EDGE_URL`` and
+        ``SCOPEFLOW_EDGE_TOKEN_FILE`` (or ``SCOPEFLOW_EDGE_TOKEN``); read now when ``settings``
+        is None. Raises `ConfigurationError` naming the variable to set when one is missing."""
+        address = edge_address(settings)
+        return cls(address.url, token=address.token, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

@@ -14,6 +14,7 @@ import useq
 
 from scopeflow import (
     CommandAck,
+    ConfigurationError,
     DirectCommand,
     EdgeClientError,
     EdgeRejected,
@@ -21,7 +22,9 @@ from scopeflow import (
     EdgeUnauthorized,
     EdgeUnavailable,
     Frame,
+    ScopeflowSettings,
     decode_frame,
+    load_settings,
     new_command_id,
 )
 
@@ -29,10 +32,12 @@ __all__ = [
     "DEFAULT_EDGE_URL",
     "RETRY_DELAYS_S",
     "TRANSIENT_ERRORS",
+    "EdgeAddress",
     "EdgeCall",
     "auth_headers",
     "check_response",
     "command_call",
+    "edge_address",
     "events_call",
     "frame_call",
     "info_call",
@@ -64,6 +69,47 @@ def load_token(token: str | None, token_file: Path | None) -> str:
     raise EdgeClientError(
         "no edge token: pass token=... or token_file=... (the edge's --token-file)"
     )
+
+
+@dataclass(frozen=True)
+class EdgeAddress:
+    """Where the edge agent is and the token it wants."""
+
+    url: str
+    token: str
+
+
+def edge_address(settings: ScopeflowSettings | None = None) -> EdgeAddress:
+    """The edge URL and token from the settings (``SCOPEFLOW_EDGE_URL``, ``SCOPEFLOW_EDGE_TOKEN``
+    or ``SCOPEFLOW_EDGE_TOKEN_FILE``, or the same keys in the TOML file); read now when
+    ``settings`` is None."""
+    settings = settings or load_settings()
+    if not settings.edge_url:
+        raise ConfigurationError(
+            "no edge URL in the settings: set SCOPEFLOW_EDGE_URL (e.g. http://scope-pc:8765) "
+            "or edge_url in scopeflow.toml"
+        )
+    if settings.edge_token:
+        return EdgeAddress(settings.edge_url, settings.edge_token)
+    token_file = settings.edge_token_file
+    if token_file is None:
+        raise ConfigurationError(
+            "no edge token in the settings: set SCOPEFLOW_EDGE_TOKEN_FILE to the edge's "
+            "--token-file (or SCOPEFLOW_EDGE_TOKEN to the token itself)"
+        )
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the edge token file {token_file} named by SCOPEFLOW_EDGE_TOKEN_FILE: "
+            f"{exc.strerror or exc}; point it at the edge's --token-file"
+        ) from exc
+    if not token:
+        raise ConfigurationError(
+            f"the edge token file {token_file} named by SCOPEFLOW_EDGE_TOKEN_FILE is empty; "
+            "point it at the edge's --token-file"
+        )
+    return EdgeAddress(settings.edge_url, token)
 
 
 def auth_headers(token: str) -> dict[str, str]:
