@@ -65,6 +65,8 @@ from ._protocol import (
 from ._settings import (
     BUILTIN_COMPUTE_PROFILES,
     ComputeProfile,
+    EdgeMicroscopeSettings,
+    EdgeServeRequest,
     EdgeServerSettings,
     JobqueueComputeProfile,
     LocalComputeProfile,
@@ -99,7 +101,9 @@ __all__ = [
     "DirectCommand",
     "DoseAccount",
     "EdgeClientError",
+    "EdgeMicroscopeSettings",
     "EdgeRejected",
+    "EdgeServeRequest",
     "EdgeServerSettings",
     "EdgeState",
     "EdgeUnauthorized",

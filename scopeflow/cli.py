@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ._errors import ScopeflowError
-from ._settings import load_settings
+from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
 
 app = typer.Typer(
     help="scopeflow: smart-microscopy workflows (edge agent, flows, inference).",
@@ -56,10 +56,9 @@ def edge_serve(
     ] = None,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
-    from tasks.hardware import EdgeServiceOptions, serve_edge
+    from tasks.hardware import serve_edge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings().edge
     overrides = {
         "host": host,
         "port": port,
@@ -68,8 +67,10 @@ def edge_serve(
         "data_dir": data_dir,
         "envelope_file": envelope,
     }
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    options = EdgeServiceOptions(
+    service = load_settings().edge.model_copy(
+        update={k: v for k, v in overrides.items() if v is not None}
+    )
+    microscope = EdgeMicroscopeSettings(
         simulate=simulate,
         mm_config=mm_config,
         seed=seed,
@@ -78,8 +79,9 @@ def edge_serve(
         time_scale=time_scale,
         nuclei_per_mm2=density,
     )
+    request = EdgeServeRequest(service=service, microscope=microscope)
     try:
-        serve_edge(settings, options)
+        serve_edge(request)
     except ScopeflowError as exc:
         _fail(exc)
     except KeyboardInterrupt:
