@@ -481,7 +481,7 @@ def test_create_and_open_errors(tmp_path: Path) -> None:
 
 
 def test_log_write_failure_rolls_back(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.storage._journal as jmod
+    import tasks.storage._journal_writer as jmod
 
     j = FrameJournal.create(root)
     j.append(frame(0), {"i": 0}, pixel_size_um=0.65)
