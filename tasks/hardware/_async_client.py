@@ -23,7 +23,6 @@ from scopeflow import (
     EdgeUnavailable,
     Frame,
     FrameHeader,
-    ScopeflowSettings,
 )
 
 from ._edge_calls import (
@@ -31,12 +30,10 @@ from ._edge_calls import (
     RETRY_DELAYS_S,
     TRANSIENT_ERRORS,
     EdgeCall,
-    auth_headers,
+    EdgeClientBase,
     command_call,
-    edge_address,
     events_call,
     info_call,
-    load_token,
     sequence_call,
     state_call,
     timed_out,
@@ -59,7 +56,7 @@ T = TypeVar("T")
 _READ_LIMIT = 2**20
 
 
-class AsyncEdgeClient:
+class AsyncEdgeClient(EdgeClientBase):
     """The asyncio twin of `EdgeClient` (commands over HTTP, frames over TCP)."""
 
     def __init__(
@@ -70,22 +67,8 @@ class AsyncEdgeClient:
         token_file: Path | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.url = url.rstrip("/")
-        self._token = load_token(token, token_file)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=auth_headers(self._token), timeout=timeout
-        )
-        self._stream_port: int | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: ScopeflowSettings | None = None, *, timeout: float = 30.0
-    ) -> AsyncEdgeClient:
-        """A client of the edge named by the settings: ``SCOPEFLOW_EDGE_URL`` and
-        ``SCOPEFLOW_EDGE_TOKEN_FILE`` (or ``SCOPEFLOW_EDGE_TOKEN``); read now when ``settings``
-        is None. Raises `ConfigurationError` naming the variable to set when one is missing."""
-        address = edge_address(settings)
-        return cls(address.url, token=address.token, timeout=timeout)
+        super().__init__(url, token=token, token_file=token_file)
+        self._http = httpx.AsyncClient(**self._http_options(timeout))
 
     async def __aenter__(self) -> AsyncEdgeClient:
         return self

@@ -28,7 +28,6 @@ from scopeflow import (
     EdgeUnavailable,
     Frame,
     FrameHeader,
-    ScopeflowSettings,
     ShmFrameRef,
     ShmRing,
     decode_frame,
@@ -42,13 +41,12 @@ from ._edge_calls import (
     RETRY_DELAYS_S,
     TRANSIENT_ERRORS,
     EdgeCall,
+    EdgeClientBase,
     auth_headers,
     command_call,
-    edge_address,
     events_call,
     frame_call,
     info_call,
-    load_token,
     sequence_call,
     state_call,
     timed_out,
@@ -72,7 +70,7 @@ __all__ = ["EdgeClient"]
 T = TypeVar("T")
 
 
-class EdgeClient(DirectCommands, Closeable):
+class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
     """Blocking client. ``with EdgeClient(url, token_file=...) as edge: edge.state()``."""
 
     def __init__(
@@ -83,23 +81,9 @@ class EdgeClient(DirectCommands, Closeable):
         token_file: Path | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.url = url.rstrip("/")
-        self._token = load_token(token, token_file)
-        self._http = httpx.Client(
-            base_url=self.url, headers=auth_headers(self._token), timeout=timeout
-        )
-        self._stream_port: int | None = None
+        super().__init__(url, token=token, token_file=token_file)
+        self._http = httpx.Client(**self._http_options(timeout))
         self._ring: ShmRing | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: ScopeflowSettings | None = None, *, timeout: float = 30.0
-    ) -> EdgeClient:
-        """A client of the edge named by the settings: ``SCOPEFLOW_EDGE_URL`` and
-        ``SCOPEFLOW_EDGE_TOKEN_FILE`` (or ``SCOPEFLOW_EDGE_TOKEN``); read now when ``settings``
-        is None. Raises `ConfigurationError` naming the variable to set when one is missing."""
-        address = edge_address(settings)
-        return cls(address.url, token=address.token, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 import useq
@@ -34,6 +34,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "EdgeAddress",
     "EdgeCall",
+    "EdgeClientBase",
     "auth_headers",
     "check_response",
     "command_call",
@@ -114,6 +115,28 @@ def edge_address(settings: ScopeflowSettings | None = None) -> EdgeAddress:
 
 def auth_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+class EdgeClientBase:
+    """What both edge clients start from: the edge's URL and token, given or from the settings."""
+
+    def __init__(self, url: str, *, token: str | None, token_file: Path | None) -> None:
+        self.url = url.rstrip("/")
+        self._token = load_token(token, token_file)
+        self._stream_port: int | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ScopeflowSettings | None = None, *, timeout: float = 30.0
+    ) -> Self:
+        """A client of the edge named by the settings: ``SCOPEFLOW_EDGE_URL`` and
+        ``SCOPEFLOW_EDGE_TOKEN_FILE`` (or ``SCOPEFLOW_EDGE_TOKEN``); read now when ``settings``
+        is None. Raises `ConfigurationError` naming the variable to set when one is missing."""
+        address = edge_address(settings)
+        return cls(address.url, token=address.token, timeout=timeout)  # type: ignore[call-arg]
+
+    def _http_options(self, timeout: float) -> dict[str, Any]:
+        return {"base_url": self.url, "headers": auth_headers(self._token), "timeout": timeout}
 
 
 @dataclass(frozen=True)
