@@ -71,6 +71,8 @@ from ._protocol import (
 from ._settings import (
     BUILTIN_COMPUTE_PROFILES,
     ComputeProfile,
+    EdgeMicroscopeSettings,
+    EdgeServeRequest,
     EdgeServerSettings,
     JobqueueComputeProfile,
     LocalComputeProfile,
@@ -105,7 +107,9 @@ __all__ = [
     "DirectCommand",
     "DoseAccount",
     "EdgeClientError",
+    "EdgeMicroscopeSettings",
     "EdgeRejected",
+    "EdgeServeRequest",
     "EdgeServerSettings",
     "EdgeState",
     "EdgeUnauthorized",

@@ -23,6 +23,8 @@ from pydantic_settings import (
 __all__ = [
     "BUILTIN_COMPUTE_PROFILES",
     "ComputeProfile",
+    "EdgeMicroscopeSettings",
+    "EdgeServeRequest",
     "EdgeServerSettings",
     "JobqueueComputeProfile",
     "LocalComputeProfile",
@@ -70,6 +72,37 @@ class EdgeServerSettings(BaseModel):
         ("Illumination", "Intensity"),
         description="(device, property) of the illumination intensity in percent",
     )
+
+
+class EdgeMicroscopeSettings(BaseModel):
+    """The microscope `scopeflow edge serve` drives: the built-in simulator or a Micro-Manager
+    configuration of a real one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    simulate: bool = Field(False, description="Drive the built-in simulated microscope")
+    mm_config: Path | None = Field(
+        None,
+        description="Micro-Manager configuration file of a real microscope (wins over simulate)",
+    )
+    seed: int = Field(0, description="Simulator seed")
+    camera_width: int = Field(2048, description="Simulated camera width in pixels")
+    camera_height: int = Field(2048, description="Simulated camera height in pixels")
+    time_scale: float = Field(
+        1.0, description="Simulated seconds per real second (cell motion, division)"
+    )
+    nuclei_per_mm2: float | None = Field(
+        None, description="Simulated nuclei per mm²; the simulator's default (300) when unset"
+    )
+
+
+class EdgeServeRequest(BaseModel):
+    """Everything `scopeflow edge serve` was asked for: the service settings and the microscope."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: EdgeServerSettings = Field(default_factory=EdgeServerSettings)
+    microscope: EdgeMicroscopeSettings = Field(default_factory=EdgeMicroscopeSettings)
 
 
 class OmeroSettings(BaseSettings):

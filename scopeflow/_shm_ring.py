@@ -47,7 +47,7 @@ class ShmRing:
         shm = shared_memory.SharedMemory(name=name)
         # Python < 3.13 registers attached segments too and would unlink the edge's ring when
         # this consumer exits; only the creator may unlink it.
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]  # noqa: SLF001 - no public name
         return cls(shm, slots, slot_bytes, False)
 
     def _offset(self, index: int) -> int:

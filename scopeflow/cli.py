@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ._errors import ScopeflowError
-from ._settings import load_settings
+from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
 
 app = typer.Typer(
     help="scopeflow: smart-microscopy workflows (edge agent, flows, inference).",
@@ -56,10 +56,9 @@ def edge_serve(
     ] = None,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
-    from tasks.hardware import EdgeServiceOptions, serve_edge
+    from tasks.hardware import serve_edge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings().edge
     overrides = {
         "host": host,
         "port": port,
@@ -68,8 +67,10 @@ def edge_serve(
         "data_dir": data_dir,
         "envelope_file": envelope,
     }
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    options = EdgeServiceOptions(
+    service = load_settings().edge.model_copy(
+        update={k: v for k, v in overrides.items() if v is not None}
+    )
+    microscope = EdgeMicroscopeSettings(
         simulate=simulate,
         mm_config=mm_config,
         seed=seed,
@@ -78,8 +79,9 @@ def edge_serve(
         time_scale=time_scale,
         nuclei_per_mm2=density,
     )
+    request = EdgeServeRequest(service=service, microscope=microscope)
     try:
-        serve_edge(settings, options)
+        serve_edge(request)
     except ScopeflowError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -114,8 +116,16 @@ app.add_typer(run_app, name="run")
 @run_app.command("targeted-imaging")
 def run_targeted_imaging(
     params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help="Edge agent URL.")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="The edge's token file.")] = None,
+    edge_url: Annotated[
+        str | None,
+        typer.Option(help="Edge agent URL (default: the parameters, then SCOPEFLOW_EDGE_URL)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The edge's token file (default: the parameters, then SCOPEFLOW_EDGE_TOKEN_FILE)."
+        ),
+    ] = None,
 ) -> None:
     """Overview -> segment -> decide -> detail z-stacks, against any edge agent."""
     import yaml
@@ -129,10 +139,7 @@ def run_targeted_imaging(
     except (OSError, yaml.YAMLError) as exc:
         _fail(ScopeflowError(f"cannot read parameters from {params}: {exc}"))
         return
-    if edge_url:
-        data["edge_url"] = edge_url
-    if token_file:
-        data["edge_token_file"] = str(token_file)
+    _fill_edge_address(data, edge_url, token_file)
     try:
         parsed = TargetedImagingParams.model_validate(data)
     except ValidationError as exc:
@@ -144,6 +151,22 @@ def run_targeted_imaging(
         _fail(exc)
         return
     typer.echo(json.dumps(summary))
+
+
+def _fill_edge_address(
+    data: dict[str, object], edge_url: str | None, token_file: Path | None
+) -> None:
+    """The edge to run against: the command line, else the parameters file, else the settings
+    (``SCOPEFLOW_EDGE_URL``, ``SCOPEFLOW_EDGE_TOKEN_FILE``)."""
+    settings = load_settings()
+    if edge_url:
+        data["edge_url"] = edge_url
+    elif not data.get("edge_url"):
+        data["edge_url"] = settings.edge_url
+    if token_file:
+        data["edge_token_file"] = str(token_file)
+    elif not data.get("edge_token_file") and settings.edge_token_file is not None:
+        data["edge_token_file"] = str(settings.edge_token_file)
 
 
 @app.command()

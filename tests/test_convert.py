@@ -20,7 +20,7 @@ import tifffile
 import zarr
 from typer.testing import CliRunner
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 from scopeflow.cli import app
 from tasks.storage.convert import ConvertOptions, convert_file
 from tests.conftest import shared_data, validate_store

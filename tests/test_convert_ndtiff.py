@@ -16,7 +16,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 from scopeflow.cli import app
 from tasks.storage.convert import ConvertOptions, convert_file
 from tests.test_convert import leftovers, ome, validate_bf2raw

@@ -15,8 +15,14 @@ import pytest
 import useq
 from websockets.sync.client import connect as ws_connect
 
-from scopeflow import EdgeRejected, EdgeUnauthorized
-from scopeflow._framing import decode_frame, recv_frame
+from scopeflow import (
+    ConfigurationError,
+    EdgeClientError,
+    EdgeRejected,
+    EdgeUnauthorized,
+    decode_frame,
+    recv_frame,
+)
 from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
 
 from .conftest import validate_store
@@ -268,10 +274,14 @@ def test_pause_resume_and_stop(client: EdgeClient) -> None:
 
 
 class _CuttableProxy:
-    """A TCP forwarder on 127.0.0.1 whose connections the test can cut (a dropped link)."""
+    """A TCP forwarder on 127.0.0.1 whose connections the test can cut (a dropped link).
 
-    def __init__(self, target_port: int) -> None:
+    ``hello``, when given, rewrites each client's hello line (a JSON object) on its way through.
+    """
+
+    def __init__(self, target_port: int, hello=None) -> None:
         self._target = target_port
+        self._hello = hello
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._conns: list[socket.socket] = []
@@ -285,6 +295,11 @@ class _CuttableProxy:
                 return
             up = socket.create_connection(("127.0.0.1", self._target))
             self._conns += [down, up]
+            if self._hello is not None:
+                line = b""
+                while not line.endswith(b"\n"):
+                    line += down.recv(1)
+                up.sendall(json.dumps(self._hello(json.loads(line))).encode() + b"\n")
             for a, b in ((down, up), (up, down)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -388,6 +403,59 @@ def test_async_client_submits_and_streams(edge: EdgeProcess, client: EdgeClient)
             return [f.index async for f in ac.frames(start, stop=start + 3)]
 
     assert asyncio.run(main()) == [start, start + 1, start + 2]
+
+
+def test_async_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    n = 30
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * n)
+    proxy = _CuttableProxy(edge.stream_port)
+
+    async def main() -> list[int]:
+        seen = []
+        async with AsyncEdgeClient(edge.url, token_file=edge.token_file) as ac:
+            ac._stream_port = proxy.port
+            async for frame in ac.frames(start, stop=start + n):
+                seen.append(frame.index)
+                if len(seen) in (5, 17):
+                    proxy.cut()
+        return seen
+
+    try:
+        assert asyncio.run(main()) == list(range(start, start + n))
+    finally:
+        proxy.close()
+
+
+def _skip_one(hello: dict) -> dict:
+    return {**hello, "from": hello["from"] + 1}
+
+
+def test_both_clients_refuse_a_gap_in_the_frame_stream(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    start = client.state().frames_journaled
+    client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * 3)
+    client.wait_until_idle()
+    skipping = _CuttableProxy(edge.stream_port, hello=_skip_one)
+    gap = rf"stream gap: expected frame {start}, got {start + 1}"
+
+    async def main() -> list[int]:
+        async with AsyncEdgeClient(edge.url, token_file=edge.token_file) as ac:
+            ac._stream_port = skipping.port
+            return [f.index async for f in ac.frames(start, stop=start + 3)]
+
+    try:
+        with pytest.raises(EdgeClientError, match=gap):
+            asyncio.run(main())
+        with EdgeClient(edge.url, token_file=edge.token_file) as sync_client:
+            sync_client._stream_port = skipping.port
+            with pytest.raises(EdgeClientError, match=gap):
+                list(sync_client.frames(start, stop=start + 3, transport="tcp"))
+    finally:
+        skipping.close()
 
 
 # journal ------------------------------------------------------------------------------------
@@ -523,3 +591,70 @@ def test_frames_from_the_ring_can_be_handed_on_by_reference(client: EdgeClient) 
         np.testing.assert_array_equal(ref.load(), frame.pixels)  # as a worker would read it
     tcp = next(iter(client.frames(start, stop=start + 1, transport="tcp")))
     assert client.shm_ref(tcp) is None  # pixels came inline: nothing to refer to
+
+
+# settings -----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def edge_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
+    """Settings from the environment only: no scopeflow.toml, no edge variables set."""
+    monkeypatch.setenv("SCOPEFLOW_CONFIG", str(tmp_path / "absent.toml"))
+    for name in ("SCOPEFLOW_EDGE_URL", "SCOPEFLOW_EDGE_TOKEN", "SCOPEFLOW_EDGE_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_clients_reach_the_edge_named_by_the_settings(
+    edge: EdgeProcess, edge_env: pytest.MonkeyPatch
+) -> None:
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", edge.url)
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(edge.token_file))
+    with EdgeClient.from_settings() as c:
+        assert c.url == edge.url
+        assert c.state().run_state in ("idle", "running", "paused")
+
+    async def main() -> str:
+        async with AsyncEdgeClient.from_settings() as ac:
+            return (await ac.state()).run_state
+
+    assert asyncio.run(main()) in ("idle", "running", "paused")
+    edge_env.delenv("SCOPEFLOW_EDGE_TOKEN_FILE")
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN", _token(edge))
+    with EdgeClient.from_settings() as c:
+        c.state()
+
+
+def test_missing_edge_settings_name_the_variable_to_set(
+    edge: EdgeProcess, edge_env: pytest.MonkeyPatch, tmp_path
+) -> None:
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", edge.url)
+    with pytest.raises(ConfigurationError, match="SCOPEFLOW_EDGE_TOKEN_FILE"):
+        EdgeClient.from_settings()
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(tmp_path / "no.token"))
+    with pytest.raises(ConfigurationError, match=r"no\.token.*SCOPEFLOW_EDGE_TOKEN_FILE"):
+        EdgeClient.from_settings()
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", "")
+    with pytest.raises(ConfigurationError, match="SCOPEFLOW_EDGE_URL"):
+        EdgeClient.from_settings()
+
+
+def test_run_takes_the_edge_from_the_settings_when_neither_flags_nor_parameters_name_it(
+    edge_env: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from scopeflow.cli import _fill_edge_address  # noqa: PLC2701 - white-box test of the CLI helper
+
+    edge_env.setenv("SCOPEFLOW_EDGE_URL", "http://scope-pc:9000")
+    edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(tmp_path / "edge.token"))
+    data: dict[str, object] = {}
+    _fill_edge_address(data, None, None)
+    assert data == {
+        "edge_url": "http://scope-pc:9000",
+        "edge_token_file": str(tmp_path / "edge.token"),
+    }
+    from_params = {"edge_url": "http://params:1", "edge_token_file": "params.token"}
+    _fill_edge_address(from_params, None, None)
+    assert from_params == {"edge_url": "http://params:1", "edge_token_file": "params.token"}
+    _fill_edge_address(from_params, "http://flag:2", tmp_path / "flag.token")
+    flag_token = str(tmp_path / "flag.token")
+    assert from_params == {"edge_url": "http://flag:2", "edge_token_file": flag_token}

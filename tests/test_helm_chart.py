@@ -35,7 +35,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from scopeflow._settings import load_settings
+from scopeflow import load_settings
 
 from ._k8s_schemas import (
     KUBERAY_MAX_RAYCLUSTER_NAME,

@@ -88,7 +88,7 @@ def test_register_of_a_missing_path_says_what_to_pass(omero_env, tmp_path) -> No
 
 
 def test_queue_for_omero_task_writes_the_request_to_the_spool(omero_env, tmp_path) -> None:
-    from flows._omero_tasks import queue_for_omero
+    from flows import queue_for_omero
 
     store = _store(tmp_path)
     key = queue_for_omero.fn(store, project="P", dataset="D", run_id="r", metadata={"a": 1})

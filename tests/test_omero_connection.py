@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scopeflow._errors import ConfigurationError, OmeroUnavailable
-from scopeflow._settings import OmeroSettings, load_settings
+from scopeflow import ConfigurationError, OmeroSettings, OmeroUnavailable, load_settings
 from tasks.storage.omero import OmeroRegistrar, RegistrationRequest
 from tests.test_omero_support import closed_port, require_omero_py, silent_server
 
@@ -89,7 +88,7 @@ def test_port_that_never_answers_times_out_within_the_bound(caplog) -> None:
 
 
 def test_missing_source_is_rejected_before_any_connection(tmp_path: Path) -> None:
-    from scopeflow._errors import OmeroRejected
+    from scopeflow import OmeroRejected
 
     registrar = OmeroRegistrar(_settings(closed_port()))
     request = RegistrationRequest(path=tmp_path / "nope.ome.zarr", project="p", dataset="d")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scopeflow._settings import OmeroSettings
+from scopeflow import OmeroSettings
 from tasks.storage import write_zstack
 from tasks.storage.omero import (
     NS_ACQUISITION,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scopeflow._errors import OmeroRejected
+from scopeflow import OmeroRejected
 from tasks.storage import write_zstack
 from tasks.storage.omero import RegistrationRequest, acquisition_pairs, open_image_sources
 

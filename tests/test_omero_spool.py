@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scopeflow._errors import OmeroError
-from scopeflow._settings import OmeroSettings
+from scopeflow import OmeroError, OmeroSettings
 from tasks.storage.omero import OmeroRegistrar, OmeroSpool, RegistrationRequest
 from tests.test_omero_support import DirRegistrar, closed_port, require_omero_py
 

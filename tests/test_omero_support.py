@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scopeflow._errors import OmeroUnavailable
+from scopeflow import OmeroUnavailable
 from tasks.storage.omero import RegistrationRequest, RegistrationResult
 
 INSTALL_HINT = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scopeflow._shm_ring import ShmRing
+from scopeflow import ShmRing
 
 
 def test_a_frame_reads_back_until_its_slot_is_reused() -> None:

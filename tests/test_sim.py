@@ -16,12 +16,12 @@ import pytest
 import useq
 from scipy import ndimage
 
-from scopeflow._errors import ConfigurationError, HardwareError, MicroManagerNotInstalled
-from tasks.hardware.sim import (
+from scopeflow import ConfigurationError, HardwareError, MicroManagerNotInstalled
+from tasks.hardware.sim import (  # private: white-box test of the Micro-Manager loader
     SimClock,
     SimulatorConfig,
     VirtualSample,
-    _micromanager,
+    _micromanager,  # noqa: PLC2701
     build_simulated_core,
     load_micromanager_core,
 )

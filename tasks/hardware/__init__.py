@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import AsyncEdgeClient, EdgeClient, Transport, new_command_id
+from scopeflow import new_command_id
+
+from ._async_client import AsyncEdgeClient
+from ._client import EdgeClient
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
+from ._stream_session import Transport
 
 if TYPE_CHECKING:
     from ._agent import EdgeAgent

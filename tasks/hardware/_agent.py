@@ -24,14 +24,16 @@ import numpy as np
 import useq
 from pymmcore_plus import CMMCorePlus
 
-from scopeflow._errors import EnvelopeViolation, HardwareError
-from scopeflow._framing import Frame, checksum
-from scopeflow._protocol import (
+from scopeflow import (
     CommandAck,
     CommandRequest,
     DoseAccount,
+    EdgeServerSettings,
     EdgeState,
+    EnvelopeViolation,
+    Frame,
     FrameHeader,
+    HardwareError,
     MoveStage,
     Pause,
     Resume,
@@ -39,13 +41,13 @@ from scopeflow._protocol import (
     SetExposure,
     SetIllumination,
     SetObjective,
+    ShmRing,
     StagePosition,
     Stop,
     SubmitEvents,
     SubmitSequence,
+    checksum,
 )
-from scopeflow._settings import EdgeServerSettings
-from scopeflow._shm_ring import ShmRing
 from tasks.storage import FrameJournal
 
 from ._command_log import CommandLog

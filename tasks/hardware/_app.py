@@ -10,15 +10,17 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
-from scopeflow._errors import CommandConflict, EnvelopeViolation, HardwareError
-from scopeflow._framing import encode_prefix
-from scopeflow._protocol import (
+from scopeflow import (
     PROTOCOL_VERSION,
     CommandAck,
+    CommandConflict,
     CommandRequest,
     EdgeState,
+    EnvelopeViolation,
+    HardwareError,
     SubmitEvents,
     SubmitSequence,
+    encode_prefix,
 )
 
 from ._agent import EdgeAgent

@@ -1,18 +1,17 @@
-"""Clients of the edge agent, sync and async: commands over HTTP, frames over TCP or WebSocket.
+"""The blocking edge client: commands over HTTP, frames over TCP, shared memory or WebSocket.
 
 Commands are retried on dropped connections with the same command id, so a retry never repeats
 an effect. Frame iteration resumes by itself after a dropped connection, from the next index.
+What is said on the wire is in `_edge_calls` and `_stream_session`, shared with the async client.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,96 +19,70 @@ import numpy as np
 import useq
 from websockets.sync.client import connect as ws_connect
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import EdgeClientError, EdgeRejected, EdgeUnauthorized, EdgeUnavailable
-from scopeflow._framing import MAGIC, Frame, decode_frame, recv_frame
-from scopeflow._protocol import (
+from scopeflow import (
+    Closeable,
     CommandAck,
     DirectCommand,
+    EdgeClientError,
     EdgeState,
+    EdgeUnavailable,
+    Frame,
     FrameHeader,
-    new_command_id,
+    ShmFrameRef,
+    ShmRing,
+    decode_frame,
+    recv_frame,
 )
-from scopeflow._shm_ring import ShmFrameRef, ShmRing
 
 from ._command_channel import CommandChannel
 from ._direct_commands import DirectCommands
+from ._edge_calls import (
+    DEFAULT_EDGE_URL,
+    RETRY_DELAYS_S,
+    TRANSIENT_ERRORS,
+    EdgeCall,
+    EdgeClientBase,
+    auth_headers,
+    command_call,
+    events_call,
+    frame_call,
+    info_call,
+    sequence_call,
+    state_call,
+    timed_out,
+    truth_call,
+    unreachable,
+)
+from ._stream_session import (
+    HELLO_LIMIT,
+    RECONNECT_PAUSE_S,
+    FrameResume,
+    Transport,
+    parse_hello_answer,
+    resolve_transport,
+    stream_hello,
+    stream_host,
+    stream_port_from_info,
+)
 
-__all__ = ["AsyncEdgeClient", "EdgeClient", "Transport", "new_command_id"]
+__all__ = ["EdgeClient"]
 
-Transport = Literal["auto", "shm", "tcp", "websocket"]
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_RETRIES = 5
-
-
-def _token(token: str | None, token_file: Path | None) -> str:
-    if token:
-        return token
-    if token_file is not None:
-        try:
-            return token_file.read_text().strip()
-        except OSError as exc:
-            raise EdgeClientError(f"cannot read the edge token file {token_file}: {exc}") from exc
-    raise EdgeClientError(
-        "no edge token: pass token=... or token_file=... (the edge's --token-file)"
-    )
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        detail = response.text
-    if response.status_code == 401:
-        raise EdgeUnauthorized(f"edge refused the token: {detail}")
-    message = detail.get("message") if isinstance(detail, dict) else detail
-    raise EdgeRejected(
-        f"edge refused the request (HTTP {response.status_code}): {message}",
-        status_code=response.status_code,
-        detail=detail,
-    )
+T = TypeVar("T")
 
 
-def _events_body(events: Sequence[useq.MDAEvent | dict[str, Any]], command_id: str) -> dict:
-    return {
-        "command_id": command_id,
-        "events": [
-            e.model_dump(mode="json", exclude_unset=True) if isinstance(e, useq.MDAEvent) else e
-            for e in events
-        ],
-    }
-
-
-def _sequence_body(sequence: useq.MDASequence | dict[str, Any], command_id: str) -> dict:
-    seq = (
-        sequence.model_dump(mode="json", exclude_unset=True)
-        if isinstance(sequence, useq.MDASequence)
-        else sequence
-    )
-    return {"command_id": command_id, "sequence": seq}
-
-
-class EdgeClient(DirectCommands, Closeable):
+class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
     """Blocking client. ``with EdgeClient(url, token_file=...) as edge: edge.state()``."""
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:8765",
+        url: str = DEFAULT_EDGE_URL,
         *,
         token: str | None = None,
         token_file: Path | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.url = url.rstrip("/")
-        self._token = _token(token, token_file)
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {self._token}"},
-            timeout=timeout,
-        )
-        self._stream_port: int | None = None
+        super().__init__(url, token=token, token_file=token_file)
+        self._http = httpx.Client(**self._http_options(timeout))
         self._ring: ShmRing | None = None
 
     def close(self) -> None:
@@ -120,61 +93,46 @@ class EdgeClient(DirectCommands, Closeable):
 
     # requests -------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        delay = 0.2
-        for attempt in range(_RETRIES):
+    def _send(self, call: EdgeCall[T]) -> T:
+        for delay in (*RETRY_DELAYS_S, None):
             try:
-                response = self._http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-                if attempt == _RETRIES - 1:
-                    raise EdgeUnavailable(
-                        f"edge agent at {self.url} is unreachable ({exc}); is `scopeflow edge "
-                        "serve` running and is the URL right?"
-                    ) from exc
+                response = self._http.request(
+                    call.method, call.path, json=call.json, params=call.params
+                )
+            except TRANSIENT_ERRORS as exc:
+                if delay is None:
+                    raise unreachable(self.url, exc) from exc
                 time.sleep(delay)
-                delay *= 2
                 continue
             except httpx.TimeoutException as exc:
-                raise EdgeUnavailable(f"edge agent at {self.url} timed out: {exc}") from exc
-            _raise_for(response)
-            return response
+                raise timed_out(self.url, exc) from exc
+            return call.answer(response)
         raise AssertionError("unreachable")
 
     def info(self) -> dict[str, Any]:
-        return self._request("GET", "/v1/info").json()
+        return self._send(info_call())
 
     def state(self) -> EdgeState:
-        return EdgeState.model_validate(self._request("GET", "/v1/state").json())
+        return self._send(state_call())
 
     def submit_events(
         self, events: Sequence[useq.MDAEvent | dict[str, Any]], *, command_id: str | None = None
     ) -> CommandAck:
-        body = _events_body(events, command_id or new_command_id("events"))
-        return CommandAck.model_validate(self._request("POST", "/v1/events", json=body).json())
+        return self._send(events_call(events, command_id))
 
     def submit_sequence(
         self, sequence: useq.MDASequence | dict[str, Any], *, command_id: str | None = None
     ) -> CommandAck:
-        body = _sequence_body(sequence, command_id or new_command_id("sequence"))
-        return CommandAck.model_validate(self._request("POST", "/v1/sequences", json=body).json())
+        return self._send(sequence_call(sequence, command_id))
 
     def command(self, command: DirectCommand, *, command_id: str | None = None) -> CommandAck:
-        body = {
-            "command_id": command_id or new_command_id(command.type),
-            "command": command.model_dump(mode="json"),
-        }
-        return CommandAck.model_validate(self._request("POST", "/v1/commands", json=body).json())
+        return self._send(command_call(command, command_id))
 
     def truth(
         self, region: tuple[float, float, float, float] | None = None, t_s: float | None = None
     ) -> dict[str, Any]:
         """The simulator's ground truth: every cell (in ``region``, stage µm) at time ``t_s``."""
-        params: dict[str, float] = {}
-        if region is not None:
-            params.update(zip(("x0", "y0", "x1", "y1"), region, strict=True))
-        if t_s is not None:
-            params["t_s"] = t_s
-        return self._request("GET", "/v1/truth", params=params).json()
+        return self._send(truth_call(region, t_s))
 
     def wait_until_idle(self, timeout: float = 60.0, poll_s: float = 0.05) -> EdgeState:
         """Wait until the queue is empty and every acquired frame is journaled."""
@@ -199,23 +157,18 @@ class EdgeClient(DirectCommands, Closeable):
     def command_channel(self, *, timeout: float = 30.0) -> CommandChannel:
         """Direct commands over one open connection to the stream port (no HTTP per command):
         the path for loops that command the stage every frame. Close it when done."""
-        host = urlsplit(self.url).hostname or "127.0.0.1"
-        return CommandChannel(host, self._stream_tcp_port(), self._token, timeout=timeout)
+        return CommandChannel(
+            stream_host(self.url), self._stream_tcp_port(), self._token, timeout=timeout
+        )
 
     def _stream_tcp_port(self) -> int:
         if self._stream_port is None:
-            port = self.info()["stream"]["tcp_port"]
-            if port is None:
-                raise EdgeClientError(
-                    "this edge agent offers no TCP stream port; use transport='websocket' for "
-                    "frames and the HTTP commands"
-                )
-            self._stream_port = int(port)
+            self._stream_port = stream_port_from_info(self.info())
         return self._stream_port
 
     def frame(self, index: int) -> Frame:
         """One frame by index over HTTP (from memory or the journal)."""
-        return decode_frame(self._request("GET", f"/v1/frames/{index}").content)
+        return self._send(frame_call(index))
 
     # frames ---------------------------------------------------------------------------------
 
@@ -237,38 +190,24 @@ class EdgeClient(DirectCommands, Closeable):
         A dropped connection is re-opened with ``from=<next index>`` until ``reconnect_timeout``
         passes without success; no frame is skipped or repeated.
         """
-        next_index = start
-        down_since: float | None = None
-        while stop is None or next_index < stop:
+        resume = FrameResume(self.url, start, stop, reconnect_timeout)
+        while resume.wanted:
             try:
-                for frame in self._open_stream(next_index, transport, verify):
-                    down_since = None
-                    if frame.index != next_index:
-                        raise EdgeClientError(
-                            f"stream gap: expected frame {next_index}, got {frame.index}"
-                        )
-                    next_index += 1
+                for frame in self._open_stream(resume.next_index, transport, verify):
+                    resume.accept(frame)
                     yield frame
-                    if stop is not None and next_index >= stop:
+                    if not resume.wanted:
                         return
             except (OSError, EdgeUnavailable, ConnectionError) as exc:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > reconnect_timeout:
-                    raise EdgeUnavailable(
-                        f"frame stream from {self.url} lost at frame {next_index} and not back "
-                        f"after {reconnect_timeout:g} s: {exc}"
-                    ) from exc
-                time.sleep(0.1)
+                resume.lost(exc)
+                time.sleep(RECONNECT_PAUSE_S)
 
     def _open_stream(self, start: int, transport: Transport, verify: bool) -> Iterator[Frame]:
-        if transport == "auto":
-            local = (urlsplit(self.url).hostname or "") in _LOOPBACK
-            transport = "shm" if local else "tcp"
-        if transport == "websocket":
+        resolved = resolve_transport(transport, self.url)
+        if resolved == "websocket":
             yield from self._ws_stream(start, verify)
         else:
-            yield from self._tcp_stream(start, verify, shm=transport == "shm")
+            yield from self._tcp_stream(start, verify, shm=resolved == "shm")
 
     def shm_ref(self, frame: Frame) -> ShmFrameRef | None:
         """A reference to ``frame`` in the edge's shared-memory ring (for a worker on this host to
@@ -289,17 +228,10 @@ class EdgeClient(DirectCommands, Closeable):
 
     def _tcp_stream(self, start: int, verify: bool, shm: bool = False) -> Iterator[Frame]:
         port = self._stream_tcp_port()
-        host = urlsplit(self.url).hostname or "127.0.0.1"
-        with socket.create_connection((host, port), timeout=10) as sock:
+        with socket.create_connection((stream_host(self.url), port), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            hello = {"token": self._token, "from": start, "shm": shm}
-            sock.sendall(json.dumps(hello).encode() + b"\n")
-            answer = _read_line(sock)
-            if not answer.get("ok"):
-                error = answer.get("error", "refused")
-                if "token" in error:
-                    raise EdgeUnauthorized(f"frame stream refused: {error}")
-                raise EdgeClientError(f"frame stream refused: {error}")
+            sock.sendall(stream_hello(self._token, start, shm=shm))
+            answer = parse_hello_answer(_recv_hello_line(sock), "frame stream")
             if (ring := answer.get("shm")) and self._ring is None:
                 self._ring = ShmRing.attach(ring["name"], ring["slots"], ring["slot_bytes"])
             sock.settimeout(None)
@@ -315,7 +247,7 @@ class EdgeClient(DirectCommands, Closeable):
         url = f"{scheme}://{parts.netloc}/v1/frames?from={start}"
         with ws_connect(
             url,
-            additional_headers={"Authorization": f"Bearer {self._token}"},
+            additional_headers=auth_headers(self._token),
             max_size=None,
             open_timeout=10,
             compression=None,
@@ -326,135 +258,12 @@ class EdgeClient(DirectCommands, Closeable):
                 yield decode_frame(message, verify=verify)
 
 
-def _read_line(sock: socket.socket, limit: int = 4096) -> dict[str, Any]:
+def _recv_hello_line(sock: socket.socket) -> bytes:
+    """The answer line, read byte by byte so that no frame bytes after it are consumed."""
     data = b""
-    while not data.endswith(b"\n"):
+    while not data.endswith(b"\n") and len(data) <= HELLO_LIMIT:
         chunk = sock.recv(1)
         if not chunk:
-            raise ConnectionError("edge closed the stream during the hello")
+            break
         data += chunk
-        if len(data) > limit:
-            raise EdgeClientError("hello answer too long: is this a scopeflow frame stream?")
-    return json.loads(data)
-
-
-class AsyncEdgeClient:
-    """The asyncio twin of `EdgeClient` (commands over HTTP, frames over TCP)."""
-
-    def __init__(
-        self,
-        url: str = "http://127.0.0.1:8765",
-        *,
-        token: str | None = None,
-        token_file: Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self._token = _token(token, token_file)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"Bearer {self._token}"}, timeout=timeout
-        )
-        self._stream_port: int | None = None
-
-    async def __aenter__(self) -> AsyncEdgeClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        delay = 0.2
-        for attempt in range(_RETRIES):
-            try:
-                response = await self._http.request(method, path, **kwargs)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-                if attempt == _RETRIES - 1:
-                    raise EdgeUnavailable(
-                        f"edge agent at {self.url} is unreachable: {exc}"
-                    ) from exc
-                await asyncio.sleep(delay)
-                delay *= 2
-                continue
-            except httpx.TimeoutException as exc:
-                raise EdgeUnavailable(f"edge agent at {self.url} timed out: {exc}") from exc
-            _raise_for(response)
-            return response
-        raise AssertionError("unreachable")
-
-    async def info(self) -> dict[str, Any]:
-        return (await self._request("GET", "/v1/info")).json()
-
-    async def state(self) -> EdgeState:
-        return EdgeState.model_validate((await self._request("GET", "/v1/state")).json())
-
-    async def submit_events(
-        self, events: Sequence[useq.MDAEvent | dict[str, Any]], *, command_id: str | None = None
-    ) -> CommandAck:
-        body = _events_body(events, command_id or new_command_id("events"))
-        return CommandAck.model_validate(
-            (await self._request("POST", "/v1/events", json=body)).json()
-        )
-
-    async def submit_sequence(
-        self, sequence: useq.MDASequence | dict[str, Any], *, command_id: str | None = None
-    ) -> CommandAck:
-        body = _sequence_body(sequence, command_id or new_command_id("sequence"))
-        response = await self._request("POST", "/v1/sequences", json=body)
-        return CommandAck.model_validate(response.json())
-
-    async def command(self, command: DirectCommand, *, command_id: str | None = None) -> CommandAck:
-        body = {
-            "command_id": command_id or new_command_id(command.type),
-            "command": command.model_dump(mode="json"),
-        }
-        response = await self._request("POST", "/v1/commands", json=body)
-        return CommandAck.model_validate(response.json())
-
-    async def frames(
-        self, start: int = 0, *, stop: int | None = None, reconnect_timeout: float = 30.0
-    ) -> AsyncIterator[Frame]:
-        """Frames from ``start`` over TCP, resuming after a dropped connection."""
-        next_index = start
-        down_since: float | None = None
-        while stop is None or next_index < stop:
-            try:
-                async for frame in self._tcp_stream(next_index):
-                    down_since = None
-                    next_index += 1
-                    yield frame
-                    if stop is not None and next_index >= stop:
-                        return
-            except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > reconnect_timeout:
-                    raise EdgeUnavailable(
-                        f"frame stream lost at frame {next_index}: {exc}"
-                    ) from exc
-                await asyncio.sleep(0.1)
-
-    async def _tcp_stream(self, start: int) -> AsyncIterator[Frame]:
-        if self._stream_port is None:
-            self._stream_port = int((await self.info())["stream"]["tcp_port"])
-        host = urlsplit(self.url).hostname or "127.0.0.1"
-        reader, writer = await asyncio.open_connection(host, self._stream_port, limit=2**20)
-        try:
-            writer.write(json.dumps({"token": self._token, "from": start}).encode() + b"\n")
-            await writer.drain()
-            answer = json.loads(await reader.readline())
-            if not answer.get("ok"):
-                raise EdgeUnauthorized(f"frame stream refused: {answer.get('error')}")
-            while True:
-                prefix = await reader.readexactly(8)
-                if prefix[:4] != MAGIC:
-                    raise EdgeClientError("not a scopeflow frame stream")
-                header_len = int.from_bytes(prefix[4:], "little")
-                header = FrameHeader.model_validate_json(await reader.readexactly(header_len))
-                data = await reader.readexactly(header.nbytes)
-                pixels = np.frombuffer(data, dtype=header.dtype).reshape(header.shape)
-                yield Frame(header, pixels)
-        finally:
-            writer.close()
+    return data

@@ -22,25 +22,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import (
+from scopeflow import (
+    Closeable,
+    CommandAck,
     CommandConflict,
+    CommandRequest,
+    DirectCommand,
     EdgeClientError,
-    EdgeRejected,
-    EdgeUnauthorized,
     EdgeUnavailable,
     EnvelopeViolation,
     HardwareError,
-)
-from scopeflow._protocol import (
-    CommandAck,
-    CommandRequest,
-    DirectCommand,
     Refusal,
     new_command_id,
 )
 
 from ._direct_commands import DirectCommands
+from ._edge_calls import rejected
+from ._stream_session import channel_hello, check_hello_answer
 
 __all__ = ["CommandChannel", "answer_command", "refusal_for"]
 
@@ -118,11 +116,7 @@ class CommandChannel(DirectCommands, Closeable):
                     ) from exc
         if not answer.get("ok"):
             status = int(answer.get("status", 400))
-            detail = answer.get("detail")
-            message = detail.get("message") if isinstance(detail, dict) else detail
-            raise EdgeRejected(
-                f"edge refused the request ({status}): {message}", status_code=status, detail=detail
-            )
+            raise rejected(status, answer.get("detail"), str(status))
         return CommandAck.model_validate(answer["ack"])
 
     def close(self) -> None:
@@ -140,14 +134,12 @@ class CommandChannel(DirectCommands, Closeable):
             ) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock, self._reader = sock, sock.makefile("rb")
-        sock.sendall(json.dumps({"token": self._token, "commands": True}).encode() + b"\n")
-        hello = self._read_answer()
-        if not hello.get("ok"):
-            error = str(hello.get("error", "refused"))
+        sock.sendall(channel_hello(self._token))
+        try:
+            check_hello_answer(self._read_answer(), "command channel")
+        except EdgeClientError:
             self._drop()
-            if "token" in error:
-                raise EdgeUnauthorized(f"command channel refused: {error}")
-            raise EdgeClientError(f"command channel refused: {error}")
+            raise
         return sock
 
     def _read_answer(self) -> dict[str, Any]:

@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from scopeflow._errors import CommandConflict, JournalError
-from scopeflow._protocol import CommandAck
+from scopeflow import CommandAck, CommandConflict, JournalError
 
 __all__ = ["CommandLog"]
 

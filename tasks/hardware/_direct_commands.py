@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scopeflow._protocol import (
+from scopeflow import (
     CommandAck,
     DirectCommand,
     MoveStage,

@@ -11,7 +11,7 @@ from pymmcore_plus import CMMCorePlus
 from pymmcore_plus.mda import MDAEngine
 
 if TYPE_CHECKING:
-    from pymmcore_plus.mda._protocol import PImagePayload
+    from pymmcore_plus.mda._protocol import PImagePayload  # private: no public name upstream
 
 __all__ = ["LockedMDAEngine"]
 

@@ -15,7 +15,7 @@ import useq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from scopeflow._errors import ConfigurationError, EnvelopeViolation
+from scopeflow import ConfigurationError, EnvelopeViolation
 
 __all__ = ["HardwareContext", "SafetyEnvelope", "load_envelope"]
 
@@ -72,40 +72,20 @@ class SafetyEnvelope(BaseModel):
                 )
 
     def check_channel(self, channel: str, where: str) -> None:
-        if channel not in self.allowed_channels:
-            raise EnvelopeViolation(
-                f"{where}: channel {channel!r} is not in the envelope's allowed_channels "
-                f"{sorted(self.allowed_channels)}",
-                limit="allowed_channels",
-                value=channel,
-            )
+        _check_allowed(channel, self.allowed_channels, "allowed_channels", "channel", where)
 
     def check_objective(self, objective: str, where: str) -> None:
-        if objective not in self.allowed_objectives:
-            raise EnvelopeViolation(
-                f"{where}: objective {objective!r} is not in the envelope's allowed_objectives "
-                f"{sorted(self.allowed_objectives)}",
-                limit="allowed_objectives",
-                value=objective,
-            )
+        _check_allowed(objective, self.allowed_objectives, "allowed_objectives", "objective", where)
 
     def check_exposure(self, exposure_ms: float, where: str) -> None:
-        if exposure_ms > self.max_exposure_ms:
-            raise EnvelopeViolation(
-                f"{where}: exposure {exposure_ms:g} ms exceeds the envelope's max_exposure_ms "
-                f"{self.max_exposure_ms:g}; lower the exposure or raise max_exposure_ms",
-                limit="max_exposure_ms",
-                value=exposure_ms,
-            )
+        _check_at_most(
+            exposure_ms, self.max_exposure_ms, "max_exposure_ms", "exposure", "ms", where
+        )
 
     def check_intensity(self, intensity: float, where: str) -> None:
-        if intensity > self.max_intensity_percent:
-            raise EnvelopeViolation(
-                f"{where}: intensity {intensity:g} % exceeds the envelope's max_intensity_percent "
-                f"{self.max_intensity_percent:g}",
-                limit="max_intensity_percent",
-                value=intensity,
-            )
+        _check_at_most(
+            intensity, self.max_intensity_percent, "max_intensity_percent", "intensity", "%", where
+        )
 
     def dose_mj(self, channel: str | None, exposure_ms: float, intensity: float | None) -> float:
         """Light dose of one exposure: power at the sample x intensity x exposure time."""
@@ -141,13 +121,7 @@ class SafetyEnvelope(BaseModel):
             where = f"event {i}"
             self.check_position(event.x_pos, event.y_pos, event.z_pos, where)
             action = event.action.type if event.action is not None else "acquire_image"
-            if action not in self.allowed_actions:
-                raise EnvelopeViolation(
-                    f"{where}: action {action!r} is not in the envelope's allowed_actions "
-                    f"{sorted(self.allowed_actions)}",
-                    limit="allowed_actions",
-                    value=action,
-                )
+            _check_allowed(action, self.allowed_actions, "allowed_actions", "action", where)
             if event.channel is not None:
                 if event.channel.group != context.channel_group:
                     raise EnvelopeViolation(
@@ -176,6 +150,27 @@ class SafetyEnvelope(BaseModel):
             acquires = action == "acquire_image"
             doses.append(self.dose_mj(channel, exposure, intensity) if acquires else 0.0)
         return doses
+
+
+def _check_allowed(value: str, allowed: frozenset[str], limit: str, what: str, where: str) -> None:
+    if value not in allowed:
+        raise EnvelopeViolation(
+            f"{where}: {what} {value!r} is not in the envelope's {limit} {sorted(allowed)}",
+            limit=limit,
+            value=value,
+        )
+
+
+def _check_at_most(
+    value: float, maximum: float, limit: str, what: str, unit: str, where: str
+) -> None:
+    if value > maximum:
+        raise EnvelopeViolation(
+            f"{where}: {what} {value:g} {unit} exceeds the envelope's {limit} {maximum:g}; "
+            f"lower the {what} or raise {limit}",
+            limit=limit,
+            value=value,
+        )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from scopeflow._framing import Frame
+from scopeflow import Frame
 
 __all__ = ["FrameHub"]
 

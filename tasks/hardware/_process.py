@@ -10,14 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
-from scopeflow._errors import EdgeUnavailable
+from scopeflow import Closeable, EdgeUnavailable
 
 __all__ = ["EdgeProcess"]
 
 
-class EdgeProcess:
+class EdgeProcess(Closeable):
     """``with EdgeProcess(data_dir) as edge: EdgeClient(edge.url, token_file=edge.token_file)``.
 
     Starts ``scopeflow edge serve --simulate`` on free ports and stops it on exit (also on error).
@@ -108,13 +107,8 @@ class EdgeProcess:
         time.sleep(0)  # let the stderr reader finish
         return self._proc.returncode
 
+    def close(self) -> None:
+        self.stop()
+
     def __enter__(self) -> EdgeProcess:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -8,14 +8,17 @@ import os
 import secrets
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 from pymmcore_plus import CMMCorePlus
 
-from scopeflow._errors import ConfigurationError
-from scopeflow._settings import EdgeServerSettings
+from scopeflow import (
+    ConfigurationError,
+    EdgeMicroscopeSettings,
+    EdgeServeRequest,
+    EdgeServerSettings,
+)
 
 from ._agent import EdgeAgent, SampleTruth
 from ._app import create_app
@@ -27,17 +30,7 @@ __all__ = ["EdgeServiceOptions", "read_or_create_token", "serve_edge"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EdgeServiceOptions:
-    """What `scopeflow edge serve` was asked for, beyond the edge settings."""
-
-    simulate: bool
-    mm_config: Path | None = None
-    seed: int = 0
-    camera_width: int = 2048
-    camera_height: int = 2048
-    time_scale: float = 1.0
-    nuclei_per_mm2: float | None = None
+EdgeServiceOptions = EdgeMicroscopeSettings  # its former name, kept for existing callers
 
 
 def read_or_create_token(path: Path) -> str:
@@ -58,24 +51,24 @@ def read_or_create_token(path: Path) -> str:
 
 
 def build_core(
-    options: EdgeServiceOptions,
+    microscope: EdgeMicroscopeSettings,
 ) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
     """The microscope core: the simulator, or a real Micro-Manager configuration."""
     from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
 
-    if options.mm_config is not None:
-        return load_micromanager_core(options.mm_config), None, SafetyEnvelope()
-    if not options.simulate:
+    if microscope.mm_config is not None:
+        return load_micromanager_core(microscope.mm_config), None, SafetyEnvelope()
+    if not microscope.simulate:
         raise ConfigurationError(
             "no microscope given: pass --simulate for the simulated microscope or "
             "--mm-config FILE for a Micro-Manager configuration"
         )
     config = SimulatorConfig(
-        seed=options.seed,
-        width=options.camera_width,
-        height=options.camera_height,
-        time_scale=options.time_scale,
-        **({"nuclei_per_mm2": options.nuclei_per_mm2} if options.nuclei_per_mm2 else {}),
+        seed=microscope.seed,
+        width=microscope.camera_width,
+        height=microscope.camera_height,
+        time_scale=microscope.time_scale,
+        **({"nuclei_per_mm2": microscope.nuclei_per_mm2} if microscope.nuclei_per_mm2 else {}),
     )
     core, simulation = build_simulated_core(config)
 
@@ -89,10 +82,24 @@ def build_core(
     return core, SampleTruth(truth, simulation.clock.now), envelope
 
 
-def serve_edge(settings: EdgeServerSettings, options: EdgeServiceOptions) -> None:
-    """Run the edge agent until interrupted. Prints one JSON 'ready' line on stdout."""
+def serve_edge(
+    request: EdgeServeRequest | EdgeServerSettings,
+    microscope: EdgeMicroscopeSettings | None = None,
+) -> None:
+    """Run the edge agent until interrupted. Prints one JSON 'ready' line on stdout.
+
+    ``request`` is what `scopeflow edge serve` builds; ``serve_edge(settings, microscope)``
+    (the service settings and the microscope apart) does the same.
+    """
+    if isinstance(request, EdgeServerSettings):
+        request = EdgeServeRequest(
+            service=request, microscope=microscope or EdgeMicroscopeSettings()
+        )
+    elif microscope is not None:
+        raise TypeError("serve_edge: the request already names its microscope")
+    settings = request.service
     logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)  # it logs every event
-    core, truth, default_envelope = build_core(options)
+    core, truth, default_envelope = build_core(request.microscope)
     envelope = load_envelope(settings.envelope_file) if settings.envelope_file else default_envelope
     token_file = settings.token_file or settings.data_dir / "edge.token"
     token = read_or_create_token(token_file)

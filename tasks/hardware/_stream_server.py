@@ -23,9 +23,7 @@ import socketserver
 import threading
 from collections.abc import Callable
 
-from scopeflow._framing import encode_prefix
-from scopeflow._protocol import PROTOCOL_VERSION, CommandAck, CommandRequest
-from scopeflow._shm_ring import ShmRing
+from scopeflow import PROTOCOL_VERSION, CommandAck, CommandRequest, ShmRing, encode_prefix
 
 from ._command_channel import answer_command
 from ._hub import FrameHub

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._fsutil import atomic_write_bytes
 from ._ngff import multiscale_entry, zarr_compressors

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ConfigurationError
+from scopeflow import ConfigurationError
 
 from ._ngff import multiscale_entry, zarr_compressors
 

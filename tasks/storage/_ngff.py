@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from scopeflow._errors import JournalError
+from scopeflow import JournalError
 
 __all__ = [
     "COMPRESSIONS",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import JournalError
+from scopeflow import JournalError
 
 from ._fsutil import atomic_write_bytes, dumps_json, replace_file, write_all, write_file
 from ._ngff import ChunkCodec, Compression, array_metadata_template, chunk_path, group_metadata

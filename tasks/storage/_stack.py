@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import JournalError
+from scopeflow import JournalError
 
 from ._ngff import OmeroChannel, multiscale_entry, ngff_axis, omero_entry
 

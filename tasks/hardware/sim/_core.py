@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymmcore_plus.core._constants import Keyword
+from pymmcore_plus import Keyword
 from pymmcore_plus.experimental.unicore import UniMMCore
 
 from ._clock import SimClock

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pymmcore_plus.core._constants import FocusDirection
+from pymmcore_plus import FocusDirection
 from pymmcore_plus.experimental.unicore import (
     ShutterDevice,
     SimpleCameraDevice,
@@ -22,7 +22,7 @@ from pymmcore_plus.experimental.unicore import (
     pymm_property,
 )
 
-from scopeflow._errors import HardwareError
+from scopeflow import HardwareError
 
 from ._config import FLUORESCENCE_CHANNELS, SimulatorConfig
 from ._render import CHANNELS, Renderer, ScopeState

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pymmcore_plus import CMMCorePlus, find_micromanager
 
-from scopeflow._errors import ConfigurationError, MicroManagerNotInstalled
+from scopeflow import ConfigurationError, MicroManagerNotInstalled
 
 __all__ = ["load_micromanager_core"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 
 from .._ngff import Compression
 from ._formats import open_source

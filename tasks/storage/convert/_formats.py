@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 
 from ._model import SourceReader
 

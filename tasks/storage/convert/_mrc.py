@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 
 from ._model import OriginalMetadata, PhysicalSize, SceneInfo, default_channels
 

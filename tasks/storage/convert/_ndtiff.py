@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 
 from ._model import (
     ChannelInfo,
@@ -292,7 +292,7 @@ class NdtiffReader:
 
     def _image_metadata(self, entry: Any, coords: dict[str, Any]) -> dict[str, Any]:
         try:
-            reader = self._dataset._readers_by_filename[entry.filename]
+            reader = self._dataset._readers_by_filename[entry.filename]  # noqa: SLF001 - ndtiff has no public per-file reader
             found = reader.read_metadata(entry)
         except _READ_ERRORS as exc:
             raise ConversionError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 
 from ._model import ChannelInfo, PhysicalSize, PlaneInfo
 from ._units import to_micrometer, to_second

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import ConversionError
+from scopeflow import ConversionError
 
 from ._model import ChannelInfo, OriginalMetadata, PhysicalSize, SceneInfo, default_channels
 from ._ome_xml import ome_scenes

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scopeflow._errors import (
+from scopeflow import (
     ConfigurationError,
     OmeroError,
     OmeroLoginRefused,
     OmeroNotInstalled,
+    OmeroSettings,
     OmeroUnavailable,
 )
-from scopeflow._settings import OmeroSettings
 
 __all__ = ["connect", "require_omero", "server_name"]
 
@@ -34,8 +34,8 @@ def require_omero() -> Any:
     """Import omero-py (with its gateway) or raise :class:`OmeroNotInstalled` naming the fix."""
     try:
         import omero
-        import omero.clients
-        import omero.gateway
+        import omero.clients  # noqa: F401 - registers the client classes
+        import omero.gateway  # noqa: F401 - BlitzGateway lives here
     except ImportError as exc:
         raise OmeroNotInstalled(f"omero-py cannot be imported ({exc}): {_INSTALL_HINT}") from exc
     # omero-py's temp-dir cleanup logs at interpreter exit, after other handlers (Prefect's

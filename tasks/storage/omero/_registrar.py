@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import OmeroError, OmeroRejected, OmeroUnavailable
-from scopeflow._settings import OmeroSettings
+from scopeflow import Closeable, OmeroError, OmeroRejected, OmeroSettings, OmeroUnavailable
 
 from ._annotations import (
     KEY_FIELD,
@@ -160,7 +158,7 @@ class OmeroRegistrar(Closeable):
             sizeC=source.size("c"),
             sizeT=source.size("t"),
             description=_description(request.key),
-            dataset=dataset._obj,
+            dataset=dataset._obj,  # noqa: SLF001 - the gateway wrapper's model object is what the API takes
         )
         _set_pixel_sizes(gateway, image, source)
         for channel, label in zip(image.getChannels(noRE=True), source.channel_names, strict=False):

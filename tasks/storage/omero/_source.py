@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow._errors import OmeroRejected
+from scopeflow import OmeroRejected
 
 __all__ = ["OMERO_DTYPES", "ImageSource", "open_image_sources"]
 

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
-from scopeflow._closing import Closeable
-from scopeflow._errors import OmeroRejected
-from scopeflow._settings import OmeroSettings
+from scopeflow import Closeable, OmeroRejected, OmeroSettings
 
 from ._models import RegistrationRequest, RegistrationResult
 from ._spool_store import SpoolStore

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from scopeflow._errors import OmeroError
+from scopeflow import OmeroError
 
 from .._fsutil import WriterLock, fsync_dir
 from ._models import RegistrationRequest, RegistrationResult
