@@ -33,7 +33,6 @@ from ._training_data import (
     SimFrame,
     load_stardist_dsb_example,
     random_settings,
-    rasterize_truth,
     simulated_frame,
     simulated_frames,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "random_flip_rotation",
     "random_noise_model",
     "random_settings",
-    "rasterize_truth",
     "sim_pair",
     "simulated_frame",
     "simulated_frames",

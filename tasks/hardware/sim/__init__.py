@@ -14,6 +14,7 @@ from ._render import Renderer, ScopeState, numerical_aperture
 from ._sample import CellTable, Division, VirtualSample
 from ._sprites import outline_distance as nucleus_outline_distance
 from ._sprites import quantize_size, size_from_bin
+from ._truth_labels import truth_labels
 
 __all__ = [
     "CellTable",
@@ -30,4 +31,5 @@ __all__ = [
     "numerical_aperture",
     "quantize_size",
     "size_from_bin",
+    "truth_labels",
 ]
