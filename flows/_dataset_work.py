@@ -120,6 +120,9 @@ def segment_tiles(ctx: SegmentContext, tiles: list[Tile]) -> list[TileDone]:
     ledger = ChunkLedger(Path(ctx.work))
     out = []
     for tile in tiles:
+        if (recorded := ledger.record(tile.key)) is not None:
+            out.append(TileDone(**recorded))  # done before: a recomputed task redoes nothing
+            continue
         started = time.perf_counter()
         image = np.asarray(source[tile.read_slices()])
         t0 = time.perf_counter()
@@ -208,6 +211,9 @@ def restore_tiles(ctx: RestoreContext, tiles: list[Tile]) -> list[TileDone]:
     dtype = np.dtype(ctx.out_dtype)
     out = []
     for tile in tiles:
+        if (recorded := ledger.record(tile.key)) is not None:
+            out.append(TileDone(**recorded))  # done before: a recomputed task redoes nothing
+            continue
         started = time.perf_counter()
         image = np.asarray(source[tile.read_slices()])
         t0 = time.perf_counter()

@@ -172,14 +172,16 @@ def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]
             if not indices:
                 continue
             times = sorted(indices)
-            pixels = [edge.frame(indices[t]).pixels for t in times]
+            frames_here = [edge.frame(indices[t]) for t in times]
+            pixels = [f.pixels for f in frames_here]
+            pixel_size = frames_here[0].header.pixel_size_um
             store = outcome.run_dir / "positions" / f"{position['name']}.ome.zarr"
             store.parent.mkdir(parents=True, exist_ok=True)
             stores.append(
                 write_zstack(
                     store,
                     np.stack(pixels),
-                    pixel_size_um=edge.frame(indices[times[0]]).header.pixel_size_um,
+                    pixel_size_um=pixel_size,
                     t_step_s=params.interval_s,
                     name=position["name"],
                     channel=params.channel,
@@ -188,7 +190,8 @@ def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]
             )
             masks = [
                 _relabel(
-                    model.segment(px, pixel_size_um=None), position["label_tracks"].get(str(t), {})
+                    model.segment(px, pixel_size_um=pixel_size),
+                    position["label_tracks"].get(str(t), {}),
                 )
                 for t, px in zip(times, pixels, strict=True)
             ]

@@ -112,6 +112,7 @@ class TrackingPolicy:
         summary: dict[str, Any] = {
             "t": t,
             "p": p,
+            "position": position.name,
             "objects": len(points),
             "followed": followed,
             "event": event,

@@ -157,6 +157,7 @@ def _record(analysis: Analysis, decision: Decision, sent: list[SentCommand]) -> 
         "command_id": h.command_id,
         "event_index": h.event.get("index", {}),
         "stage": [h.stage.x, h.stage.y, h.stage.z],
+        "sample_time_s": h.sample_time_s,
         "analysed": analysis.where,
         "remote_missed": analysis.remote_missed,
         "reason": analysis.reason,

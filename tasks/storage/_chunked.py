@@ -179,6 +179,13 @@ class ChunkLedger:
             return set()
         return {name[:-5] for name in os.listdir(self.done_dir) if name.endswith(".json")}
 
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The record of tile ``key`` if it is done, else None."""
+        try:
+            return json.loads((self.done_dir / f"{key}.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
     def mark_done(self, key: str, record: Mapping[str, Any]) -> None:
         atomic_write_bytes(self.done_dir / f"{key}.json", json.dumps(dict(record)).encode())
 

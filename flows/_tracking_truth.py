@@ -1,0 +1,132 @@
+"""Score a tracking run on a simulated edge against the simulator's ground truth (CTC TRA).
+
+The simulator is deterministic for a given configuration and seed, so this process rebuilds
+the same sample and, for every frame the run decided, rasterises the ground-truth nuclei at the
+frame's stage position and sample time (stamped in its header). Cell ids are stable over time
+and parents are known, which gives a Cell Tracking Challenge ground truth per position; the
+run's own ``ctc/<position>`` RES folder is scored against it with py-ctcmetrics.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.hardware.sim import SimulatorConfig, build_simulated_core, truth_labels
+from tasks.live import DecisionLog
+from tasks.storage import score_ctc, write_ctc_ground_truth
+
+__all__ = ["score_tracking_on_simulation"]
+
+
+def score_tracking_on_simulation(
+    run_dir: Path, config: SimulatorConfig, *, objective: str, channel: str
+) -> dict[str, Any]:
+    """TRA per position and pooled over positions (mean), plus the ground-truth division count."""
+    frames = _decided_frames(run_dir / "decisions.jsonl")
+    core, sim = build_simulated_core(config)
+    try:
+        scores: dict[str, float | None] = {}
+        divisions = 0
+        for name, per_t in frames.items():
+            masks, rows = _ground_truth(sim, per_t, objective, channel)
+            divisions += sum(1 for r in rows if r[3] != 0) // 2
+            result = run_dir / "ctc" / name
+            if not result.exists():
+                scores[name] = None
+                continue
+            with tempfile.TemporaryDirectory() as gt:
+                write_ctc_ground_truth(Path(gt), masks, rows)
+                scores[name] = score_ctc(result, Path(gt), ["TRA"])["TRA"]
+    finally:
+        core.unloadAllDevices()
+    valid = [s for s in scores.values() if s is not None]
+    return {
+        "tra": round(float(np.mean(valid)), 4) if valid else None,
+        "tra_by_position": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()},
+        "divisions_in_view": divisions,
+    }
+
+
+def _decided_frames(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """position name -> time point -> the frame's decision record."""
+    names: dict[int, str] = {}
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for record in DecisionLog.read(path):
+        if record.get("type") != "decision":
+            continue
+        index = record["event_index"]
+        p, t = int(index.get("p", 0)), int(index.get("t", 0))
+        name = record["decision"].get("position") or names.get(p) or f"p{p:03d}"
+        names[p] = name
+        out.setdefault(name, {})[t] = record
+    return out
+
+
+def _ground_truth(
+    sim: Any, per_t: dict[int, dict[str, Any]], objective: str, channel: str
+) -> tuple[list[np.ndarray], list[tuple[int, int, int, int]]]:
+    """CTC masks and lineage for one position; the runs of a cell not seen at every time point
+    become separate tracks, each the parent of the next (CTC's gap convention)."""
+    times = sorted(per_t)
+    if times != list(range(len(times))):
+        raise ValueError(f"time points {times[:5]}... are not 0..n-1: the run was not complete")
+    labels_per_t, ids_per_t = [], []
+    parent_of: dict[int, int] = {}
+    for t in times:
+        record = per_t[t]
+        x, y, z = record["stage"]
+        state = replace(
+            sim.state(),
+            x_um=x,
+            y_um=y,
+            z_um=z,
+            objective=objective,
+            channel=channel,
+            illuminated=True,
+            t_s=float(record["sample_time_s"]),
+        )
+        labels, _ignore, ids = truth_labels(sim, state)
+        cells = sim.sample.cells_at(state.t_s)
+        parent_of.update(zip(cells.ids.tolist(), cells.parent_ids.tolist(), strict=True))
+        labels_per_t.append(labels)
+        ids_per_t.append(ids)
+    seen: dict[int, list[int]] = {}
+    for t, ids in enumerate(ids_per_t):
+        for cell in ids.tolist():
+            seen.setdefault(cell, []).append(t)
+    ctc_of: dict[tuple[int, int], int] = {}  # (cell, t) -> CTC id
+    last_run: dict[int, int] = {}
+    rows: list[tuple[int, int, int, int]] = []
+    next_id = 1
+    for cell in sorted(seen, key=lambda c: (seen[c][0], c)):
+        previous = 0
+        for run in _runs(seen[cell]):
+            if previous == 0:
+                previous = last_run.get(parent_of.get(cell, -1), 0)
+            rows.append((next_id, run[0], run[-1], previous))
+            for t in run:
+                ctc_of[(cell, t)] = next_id
+            previous = next_id
+            next_id += 1
+        last_run[cell] = previous
+    masks = []
+    for t, (labels, ids) in enumerate(zip(labels_per_t, ids_per_t, strict=True)):
+        lut = np.zeros(len(ids) + 1, np.uint16)
+        lut[1:] = [ctc_of[(int(c), t)] for c in ids]
+        masks.append(lut[labels])
+    return masks, rows
+
+
+def _runs(times: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for t in times:
+        if runs and t == runs[-1][-1] + 1:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs
