@@ -114,14 +114,14 @@ def track_cells(
                 update={"model": params.model, "model_options": params.model_options}
             )
         )
-    fallback_options = params.model_options if params.fallback_model == params.model else {}
+    local_model, local_options = _local_model(params)
     analyzer = Analyzer(
         backend,
         AnalyzerSettings(
-            deadline_ms=params.deadline_ms,
+            deadline_ms=params.deadline_ms if backend is not None else None,
             max_in_flight=2 * (params.backend.workers if params.backend else 1),
-            fallback_model=params.fallback_model or (None if backend else params.model),
-            fallback_options=fallback_options if params.fallback_model else params.model_options,
+            fallback_model=local_model,
+            fallback_options=local_options,
         ),
     )
     decisions_path = run_dir / "decisions.jsonl"
@@ -163,8 +163,11 @@ def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]
     """One OME-Zarr (t, y, x) per position from the edge's frames, and its tracks as CTC RES
     (masks re-made with the same model as in the loop, relabelled with the track ids)."""
     tracks = json.loads(outcome.tracks_path.read_text())
-    frames = _frames_by_position(outcome.decisions_path)
-    model = load_model(params.model, **params.model_options)
+    frames, where = _frames_by_position(outcome.decisions_path)
+    models = {"remote": load_model(params.model, **params.model_options)}
+    local_model, local_options = _local_model(params)
+    if local_model is not None:
+        models["local"] = load_model(local_model, **local_options)
     stores: list[Path] = []
     with _client(params) as edge:
         for p, position in enumerate(tracks["positions"]):
@@ -190,7 +193,7 @@ def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]
             )
             masks = [
                 _relabel(
-                    model.segment(px, pixel_size_um=pixel_size),
+                    models[where[indices[t]]].segment(px, pixel_size_um=pixel_size),
                     position["label_tracks"].get(str(t), {}),
                 )
                 for t, px in zip(times, pixels, strict=True)
@@ -320,14 +323,27 @@ def _tracks_document(state: TrackingState) -> dict[str, Any]:
     }
 
 
-def _frames_by_position(decisions: Path) -> dict[int, dict[int, int]]:
-    """position -> time point -> edge frame index, from the decision log."""
+def _frames_by_position(decisions: Path) -> tuple[dict[int, dict[int, int]], dict[int, str]]:
+    """position -> time point -> edge frame index, and where each frame was analysed
+    (``remote`` / ``local``), from the decision log."""
     out: dict[int, dict[int, int]] = {}
+    where: dict[int, str] = {}
     for record in DecisionLog.read(decisions):
         if record.get("type") == "decision":
             index = record["event_index"]
             out.setdefault(int(index.get("p", 0)), {})[int(index.get("t", 0))] = record["frame"]
-    return out
+            where[record["frame"]] = record["analysed"]
+    return out, where
+
+
+def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:
+    """The model this process runs: the fallback beside remote workers, else the model."""
+    if params.backend is None:
+        return params.model, dict(params.model_options)
+    if params.fallback_model is None:
+        return None, {}
+    same = params.fallback_model == params.model
+    return params.fallback_model, dict(params.model_options) if same else {}
 
 
 def _relabel(labels: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
