@@ -1,7 +1,7 @@
-"""Prefect flows: targeted imaging, batch segmentation and restoration of datasets, conversion
-to OME-Zarr, OMERO registration, and the embedded demo.
+"""Prefect flows: targeted imaging, live tracking, batch segmentation and restoration of
+datasets, conversion to OME-Zarr, OMERO registration, and the embedded demos.
 
-The flows themselves live in their modules (``flows.targeted_imaging``,
+The flows themselves live in their modules (``flows.targeted_imaging``, ``flows.tracking``,
 ``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.convert``), which are also the
 Prefect deployments' entrypoints; their parameters and the pieces other packages call are
 exported here.
@@ -14,6 +14,9 @@ from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
+from ._tracking_demo import pick_dividing_cells, run_tracking_demo
+from ._tracking_params import TrackedPosition, TrackingParams
+from ._tracking_truth import score_tracking_on_simulation
 
 __all__ = [
     "DEMO_DENSITY",
@@ -26,9 +29,14 @@ __all__ = [
     "RunRecord",
     "SegmentDatasetParams",
     "TargetedImagingParams",
+    "TrackedPosition",
+    "TrackingParams",
     "demo_params",
+    "pick_dividing_cells",
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
+    "run_tracking_demo",
     "score_targets",
+    "score_tracking_on_simulation",
 ]

@@ -12,6 +12,7 @@ Challenge RES (masks + lineage), and the summary becomes artifacts.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import time
@@ -31,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import ConfigurationError
 from tasks.decisions import LinkerSettings, TrackingPolicy, TrackingRules, TrackingState
 from tasks.hardware import EdgeClient
-from tasks.inference import load_model, make_backend
+from tasks.inference import InferenceBackend, SegmentationModel, load_model, make_backend
 from tasks.live import (
     Analyzer,
     AnalyzerSettings,
@@ -90,7 +91,11 @@ def prepare_tracking(params: TrackingParams) -> int:
 
 @task(name="track", cache_policy=NO_CACHE)
 def track_cells(
-    params: TrackingParams, run_id: str, run_dir: Path, first_frame: int
+    params: TrackingParams,
+    run_id: str,
+    run_dir: Path,
+    first_frame: int,
+    backend: InferenceBackend | None,
 ) -> TrackingOutcome:
     """The live loop: every frame analysed, linked, and the next one re-centred."""
     rules = TrackingRules(
@@ -107,13 +112,6 @@ def track_cells(
         ),
     )
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in params.positions], rules)
-    backend = None
-    if params.backend is not None:
-        backend = make_backend(
-            params.backend.model_copy(
-                update={"model": params.model, "model_options": params.model_options}
-            )
-        )
     local_model, local_options = _local_model(params)
     analyzer = Analyzer(
         backend,
@@ -146,8 +144,6 @@ def track_cells(
                 log.close()
     finally:
         analyzer.close()
-        if backend is not None:
-            backend.close()
     tracks_path = run_dir / "tracks.json"
     tracks_path.write_text(json.dumps(_tracks_document(report.state), indent=1))
     create_markdown_artifact(
@@ -159,15 +155,16 @@ def track_cells(
 
 
 @task(name="store-tracks", cache_policy=NO_CACHE)
-def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]:
+def store_tracks(
+    params: TrackingParams, outcome: TrackingOutcome, backend: InferenceBackend | None
+) -> list[Path]:
     """One OME-Zarr (t, y, x) per position from the edge's frames, and its tracks as CTC RES
-    (masks re-made with the same model as in the loop, relabelled with the track ids)."""
+    (masks re-made by the model that analysed each frame in the loop, on the same workers,
+    relabelled with the track ids)."""
     tracks = json.loads(outcome.tracks_path.read_text())
     frames, where = _frames_by_position(outcome.decisions_path)
-    models = {"remote": load_model(params.model, **params.model_options)}
     local_model, local_options = _local_model(params)
-    if local_model is not None:
-        models["local"] = load_model(local_model, **local_options)
+    local = load_model(local_model, **local_options) if local_model is not None else None
     stores: list[Path] = []
     with _client(params) as edge:
         for p, position in enumerate(tracks["positions"]):
@@ -191,12 +188,12 @@ def store_tracks(params: TrackingParams, outcome: TrackingOutcome) -> list[Path]
                     attributes={"time_points": times, "edge_frames": [indices[t] for t in times]},
                 )
             )
+            labels = _segment_as_in_the_loop(
+                [where[indices[t]] for t in times], pixels, pixel_size, backend, local
+            )
             masks = [
-                _relabel(
-                    models[where[indices[t]]].segment(px, pixel_size_um=pixel_size),
-                    position["label_tracks"].get(str(t), {}),
-                )
-                for t, px in zip(times, pixels, strict=True)
+                _relabel(lab, position["label_tracks"].get(str(t), {}))
+                for t, lab in zip(times, labels, strict=True)
             ]
             write_ctc_result(
                 outcome.run_dir / "ctc" / position["name"],
@@ -273,9 +270,47 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     first = prepare_tracking(params)
-    outcome = track_cells(params, run_id, run_dir, first)
-    stores = store_tracks(params, outcome)
+    with contextlib.ExitStack() as stack:
+        backend = None
+        if params.backend is not None:
+            backend = stack.enter_context(
+                make_backend(
+                    params.backend.model_copy(
+                        update={"model": params.model, "model_options": params.model_options}
+                    )
+                )
+            )
+        outcome = track_cells(params, run_id, run_dir, first, backend)
+        stores = store_tracks(params, outcome, backend)
     return summarise_tracking(params, outcome, stores, started)
+
+
+def _segment_as_in_the_loop(
+    where: list[str],
+    pixels: list[np.ndarray],
+    pixel_size: float,
+    backend: InferenceBackend | None,
+    local: SegmentationModel | None,
+) -> list[np.ndarray]:
+    """Labels of each frame from the model that analysed it: the workers' for ``remote``,
+    this process's for ``local``."""
+    remote = [i for i, w in enumerate(where) if w == "remote"]
+    out: list[np.ndarray] = [np.zeros(0)] * len(pixels)
+    if remote:
+        if backend is None:
+            raise ConfigurationError("frames were analysed remotely but no backend is open")
+        for i, lab in zip(
+            remote,
+            backend.segment([pixels[i] for i in remote], pixel_size_um=pixel_size),
+            strict=True,
+        ):
+            out[i] = lab
+    for i, w in enumerate(where):
+        if w == "local":
+            if local is None:
+                raise ConfigurationError("frames were analysed locally but no local model is set")
+            out[i] = local.segment(pixels[i], pixel_size_um=pixel_size)
+    return out
 
 
 def render_trajectories_png(tracks: dict[str, Any], side: int = 512) -> bytes:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 
 from ._errors import ScopeflowError
 from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
@@ -88,20 +90,46 @@ def edge_serve(
         pass
 
 
+DEMOS = ("targeted-imaging", "tracking")
+
+
 @app.command()
 def demo(
+    experiment: Annotated[
+        str, typer.Argument(help=f"Which experiment: {', '.join(DEMOS)}.")
+    ] = "targeted-imaging",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     data_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path(
         "scopeflow-data"
     ),
     backend: Annotated[str, typer.Option(help="Compute backend: ray or dask.")] = "ray",
-    model: Annotated[str, typer.Option(help="Segmentation model (registry name).")] = "classical",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Segmentation model (default: classical; unet for tracking)."),
+    ] = None,
+    time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
+    positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
+    seed: Annotated[int, typer.Option(help="Tracking: simulator seed.")] = 0,
 ) -> None:
-    """Targeted imaging on a simulated microscope, end to end, with nothing to set up."""
-    from flows import run_demo
+    """An experiment on a simulated microscope, end to end, with nothing to set up."""
+    from flows import run_demo, run_tracking_demo
 
+    if experiment not in DEMOS:
+        _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
+        return
     try:
-        summary = run_demo(data_dir, backend=backend, model=model, quiet=as_json)
+        if experiment == "tracking":
+            summary = run_tracking_demo(
+                data_dir,
+                time_points=time_points,
+                positions=positions,
+                model=model or "unet",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
+        else:
+            summary = run_demo(data_dir, backend=backend, model=model or "classical", quiet=as_json)
     except ScopeflowError as exc:
         _fail(exc)
         return
@@ -110,29 +138,50 @@ def demo(
 
 
 run_app = typer.Typer(help="Run an experiment flow against an edge agent.", no_args_is_help=True)
+_EDGE_URL_HELP = "Edge agent URL (default: the parameters, then SCOPEFLOW_EDGE_URL)."
+_TOKEN_FILE_HELP = (
+    "The edge's token file (default: the parameters, then SCOPEFLOW_EDGE_TOKEN_FILE)."
+)
 app.add_typer(run_app, name="run")
 
 
 @run_app.command("targeted-imaging")
 def run_targeted_imaging(
     params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[
-        str | None,
-        typer.Option(help="Edge agent URL (default: the parameters, then SCOPEFLOW_EDGE_URL)."),
-    ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="The edge's token file (default: the parameters, then SCOPEFLOW_EDGE_TOKEN_FILE)."
-        ),
-    ] = None,
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
 ) -> None:
     """Overview -> segment -> decide -> detail z-stacks, against any edge agent."""
-    import yaml
-    from pydantic import ValidationError
-
     from flows import TargetedImagingParams
     from flows.targeted_imaging import targeted_imaging
+
+    _run_flow(params, edge_url, token_file, TargetedImagingParams, targeted_imaging)
+
+
+@run_app.command("tracking")
+def run_tracking(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Follow cells at several positions, re-centring every time point, against any edge."""
+    from flows import TrackingParams
+    from flows.tracking import tracking
+
+    _run_flow(params, edge_url, token_file, TrackingParams, tracking)
+
+
+def _run_flow(
+    params: Path,
+    edge_url: str | None,
+    token_file: Path | None,
+    model: type[BaseModel],
+    run: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Load ``params`` as ``model`` (edge address from the options, the file or the settings),
+    run the flow, print its summary as JSON; every failure is one clear message."""
+    import yaml
+    from pydantic import ValidationError
 
     try:
         data = yaml.safe_load(params.read_text()) or {}
@@ -141,12 +190,12 @@ def run_targeted_imaging(
         return
     _fill_edge_address(data, edge_url, token_file)
     try:
-        parsed = TargetedImagingParams.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         _fail(ScopeflowError(f"parameters in {params} are not valid:\n{exc}"))
         return
     try:
-        summary = targeted_imaging(parsed)
+        summary = run(parsed)
     except ScopeflowError as exc:
         _fail(exc)
         return

@@ -131,6 +131,9 @@ class Analyzer:
     def wait(self, ticket: _Ticket) -> Analysis:
         """The frame's analysis: remote if it comes in time, else the local model's."""
         frame = ticket.frame
+        if self.mode == "local" and self._recovered.is_set():
+            self._recovered.clear()
+            self._to_remote(frame.index, "a probe came back within the deadline")
         if ticket.remote is not None and (self.mode == "remote" or ticket.remote.done()):
             timeout = None
             if ticket.deadline_ns is not None:
@@ -149,11 +152,9 @@ class Analyzer:
             if self.mode == "local":
                 self._to_remote(frame.index, "a probe came back within the deadline")
             return Analysis(frame, result, "remote", ticket.submitted_ns, done_ns, result.model_ms)
-        if ticket.remote is None and self.backend is not None and self.mode == "remote":
-            return self._local(ticket, f"{self.settings.max_in_flight} frames already in flight")
-        if self._recovered.is_set():
-            self._recovered.clear()
-            self._to_remote(frame.index, "a probe came back within the deadline")
+        if self.mode == "remote" and self.backend is not None:
+            reason = f"{self.settings.max_in_flight} frames already in flight on the workers"
+            return self._local(ticket, reason, missed=True)
         return self._local(ticket, "local mode")
 
     def close(self) -> None:

@@ -1,0 +1,209 @@
+"""The closed-loop core on real components: an edge process, Ray workers, the command channel.
+
+The remote model is slowed (and later freed) through a flag file, or its Ray actor is killed,
+while the loop runs; the local fallback must decide on time meanwhile, and the loop must go
+back to the workers when they answer in time again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scopeflow import EdgeRejected
+from tasks.decisions import Direct, TrackingPolicy, TrackingRules
+from tasks.hardware import EdgeClient, EdgeProcess
+from tasks.inference import BackendConfig, make_backend
+from tasks.live import (
+    Analyzer,
+    AnalyzerSettings,
+    CommandSink,
+    DecisionLog,
+    EdgeStreamSource,
+    JournalReplaySource,
+    LoopSettings,
+    command_id,
+    run_loop,
+)
+
+SLOW = "tests.inference_test_models:SlowWhileFlagged"
+INTERVAL_S = 0.4
+DEADLINE_MS = 150.0
+
+
+def _policy(client: EdgeClient, time_points: int) -> TrackingPolicy:
+    state = client.state()
+    x, y = state.stage.x, state.stage.y
+    rules = TrackingRules(
+        time_points=time_points, interval_s=INTERVAL_S, channel="DAPI", exposure_ms=5.0
+    )
+    return TrackingPolicy([("here", x, y)], rules)
+
+
+def _run(client: EdgeClient, tmp_path: Path, backend, policy, run_id: str, **analyzer):
+    sink = CommandSink(client, run_id=run_id, phase="track")
+    start = client.state().frames_journaled
+    log = DecisionLog(tmp_path / f"{run_id}.jsonl", run_id=run_id, phase="track", first_frame=start)
+    analyzer = Analyzer(backend, AnalyzerSettings(**analyzer))
+    source = EdgeStreamSource(client, start=log.first_frame, command_prefix=sink.prefix)
+    try:
+        report = run_loop(
+            source, analyzer, policy, sink, log, LoopSettings(budget_ms=INTERVAL_S * 1e3)
+        )
+    finally:
+        analyzer.close()
+        sink.close()
+        log.close()
+    return report, DecisionLog.read(tmp_path / f"{run_id}.jsonl")
+
+
+@pytest.fixture(scope="module")
+def slow_backend(tmp_path_factory):
+    flag = tmp_path_factory.mktemp("flag") / "slow"
+    config = BackendConfig(
+        kind="ray", workers=1, model=SLOW, model_options={"flag": str(flag), "delay_s": 1.0}
+    )
+    with make_backend(config) as backend:
+        backend.submit(_warm_frame(), objects=True).result(timeout=120)
+        yield backend, flag
+
+
+def _warm_frame():
+    import numpy as np
+
+    frame = np.full((64, 64), 100, np.uint16)
+    frame[20:40, 20:40] = 1000
+    return frame
+
+
+def test_late_workers_fall_back_to_the_local_model_and_come_back(client, tmp_path, slow_backend):
+    backend, flag = slow_backend
+    time_points = 30
+    policy = _policy(client, time_points)
+
+    def slow_down_then_recover() -> None:
+        time.sleep(8 * INTERVAL_S)
+        flag.touch()
+        time.sleep(8 * INTERVAL_S)
+        flag.unlink()
+
+    meddler = threading.Thread(target=slow_down_then_recover)
+    meddler.start()
+    try:
+        report, records = _run(
+            client,
+            tmp_path,
+            backend,
+            policy,
+            "fallback-run",
+            deadline_ms=DEADLINE_MS,
+            max_in_flight=2,
+            fallback_model="classical",
+        )
+    finally:
+        meddler.join()
+        flag.unlink(missing_ok=True)
+    decided = [r for r in records if r["type"] == "decision"]
+    assert len(decided) == time_points
+    where = [r["analysed"] for r in decided]
+    assert where[:5] == ["remote"] * 5  # fast workers first
+    assert "local" in where[8:20]  # slowed: the local model decided
+    assert where[-3:] == ["remote"] * 3  # recovered: back on the workers
+    switches = [(s.to, s.reason) for s in report.switches]
+    assert switches[0][0] == "local" and "within 150 ms" in switches[0][1]
+    assert switches[-1][0] == "remote"
+    assert report.on_time_fraction() >= 0.95
+    assert records[-1]["type"] == "end" and records[-1]["fallback_decisions"] == where.count(
+        "local"
+    )
+
+
+def test_a_killed_worker_is_replaced_and_the_loop_goes_on(client, tmp_path):
+    import ray
+
+    config = BackendConfig(
+        kind="ray", workers=1, model="tests.inference_test_models:ThresholdModel"
+    )
+    with make_backend(config) as backend:
+        backend.submit(_warm_frame(), objects=True).result(timeout=120)
+        time_points = 20
+        policy = _policy(client, time_points)
+
+        def kill_the_actor() -> None:
+            time.sleep(6 * INTERVAL_S)
+            ray.kill(backend._actors[0], no_restart=True)
+
+        killer = threading.Thread(target=kill_the_actor)
+        killer.start()
+        try:
+            report, records = _run(
+                client,
+                tmp_path,
+                backend,
+                policy,
+                "killed-run",
+                deadline_ms=1500.0,
+                max_in_flight=2,
+                fallback_model="classical",
+            )
+        finally:
+            killer.join()
+        decided = [r for r in records if r["type"] == "decision"]
+        assert len(decided) == time_points  # no time point lost
+        where = [r["analysed"] for r in decided]
+        assert "local" in where and where[-1] == "remote"
+        assert any("died" in r["reason"] for r in decided if r["analysed"] == "local")
+        assert backend.restarts >= 1
+        assert report.on_time_fraction() >= 0.95
+
+
+def test_a_rerun_under_the_same_id_repeats_no_command_and_replays_the_same_decisions(
+    client, tmp_path
+):
+    policy = _policy(client, 6)
+    first, records = _run(client, tmp_path, None, policy, "rerun", fallback_model="classical")
+    acquired = client.state().frames_journaled
+    again, replayed = _run(client, tmp_path, None, policy, "rerun", fallback_model="classical")
+    assert client.state().frames_journaled == acquired  # nothing acquired twice
+    # every command the re-run sent was a repeat the edge recognised (the replayed frames
+    # decide before the later time points fall due, so it sends fewer)
+    assert first.repeats == 0 and again.commands >= 1 and again.repeats == again.commands
+    assert replayed[0]["type"] == "start" and any(r["type"] == "resume" for r in replayed)
+    one = [r["decision"] for r in records if r["type"] == "decision"]
+    two = [r["decision"] for r in replayed if r["type"] == "decision"][len(one) :]
+    assert two == one  # the same frames give the same decisions
+
+
+def test_an_envelope_refusal_is_a_logged_decision_and_nothing_moves(client, tmp_path):
+    sink = CommandSink(client, run_id="refusal", phase="test")
+    try:
+        before = client.state().stage
+        from scopeflow import MoveStage
+
+        (sent,) = sink.schedule((Direct("out", MoveStage(x=-500.0, y=before.y)),))
+        assert sent.refused and "x_limits_um" in sent.refused
+        assert sent.command_id == command_id("refusal", "test", "out")
+        assert client.state().stage == before
+        with pytest.raises(EdgeRejected):
+            client.move_stage(-500.0, command_id="direct-refusal-check")
+    finally:
+        sink.close()
+
+
+def test_a_journal_replay_feeds_the_same_policy_offline(tmp_path):
+    with (
+        EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "256"]) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        policy = _policy(client, 4)
+        _, records = _run(client, tmp_path, None, policy, "live", fallback_model="classical")
+        journal = Path(client.info()["journal"])
+    source = JournalReplaySource(journal)
+    frames = list(source.frames())
+    assert [f.index for f in frames] == [r["frame"] for r in records if r["type"] == "decision"]
+    assert all(f.header.command_id.startswith("live.track.") for f in frames)
+    assert frames[0].pixels().shape == (256, 256)
+    source.close()
