@@ -67,6 +67,7 @@ class Decision:
     commands: tuple[Command, ...] = ()
     summary: dict[str, Any] = field(default_factory=dict)
     done: bool = False  # the policy needs no more frames: the loop ends after this one
+    decided_ns: int = 0  # set by the loop: when the policy answered (time.time_ns)
 
 
 class Policy(Protocol[StateT]):

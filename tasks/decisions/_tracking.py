@@ -18,11 +18,11 @@ from typing import Any, Literal
 import numpy as np
 import useq
 
-from scopeflow import ObjectTable
+from scopeflow import MoveStage, ObjectTable
 
 from ._geometry import FrameGeometry
 from ._linking import LinkerSettings, OnlineLinker
-from ._policy import Acquire, Command, Decision, FrameView
+from ._policy import Acquire, Command, Decision, Direct, FrameView
 
 __all__ = ["PositionTrack", "TrackingPolicy", "TrackingRules", "TrackingState"]
 
@@ -40,6 +40,10 @@ class TrackingRules:
     max_step_um: float = 25.0  # farthest one correction moves the stage
     on_lost: Literal["reacquire", "drop"] = "reacquire"
     min_area_px: float = 20.0
+    # next_event: each time point is queued at the re-centred position (several positions);
+    # move_stage: one position, a time-lapse queued at the start, and the stage follows the cell
+    # by direct moves between frames (the fast loop)
+    recentre: Literal["next_event", "move_stage"] = "next_event"
     linker: LinkerSettings = field(default_factory=LinkerSettings)
 
 
@@ -76,6 +80,11 @@ class TrackingPolicy:
     def __init__(self, positions: list[tuple[str, float, float]], rules: TrackingRules) -> None:
         if not positions:
             raise ValueError("tracking needs at least one position")
+        if rules.recentre == "move_stage" and len(positions) != 1:
+            raise ValueError(
+                "recentre='move_stage' follows one cell by moving the stage: give one position, "
+                "or use recentre='next_event' for several"
+            )
         self.positions = positions
         self.rules = rules
 
@@ -88,6 +97,12 @@ class TrackingPolicy:
         )
 
     def first_commands(self, state: TrackingState) -> tuple[Command, ...]:
+        if self.rules.recentre == "move_stage":
+            position = state.positions[0]
+            return (
+                Direct("start", MoveStage(x=position.x_um, y=position.y_um, z=self.rules.z_um)),
+                Acquire("timelapse", tuple(self._timelapse())),
+            )
         return tuple(self._acquire(state, 0, p) for p in range(len(state.positions)))
 
     def decide(
@@ -128,7 +143,11 @@ class TrackingPolicy:
         summary["next_xy_um"] = (round(position.x_um, 3), round(position.y_um, 3))
         state.decided.add((t, p))
         commands: tuple[Command, ...] = ()
-        if t + 1 < self.rules.time_points and not position.dropped:
+        if self.rules.recentre == "move_stage":
+            if (position.x_um, position.y_um) != (frame.stage_x_um, frame.stage_y_um):
+                move = MoveStage(x=position.x_um, y=position.y_um)
+                commands = (Direct(f"t{t:05d}-move", move),)
+        elif t + 1 < self.rules.time_points and not position.dropped:
             commands = (self._acquire(state, t + 1, p),)
         done = all(
             pos.dropped or (self.rules.time_points - 1, q) in state.decided
@@ -182,6 +201,21 @@ class TrackingPolicy:
             return x, y
         scale = min(1.0, self.rules.max_step_um / distance)
         return x + dx * scale, y + dy * scale
+
+    def _timelapse(self) -> list[useq.MDAEvent]:
+        """The move_stage mode's frames: no position (taken where the stage follows the cell),
+        paced by the edge (``min_start_time`` from the first frame)."""
+        r = self.rules
+        return [
+            useq.MDAEvent(
+                channel=r.channel,
+                exposure=r.exposure_ms,
+                index={"t": t, "p": 0},
+                min_start_time=t * r.interval_s,
+                reset_event_timer=t == 0,
+            )
+            for t in range(r.time_points)
+        ]
 
     def _acquire(self, state: TrackingState, t: int, p: int) -> Acquire:
         position = state.positions[p]

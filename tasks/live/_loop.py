@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scopeflow import LoopStalled
@@ -141,6 +141,7 @@ def _decide(
         state, decision = policy.decide(state, view, analysis.result)
     except ValueError as exc:  # the policy cannot use this result: logged, the loop goes on
         decision = Decision(summary={"error": str(exc)})
+    decision = replace(decision, decided_ns=time.time_ns())
     return state, decision, sink.schedule(decision.commands)
 
 
@@ -172,7 +173,7 @@ def _record(analysis: Analysis, decision: Decision, sent: list[SentCommand]) -> 
             }
             for s in sent
         ],
-        "latency_ms": LoopReport.split(analysis, sent),
+        "latency_ms": LoopReport.split(analysis, decision, sent),
     }
 
 

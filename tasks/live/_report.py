@@ -34,11 +34,12 @@ class LoopReport:
     state: Any = None  # the policy's state after the last frame
 
     @staticmethod
-    def split(analysis: Analysis, sent: list[SentCommand]) -> dict[str, float]:
+    def split(analysis: Analysis, decision: Decision, sent: list[SentCommand]) -> dict[str, float]:
+        """Frame ready -> received -> submitted -> analysed -> decided -> commands answered."""
         h = analysis.frame.header
         received = analysis.frame.received_ns
-        answered = max((s.answered_ns for s in sent), default=analysis.done_ns)
-        decided = min((s.sent_ns for s in sent), default=answered)
+        decided = decision.decided_ns or analysis.done_ns
+        answered = max((s.answered_ns for s in sent), default=decided)
         return {
             "transport": (received - h.t_ready_ns) / 1e6,
             "queue": (analysis.submitted_ns - received) / 1e6,
@@ -50,7 +51,7 @@ class LoopReport:
         }
 
     def add_frame(self, analysis: Analysis, decision: Decision, sent: list[SentCommand]) -> None:
-        for part, value in self.split(analysis, sent).items():
+        for part, value in self.split(analysis, decision, sent).items():
             self.latency[part].append(value)
         self.decided_ms.append((analysis.done_ns - analysis.frame.header.t_ready_ns) / 1e6)
         self.analysed[analysis.where] += 1
