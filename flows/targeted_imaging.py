@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import useq
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from tasks.decisions import (
     Detection,
     FrameGeometry,
-    detections_from_objects,
+    OverviewPolicy,
     merge_overlapping,
     order_for_short_travel,
     path_length_um,
@@ -31,7 +32,17 @@ from tasks.decisions import (
     tile_grid,
 )
 from tasks.hardware import EdgeClient
-from tasks.inference import InferenceBackend, InferenceFuture, make_backend
+from tasks.inference import InferenceBackend, make_backend
+from tasks.live import (
+    Analyzer,
+    AnalyzerSettings,
+    CommandSink,
+    DecisionLog,
+    EdgeStreamSource,
+    LoopSettings,
+    command_id,
+    run_loop,
+)
 from tasks.storage import write_zstack
 
 from ._targeted_params import TargetedImagingParams
@@ -42,19 +53,20 @@ __all__ = ["OverviewPlan", "targeted_imaging"]
 
 @dataclass(frozen=True)
 class OverviewPlan:
-    """Which frames of the edge session hold the overview, and where they are."""
+    """Where the overview tiles are, and the frame geometry at the overview objective."""
 
-    first_index: int
     tiles: list[tuple[float, float]]
     width: int
     height: int
     affine: tuple[float, float, float, float, float, float]
+    events: list[useq.MDAEvent]
 
 
 @dataclass
 class OverviewResult:
     detections: list[Detection]
     mosaic_path: Path
+    first_frame: int
     loop_latency_ms: list[float] = field(default_factory=list)
 
 
@@ -70,91 +82,95 @@ def _client(params: TargetedImagingParams) -> EdgeClient:
     return EdgeClient(params.edge_url, token_file=params.edge_token_file)
 
 
-@task(name="acquire-overview", cache_policy=NO_CACHE)
-def acquire_overview(params: TargetedImagingParams) -> OverviewPlan:
-    """Queue the overview tiles at the edge (low magnification)."""
+@task(name="plan-overview", cache_policy=NO_CACHE)
+def plan_overview(params: TargetedImagingParams) -> OverviewPlan:
+    """Switch to the overview objective and lay the tiles over the region."""
     ov = params.overview
     with _client(params) as edge:
         edge.wait_until_idle()
         edge.set_objective(ov.objective)
         state = edge.state()
-        geometry = FrameGeometry(0, 0, state.image_width, state.image_height, state.pixel_affine)
-        x0, y0, x1, y1 = geometry.extent_um
-        tiles = tile_grid(params.region.as_tuple(), (x1 - x0, y1 - y0), ov.overlap)
-        events = [
-            useq.MDAEvent(
-                x_pos=x,
-                y_pos=y,
-                z_pos=params.focus_z_um,
-                channel=ov.channel,
-                exposure=ov.exposure_ms,
-                index={"p": i},
-            )
-            for i, (x, y) in enumerate(tiles)
-        ]
-        edge.submit_events(events)
-    _log().info("overview: %d tiles at %s queued", len(tiles), ov.objective)
-    return OverviewPlan(
-        first_index=state.frames_journaled,
-        tiles=tiles,
-        width=state.image_width,
-        height=state.image_height,
-        affine=state.pixel_affine,
-    )
+    geometry = FrameGeometry(0, 0, state.image_width, state.image_height, state.pixel_affine)
+    x0, y0, x1, y1 = geometry.extent_um
+    tiles = tile_grid(params.region.as_tuple(), (x1 - x0, y1 - y0), ov.overlap)
+    events = [
+        useq.MDAEvent(
+            x_pos=x,
+            y_pos=y,
+            z_pos=params.focus_z_um,
+            channel=ov.channel,
+            exposure=ov.exposure_ms,
+            index={"p": i},
+        )
+        for i, (x, y) in enumerate(tiles)
+    ]
+    _log().info("overview: %d tiles at %s", len(tiles), ov.objective)
+    return OverviewPlan(tiles, state.image_width, state.image_height, state.pixel_affine, events)
 
 
 @task(name="segment-overview", cache_policy=NO_CACHE)
 def segment_overview(
-    params: TargetedImagingParams, plan: OverviewPlan, backend: InferenceBackend, run_dir: Path
+    params: TargetedImagingParams,
+    plan: OverviewPlan,
+    backend: InferenceBackend,
+    run_id: str,
+    run_dir: Path,
 ) -> OverviewResult:
-    """Stream the tiles from the edge into the workers as they arrive; collect detections."""
-    n = len(plan.tiles)
-    # tile -> (frame ready at the edge, ns; its geometry; the worker's answer to come)
-    pending: dict[int, tuple[int, FrameGeometry, InferenceFuture]] = {}
-    thumbs: list[np.ndarray] = []
-    centres: list[tuple[float, float]] = []
-    latencies: list[float] = []
-    detections: list[Detection] = []
-
-    def harvest(block: bool) -> None:
-        """Collect finished segmentations (all of them when ``block``), timing each."""
-        while pending:
-            done = [tile for tile, (_, _, fut) in pending.items() if fut.done()]
-            if not done:
-                if not block:
-                    return
-                time.sleep(0.002)
-                continue
-            for tile in done:
-                t_ready_ns, geometry, future = pending.pop(tile)
-                objects = future.result(timeout=600)
-                latencies.append((time.time_ns() - t_ready_ns) / 1e6)
-                detections.extend(detections_from_objects(objects, geometry, tile))
-
+    """The closed loop over the overview: the tiles are acquired under this run's command id,
+    streamed to the workers as they arrive (references on the edge's host), and the objects
+    that come back become detections in stage coordinates."""
+    policy = OverviewPolicy(plan.events)
+    analyzer = Analyzer(backend, AnalyzerSettings(max_in_flight=2 * params.backend.workers))
     with _client(params) as edge:
-        frames = edge.frames(
-            plan.first_index, stop=plan.first_index + n, transport=params.transport
+        sink = CommandSink(edge, run_id=run_id, phase="overview")
+        log = DecisionLog(
+            run_dir / "overview-decisions.jsonl",
+            run_id=run_id,
+            phase="overview",
+            first_frame=edge.state().frames_journaled,
         )
-        for tile, frame in enumerate(frames):
-            h = frame.header
-            geometry = FrameGeometry(h.stage.x, h.stage.y, plan.width, plan.height, plan.affine)
-            # workers send back measured objects, not label images
-            future = backend.submit(frame.pixels, pixel_size_um=h.pixel_size_um, objects=True)
-            pending[tile] = (h.t_ready_ns, geometry, future)
-            thumbs.append(frame.pixels[::8, ::8].copy())
-            centres.append((h.stage.x, h.stage.y))
-            harvest(block=False)
-        harvest(block=True)
-    mosaic_path = run_dir / "overview_mosaic.npz"
+        source = EdgeStreamSource(
+            edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
+        )
+        try:
+            report = run_loop(source, analyzer, policy, sink, log, LoopSettings())
+        finally:
+            analyzer.close()
+            sink.close()
+            log.close()
+        frames = [r["frame"] for r in DecisionLog.read(log.path) if r.get("type") == "decision"]
+        mosaic_path = _save_mosaic(edge, frames, plan, run_dir / "overview_mosaic.npz")
+    state = report.state
+    create_markdown_artifact(
+        f"# Overview loop, run {run_id}\n\n{report.markdown()}\n",
+        key="targeted-imaging-loop-latency",
+        description="Tile ready -> objects back -> detections, split",
+    )
+    _log().info("segmented %d tiles: %d detections", len(frames), len(state.detections))
+    return OverviewResult(
+        state.detections, mosaic_path, log.first_frame, list(report.latency["total"])
+    )
+
+
+def _save_mosaic(
+    edge: EdgeClient, frames: list[int], plan: OverviewPlan, path: Path, factor: int = 8
+) -> Path:
+    """Each tile binned ``factor`` x ``factor`` (block mean: cells stay visible, noise drops)."""
+    thumbs, centres = [], []
+    for index in frames:
+        frame = edge.frame(index)
+        h, w = (d - d % factor for d in frame.pixels.shape)
+        block = frame.pixels[:h, :w].reshape(h // factor, factor, w // factor, factor)
+        thumbs.append(block.mean(axis=(1, 3), dtype=np.float32))
+        centres.append((frame.header.stage.x, frame.header.stage.y))
     np.savez_compressed(
-        mosaic_path,
+        path,
         thumbs=np.stack(thumbs),
         centres=np.array(centres),
         affine=np.array(plan.affine),
         shape=np.array([plan.height, plan.width]),
     )
-    _log().info("segmented %d tiles: %d detections", n, len(detections))
-    return OverviewResult(detections, mosaic_path, latencies)
+    return path
 
 
 @task(name="decide-targets", cache_policy=NO_CACHE)
@@ -179,12 +195,13 @@ def decide_targets(params: TargetedImagingParams, detections: list[Detection]) -
 
 @task(name="post-detail-acquisitions", cache_policy=NO_CACHE)
 def post_detail_acquisitions(
-    params: TargetedImagingParams, targets: list[Detection]
-) -> tuple[int, float]:
-    """Send a z-stack per target; returns the first detail frame index and the pixel size.
+    params: TargetedImagingParams, targets: list[Detection], run_id: str
+) -> tuple[str, float]:
+    """Send a z-stack per target under this run's command id; returns the id and the pixel size.
 
     A target outside the edge's safety envelope makes the edge refuse the whole command: the
-    task fails with the edge's reason (which limit, which value) and nothing is acquired.
+    task fails with the edge's reason (which limit, which value) and nothing is acquired. A
+    retried task sends the same id, which the edge runs once.
     """
     det = params.detail
     offsets = det.z_offsets()
@@ -200,21 +217,26 @@ def post_detail_acquisitions(
         for p, t in enumerate(targets)
         for k, dz in enumerate(offsets)
     ]
+    detail_id = command_id(run_id, "detail", "stacks")
     with _client(params) as edge:
         edge.wait_until_idle()
-        first = edge.state().frames_journaled
-        edge.set_objective(det.objective)
+        edge.set_objective(det.objective, command_id=command_id(run_id, "detail", "objective"))
         pixel_size = edge.state().pixel_size_um
         if events:
-            edge.submit_events(events)
-    return first, pixel_size
+            edge.submit_events(events, command_id=detail_id)
+    return detail_id, pixel_size
 
 
 @task(name="store-detail-stacks", cache_policy=NO_CACHE)
 def store_detail_stacks(
-    params: TargetedImagingParams, targets: list[Detection], first_index: int, run_dir: Path
+    params: TargetedImagingParams,
+    targets: list[Detection],
+    detail_id: str,
+    first_frame: int,
+    run_dir: Path,
 ) -> list[Path]:
-    """Stream the detail frames back and write one OME-Zarr z-stack per target."""
+    """Stream this run's detail frames back (by command id) and write one OME-Zarr z-stack per
+    target."""
     per_target = len(params.detail.z_offsets())
     stores: list[Path] = []
     if not targets:
@@ -222,15 +244,20 @@ def store_detail_stacks(
     out = run_dir / "targets"
     out.mkdir(parents=True, exist_ok=True)
     stack: list[np.ndarray] = []
+    indices: list[int] = []
+    total = per_target * len(targets)
     with _client(params) as edge:
-        total = per_target * len(targets)
-        frames = edge.frames(first_index, stop=first_index + total, transport=params.transport)
-        for i, frame in enumerate(frames):
+        ours = (
+            f
+            for f in edge.frames(first_frame, transport=params.transport)
+            if f.header.command_id == detail_id
+        )
+        for i, frame in zip(range(total), ours, strict=False):
             stack.append(frame.pixels)
+            indices.append(frame.index)
             if len(stack) == per_target:
                 p = i // per_target
                 h = frame.header
-                target = targets[p]
                 stores.append(
                     write_zstack(
                         out / f"target-{p:04d}.ome.zarr",
@@ -240,13 +267,14 @@ def store_detail_stacks(
                         name=f"target {p}",
                         channel=h.channel,
                         attributes={
-                            "target": target.as_dict(),
+                            "target": targets[p].as_dict(),
                             "stage": h.stage.model_dump(),
-                            "edge_frames": [first_index + p * per_target, i + first_index],
+                            "edge_frames": [indices[0], indices[-1]],
+                            "command_id": detail_id,
                         },
                     )
                 )
-                stack = []
+                stack, indices = [], []
     return stores
 
 
@@ -254,16 +282,16 @@ def store_detail_stacks(
 def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     """Overview -> segment -> decide -> detail z-stacks -> store -> summarise."""
     started = time.perf_counter()
-    run_id = datetime.now(UTC).strftime("ti-%Y%m%dT%H%M%SZ")
+    run_id = _run_id()
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     backend_config = params.backend.model_copy(update={"model": params.model})
+    plan = plan_overview(params)
     with make_backend(backend_config) as backend:
-        plan = acquire_overview(params)
-        overview = segment_overview(params, plan, backend, run_dir)
+        overview = segment_overview(params, plan, backend, run_id, run_dir)
     targets = decide_targets(params, overview.detections)
-    first_detail, detail_pixel_um = post_detail_acquisitions(params, targets)
-    stores = store_detail_stacks(params, targets, first_detail, run_dir)
+    detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
+    stores = store_detail_stacks(params, targets, detail_id, overview.first_frame, run_dir)
     return summarise(
         params,
         RunRecord(
@@ -280,3 +308,13 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
             started=started,
         ),
     )
+
+
+def _run_id() -> str:
+    """``ti-<timestamp>-<flow run>``: the Prefect flow run names the run, so a retried task
+    sends the same command ids."""
+    from prefect.runtime import flow_run
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run = flow_run.id
+    return f"ti-{stamp}-{str(run)[:8]}" if run else f"ti-{stamp}"

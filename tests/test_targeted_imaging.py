@@ -102,7 +102,7 @@ def _artifacts_of(flow_run_id: str) -> dict[str, Any]:
 
 
 TASKS = (
-    "acquire-overview",
+    "plan-overview",
     "segment-overview",
     "decide-targets",
     "post-detail-acquisitions",

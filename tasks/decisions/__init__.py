@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._geometry import FrameGeometry, tile_grid
 from ._linking import LinkerSettings, OnlineLinker, Track, link_label_movie, link_movie
+from ._overview import OverviewPolicy, OverviewState
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
     Detection,
@@ -27,6 +28,8 @@ __all__ = [
     "FrameView",
     "LinkerSettings",
     "OnlineLinker",
+    "OverviewPolicy",
+    "OverviewState",
     "Policy",
     "PositionTrack",
     "SelectionRules",

@@ -2,7 +2,8 @@
 
 Frames go to an ``InferenceBackend`` (Ray actors or Dask workers: cluster GPUs, SLURM, KubeRay)
 as references; a few numbers per object come back. Work in flight is bounded: when the
-workers hold ``max_in_flight`` frames, a new frame is not queued behind them. A frame whose
+workers hold ``max_in_flight`` frames, a new frame is not queued behind them: it goes to the
+local model when there is one, else it waits for a free slot (backpressure). A frame whose
 remote result is not back by its deadline (counted from the moment the frame was ready at the
 edge), or whose worker failed, is analysed by a small local model in this process, and the
 analyzer switches to local mode (logged, counted). In local mode every frame still goes to the
@@ -87,7 +88,7 @@ class Analyzer:
         self.mode: Where = "remote" if backend is not None else "local"
         self.switches: list[ModeSwitch] = []
         self._in_flight = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._waiters = cf.ThreadPoolExecutor(
             max_workers=max(1, self.settings.max_in_flight), thread_name_prefix="analyzer"
         )
@@ -105,7 +106,8 @@ class Analyzer:
         deadline = self.settings.deadline_ms
         deadline_ns = None if deadline is None else frame.header.t_ready_ns + int(deadline * 1e6)
         remote = None
-        if self.backend is not None and self._take_slot():
+        # without a fallback a full pipeline holds the frame (backpressure) instead of dropping it
+        if self.backend is not None and self._take_slot(block=self._fallback is None):
             try:
                 future = self.backend.submit(
                     frame.payload,
@@ -204,13 +206,16 @@ class Analyzer:
             self.switches.append(ModeSwitch(index, "remote", reason, time.time_ns()))
             log.warning("frame %d: analysis back on the remote workers (%s)", index, reason)
 
-    def _take_slot(self) -> bool:
+    def _take_slot(self, *, block: bool) -> bool:
         with self._lock:
-            if self._in_flight >= self.settings.max_in_flight:
-                return False
+            while self._in_flight >= self.settings.max_in_flight:
+                if not block:
+                    return False
+                self._lock.wait()
             self._in_flight += 1
             return True
 
     def _release_slot(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._lock.notify()
