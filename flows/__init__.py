@@ -1,8 +1,9 @@
-"""Prefect flows: targeted imaging, batch segmentation and restoration of datasets, conversion
-to OME-Zarr, OMERO registration, and the embedded demo.
+"""Prefect flows: targeted imaging, batch segmentation and restoration of datasets, offline
+tracking of stored movies, conversion to OME-Zarr, OMERO registration, and the embedded demo.
 
 The flows themselves live in their modules (``flows.targeted_imaging``,
-``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.convert``), which are also the
+``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.track_dataset``,
+``flows.convert``), which are also the
 Prefect deployments' entrypoints; their parameters and the pieces other packages call are
 exported here.
 """
@@ -14,6 +15,7 @@ from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
+from ._track_params import TrackDatasetParams
 
 __all__ = [
     "DEMO_DENSITY",
@@ -26,6 +28,7 @@ __all__ = [
     "RunRecord",
     "SegmentDatasetParams",
     "TargetedImagingParams",
+    "TrackDatasetParams",
     "demo_params",
     "queue_for_omero",
     "register_in_omero",
