@@ -357,7 +357,7 @@ def test_real_bacterial_colony_linking_reaches_tra_095(prefect_harness, tmp_path
     and lineage (``data/bacteria/TRA``, 356 divisions), shipped in the sdist of
     ``divisualisation`` 0.1.0 on PyPI (fetched into ~/.cache/scopeflow, never committed). The
     package's code is MIT; the data's licence is not stated in it (the data are most likely from
-    van Vliet et al. 2018, Cell Systems). Linking only (the CTC linking benchmark): the given
+    van Vliet et al. 2018). Linking only (the CTC linking benchmark): the given
     masks are linked by overlap; measured TRA 0.964 with ``link_label_movie``'s defaults."""
     colony = _colony(tmp_path)
     out = tmp_path / "RES"
