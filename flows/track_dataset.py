@@ -93,8 +93,20 @@ def check_track_inputs(params: TrackDatasetParams) -> TrackInputs:
                 f"--labels {params.labels} holds {labels.dtype} pixels; instance masks must be "
                 "integers (0 = background, 1..N = objects)"
             )
+    else:
+        _check_model(params.model)
     _check_out(params.out)
     return TrackInputs(movie, labels, _ground_truth(params.ground_truth))
+
+
+def _check_model(name: str) -> None:
+    from tasks.inference import available_models
+
+    if ":" not in name and name not in available_models():
+        raise ConfigurationError(
+            f"unknown model {name!r}; available: {', '.join(available_models())} (or "
+            "'package.module:factory'); or give --labels to link existing masks"
+        )
 
 
 def _check_out(out: Path) -> None:
@@ -155,8 +167,7 @@ def segment_movie(inputs: TrackInputs, params: TrackDatasetParams) -> dict[str, 
         fn = partial(segment_frames, context)
         frames = list(range(movie.frames))
         if params.profile is None:
-            done = fn(frames)
-            where = "this process"
+            done, where = _in_process(fn, frames), "this process"
         else:
             done, where = _on_workers(fn, frames, params.profile)
         labels = np.asarray(zarr.open_array(url, mode="r")[...])
@@ -171,6 +182,21 @@ def segment_movie(inputs: TrackInputs, params: TrackDatasetParams) -> dict[str, 
         "model_seconds": round(sum(d.model_s for d in done), 3),
         "compute": where,
     }
+
+
+def _in_process(fn: Any, frames: list[int]) -> list[FrameDone]:
+    done: list[FrameDone] = []
+    for t in frames:
+        try:
+            done += fn([t])
+        except ValueError as exc:  # the model's way of refusing a frame (SegmentationModel)
+            raise ChunksFailed(
+                f"segmenting frame {t} failed: {exc}",
+                failed=[str(t)],
+                done=len(done),
+                total=len(frames),
+            ) from exc
+    return done
 
 
 def _on_workers(fn: Any, frames: list[int], profile: str) -> tuple[list[FrameDone], str]:

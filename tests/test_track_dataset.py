@@ -274,6 +274,9 @@ def test_bad_inputs_are_refused_with_the_fix(movie, tmp_path) -> None:
     code, _, err = _cli(mixed, "--out", tmp_path / "new")
     assert code == 2 and "mixes several numbered series" in err
 
+    code, _, err = _cli(stack, "--out", tmp_path / "new", "--model", "unetx")
+    assert code == 2 and "unknown model 'unetx'" in err and "classical" in err
+
     code, _, err = _cli(stack, "--out", tmp_path / "new", "--channel", "1")
     assert code == 2 and "--channel 1 is out of range" in err
     assert not (tmp_path / "new").exists()  # nothing written by a refused run
