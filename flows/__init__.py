@@ -1,8 +1,10 @@
 """Prefect flows: targeted imaging, live tracking, batch segmentation and restoration of
-datasets, conversion to OME-Zarr, OMERO registration, and the embedded demos.
+datasets, offline tracking of stored movies, conversion to OME-Zarr, OMERO registration, and
+the embedded demos.
 
 The flows themselves live in their modules (``flows.targeted_imaging``, ``flows.tracking``,
-``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.convert``), which are also the
+``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.track_dataset``,
+``flows.convert``), which are also the
 Prefect deployments' entrypoints; their parameters and the pieces other packages call are
 exported here.
 """
@@ -14,6 +16,7 @@ from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
+from ._track_params import TrackDatasetParams
 from ._tracking_demo import pick_dividing_cells, run_tracking_demo
 from ._tracking_params import TrackedPosition, TrackingParams
 from ._tracking_truth import score_tracking_on_simulation
@@ -29,6 +32,7 @@ __all__ = [
     "RunRecord",
     "SegmentDatasetParams",
     "TargetedImagingParams",
+    "TrackDatasetParams",
     "TrackedPosition",
     "TrackingParams",
     "demo_params",

@@ -241,3 +241,7 @@ _register_omero(app)
 from ._cli_batch import register as _register_batch  # noqa: E402
 
 _register_batch(app)
+
+from ._cli_track import register as _register_track  # noqa: E402
+
+_register_track(app)

@@ -1,4 +1,5 @@
-"""Storage for the edge agent: the frame journal (OME-Zarr 0.5 series stores + metadata log)."""
+"""Storage: the edge agent's frame journal (OME-Zarr 0.5 series stores + metadata log), stored
+images and movies for the batch flows, CTC tracking files, conversion and OMERO."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ._ctc import (
 )
 from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
+from ._movie import Movie, open_movie
 from ._ngff import COMPRESSIONS, Compression
 from ._stack import write_zstack
 from .convert import ConversionResult, ConvertOptions, convert_file
@@ -31,6 +33,7 @@ __all__ = [
     "ConversionResult",
     "ConvertOptions",
     "FrameJournal",
+    "Movie",
     "SourceImage",
     "Tile",
     "convert_file",
@@ -40,6 +43,7 @@ __all__ = [
     "label_names",
     "label_path",
     "open_image",
+    "open_movie",
     "read_ctc_masks",
     "read_ctc_tracks",
     "score_ctc",
