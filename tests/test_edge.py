@@ -121,6 +121,7 @@ def test_a_stage_move_shows_in_state_and_in_the_next_image(client: EdgeClient) -
     client.move_stage(x=CENTRE[0], y=CENTRE[1], z=0.0)
     start = client.state().frames_journaled
     client.submit_events([useq.MDAEvent(channel="DAPI", exposure=20)])
+    client.wait_until_idle()  # the first frame is taken before the move (else a race)
     shift_px = 40
     px = client.state().pixel_size_um
     client.move_stage(x=CENTRE[0] + shift_px * px)
