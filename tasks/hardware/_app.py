@@ -171,10 +171,11 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         if not (_token_matches(header, token) or _token_matches(f"Bearer {token_query}", token)):
             await websocket.close(code=_WS_POLICY_VIOLATION, reason="missing or wrong token")
             return
+        await websocket.accept()
         if mismatch := protocol_mismatch(PROTOCOL_VERSION, protocol, by="this edge"):
+            # accepted first, so that the client reads the reason (a refused upgrade has none)
             await websocket.close(code=_WS_POLICY_VIOLATION, reason=mismatch[:120])
             return
-        await websocket.accept()
         loop = asyncio.get_running_loop()
         index = start
         cursor = agent.hub.notice_cursor(start) if notices else None

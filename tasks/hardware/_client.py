@@ -256,6 +256,8 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         A dropped connection is re-opened with ``from=<next index>`` until ``reconnect_timeout``
         passes without success; no frame or notice is skipped or repeated.
         """
+        if not self._protocol_checked:
+            self.info()  # the WebSocket has no hello: refuse an edge of another protocol here
         resume = FrameResume(self.url, start, stop, reconnect_timeout)
         while resume.wanted:
             resume.connecting()
