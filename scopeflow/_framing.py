@@ -4,6 +4,13 @@
 
 The header is a `FrameHeader`; its ``nbytes`` says how many pixel bytes follow. A vendor script
 needs nothing but JSON and a byte buffer to read it.
+
+A stream that carries notices (the client asked for them) interleaves, on TCP:
+
+    b"SFN1" | JSON length (uint32, little endian) | notice JSON (UTF-8)
+
+(on the WebSocket: a text message holding the notice JSON). A frame-only reader meets a magic
+it does not know and stops with a clear error instead of misreading it.
 """
 
 from __future__ import annotations
@@ -17,11 +24,22 @@ import numpy as np
 import xxhash
 
 from ._errors import EdgeClientError
-from ._protocol import FrameHeader
+from ._protocol import CommandDone, EventFailed, FrameHeader, parse_notice
 
-__all__ = ["MAGIC", "Frame", "checksum", "decode_frame", "encode_prefix", "recv_frame"]
+__all__ = [
+    "MAGIC",
+    "NOTICE_MAGIC",
+    "Frame",
+    "checksum",
+    "decode_frame",
+    "encode_notice",
+    "encode_prefix",
+    "recv_frame",
+    "recv_message",
+]
 
 MAGIC = b"SFF1"
+NOTICE_MAGIC = b"SFN1"
 _PREFIX = struct.Struct("<4sI")
 
 
@@ -46,6 +64,12 @@ def encode_prefix(header: FrameHeader) -> bytes:
     """Magic, header length and header JSON: everything that goes ahead of the pixel bytes."""
     body = header.model_dump_json().encode()
     return _PREFIX.pack(MAGIC, len(body)) + body
+
+
+def encode_notice(notice: EventFailed | CommandDone) -> bytes:
+    """A notice as one binary stream message (magic, length, JSON)."""
+    body = notice.model_dump_json().encode()
+    return _PREFIX.pack(NOTICE_MAGIC, len(body)) + body
 
 
 def decode_frame(message: bytes | bytearray | memoryview, *, verify: bool = False) -> Frame:
@@ -74,11 +98,31 @@ def recv_frame(
     """Read one framed message from a stream socket; ``None`` on a clean end of stream.
 
     A header with ``shm_slot`` set carries no pixel bytes: ``resolve(header)`` fetches them.
+    A notice (a stream opened with ``"notices": true``) raises: read those with `recv_message`.
     """
+    message = recv_message(sock, verify=verify, resolve=resolve)
+    if message is None or isinstance(message, Frame):
+        return message
+    raise EdgeClientError(
+        f"a notice ({message.type}) on a stream read as frames only: read it with recv_message"
+    )
+
+
+def recv_message(
+    sock: socket.socket,
+    *,
+    verify: bool = False,
+    resolve: Callable[[FrameHeader], np.ndarray] | None = None,
+) -> Frame | EventFailed | CommandDone | None:
+    """Read one message (a frame or a notice) from a stream socket; ``None`` on a clean end."""
     prefix = _recv_exact(sock, _PREFIX.size, allow_eof=True)
     if prefix is None:
         return None
     magic, header_len = _PREFIX.unpack(prefix)
+    if magic == NOTICE_MAGIC:
+        body = _recv_exact(sock, header_len)
+        assert body is not None
+        return parse_notice(body)
     if magic != MAGIC:
         raise EdgeClientError(f"not a scopeflow frame stream (magic {magic!r}, expected {MAGIC!r})")
     header_bytes = _recv_exact(sock, header_len)

@@ -3,27 +3,50 @@
 Small, versioned and vendor-neutral: commands and state are JSON; acquisition speaks useq-schema
 (`MDAEvent`, `MDASequence`); frames travel as one binary message each (see `scopeflow._framing`).
 Every command carries a ``command_id``; repeating it never repeats its effect.
+
+Acquisition outcomes travel in order with the frames, as *notices* (`EventFailed`,
+`CommandDone`): a client that asks for them learns when a command's events have all run and
+which failed, so it never waits for a frame that will not come.
+
+The TCP stream port speaks one JSON line each way before anything else (`StreamHello`, then
+`StreamHelloAnswer`); the ``protocol`` both announce is `PROTOCOL_VERSION` and each side refuses
+another one (`protocol_mismatch`).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 import useq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
+    "DEFAULT_ERROR_POLICY",
     "PROTOCOL_VERSION",
+    "ChannelAnswer",
     "CommandAck",
+    "CommandDone",
     "CommandId",
     "CommandRequest",
+    "CommandStatus",
     "DirectCommand",
     "DoseAccount",
     "EdgeState",
+    "ErrorPolicy",
+    "EventFailed",
     "FrameHeader",
     "FrameTag",
     "MoveStage",
+    "Notice",
     "Pause",
     "Refusal",
     "Resume",
@@ -31,14 +54,19 @@ __all__ = [
     "SetExposure",
     "SetIllumination",
     "SetObjective",
+    "ShmRingInfo",
     "StagePosition",
     "Stop",
+    "StreamHello",
+    "StreamHelloAnswer",
     "SubmitEvents",
     "SubmitSequence",
     "new_command_id",
+    "parse_notice",
+    "protocol_mismatch",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the major version: a client and an edge of different majors refuse
 
 CommandId = Annotated[
     str,
@@ -78,16 +106,93 @@ FrameTag = Annotated[
 ]
 
 
+_POLICY_TEXT = re.compile(r"^(?:(skip|abort)|retry:(\d+)(?::(skip|abort))?)$")
+
+
+class ErrorPolicy(_Frozen):
+    """What the edge does when an event fails: a device error while setting it up (stage,
+    focus, channel, exposure, a property) or a snap that raises or gives no image.
+
+    It tries the event again up to ``retries`` times, then ``then``: ``skip`` the event (the
+    command goes on with its next event) or ``abort`` the command (its remaining queued events
+    are dropped and their reserved light dose released). Either way the failure reaches the
+    stream as an `EventFailed` notice naming the device and the fix.
+
+    Written as text too: ``"skip"``, ``"abort"`` (no retry), ``"retry:N"`` (N retries, then
+    abort), ``"retry:N:skip"``. Per event in ``MDAEvent.metadata["on_error"]``, per command in
+    ``SubmitEvents.on_error`` / ``SubmitSequence.on_error``; the event's wins.
+    """
+
+    retries: int = Field(1, ge=0, le=10, description="Attempts after the first one")
+    then: Literal["skip", "abort"] = Field("abort", description="After the last attempt")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _POLICY_TEXT.match(value.strip())
+        if match is None:
+            raise ValueError(
+                f"on_error {value!r} is not a policy: use 'skip', 'abort', 'retry:N' or "
+                "'retry:N:skip' (N retries, then abort or skip)"
+            )
+        plain, retries, then = match.groups()
+        if plain:
+            return {"retries": 0, "then": plain}
+        return {"retries": int(retries), "then": then or "abort"}
+
+    def text(self) -> str:
+        """The policy as text (``"retry:1:abort"``)."""
+        return f"retry:{self.retries}:{self.then}" if self.retries else self.then
+
+    @classmethod
+    def for_event(cls, event: useq.MDAEvent, default: ErrorPolicy | None) -> ErrorPolicy:
+        """The event's own policy (``metadata["on_error"]``), else ``default``, else
+        `DEFAULT_ERROR_POLICY`."""
+        own = (event.metadata or {}).get("on_error")
+        if own is not None:
+            return own if isinstance(own, ErrorPolicy) else cls.model_validate(own)
+        return default or DEFAULT_ERROR_POLICY
+
+
+DEFAULT_ERROR_POLICY = ErrorPolicy()
+"""Retry once, then abort the rest of the command: one retry clears a transient glitch (a
+camera read-out timeout, a serial hiccup); a failure that repeats would leave the rest of the
+command (a z-stack, a tile row) imaged under wrong conditions, so that command stops (only it:
+other commands in the queue go on) and the flow decides."""
+
+
+def _check_event_policies(events: list[useq.MDAEvent]) -> None:
+    for i, event in enumerate(events):
+        own = (event.metadata or {}).get("on_error")
+        if own is not None:
+            try:
+                ErrorPolicy.model_validate(own)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"event {i}: metadata.on_error: {reason}") from None
+
+
 class SubmitEvents(_Frozen):
     """Append acquisition events to the edge's queue (they run after what is queued).
 
     Every frame the events produce names ``command_id`` (and ``tag``) in its header, so a
-    client finds its own frames by id, whatever other clients queue in between.
+    client finds its own frames by id, whatever other clients queue in between. When every
+    event has run (or failed, or was dropped) the stream carries a `CommandDone` notice.
     """
 
     command_id: CommandId
     events: list[useq.MDAEvent] = Field(min_length=1, max_length=1_000_000)
     tag: FrameTag | None = None
+    on_error: ErrorPolicy | None = Field(
+        None, description="Failure policy of these events (default: retry once, then abort)"
+    )
+
+    @model_validator(mode="after")
+    def _event_policies(self) -> SubmitEvents:
+        _check_event_policies(self.events)
+        return self
 
 
 class SubmitSequence(_Frozen):
@@ -96,6 +201,9 @@ class SubmitSequence(_Frozen):
     command_id: CommandId
     sequence: useq.MDASequence
     tag: FrameTag | None = None
+    on_error: ErrorPolicy | None = Field(
+        None, description="Failure policy of the sequence's events (default: retry once, abort)"
+    )
 
 
 class MoveStage(_Frozen):
@@ -174,6 +282,11 @@ class CommandAck(_Frozen):
     queued_events: int = 0
     queue_depth: int = 0
     detail: str = ""
+    stream_from: int | None = Field(
+        None,
+        description="Queued events: every frame and notice of this command comes at or after "
+        "this stream position (a client streams from here to find them)",
+    )
 
 
 class Refusal(_Frozen):
@@ -248,4 +361,154 @@ class FrameHeader(_Frozen):
         None,
         description="Simulated microscope only: the sample's clock when the frame was exposed "
         "(the time to ask /v1/truth about)",
+    )
+
+
+# notices: acquisition outcomes, in order with the frames -------------------------------------
+
+_POSITION = Field(
+    ge=0,
+    description="Stream position: the notice comes after frame position-1 and before frame "
+    "position (a stream resumed with from=N carries every notice with position >= N)",
+)
+
+
+class EventFailed(_Frozen):
+    """An event failed after its retries; ``action`` says what the policy did about it."""
+
+    type: Literal["event_failed"] = "event_failed"
+    position: int = _POSITION
+    command_id: str | None
+    tag: str | None = None
+    event_number: int = Field(ge=0, description="0-based place of the event in its command")
+    event: dict[str, Any] = Field(description="The useq MDAEvent (JSON)")
+    step: Literal["setup", "snap", "run"] = Field(
+        description="setup: moving/configuring devices; snap: the exposure; run: the runner"
+    )
+    device: str | None = Field(description="The device that failed, when known")
+    error: str
+    fix: str
+    attempts: int = Field(ge=1)
+    policy: str = Field(description="The policy applied, as text (e.g. 'retry:1:abort')")
+    action: Literal["skipped", "aborted"] = Field(
+        description="skipped: the command went on; aborted: its remaining events were dropped"
+    )
+    t_ns: int = Field(description="Wall clock (time.time_ns) of the failure")
+
+
+class CommandDone(_Frozen):
+    """Every event of a submitted command has run, failed or been dropped."""
+
+    type: Literal["command_done"] = "command_done"
+    position: int = _POSITION
+    command_id: str
+    tag: str | None = None
+    outcome: Literal["completed", "partial", "aborted", "stopped"] = Field(
+        description="completed: no event failed; partial: some failed and were skipped; "
+        "aborted: an event failed under 'abort'; stopped: a stop, a shutdown or a crashed run "
+        "dropped events"
+    )
+    events: int = Field(description="Events the command queued")
+    frames: int = Field(description="Frames its events produced")
+    failed: int = Field(description="Events that failed after their retries")
+    dropped: int = Field(description="Events never run (after an abort or a stop)")
+    t_ns: int
+
+
+Notice = Annotated[EventFailed | CommandDone, Field(discriminator="type")]
+_NOTICE = TypeAdapter(Notice)
+
+
+def parse_notice(data: str | bytes) -> EventFailed | CommandDone:
+    """A notice from its JSON."""
+    return _NOTICE.validate_json(data)
+
+
+class CommandStatus(_Frozen):
+    """What ``GET /v1/commands/{command_id}`` returns for a queued command of this session."""
+
+    command_id: str
+    tag: str | None
+    state: Literal["queued", "done"]
+    events: int
+    stream_from: int
+    failures: list[EventFailed]
+    done: CommandDone | None = None
+
+
+# the TCP stream port's handshake --------------------------------------------------------------
+
+
+class _Lenient(BaseModel):
+    """A handshake message: fields added by a later minor release are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class StreamHello(_Lenient):
+    """The first line a client sends on the stream port (one JSON object and ``\\n``).
+
+    ``{"token": T, "from": N}`` streams frames N, N+1, ...; ``"shm": true`` asks for pixels
+    through the shared-memory ring (same host); ``"notices": true`` adds the `Notice` messages;
+    ``"commands": true`` opens a command channel instead (one `CommandRequest` per line, one
+    `ChannelAnswer` per line). ``protocol`` is the client's `PROTOCOL_VERSION` (absent: 1).
+    """
+
+    token: str = ""
+    start: int = Field(0, ge=0, alias="from")
+    shm: bool = False
+    notices: bool = False
+    commands: bool = False
+    protocol: int | None = None
+
+    def line(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_defaults=True).encode() + b"\n"
+
+
+class ShmRingInfo(_Lenient):
+    """The edge's shared-memory ring, for a client to attach."""
+
+    name: str
+    slots: int
+    slot_bytes: int
+
+
+class StreamHelloAnswer(_Lenient):
+    """The edge's answer line: ``{"ok": true, "protocol": 1}`` (plus ``shm`` and ``notices``
+    when granted), or ``{"ok": false, "protocol": 1, "error": "..."}``."""
+
+    ok: bool
+    protocol: int | None = None  # absent only from edges older than the version check
+    error: str | None = None
+    shm: ShmRingInfo | None = None
+    notices: bool | None = None
+
+    def line(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode() + b"\n"
+
+
+class ChannelAnswer(_Lenient):
+    """One answer line of the command channel: the ack, or the HTTP status and refusal body
+    ``POST /v1/commands`` would give."""
+
+    ok: bool
+    ack: CommandAck | None = None
+    status: int | None = None
+    detail: Refusal | None = None
+
+    def line(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode() + b"\n"
+
+
+def protocol_mismatch(edge: int | None, client: int | None, *, by: str) -> str | None:
+    """Why an edge speaking protocol ``edge`` and a client speaking ``client`` cannot talk
+    (None: they can; an absent version is 1, what every edge and client spoke before the
+    check). ``by`` names who refuses, for the message."""
+    edge, client = edge or 1, client or 1
+    if edge == client:
+        return None
+    return (
+        f"{by} refused: the edge speaks scopeflow protocol {edge}, the client protocol "
+        f"{client}; install scopeflow versions of the same protocol on the client and the edge "
+        "(upgrade the older one)"
     )

@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 import uuid
 
 import httpx
@@ -16,12 +17,17 @@ import useq
 from websockets.sync.client import connect as ws_connect
 
 from scopeflow import (
+    DEFAULT_ERROR_POLICY,
+    CommandDone,
     ConfigurationError,
     EdgeClientError,
     EdgeRejected,
     EdgeUnauthorized,
+    EventFailed,
+    Frame,
     decode_frame,
     recv_frame,
+    recv_message,
 )
 from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
 
@@ -121,6 +127,7 @@ def test_a_stage_move_shows_in_state_and_in_the_next_image(client: EdgeClient) -
     client.move_stage(x=CENTRE[0], y=CENTRE[1], z=0.0)
     start = client.state().frames_journaled
     client.submit_events([useq.MDAEvent(channel="DAPI", exposure=20)])
+    client.wait_until_idle()  # the first frame is taken before the move (else a race)
     shift_px = 40
     px = client.state().pixel_size_um
     client.move_stage(x=CENTRE[0] + shift_px * px)
@@ -658,3 +665,328 @@ def test_run_takes_the_edge_from_the_settings_when_neither_flags_nor_parameters_
     _fill_edge_address(from_params, "http://flag:2", tmp_path / "flag.token")
     flag_token = str(tmp_path / "flag.token")
     assert from_params == {"edge_url": "http://flag:2", "edge_token_file": flag_token}
+
+
+# acquisition outcomes: notices on the stream, the failure policy, the protocol version -------
+
+
+def _inject(edge: EdgeProcess, **faults: int) -> None:
+    response = httpx.post(
+        f"{edge.url}/v1/sim/faults",
+        json=faults,
+        headers={"Authorization": f"Bearer {_token(edge)}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def _until_done(client: EdgeClient, start: int, command_id: str, timeout: float = 10.0, **kw):
+    """Every message from ``start`` up to ``command_id``'s CommandDone, with the time each came
+    (s since the call); fails instead of hanging when the stream never ends it."""
+    seen: list = []
+    errors: list[BaseException] = []
+    t0 = time.monotonic()
+
+    def consume() -> None:
+        try:
+            for message in client.frames(start, notices=True, **kw):
+                seen.append((time.monotonic() - t0, message))
+                if isinstance(message, CommandDone) and message.command_id == command_id:
+                    return
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert not reader.is_alive(), f"no command_done for {command_id} within {timeout:g} s"
+    if errors:
+        raise errors[0]
+    _assert_in_stream_order([m for _, m in seen])
+    return seen
+
+
+def _assert_in_stream_order(messages: list) -> None:
+    """Frames are consecutive; each notice sits before the frame its position names."""
+    frames = [m.index for m in messages if isinstance(m, Frame)]
+    assert frames == list(range(frames[0], frames[0] + len(frames))) if frames else True
+    next_index = None
+    for m in messages:
+        if isinstance(m, Frame):
+            next_index = m.index + 1
+        elif next_index is not None:
+            assert m.position == next_index, (m, next_index)
+
+
+def _mine(seen: list, command_id: str) -> list:
+    return [
+        m
+        for _, m in seen
+        if (m.header.command_id if isinstance(m, Frame) else m.command_id) == command_id
+    ]
+
+
+_DAPI = useq.MDAEvent(channel="DAPI", exposure=5)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "shm", "websocket"])
+def test_a_failed_snap_under_skip_reaches_the_client_and_the_command_goes_on(
+    edge: EdgeProcess, client: EdgeClient, transport: str
+) -> None:
+    cid = f"skip-{transport}-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=1)
+    t_submit = time.monotonic()
+    ack = client.submit_events([_DAPI] * 3, command_id=cid, tag="skipper", on_error="skip")
+    assert ack.stream_from is not None
+    t_ack = time.monotonic() - t_submit
+    seen = _until_done(client, ack.stream_from, cid, transport=transport)
+    mine = _mine(seen, cid)
+    failed, *frames, done = mine
+    assert isinstance(failed, EventFailed)
+    assert (failed.event_number, failed.step, failed.device) == (0, "snap", "Camera")
+    assert (failed.action, failed.policy, failed.attempts, failed.tag) == (
+        "skipped",
+        "skip",
+        1,
+        "skipper",
+    )
+    assert "Camera" in failed.error and "new command id" in failed.fix
+    assert [f.header.tag for f in frames] == ["skipper", "skipper"]
+    assert isinstance(done, CommandDone)
+    assert (done.outcome, done.events, done.frames, done.failed, done.dropped) == (
+        "partial",
+        3,
+        2,
+        1,
+        0,
+    )
+    t_failed = next(t for t, m in seen if m is failed)
+    assert t_failed + t_ack < 1.0, "the failure should reach the client within a second"
+    assert client.wait_until_idle().light_dose.reserved_mj == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_failed_snap_under_abort_drops_that_command_only_and_releases_its_dose(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    cid, other = f"abort-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=1)
+    ack = client.submit_events([_DAPI] * 4, command_id=cid, on_error="abort")
+    client.submit_events([_DAPI] * 2, command_id=other)  # another client's work, queued after
+    seen = _until_done(client, ack.stream_from, other)
+    failed, done = _mine(seen, cid)
+    assert isinstance(failed, EventFailed) and failed.action == "aborted"
+    assert (done.outcome, done.frames, done.failed, done.dropped) == ("aborted", 0, 1, 3)
+    *frames, other_done = _mine(seen, other)
+    assert len(frames) == 2 and other_done.outcome == "completed"
+    state = client.wait_until_idle()
+    assert state.light_dose.reserved_mj == pytest.approx(0.0, abs=1e-9)
+    assert state.last_error is None  # one command failed; the edge is fine
+    status = client.command_status(cid)
+    assert status.state == "done" and status.done == done and status.failures == [failed]
+    with pytest.raises(EdgeRejected) as info:
+        client.command_status("never-submitted")
+    assert info.value.status_code == 404
+
+
+def test_retries_hide_a_transient_failure_and_the_default_aborts_a_persistent_one(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    transient = f"retry-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=2)
+    ack = client.submit_events([_DAPI] * 2, command_id=transient, on_error="retry:2")
+    *frames, done = _mine(_until_done(client, ack.stream_from, transient), transient)
+    assert all(isinstance(f, Frame) for f in frames) and len(frames) == 2
+    assert done.outcome == "completed"
+
+    stuck = f"stage-{uuid.uuid4().hex[:8]}"
+    _inject(edge, stage=2)  # the default policy retries once: both attempts fail
+    moves = [useq.MDAEvent(x_pos=CENTRE[0] + dx, y_pos=CENTRE[1]) for dx in (0.0, 50.0)]
+    ack = client.submit_events(moves, command_id=stuck)
+    failed, done = _mine(_until_done(client, ack.stream_from, stuck), stuck)
+    assert (failed.step, failed.device, failed.attempts) == ("setup", "XY", 2)
+    assert failed.policy == DEFAULT_ERROR_POLICY.text() == "retry:1:abort"
+    assert "XY" in failed.error and "travel limits" in failed.fix
+    assert (done.outcome, done.dropped) == ("aborted", 1)
+
+
+def test_a_policy_in_the_event_metadata_wins_and_a_bad_one_is_refused(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    cid = f"meta-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=1)
+    skip_first = useq.MDAEvent(channel="DAPI", exposure=5, metadata={"on_error": "skip"})
+    ack = client.submit_events([skip_first, _DAPI], command_id=cid, on_error="abort")
+    failed, frame, done = _mine(_until_done(client, ack.stream_from, cid), cid)
+    assert failed.action == "skipped" and isinstance(frame, Frame) and done.outcome == "partial"
+    before = client.state()
+    with pytest.raises(EdgeRejected) as info:
+        client.submit_events([{"metadata": {"on_error": "sometimes"}}])
+    assert info.value.status_code == 422 and "on_error" in str(info.value.detail)
+    _unchanged(before, client.state())
+
+
+def test_a_resumed_stream_still_carries_the_notices_once(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    cid = f"resume-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=2)
+    ack = client.submit_events([_DAPI] * 4, command_id=cid, on_error="skip")
+    client.wait_until_idle()
+    # a consumer that starts after the command ended learns its outcome from the journal
+    assert [type(m) for m in _mine(_until_done(client, ack.stream_from, cid), cid)] == [
+        EventFailed,
+        EventFailed,
+        Frame,
+        Frame,
+        CommandDone,
+    ]
+    proxy = _CuttableProxy(edge.stream_port)
+    try:
+        with EdgeClient(edge.url, token_file=edge.token_file) as via_proxy:
+            via_proxy._stream_port = proxy.port
+            seen = []
+            for message in via_proxy.frames(ack.stream_from, notices=True, transport="tcp"):
+                seen.append(message)
+                if isinstance(message, EventFailed) and len(seen) < 5:
+                    proxy.cut()  # dropped right after a notice: the resumed stream repeats it
+                if isinstance(message, CommandDone) and message.command_id == cid:
+                    break
+        assert [type(m) for m in _mine([(0, m) for m in seen], cid)] == [
+            EventFailed,
+            EventFailed,
+            Frame,
+            Frame,
+            CommandDone,
+        ]
+    finally:
+        proxy.close()
+
+
+def test_frame_only_readers_get_no_notices_and_reject_them_cleanly(
+    edge: EdgeProcess, client: EdgeClient
+) -> None:
+    cid = f"plain-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=1)
+    ack = client.submit_events([_DAPI] * 2, command_id=cid, on_error="skip")
+    client.wait_until_idle()
+    start = ack.stream_from
+    frames = list(client.frames(start, stop=start + 1, transport="tcp"))  # no notices asked
+    assert frames[0].header.command_id == cid
+    with socket.create_connection(("127.0.0.1", edge.stream_port), timeout=10) as sock:
+        hello = {"token": _token(edge), "from": start, "notices": True}
+        sock.sendall(json.dumps(hello).encode() + b"\n")
+        line = b""
+        while not line.endswith(b"\n"):
+            line += sock.recv(1)
+        assert json.loads(line) == {"ok": True, "protocol": 1, "notices": True}
+        with pytest.raises(EdgeClientError, match="notice"):
+            while True:
+                recv_frame(sock)  # an old frame-only reader stops with a clear error
+    with socket.create_connection(("127.0.0.1", edge.stream_port), timeout=10) as sock:
+        sock.sendall(json.dumps(hello).encode() + b"\n")
+        while sock.recv(1) != b"\n":
+            pass
+        messages = [recv_message(sock) for _ in range(3)]
+    assert all(isinstance(m, Frame | EventFailed | CommandDone) for m in messages)
+    assert any(isinstance(m, EventFailed) and m.command_id == cid for m in messages)
+
+
+def test_the_edge_refuses_a_hello_of_another_protocol_version(edge: EdgeProcess) -> None:
+    for hello in (
+        {"token": _token(edge), "from": 0, "protocol": 2},
+        {"token": _token(edge), "commands": True, "protocol": 2},
+    ):
+        with socket.create_connection(("127.0.0.1", edge.stream_port), timeout=5) as sock:
+            sock.sendall(json.dumps(hello).encode() + b"\n")
+            answer = json.loads(sock.makefile().readline())
+        assert answer["ok"] is False and answer["protocol"] == 1
+        assert "protocol 1" in answer["error"] and "protocol 2" in answer["error"]
+        assert "install" in answer["error"]  # names the fix
+    ws_url = edge.url.replace("http", "ws") + f"/v1/frames?protocol=2&token={_token(edge)}"
+    with pytest.raises(Exception, match=r"protocol 1.*protocol 2"), ws_connect(ws_url) as ws:
+        ws.recv(timeout=5)
+
+
+class _FakeEdge:
+    """A stand-in edge of another protocol version: /v1/info and a stream port's hello."""
+
+    def __init__(self, protocol: int) -> None:
+        import http.server
+
+        body = json.dumps({"protocol": protocol, "stream": {"tcp_port": None}}).encode()
+
+        class Info(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Info)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._stream = socket.create_server(("127.0.0.1", 0))
+        self.stream_port = self._stream.getsockname()[1]
+        self._answer = json.dumps({"ok": True, "protocol": protocol}).encode() + b"\n"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        threading.Thread(target=self._serve_stream, daemon=True).start()
+
+    def _serve_stream(self) -> None:
+        while True:
+            try:
+                conn, _ = self._stream.accept()
+            except OSError:
+                return
+            with conn:
+                conn.makefile("rb").readline()
+                conn.sendall(self._answer)
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._stream.close()
+
+
+def test_clients_refuse_an_edge_of_another_protocol_version() -> None:
+    fake = _FakeEdge(protocol=2)
+    versions = r"protocol 2.*protocol 1"
+    try:
+        with EdgeClient(fake.url, token="t") as c:
+            with pytest.raises(EdgeClientError, match=versions):
+                c.state()  # the first request checks /v1/info
+            c._stream_port = fake.stream_port
+            c._protocol_checked = True  # as if /v1/info had passed: the hello is checked too
+            with pytest.raises(EdgeClientError, match=versions):
+                next(iter(c.frames(0, transport="tcp")))
+            with pytest.raises(EdgeClientError, match=versions):
+                c.command_channel().move_stage(*CENTRE)
+
+        async def main() -> None:
+            async with AsyncEdgeClient(fake.url, token="t") as ac:
+                await ac.submit_events([{}])
+
+        with pytest.raises(EdgeClientError, match=versions):
+            asyncio.run(main())
+    finally:
+        fake.close()
+
+
+def test_the_async_client_streams_notices(edge: EdgeProcess, client: EdgeClient) -> None:
+    cid = f"async-{uuid.uuid4().hex[:8]}"
+    _inject(edge, snap=1)
+
+    async def main() -> list:
+        async with AsyncEdgeClient(edge.url, token_file=edge.token_file) as ac:
+            ack = await ac.submit_events([_DAPI] * 2, command_id=cid, tag="a", on_error="skip")
+            seen = []
+            async for message in ac.frames(ack.stream_from, notices=True):
+                seen.append(message)
+                if isinstance(message, CommandDone) and message.command_id == cid:
+                    return seen
+        return seen
+
+    mine = _mine([(0, m) for m in asyncio.run(asyncio.wait_for(main(), 10))], cid)
+    assert [type(m) for m in mine] == [EventFailed, Frame, CommandDone]
+    assert mine[1].header.tag == "a"

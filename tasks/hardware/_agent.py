@@ -5,6 +5,13 @@ Threads:
   events can be appended while a run is going on;
 - journal: writes each frame to the OME-Zarr journal, then publishes it to the `FrameHub`.
 Direct commands run on the caller's thread under the hardware lock the engine also holds.
+
+Every submitted command is followed to its end: a failed event (the engine's `DeviceFault`,
+after the retries of its `ErrorPolicy`) becomes an `EventFailed` notice, an ``abort`` drops the
+command's queued events, and when all its events have run, failed or been dropped a
+`CommandDone` notice follows. Notices go through the journal thread's queue, so they take their
+place among the frames in the order things happened; they are kept (in memory and in
+``notices.jsonl`` next to the journal) for consumers that resume.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +32,17 @@ import useq
 from pymmcore_plus import CMMCorePlus
 
 from scopeflow import (
+    DEFAULT_ERROR_POLICY,
     CommandAck,
+    CommandDone,
     CommandRequest,
+    CommandStatus,
     DoseAccount,
     EdgeServerSettings,
     EdgeState,
     EnvelopeViolation,
+    ErrorPolicy,
+    EventFailed,
     Frame,
     FrameHeader,
     HardwareError,
@@ -51,7 +63,7 @@ from scopeflow import (
 from tasks.storage import FrameJournal
 
 from ._command_log import CommandLog
-from ._engine import LockedMDAEngine
+from ._engine import DeviceFault, LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
 from ._hub import FrameHub
 
@@ -62,25 +74,73 @@ log = logging.getLogger(__name__)
 TruthProvider = Callable[[tuple[float, float, float, float] | None, float | None], dict[str, Any]]
 
 
+FaultInjector = Callable[[int, int, bool], dict[str, int]]
+
+
 @dataclass(frozen=True)
 class SampleTruth:
     """A simulated sample's ground truth: cells in a region at a time, and the sample's clock
-    (stamped on every frame, so a consumer can ask for the truth of the instant it saw)."""
+    (stamped on every frame, so a consumer can ask for the truth of the instant it saw);
+    ``faults(snap, stage, clear)`` makes the simulated camera or stage fail (tests)."""
 
     cells: TruthProvider
     clock: Callable[[], float]
+    faults: FaultInjector | None = None
 
 
 _SHUTDOWN = object()
 _JOURNAL_QUEUE_FRAMES = 32
 
 
+@dataclass(slots=True)
+class _CommandRun:
+    """A submitted command on its way through the queue (mutated under ``_runs_lock``)."""
+
+    command_id: str
+    tag: str | None
+    events: int
+    stream_from: int
+    frames: int = 0
+    finished: int = 0  # events that ran, failed or were dropped
+    failed: int = 0
+    dropped: int = 0
+    aborted: bool = False
+    stopped: bool = False
+    failures: list[EventFailed] = field(default_factory=list)
+    done: CommandDone | None = None
+
+    def outcome(self) -> str:
+        if self.stopped:
+            return "stopped"
+        if self.aborted:
+            return "aborted"
+        return "partial" if self.failed else "completed"
+
+
 @dataclass(frozen=True, slots=True)
 class _Queued:
     event: useq.MDAEvent
     dose_nj: int  # integer nanojoules: sums and differences stay exact
-    command_id: str | None = None
-    tag: str | None = None
+    run: _CommandRun
+    number: int  # the event's place in its command
+    policy: ErrorPolicy
+
+    @property
+    def command_id(self) -> str:
+        return self.run.command_id
+
+    @property
+    def tag(self) -> str | None:
+        return self.run.tag
+
+
+@dataclass(frozen=True, slots=True)
+class _NoticeDraft:
+    """A notice without its stream position, which the journal thread gives it."""
+
+    kind: type[EventFailed] | type[CommandDone]
+    fields: dict[str, Any]
+    run: _CommandRun
 
 
 def _nj(mj: float) -> int:
@@ -119,6 +179,11 @@ class EdgeAgent:
 
         self._hw_lock = threading.RLock()
         self._command_lock = threading.Lock()
+        self._queue_lock = threading.Lock()  # a leaf lock: taking events out of the queue
+        self._runs_lock = threading.Lock()
+        self._runs: dict[str, _CommandRun] = {}
+        self._current_failed = False
+        self._notices_log = (self.session_dir / "notices.jsonl").open("a", encoding="utf-8")
         self._events: queue.Queue[_Queued | object] = queue.Queue()
         self._journal_q: queue.Queue[tuple[np.ndarray, dict[str, Any]] | object] = queue.Queue(
             _JOURNAL_QUEUE_FRAMES
@@ -133,7 +198,7 @@ class EdgeAgent:
         self._shutdown = threading.Event()
         self.last_error: str | None = None
 
-        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock))
+        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock, self))
         core.mda.events.frameReady.connect(self._on_frame)
         self._acq_thread = threading.Thread(target=self._acquire_loop, name="acquire", daemon=True)
         self._journal_thread = threading.Thread(
@@ -160,6 +225,7 @@ class EdgeAgent:
         self.hub.close()
         self.journal.close()
         self.commands.close()
+        self._notices_log.close()
         if self.ring is not None:
             self.ring.close()
         self.core.mda.events.frameReady.disconnect(self._on_frame)
@@ -167,20 +233,21 @@ class EdgeAgent:
     # commands -------------------------------------------------------------------------------
 
     def submit_events(self, request: SubmitEvents) -> CommandAck:
-        return self._run_command(
-            request.command_id, request.model_dump_json(), request.events, request.tag
-        )
+        return self._run_command(request, request.events)
 
     def submit_sequence(self, request: SubmitSequence) -> CommandAck:
         events = list(request.sequence)
         if events:
             events[0] = events[0].model_copy(update={"reset_event_timer": True})
-        return self._run_command(request.command_id, request.model_dump_json(), events, request.tag)
+        return self._run_command(request, events)
 
     def _run_command(
-        self, command_id: str, payload: str, events: list[useq.MDAEvent], tag: str | None
+        self, request: SubmitEvents | SubmitSequence, events: list[useq.MDAEvent]
     ) -> CommandAck:
+        command_id = request.command_id
+
         def enqueue() -> CommandAck:
+            policies = [ErrorPolicy.for_event(e, request.on_error) for e in events]
             context = self._hardware_context()
             doses = self.envelope.check_events(events, context)
             with self._dose_lock:
@@ -188,17 +255,25 @@ class EdgeAgent:
                     self._dose_used_nj / 1e6, self._dose_reserved_nj / 1e6, sum(doses)
                 )
                 self._dose_reserved_nj += sum(_nj(d) for d in doses)
-            for event, dose in zip(events, doses, strict=True):
-                self._events.put(_Queued(event, _nj(dose), command_id, tag))
+            # nothing of this command can come before what is published now
+            run = _CommandRun(command_id, request.tag, len(events), self.hub.count)
+            with self._runs_lock:
+                self._runs[command_id] = run
+            with self._queue_lock:
+                for number, (event, dose, policy) in enumerate(
+                    zip(events, doses, policies, strict=True)
+                ):
+                    self._events.put(_Queued(event, _nj(dose), run, number, policy))
             return CommandAck(
                 command_id=command_id,
                 repeat=False,
                 queued_events=len(events),
                 queue_depth=self._events.qsize(),
+                stream_from=run.stream_from,
             )
 
         with self._command_lock:
-            return self.commands.run_once(command_id, payload, enqueue)
+            return self.commands.run_once(command_id, request.model_dump_json(), enqueue)
 
     def command(self, request: CommandRequest) -> CommandAck:
         def execute() -> CommandAck:
@@ -271,16 +346,126 @@ class EdgeAgent:
         return dropped
 
     def _drop_queued(self) -> int:
-        dropped = 0
-        while True:
-            try:
-                item = self._events.get_nowait()
-            except queue.Empty:
-                return dropped
-            if isinstance(item, _Queued):
-                dropped += 1
-                with self._dose_lock:
-                    self._dose_reserved_nj -= item.dose_nj
+        """Drop every queued event (a stop, a shutdown, a failed run); returns how many."""
+        with self._queue_lock:
+            items = _drain(self._events)
+        dropped = [item for item in items if isinstance(item, _Queued)]
+        for item in dropped:
+            item.run.stopped = True
+            self._drop(item)
+        return len(dropped)
+
+    def _abort(self, run: _CommandRun) -> int:
+        """Drop the queued events of ``run`` only; the rest of the queue keeps its order."""
+        with self._queue_lock:
+            items = _drain(self._events)
+            for item in items:
+                if not (isinstance(item, _Queued) and item.run is run):
+                    self._events.put(item)
+        dropped = [item for item in items if isinstance(item, _Queued) and item.run is run]
+        run.aborted = True
+        for item in dropped:
+            self._drop(item)
+        return len(dropped)
+
+    def _drop(self, item: _Queued) -> None:
+        with self._dose_lock:
+            self._dose_reserved_nj -= item.dose_nj
+        self._event_finished(item.run, "dropped")
+
+    # outcomes -------------------------------------------------------------------------------
+
+    def retries_for(self, event: useq.MDAEvent) -> int:
+        """`FailureHandler`: the retries of the running event's policy."""
+        item = self._current_item
+        return (item.policy if item is not None else DEFAULT_ERROR_POLICY).retries
+
+    def event_failed(self, event: useq.MDAEvent, fault: DeviceFault, attempts: int) -> None:
+        """`FailureHandler`: announce the failure, then skip the event or abort its command."""
+        item = self._current_item
+        if item is None:  # pragma: no cover - the engine runs only events from the queue
+            log.error("event %r failed outside a command: %s", event, fault.error)
+            return
+        self._current_failed = True
+        abort = item.policy.then == "abort"
+        log.warning(
+            "command %s event %d failed after %d attempt(s), %s: %s",
+            item.command_id, item.number, attempts, "aborting" if abort else "skipping",
+            fault.error,
+        )  # fmt: skip
+        self._notify(
+            EventFailed,
+            item.run,
+            event_number=item.number,
+            event=event.model_dump(mode="json", exclude_unset=True, exclude={"metadata"}),
+            step=fault.step,
+            device=fault.device,
+            error=fault.error,
+            fix=fault.fix,
+            attempts=attempts,
+            policy=item.policy.text(),
+            action="aborted" if abort else "skipped",
+        )
+        if abort:
+            self._abort(item.run)
+
+    def _finish_current(self) -> None:
+        """The running event is over (its frames are queued for the journal already)."""
+        item = self._current_item
+        self._current = self._current_item = None
+        failed, self._current_failed = self._current_failed, False
+        if item is not None:
+            self._event_finished(item.run, "failed" if failed else "ran")
+
+    def _event_finished(self, run: _CommandRun, how: str) -> None:
+        with self._runs_lock:
+            run.finished += 1
+            run.failed += how == "failed"
+            run.dropped += how == "dropped"
+            if run.finished < run.events:
+                return
+            counts = {"frames": run.frames, "failed": run.failed, "dropped": run.dropped}
+        self._notify(CommandDone, run, outcome=run.outcome(), events=run.events, **counts)
+
+    def _notify(
+        self, kind: type[EventFailed] | type[CommandDone], run: _CommandRun, **fields: Any
+    ) -> None:
+        fields |= {"command_id": run.command_id, "tag": run.tag, "t_ns": time.time_ns()}
+        draft = _NoticeDraft(kind, fields, run)
+        if threading.current_thread() is self._journal_thread:  # a journal failure stopping
+            self._publish_notice(draft)
+        else:
+            self._journal_q.put(draft)  # in order with the frames before it
+
+    def _publish_notice(self, draft: _NoticeDraft) -> None:
+        notice = draft.kind(position=self.hub.count, **draft.fields)
+        with self._runs_lock:
+            if isinstance(notice, EventFailed):
+                draft.run.failures.append(notice)
+            else:
+                draft.run.done = notice
+        try:
+            self._notices_log.write(notice.model_dump_json() + "\n")
+            self._notices_log.flush()
+        except (OSError, ValueError) as exc:  # the stream still carries it
+            log.error("cannot log notice %s: %s", notice, exc)
+        self.hub.publish_notice(notice)
+
+    def command_status(self, command_id: str) -> CommandStatus | None:
+        """A queued command's progress and outcome (None: not queued in this session)."""
+        with self._runs_lock:
+            run = self._runs.get(command_id)
+            if run is None:
+                return None
+            return CommandStatus(
+                command_id=run.command_id,
+                tag=run.tag,
+                state="done" if run.done is not None else "queued",
+                events=run.events,
+                stream_from=run.stream_from,
+                failures=list(run.failures),
+                done=run.done,
+            )
 
     # state ----------------------------------------------------------------------------------
 
@@ -328,6 +513,12 @@ class EdgeAgent:
             raise HardwareError("ground truth exists only for the simulated microscope")
         return self._truth.cells(region, t_s)
 
+    def inject_faults(self, snap: int, stage: int, *, clear: bool = False) -> dict[str, int]:
+        """Simulated microscope only: the next ``snap`` snaps and ``stage`` XY moves fail."""
+        if self._truth is None or self._truth.faults is None:
+            raise HardwareError("faults can be injected only into the simulated microscope")
+        return self._truth.faults(snap, stage, clear)
+
     def _hardware_context(self) -> HardwareContext:
         device, prop = self.settings.intensity_property
         return HardwareContext(
@@ -345,7 +536,26 @@ class EdgeAgent:
             self._stop_run.clear()
             try:
                 self.core.mda.run(self._next_events())
-            except Exception as exc:  # a hardware failure ends the run; queued events are dropped
+            except Exception as exc:  # the run itself failed; queued events are dropped
+                item = self._current_item
+                if item is not None and not self._current_failed:
+                    self._current_failed = True
+                    self._notify(
+                        EventFailed,
+                        item.run,
+                        event_number=item.number,
+                        event=item.event.model_dump(
+                            mode="json", exclude_unset=True, exclude={"metadata"}
+                        ),
+                        step="run",
+                        device=None,
+                        error=f"the acquisition run failed: {exc}",
+                        fix="see the edge's log and `GET /v1/state` (last_error); every queued "
+                        "event was dropped: submit what is still needed again",
+                        attempts=1,
+                        policy=item.policy.text(),
+                        action="aborted",
+                    )
                 dropped = self._drop_queued()
                 self.last_error = (
                     f"acquisition stopped at event {self._current!r}: {exc}; "
@@ -353,20 +563,24 @@ class EdgeAgent:
                 )
                 log.error("%s", self.last_error)
             finally:
-                self._current = None
+                self._finish_current()
 
     def _next_events(self) -> Iterator[useq.MDAEvent]:
         while True:
-            self._current = self._current_item = None
+            self._finish_current()  # the runner asks for the next event: the last one is over
             try:
                 item = self._events.get(timeout=0.05)
             except queue.Empty:
                 if self._stop_run.is_set() or self._shutdown.is_set():
                     return
                 continue
-            if item is _SHUTDOWN or self._stop_run.is_set():
+            if item is _SHUTDOWN:
                 return
             assert isinstance(item, _Queued)
+            if self._stop_run.is_set():  # taken out just as a stop came
+                item.run.stopped = True
+                self._drop(item)
+                return
             with self._dose_lock:
                 self._dose_reserved_nj -= item.dose_nj
                 self._dose_used_nj += item.dose_nj
@@ -392,6 +606,9 @@ class EdgeAgent:
         pixels = np.array(img, copy=True) if not img.flags.owndata else img
         index = self._frames_acquired
         item = self._current_item
+        if item is not None:
+            with self._runs_lock:
+                item.run.frames += 1
         header = {
             "event": event.model_dump(mode="json", exclude_unset=True, exclude={"metadata"}),
             "shape": pixels.shape,
@@ -419,6 +636,9 @@ class EdgeAgent:
             item = self._journal_q.get()
             if item is _SHUTDOWN:
                 return
+            if isinstance(item, _NoticeDraft):
+                self._publish_notice(item)
+                continue
             expected, pixels, partial = item  # type: ignore[misc]
             try:
                 self._journal_and_publish(expected, pixels, partial)
@@ -447,6 +667,15 @@ class EdgeAgent:
             index=index, t_journaled_ns=meta["t_handoff_ns"], **_header_fields(meta)
         )
         return Frame(header, self.journal.read(index))
+
+
+def _drain(events: queue.Queue[Any]) -> list[Any]:
+    items = []
+    while True:
+        try:
+            items.append(events.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def _pixel_affine(core: CMMCorePlus) -> tuple[float, float, float, float, float, float]:

@@ -1,4 +1,9 @@
-"""The edge agent's HTTP/WebSocket API (FastAPI)."""
+"""The edge agent's HTTP/WebSocket API (FastAPI).
+
+Refusals are the same as on the command channel (`_refusals.refusal_for`). On a simulated
+microscope only, ``POST /v1/sim/faults`` makes the next snaps or stage moves fail (tests of the
+failure policy against a real edge process).
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,36 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from scopeflow import (
     PROTOCOL_VERSION,
     CommandAck,
-    CommandConflict,
     CommandRequest,
+    CommandStatus,
     EdgeState,
-    EnvelopeViolation,
-    HardwareError,
+    Frame,
     SubmitEvents,
     SubmitSequence,
     encode_prefix,
+    protocol_mismatch,
 )
 
 from ._agent import EdgeAgent
-from ._command_channel import refusal_for
+from ._refusals import REFUSED_ERRORS, refusal_for
 
 __all__ = ["create_app"]
 
 _WS_POLICY_VIOLATION = 1008
 _OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+
+
+class SimFaults(BaseModel):
+    """Failures to inject into the simulated microscope (``POST /v1/sim/faults``)."""
+
+    snap: int = Field(0, ge=0, le=1000, description="The next N snaps raise a camera error")
+    stage: int = Field(0, ge=0, le=1000, description="The next N XY moves raise a stage error")
+    clear: bool = Field(False, description="Drop the failures still pending first")
 
 
 def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) -> FastAPI:
@@ -65,7 +79,7 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         status, refusal = known
         return JSONResponse({"detail": refusal.model_dump()}, status_code=status)
 
-    for refused in (EnvelopeViolation, CommandConflict, HardwareError):
+    for refused in REFUSED_ERRORS:
         app.add_exception_handler(refused, _refused)
 
     @app.get("/healthz", tags=["meta"])
@@ -99,6 +113,26 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
     def command(request: CommandRequest) -> CommandAck:
         return agent.command(request)
 
+    @app.get("/v1/commands/{command_id}", tags=["acquisition"], response_model=CommandStatus)
+    def command_status(command_id: str) -> Response | CommandStatus:
+        status = agent.command_status(command_id)
+        if status is None:
+            return JSONResponse(
+                {
+                    "detail": f"no command {command_id!r} was queued in this edge session "
+                    f"({agent.session_id}); only submitted events and sequences have a status"
+                },
+                status_code=404,
+            )
+        return status
+
+    if agent.simulated:
+
+        @app.post("/v1/sim/faults", tags=["simulation"])
+        def sim_faults(faults: SimFaults) -> dict[str, int]:
+            """Make the simulated camera or stage fail (pending counts are returned)."""
+            return agent.inject_faults(faults.snap, faults.stage, clear=faults.clear)
+
     @app.get("/v1/truth", tags=["simulation"])
     def truth(
         x0: float | None = None,
@@ -128,18 +162,31 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         websocket: WebSocket,
         start: Annotated[int, Query(alias="from", ge=0)] = 0,
         token_query: Annotated[str | None, Query(alias="token")] = None,
+        notices: bool = False,
+        protocol: int | None = None,
     ) -> None:
+        """Frames as binary messages (``SFF1``); with ``notices=true``, notices as text messages
+        (their JSON) in their place; ``protocol``: the client's version, refused if not ours."""
         header = websocket.headers.get("authorization")
         if not (_token_matches(header, token) or _token_matches(f"Bearer {token_query}", token)):
             await websocket.close(code=_WS_POLICY_VIOLATION, reason="missing or wrong token")
             return
         await websocket.accept()
+        if mismatch := protocol_mismatch(PROTOCOL_VERSION, protocol, by="this edge"):
+            # accepted first, so that the client reads the reason (a refused upgrade has none)
+            await websocket.close(code=_WS_POLICY_VIOLATION, reason=mismatch[:120])
+            return
         loop = asyncio.get_running_loop()
         index = start
+        cursor = agent.hub.notice_cursor(start) if notices else None
         try:
             while not agent.hub.closed:
-                found = await loop.run_in_executor(None, agent.hub.get, index, 0.5)
+                found = await loop.run_in_executor(None, agent.hub.next_message, index, cursor, 0.5)
                 if found is None:
+                    continue
+                if not isinstance(found, Frame):
+                    await websocket.send_text(found.model_dump_json())
+                    cursor = (cursor or 0) + 1
                     continue
                 payload = encode_prefix(found.header) + found.pixels.tobytes()
                 await websocket.send_bytes(payload)

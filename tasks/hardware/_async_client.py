@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 import numpy as np
@@ -18,11 +18,16 @@ import useq
 
 from scopeflow import (
     CommandAck,
+    CommandDone,
+    CommandStatus,
     DirectCommand,
     EdgeState,
     EdgeUnavailable,
+    ErrorPolicy,
+    EventFailed,
     Frame,
     FrameHeader,
+    parse_notice,
 )
 
 from ._edge_calls import (
@@ -32,6 +37,7 @@ from ._edge_calls import (
     EdgeCall,
     EdgeClientBase,
     command_call,
+    command_status_call,
     events_call,
     info_call,
     sequence_call,
@@ -43,7 +49,9 @@ from ._stream_session import (
     PREFIX_BYTES,
     RECONNECT_PAUSE_S,
     FrameResume,
-    frame_header_length,
+    check_info,
+    check_notices_granted,
+    message_prefix,
     parse_hello_answer,
     stream_hello,
     stream_host,
@@ -80,6 +88,8 @@ class AsyncEdgeClient(EdgeClientBase):
         await self._http.aclose()
 
     async def _send(self, call: EdgeCall[T]) -> T:
+        if not self._protocol_checked and call.path != "/v1/info":
+            await self.info()  # once per client: refuse an edge of another protocol version
         for delay in (*RETRY_DELAYS_S, None):
             try:
                 response = await self._http.request(
@@ -96,35 +106,85 @@ class AsyncEdgeClient(EdgeClientBase):
         raise AssertionError("unreachable")
 
     async def info(self) -> dict[str, Any]:
-        return await self._send(info_call())
+        """``GET /v1/info``; raises `EdgeClientError` when the edge speaks another protocol."""
+        info = check_info(await self._send(info_call()))
+        self._protocol_checked = True
+        return info
 
     async def state(self) -> EdgeState:
         return await self._send(state_call())
 
     async def submit_events(
-        self, events: Sequence[useq.MDAEvent | dict[str, Any]], *, command_id: str | None = None
+        self,
+        events: Sequence[useq.MDAEvent | dict[str, Any]],
+        *,
+        command_id: str | None = None,
+        tag: str | None = None,
+        on_error: ErrorPolicy | str | None = None,
     ) -> CommandAck:
-        return await self._send(events_call(events, command_id))
+        """As `EdgeClient.submit_events`."""
+        return await self._send(events_call(events, command_id, tag, on_error))
 
     async def submit_sequence(
-        self, sequence: useq.MDASequence | dict[str, Any], *, command_id: str | None = None
+        self,
+        sequence: useq.MDASequence | dict[str, Any],
+        *,
+        command_id: str | None = None,
+        tag: str | None = None,
+        on_error: ErrorPolicy | str | None = None,
     ) -> CommandAck:
-        return await self._send(sequence_call(sequence, command_id))
+        """As `EdgeClient.submit_sequence`."""
+        return await self._send(sequence_call(sequence, command_id, tag, on_error))
+
+    async def command_status(self, command_id: str) -> CommandStatus:
+        """As `EdgeClient.command_status`."""
+        return await self._send(command_status_call(command_id))
 
     async def command(self, command: DirectCommand, *, command_id: str | None = None) -> CommandAck:
         return await self._send(command_call(command, command_id))
 
+    @overload
+    def frames(
+        self,
+        start: int = 0,
+        *,
+        stop: int | None = None,
+        reconnect_timeout: float = 30.0,
+        notices: Literal[False] = False,
+    ) -> AsyncIterator[Frame]: ...
+
+    @overload
+    def frames(
+        self,
+        start: int = 0,
+        *,
+        stop: int | None = None,
+        reconnect_timeout: float = 30.0,
+        notices: Literal[True],
+    ) -> AsyncIterator[Frame | EventFailed | CommandDone]: ...
+
     async def frames(
-        self, start: int = 0, *, stop: int | None = None, reconnect_timeout: float = 30.0
-    ) -> AsyncIterator[Frame]:
+        self,
+        start: int = 0,
+        *,
+        stop: int | None = None,
+        reconnect_timeout: float = 30.0,
+        notices: bool = False,
+    ) -> AsyncIterator[Any]:
         """Frames from ``start`` over TCP, resuming after a dropped connection (no frame
-        skipped or repeated; a gap in what the edge sends raises `EdgeClientError`)."""
+        skipped or repeated; a gap in what the edge sends raises `EdgeClientError`);
+        ``notices`` as in `EdgeClient.frames`."""
         resume = FrameResume(self.url, start, stop, reconnect_timeout)
         while resume.wanted:
+            resume.connecting()
             try:
-                async for frame in self._tcp_stream(resume.next_index):
-                    resume.accept(frame)
-                    yield frame
+                async for message in self._tcp_stream(resume.next_index, notices):
+                    if not isinstance(message, Frame):
+                        if resume.accept_notice(message):
+                            yield message
+                        continue
+                    resume.accept(message)
+                    yield message
                     if not resume.wanted:
                         return
             except (OSError, asyncio.IncompleteReadError, ConnectionError, EdgeUnavailable) as exc:
@@ -136,18 +196,24 @@ class AsyncEdgeClient(EdgeClientBase):
             self._stream_port = stream_port_from_info(await self.info())
         return self._stream_port
 
-    async def _tcp_stream(self, start: int) -> AsyncIterator[Frame]:
+    async def _tcp_stream(
+        self, start: int, notices: bool = False
+    ) -> AsyncIterator[Frame | EventFailed | CommandDone]:
         port = await self._stream_tcp_port()
         reader, writer = await asyncio.open_connection(
             stream_host(self.url), port, limit=_READ_LIMIT
         )
         try:
-            writer.write(stream_hello(self._token, start))
+            writer.write(stream_hello(self._token, start, notices=notices))
             await writer.drain()
-            parse_hello_answer(await reader.readline(), "frame stream")
+            answer = parse_hello_answer(await reader.readline(), "frame stream")
+            check_notices_granted(answer, notices)
             while True:
-                header_length = frame_header_length(await reader.readexactly(PREFIX_BYTES))
-                header = FrameHeader.model_validate_json(await reader.readexactly(header_length))
+                is_notice, length = message_prefix(await reader.readexactly(PREFIX_BYTES))
+                if is_notice:
+                    yield parse_notice(await reader.readexactly(length))
+                    continue
+                header = FrameHeader.model_validate_json(await reader.readexactly(length))
                 data = await reader.readexactly(header.nbytes)
                 pixels = np.frombuffer(data, dtype=header.dtype).reshape(header.shape)
                 yield Frame(header, pixels)

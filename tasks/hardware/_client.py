@@ -11,8 +11,8 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Literal, TypeVar, overload
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import numpy as np
@@ -20,18 +20,24 @@ import useq
 from websockets.sync.client import connect as ws_connect
 
 from scopeflow import (
+    PROTOCOL_VERSION,
     Closeable,
     CommandAck,
+    CommandDone,
+    CommandStatus,
     DirectCommand,
     EdgeClientError,
     EdgeState,
     EdgeUnavailable,
+    ErrorPolicy,
+    EventFailed,
     Frame,
     FrameHeader,
     ShmFrameRef,
     ShmRing,
     decode_frame,
-    recv_frame,
+    parse_notice,
+    recv_message,
 )
 
 from ._command_channel import CommandChannel
@@ -44,6 +50,7 @@ from ._edge_calls import (
     EdgeClientBase,
     auth_headers,
     command_call,
+    command_status_call,
     events_call,
     frame_call,
     info_call,
@@ -58,6 +65,8 @@ from ._stream_session import (
     RECONNECT_PAUSE_S,
     FrameResume,
     Transport,
+    check_info,
+    check_notices_granted,
     parse_hello_answer,
     resolve_transport,
     stream_hello,
@@ -94,6 +103,8 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
     # requests -------------------------------------------------------------------------------
 
     def _send(self, call: EdgeCall[T]) -> T:
+        if not self._protocol_checked and call.path != "/v1/info":
+            self.info()  # once per client: refuse an edge of another protocol version
         for delay in (*RETRY_DELAYS_S, None):
             try:
                 response = self._http.request(
@@ -110,20 +121,45 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         raise AssertionError("unreachable")
 
     def info(self) -> dict[str, Any]:
-        return self._send(info_call())
+        """``GET /v1/info``; raises `EdgeClientError` when the edge speaks another protocol."""
+        info = check_info(self._send(info_call()))
+        self._protocol_checked = True
+        return info
 
     def state(self) -> EdgeState:
         return self._send(state_call())
 
     def submit_events(
-        self, events: Sequence[useq.MDAEvent | dict[str, Any]], *, command_id: str | None = None
+        self,
+        events: Sequence[useq.MDAEvent | dict[str, Any]],
+        *,
+        command_id: str | None = None,
+        tag: str | None = None,
+        on_error: ErrorPolicy | str | None = None,
     ) -> CommandAck:
-        return self._send(events_call(events, command_id))
+        """Queue ``events``; every frame they produce names ``command_id`` and ``tag``.
+
+        ``on_error``: what the edge does when one fails (`ErrorPolicy`, e.g. ``"skip"`` or
+        ``"retry:2"``; an event's ``metadata["on_error"]`` wins; default: retry once, then
+        abort the rest of this command). The ack's ``stream_from`` is where to stream from
+        to see this command's frames and notices.
+        """
+        return self._send(events_call(events, command_id, tag, on_error))
 
     def submit_sequence(
-        self, sequence: useq.MDASequence | dict[str, Any], *, command_id: str | None = None
+        self,
+        sequence: useq.MDASequence | dict[str, Any],
+        *,
+        command_id: str | None = None,
+        tag: str | None = None,
+        on_error: ErrorPolicy | str | None = None,
     ) -> CommandAck:
-        return self._send(sequence_call(sequence, command_id))
+        """Queue a whole sequence (``tag`` and ``on_error`` as in `submit_events`)."""
+        return self._send(sequence_call(sequence, command_id, tag, on_error))
+
+    def command_status(self, command_id: str) -> CommandStatus:
+        """``GET /v1/commands/{id}``: a queued command's failures and, once over, its outcome."""
+        return self._send(command_status_call(command_id))
 
     def command(self, command: DirectCommand, *, command_id: str | None = None) -> CommandAck:
         return self._send(command_call(command, command_id))
@@ -172,6 +208,7 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
 
     # frames ---------------------------------------------------------------------------------
 
+    @overload
     def frames(
         self,
         start: int = 0,
@@ -180,34 +217,72 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         transport: Transport = "auto",
         verify: bool = False,
         reconnect_timeout: float = 30.0,
-    ) -> Iterator[Frame]:
+        notices: Literal[False] = False,
+    ) -> Iterator[Frame]: ...
+
+    @overload
+    def frames(
+        self,
+        start: int = 0,
+        *,
+        stop: int | None = None,
+        transport: Transport = "auto",
+        verify: bool = False,
+        reconnect_timeout: float = 30.0,
+        notices: Literal[True],
+    ) -> Iterator[Frame | EventFailed | CommandDone]: ...
+
+    def frames(
+        self,
+        start: int = 0,
+        *,
+        stop: int | None = None,
+        transport: Transport = "auto",
+        verify: bool = False,
+        reconnect_timeout: float = 30.0,
+        notices: bool = False,
+    ) -> Iterator[Any]:
         """Frames ``start``, ``start+1``, ... (up to ``stop``, exclusive), resuming after drops.
 
         ``transport``: "tcp" (pixels inline), "shm" (pixels through the edge's shared-memory
         ring; same host only), "websocket", or "auto" (shm when the edge is on this host's
         loopback, tcp otherwise).
 
+        ``notices``: also yield the notices (`EventFailed`, `CommandDone`) in their place
+        between the frames, so a consumer learns that a command ended or an event failed
+        instead of waiting for frames that will not come (notices after frame ``stop - 1``
+        are not yielded; stream without ``stop`` and end on your command's `CommandDone`).
+
         A dropped connection is re-opened with ``from=<next index>`` until ``reconnect_timeout``
-        passes without success; no frame is skipped or repeated.
+        passes without success; no frame or notice is skipped or repeated.
         """
+        if not self._protocol_checked:
+            self.info()  # the WebSocket has no hello: refuse an edge of another protocol here
         resume = FrameResume(self.url, start, stop, reconnect_timeout)
         while resume.wanted:
+            resume.connecting()
             try:
-                for frame in self._open_stream(resume.next_index, transport, verify):
-                    resume.accept(frame)
-                    yield frame
+                for message in self._open_stream(resume.next_index, transport, verify, notices):
+                    if not isinstance(message, Frame):
+                        if resume.accept_notice(message):
+                            yield message
+                        continue
+                    resume.accept(message)
+                    yield message
                     if not resume.wanted:
                         return
             except (OSError, EdgeUnavailable, ConnectionError) as exc:
                 resume.lost(exc)
                 time.sleep(RECONNECT_PAUSE_S)
 
-    def _open_stream(self, start: int, transport: Transport, verify: bool) -> Iterator[Frame]:
+    def _open_stream(
+        self, start: int, transport: Transport, verify: bool, notices: bool
+    ) -> Iterator[Frame | EventFailed | CommandDone]:
         resolved = resolve_transport(transport, self.url)
         if resolved == "websocket":
-            yield from self._ws_stream(start, verify)
+            yield from self._ws_stream(start, verify, notices)
         else:
-            yield from self._tcp_stream(start, verify, shm=resolved == "shm")
+            yield from self._tcp_stream(start, verify, shm=resolved == "shm", notices=notices)
 
     def shm_ref(self, frame: Frame) -> ShmFrameRef | None:
         """A reference to ``frame`` in the edge's shared-memory ring (for a worker on this host to
@@ -226,25 +301,33 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
             pixels = self.frame(header.index).pixels
         return pixels
 
-    def _tcp_stream(self, start: int, verify: bool, shm: bool = False) -> Iterator[Frame]:
+    def _tcp_stream(
+        self, start: int, verify: bool, shm: bool = False, notices: bool = False
+    ) -> Iterator[Frame | EventFailed | CommandDone]:
         port = self._stream_tcp_port()
         with socket.create_connection((stream_host(self.url), port), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(stream_hello(self._token, start, shm=shm))
+            sock.sendall(stream_hello(self._token, start, shm=shm, notices=notices))
             answer = parse_hello_answer(_recv_hello_line(sock), "frame stream")
-            if (ring := answer.get("shm")) and self._ring is None:
-                self._ring = ShmRing.attach(ring["name"], ring["slots"], ring["slot_bytes"])
+            check_notices_granted(answer, notices)
+            if (ring := answer.shm) and self._ring is None:
+                self._ring = ShmRing.attach(ring.name, ring.slots, ring.slot_bytes)
             sock.settimeout(None)
             while True:
-                frame = recv_frame(sock, verify=verify, resolve=self._pixels_from_ring)
-                if frame is None:
+                message = recv_message(sock, verify=verify, resolve=self._pixels_from_ring)
+                if message is None:
                     raise ConnectionError("edge closed the frame stream")
-                yield frame
+                yield message
 
-    def _ws_stream(self, start: int, verify: bool) -> Iterator[Frame]:
+    def _ws_stream(
+        self, start: int, verify: bool, notices: bool = False
+    ) -> Iterator[Frame | EventFailed | CommandDone]:
         parts = urlsplit(self.url)
         scheme = "wss" if parts.scheme == "https" else "ws"
-        url = f"{scheme}://{parts.netloc}/v1/frames?from={start}"
+        query: dict[str, Any] = {"from": start, "protocol": PROTOCOL_VERSION}
+        if notices:
+            query["notices"] = "true"
+        url = f"{scheme}://{parts.netloc}/v1/frames?{urlencode(query)}"
         with ws_connect(
             url,
             additional_headers=auth_headers(self._token),
@@ -254,7 +337,12 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         ) as ws:
             for message in ws:
                 if isinstance(message, str):
-                    raise EdgeClientError(f"unexpected text message on the frame stream: {message}")
+                    if not notices:
+                        raise EdgeClientError(
+                            f"unexpected text message on the frame stream: {message[:200]}"
+                        )
+                    yield parse_notice(message)
+                    continue
                 yield decode_frame(message, verify=verify)
 
 

@@ -5,11 +5,12 @@ without an HTTP request per command (about 3.5 ms each on a 2-core machine; a li
 open socket costs a fraction of a millisecond). It is the path for closed loops that command
 the stage for every frame.
 
-Protocol: the client sends one JSON line ``{"token": ..., "commands": true}`` and the server
-answers ``{"ok": true, "protocol": 1}``. Then each client line is a command request
-(``{"command_id": ..., "command": {...}}``, as the HTTP body) and each answer line is
-``{"ok": true, "ack": {...}}`` or ``{"ok": false, "status": N, "detail": {...}}`` with the
-status code and refusal body the HTTP API would give.
+Protocol: the client sends one `StreamHello` line ``{"token": ..., "commands": true,
+"protocol": 1}`` and the server answers a `StreamHelloAnswer` (``{"ok": true, "protocol": 1}``).
+Then each client line is a `CommandRequest` (``{"command_id": ..., "command": {...}}``, as the
+HTTP body) and each answer line a `ChannelAnswer`: ``{"ok": true, "ack": {...}}`` or
+``{"ok": false, "status": N, "detail": {...}}`` with the status code and refusal body the HTTP
+API would give (the edge side is `_refusals.answer_command`).
 """
 
 from __future__ import annotations
@@ -17,22 +18,16 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from scopeflow import (
+    ChannelAnswer,
     Closeable,
     CommandAck,
-    CommandConflict,
     CommandRequest,
     DirectCommand,
     EdgeClientError,
     EdgeUnavailable,
-    EnvelopeViolation,
-    HardwareError,
-    Refusal,
     new_command_id,
 )
 
@@ -40,48 +35,9 @@ from ._direct_commands import DirectCommands
 from ._edge_calls import rejected
 from ._stream_session import channel_hello, check_hello_answer
 
-__all__ = ["CommandChannel", "answer_command", "refusal_for"]
+__all__ = ["CommandChannel"]
 
 _LINE_MAX = 1 << 16
-
-
-def refusal_for(exc: Exception) -> tuple[int, Refusal] | None:
-    """The HTTP status and refusal body for an edge-side error, or None if it is unexpected."""
-    if isinstance(exc, EnvelopeViolation):
-        return 422, Refusal(
-            error="envelope_violation", message=str(exc), limit=exc.limit, value=exc.value
-        )
-    if isinstance(exc, CommandConflict):
-        return 409, Refusal(error="conflict", message=str(exc))
-    if isinstance(exc, HardwareError):
-        return 503, Refusal(error="hardware_error", message=str(exc))
-    return None
-
-
-def answer_command(run: Callable[[CommandRequest], CommandAck], line: bytes) -> dict[str, Any]:
-    """Validate one request line, run it, and return the answer object (never raises for a
-    refused or malformed command: the refusal is the answer)."""
-    try:
-        request = CommandRequest.model_validate_json(line)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        refusal = Refusal(
-            error="invalid_command",
-            message=f"not a command request ({problems}); send "
-            '{"command_id": "...", "command": {"type": "move_stage", ...}} as one JSON line',
-        )
-        return {"ok": False, "status": 422, "detail": refusal.model_dump(mode="json")}
-    try:
-        ack = run(request)
-    except Exception as exc:
-        known = refusal_for(exc)
-        if known is None:
-            raise
-        status, refusal = known
-        return {"ok": False, "status": status, "detail": refusal.model_dump(mode="json")}
-    return {"ok": True, "ack": ack.model_dump(mode="json")}
 
 
 class CommandChannel(DirectCommands, Closeable):
@@ -99,12 +55,12 @@ class CommandChannel(DirectCommands, Closeable):
 
     def command(self, command: DirectCommand, *, command_id: str | None = None) -> CommandAck:
         cid = command_id or new_command_id(command.type)
-        line = json.dumps({"command_id": cid, "command": command.model_dump(mode="json")})
-        answer: dict[str, Any] = {}
+        line = CommandRequest(command_id=cid, command=command).model_dump_json()
+        answer = ChannelAnswer(ok=False)
         for attempt in (1, 2):
             try:
                 self._connected().sendall(line.encode() + b"\n")
-                answer = self._read_answer()
+                answer = ChannelAnswer.model_validate(self._read_answer())
                 break
             except (OSError, ConnectionError) as exc:
                 self._drop()
@@ -114,10 +70,11 @@ class CommandChannel(DirectCommands, Closeable):
                         f"the edge running? Resending command id {cid!r} is safe: the edge "
                         "runs an id at most once"
                     ) from exc
-        if not answer.get("ok"):
-            status = int(answer.get("status", 400))
-            raise rejected(status, answer.get("detail"), str(status))
-        return CommandAck.model_validate(answer["ack"])
+        if not answer.ok or answer.ack is None:
+            status = answer.status or 400
+            detail = answer.detail.model_dump(mode="json") if answer.detail else None
+            raise rejected(status, detail, str(status))
+        return answer.ack
 
     def close(self) -> None:
         self._drop()

@@ -14,6 +14,7 @@ import useq
 
 from scopeflow import (
     CommandAck,
+    CommandStatus,
     ConfigurationError,
     DirectCommand,
     EdgeClientError,
@@ -21,6 +22,7 @@ from scopeflow import (
     EdgeState,
     EdgeUnauthorized,
     EdgeUnavailable,
+    ErrorPolicy,
     Frame,
     ScopeflowSettings,
     decode_frame,
@@ -38,6 +40,7 @@ __all__ = [
     "auth_headers",
     "check_response",
     "command_call",
+    "command_status_call",
     "edge_address",
     "events_call",
     "frame_call",
@@ -124,6 +127,7 @@ class EdgeClientBase:
         self.url = url.rstrip("/")
         self._token = load_token(token, token_file)
         self._stream_port: int | None = None
+        self._protocol_checked = False  # the edge's /v1/info protocol is this client's
 
     @classmethod
     def from_settings(
@@ -179,8 +183,22 @@ def state_call() -> EdgeCall[EdgeState]:
     return EdgeCall("GET", "/v1/state", _state)
 
 
+def _command_options(tag: str | None, on_error: ErrorPolicy | str | None) -> dict[str, Any]:
+    """The optional fields of a submit: left out when not given (an older edge accepts it)."""
+    options: dict[str, Any] = {}
+    if tag is not None:
+        options["tag"] = tag
+    if on_error is not None:
+        policy = ErrorPolicy.model_validate(on_error)  # a bad policy fails here, not at the edge
+        options["on_error"] = policy.model_dump(mode="json")
+    return options
+
+
 def events_call(
-    events: Sequence[useq.MDAEvent | dict[str, Any]], command_id: str | None
+    events: Sequence[useq.MDAEvent | dict[str, Any]],
+    command_id: str | None,
+    tag: str | None = None,
+    on_error: ErrorPolicy | str | None = None,
 ) -> EdgeCall[CommandAck]:
     body = {
         "command_id": command_id or new_command_id("events"),
@@ -188,20 +206,36 @@ def events_call(
             e.model_dump(mode="json", exclude_unset=True) if isinstance(e, useq.MDAEvent) else e
             for e in events
         ],
+        **_command_options(tag, on_error),
     }
     return EdgeCall("POST", "/v1/events", _ack, json=body)
 
 
 def sequence_call(
-    sequence: useq.MDASequence | dict[str, Any], command_id: str | None
+    sequence: useq.MDASequence | dict[str, Any],
+    command_id: str | None,
+    tag: str | None = None,
+    on_error: ErrorPolicy | str | None = None,
 ) -> EdgeCall[CommandAck]:
     seq = (
         sequence.model_dump(mode="json", exclude_unset=True)
         if isinstance(sequence, useq.MDASequence)
         else sequence
     )
-    body = {"command_id": command_id or new_command_id("sequence"), "sequence": seq}
+    body = {
+        "command_id": command_id or new_command_id("sequence"),
+        "sequence": seq,
+        **_command_options(tag, on_error),
+    }
     return EdgeCall("POST", "/v1/sequences", _ack, json=body)
+
+
+def _command_status(response: httpx.Response) -> CommandStatus:
+    return CommandStatus.model_validate(response.json())
+
+
+def command_status_call(command_id: str) -> EdgeCall[CommandStatus]:
+    return EdgeCall("GET", f"/v1/commands/{command_id}", _command_status)
 
 
 def command_call(command: DirectCommand, command_id: str | None) -> EdgeCall[CommandAck]:

@@ -1,16 +1,18 @@
-"""Fan-out of journaled frames to any number of stream consumers.
+"""Fan-out of journaled frames, and the notices between them, to any number of consumers.
 
 Recent frames stay in memory (bounded by bytes); older ones are read back from the journal, so a
-consumer that reconnects with ``from=N`` gets every frame from N on.
+consumer that reconnects with ``from=N`` gets every frame from N on. Notices are few and small:
+all of them stay in memory, each at its stream position (the number of frames before it).
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from scopeflow import Frame
+from scopeflow import CommandDone, EventFailed, Frame
 
 __all__ = ["FrameHub"]
 
@@ -24,6 +26,7 @@ class FrameHub:
         self._recent: OrderedDict[int, Frame] = OrderedDict()
         self._bytes = 0
         self._count = 0
+        self._notices: list[EventFailed | CommandDone] = []
         self._closed = False
         self._cond = threading.Condition()
 
@@ -43,6 +46,44 @@ class FrameHub:
                 self._bytes -= old.pixels.nbytes
             self._count += 1
             self._cond.notify_all()
+
+    def publish_notice(self, notice: EventFailed | CommandDone) -> None:
+        """Add a notice at the current position (after every frame published so far)."""
+        with self._cond:
+            if notice.position != self._count:
+                raise RuntimeError(f"notice at {notice.position} published at {self._count}")
+            self._notices.append(notice)
+            self._cond.notify_all()
+
+    def notice_cursor(self, start: int) -> int:
+        """Where a stream from frame ``start`` begins in the notices: the first one whose
+        position is ``start`` or later."""
+        with self._cond:
+            return bisect.bisect_left(self._notices, start, key=lambda n: n.position)
+
+    def next_message(
+        self, index: int, cursor: int | None, timeout: float | None = None
+    ) -> Frame | EventFailed | CommandDone | None:
+        """What a stream at frame ``index`` (and notice ``cursor``; None: frames only) sends
+        next: the notice when it comes before frame ``index``, else the frame; waits up to
+        ``timeout`` s, None on timeout or close. The caller advances ``index`` after a frame
+        and ``cursor`` after a notice."""
+
+        def ready() -> bool:
+            notice_ready = cursor is not None and cursor < len(self._notices)
+            return index < self._count or notice_ready or self._closed
+
+        with self._cond:
+            if not self._cond.wait_for(ready, timeout):
+                return None
+            if cursor is not None and cursor < len(self._notices):
+                notice = self._notices[cursor]
+                if notice.position <= index:
+                    return notice
+            if index >= self._count:
+                return None
+            frame = self._recent.get(index)
+        return frame if frame is not None else self._read_back(index)
 
     def get(self, index: int, timeout: float | None = None) -> Frame | None:
         """Frame ``index``, waiting up to ``timeout`` s for it; None on timeout or close."""

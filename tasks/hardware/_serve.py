@@ -79,7 +79,13 @@ def build_core(
     envelope = SafetyEnvelope(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
     )
-    return core, SampleTruth(truth, simulation.clock.now), envelope
+
+    def faults(snap: int, stage: int, clear: bool) -> dict[str, int]:
+        if clear:
+            simulation.clear_faults()
+        return simulation.inject_faults(snap=snap, stage=stage)
+
+    return core, SampleTruth(truth, simulation.clock.now, faults), envelope
 
 
 def serve_edge(

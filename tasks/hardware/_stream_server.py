@@ -1,32 +1,49 @@
 """The fast frame stream: plain TCP with the same framing as the WebSocket.
 
-A client opens a connection and sends one JSON line ``{"token": ..., "from": N}``; the server
-answers one JSON line (``{"ok": true, "protocol": 1}`` or ``{"ok": false, "error": ...}``) and then
-sends every frame from N on, pixels straight from the frame's memory (no copy).
+A client opens a connection and sends one `StreamHello` line ``{"token": ..., "from": N}``; the
+server answers one `StreamHelloAnswer` line (``{"ok": true, "protocol": 1}`` or ``{"ok": false,
+"protocol": 1, "error": ...}``) and then sends every frame from N on, pixels straight from the
+frame's memory (no copy). A hello announcing another ``protocol`` than this edge's is refused.
 
 A client on the same host may add ``"shm": true``: the answer then names the shared-memory ring
 (``"shm": {"name", "slots", "slot_bytes"}``) and frames still in the ring are sent as a header
 with ``shm_slot`` set and no pixel bytes; older frames come inline as usual.
 
-A hello ``{"token": ..., "commands": true}`` opens a command channel instead of a frame stream
-(``_command_channel``): one command request per line, one answer per line.
+``"notices": true`` adds the notices (`EventFailed`, `CommandDone`) as ``SFN1`` messages, each
+before the first frame that followed it (the answer says ``"notices": true``).
+
+A hello ``{"token": ..., "commands": true}`` opens a command channel instead of a frame stream:
+one `CommandRequest` per line, one `ChannelAnswer` per line (`_refusals.answer_command`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import socket
 import socketserver
 import threading
 from collections.abc import Callable
 
-from scopeflow import PROTOCOL_VERSION, CommandAck, CommandRequest, ShmRing, encode_prefix
+from pydantic import ValidationError
 
-from ._command_channel import answer_command
+from scopeflow import (
+    PROTOCOL_VERSION,
+    CommandAck,
+    CommandRequest,
+    Frame,
+    ShmRing,
+    ShmRingInfo,
+    StreamHello,
+    StreamHelloAnswer,
+    encode_notice,
+    encode_prefix,
+    protocol_mismatch,
+)
+
 from ._hub import FrameHub
+from ._refusals import answer_command
 
 __all__ = ["FrameStreamServer"]
 
@@ -86,15 +103,21 @@ class FrameStreamServer:
                 hello = _read_hello(sock, token, ring, commands is not None)
                 if hello is None:
                     return
-                index, use_ring, command_mode = hello
-                if command_mode:
+                if hello.commands:
                     assert commands is not None
                     _serve_commands(sock, commands)
                     return
+                index = hello.start
+                use_ring = hello.shm and ring is not None
+                cursor = hub.notice_cursor(index) if hello.notices else None
                 try:
                     while not hub.closed:
-                        frame = hub.get(index, timeout=0.5)
+                        frame = hub.next_message(index, cursor, timeout=0.5)
                         if frame is None:
+                            continue
+                        if not isinstance(frame, Frame):
+                            sock.sendall(encode_notice(frame))
+                            cursor = (cursor or 0) + 1
                             continue
                         if use_ring and ring is not None and ring.holds(index):
                             slot = index % ring.slots
@@ -118,7 +141,7 @@ def _serve_commands(sock: socket.socket, run: Callable[[CommandRequest], Command
             if not line.endswith(b"\n"):
                 _refuse(sock, f"a command line is longer than {_COMMAND_MAX} bytes")
                 return
-            sock.sendall(json.dumps(answer_command(run, line)).encode() + b"\n")
+            sock.sendall(answer_command(run, line).line())
     except OSError as exc:  # the client went away; its retry resends the same command id
         log.info("command channel client left: %s", exc)
     finally:
@@ -127,7 +150,8 @@ def _serve_commands(sock: socket.socket, run: Callable[[CommandRequest], Command
 
 def _read_hello(
     sock: socket.socket, token: str, ring: ShmRing | None, commands: bool
-) -> tuple[int, bool, bool] | None:
+) -> StreamHello | None:
+    """The client's hello, answered; None when it was refused (the refusal is sent)."""
     sock.settimeout(_HELLO_TIMEOUT_S)
     data = b""
     try:
@@ -136,30 +160,30 @@ def _read_hello(
             if not chunk or len(data) + len(chunk) >= _HELLO_MAX:
                 return _refuse(sock, 'send one JSON line {"token": ..., "from": N} first')
             data += chunk
-        hello = json.loads(data)
-        start = int(hello.get("from", 0))
-        given = str(hello.get("token", ""))
-        wants_ring = bool(hello.get("shm", False))
-        wants_commands = bool(hello.get("commands", False))
-    except (OSError, ValueError, AttributeError):
-        return _refuse(sock, 'hello is not a JSON object {"token": ..., "from": N}')
-    if not hmac.compare_digest(given.encode(), token.encode()):
+        hello = StreamHello.model_validate_json(data)
+    except (OSError, ValidationError):
+        return _refuse(sock, 'hello is not a JSON object {"token": ..., "from": N} with from >= 0')
+    if not hmac.compare_digest(hello.token.encode(), token.encode()):
         return _refuse(sock, "missing or wrong token: use the token from the edge's --token-file")
-    if start < 0:
-        return _refuse(sock, "'from' must be >= 0")
-    if wants_commands and not commands:
+    if mismatch := protocol_mismatch(PROTOCOL_VERSION, hello.protocol, by="this edge"):
+        return _refuse(sock, mismatch)
+    if hello.commands and not commands:
         return _refuse(sock, "this edge offers no command channel; POST /v1/commands instead")
-    answer: dict[str, object] = {"ok": True, "protocol": PROTOCOL_VERSION}
-    use_ring = wants_ring and ring is not None
-    if use_ring:
-        assert ring is not None
-        answer["shm"] = {"name": ring.name, "slots": ring.slots, "slot_bytes": ring.slot_bytes}
+    answer = StreamHelloAnswer(ok=True, protocol=PROTOCOL_VERSION)
+    if hello.commands:
+        hello = hello.model_copy(update={"shm": False, "notices": False})
+    elif hello.shm and ring is not None:
+        info = ShmRingInfo(name=ring.name, slots=ring.slots, slot_bytes=ring.slot_bytes)
+        answer = answer.model_copy(update={"shm": info})
+    if hello.notices:
+        answer = answer.model_copy(update={"notices": True})
     sock.settimeout(None)
-    sock.sendall(json.dumps(answer).encode() + b"\n")
-    return start, use_ring and not wants_commands, wants_commands
+    sock.sendall(answer.line())
+    return hello
 
 
 def _refuse(sock: socket.socket, error: str) -> None:
+    answer = StreamHelloAnswer(ok=False, protocol=PROTOCOL_VERSION, error=error)
     with contextlib.suppress(OSError):
-        sock.sendall(json.dumps({"ok": False, "error": error}).encode() + b"\n")
+        sock.sendall(answer.line())
     return None

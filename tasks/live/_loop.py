@@ -8,8 +8,13 @@ A reader thread pulls frames from the source as they come; the loop hands each t
 at once (work in flight bounded there), and decides frames strictly in order as their analyses
 come back or their deadlines pass. Commands due later wait in the sink and go out on time
 while the loop waits for frames. The loop ends when the policy says it is done, when the
-source ends, or when nothing is in flight, queued or awaited; it raises ``LoopStalled`` when
-acquisitions it sent produce no frame for ``frame_timeout_s``.
+source ends, or when nothing is in flight, queued or awaited.
+
+An acquisition is awaited until its frames came or the edge's `CommandDone` for it arrives
+(an event that failed, was skipped or was dropped produces no frame: the notice closes the
+count); each `EventFailed` goes to the decision log and the report's ``failures``. As the last
+resort the loop raises ``LoopStalled`` when acquisitions it sent produce nothing (no frame, no
+notice) for ``frame_timeout_s``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scopeflow import LoopStalled
+from scopeflow import CommandDone, EventFailed, LoopStalled
 from tasks.decisions import Decision, FrameView, Policy
 
 from ._analyzer import Analysis, Analyzer
@@ -104,6 +109,14 @@ def run_loop(
                 source_ended = True
             elif isinstance(item, BaseException):
                 raise item
+            elif isinstance(item, EventFailed):
+                last_frame = time.monotonic()  # the edge is alive and said what happened
+                report.failures.append(item)
+                decisions.write(item.model_dump(mode="json"))
+            elif isinstance(item, CommandDone):
+                last_frame = time.monotonic()
+                if expected.pop(item.command_id, 0) and item.outcome != "completed":
+                    decisions.write(item.model_dump(mode="json"))  # frames that never came
             else:
                 last_frame = time.monotonic()
                 cid = item.header.command_id

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from scopeflow import EventFailed
 from tasks.decisions import Decision
 
 from ._analyzer import Analysis, ModeSwitch
@@ -31,6 +32,7 @@ class LoopReport:
     commands: int = 0
     repeats: int = 0
     switches: list[ModeSwitch] = field(default_factory=list)
+    failures: list[EventFailed] = field(default_factory=list)  # events the edge could not run
     state: Any = None  # the policy's state after the last frame
 
     @staticmethod
@@ -95,6 +97,7 @@ class LoopReport:
             "repeats": self.repeats,
             "refused": [f"{s.command_id}: {s.refused}" for s in self.refused],
             "errors": self.errors,
+            "failures": [_failure(f) for f in self.failures],
             "switches": [
                 {"frame": s.frame_index, "to": s.to, "reason": s.reason} for s in self.switches
             ],
@@ -121,4 +124,12 @@ class LoopReport:
         for s in self.refused:
             lines.append(f"- refused `{s.command_id}`: {s.refused}")
         lines.extend(f"- {e}" for e in self.errors)
+        lines.extend(f"- edge: {_failure(f)}" for f in self.failures)
         return "\n".join(lines)
+
+
+def _failure(failed: EventFailed) -> str:
+    return (
+        f"{failed.command_id} event {failed.event_number} {failed.action} after "
+        f"{failed.attempts} attempt(s): {failed.error}; {failed.fix}"
+    )

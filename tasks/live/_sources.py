@@ -3,7 +3,9 @@
 - ``EdgeStreamSource``: an edge agent's stream. On the edge's host the payload is a
   shared-memory reference (a worker on that host reads the pixels itself); elsewhere it is the
   pixels, received over TCP. Frames of other clients are skipped: a source keeps only frames
-  whose header names one of its command ids (by prefix).
+  whose header names one of its command ids (by prefix). It also passes on the edge's notices
+  about those commands (`EventFailed`, `CommandDone`), in their place between the frames, so
+  the loop knows when an acquisition is over even if some of its frames never come.
 - ``JournalReplaySource``: the frames of a stored edge journal, for tests and offline
   re-analysis of a run with another model or policy.
 """
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from scopeflow import Frame, FrameHeader
+from scopeflow import CommandDone, EventFailed, Frame, FrameHeader
 from tasks.hardware import EdgeClient, Transport
 from tasks.storage import FrameJournal
 
@@ -40,9 +42,10 @@ class LiveFrame:
 
 
 class FrameSource(Protocol):
-    """Frames in index order; ``stop()`` (any thread) ends the iteration soon after."""
+    """Frames in index order, and optionally the edge's notices between them; ``stop()`` (any
+    thread) ends the iteration soon after."""
 
-    def frames(self) -> Iterator[LiveFrame]: ...
+    def frames(self) -> Iterator[LiveFrame | EventFailed | CommandDone]: ...
 
     def stop(self) -> None: ...
 
@@ -64,20 +67,26 @@ class EdgeStreamSource:
         self._transport = transport
         self._stopped = False
 
-    def frames(self) -> Iterator[LiveFrame]:
-        for frame in self._client.frames(self._start, transport=self._transport):
+    def frames(self) -> Iterator[LiveFrame | EventFailed | CommandDone]:
+        stream = self._client.frames(self._start, transport=self._transport, notices=True)
+        for frame in stream:
             if self._stopped:
                 return
             received = time.time_ns()
-            if self._prefix is not None and not (frame.header.command_id or "").startswith(
-                self._prefix
-            ):
+            if not isinstance(frame, Frame):
+                if self._mine(frame.command_id):
+                    yield frame
+                continue
+            if not self._mine(frame.header.command_id):
                 continue
             ref = self._client.shm_ref(frame)
             yield LiveFrame(frame.header, ref or frame.pixels, received, _const(frame))
 
     def stop(self) -> None:
         self._stopped = True
+
+    def _mine(self, command_id: str | None) -> bool:
+        return self._prefix is None or (command_id or "").startswith(self._prefix)
 
 
 class JournalReplaySource:

@@ -83,6 +83,14 @@ class Simulation:
         self._rig = rig
         self._camera = camera
 
+    def inject_faults(self, *, snap: int = 0, stage: int = 0) -> dict[str, int]:
+        """Make the next ``snap`` snaps and the next ``stage`` XY moves fail (a device error, as
+        a real camera or stage controller gives); returns the failures still pending."""
+        return self._rig.faults.add(snap=snap, stage=stage)
+
+    def clear_faults(self) -> dict[str, int]:
+        return self._rig.faults.clear()
+
     def truth(self, region: Region | None = None, t_s: float | None = None) -> CellTable:
         """Ground-truth cells in ``region`` (stage µm; default: whole slide) at ``t_s`` (now)."""
         return self.sample.cells_at(self.clock.now() if t_s is None else t_s, region)

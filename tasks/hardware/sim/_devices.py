@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOWED_BINNING",
+    "DeviceFaults",
     "Rig",
     "SimCamera",
     "SimFocus",
@@ -46,11 +47,41 @@ __all__ = [
 ALLOWED_BINNING = (1, 2, 4)
 
 
+class DeviceFaults:
+    """Failures to inject into the simulated devices (tests of the edge's failure policy): the
+    next ``snap`` snaps raise, the next ``stage`` XY moves raise. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = {"snap": 0, "stage": 0}
+
+    def add(self, *, snap: int = 0, stage: int = 0) -> dict[str, int]:
+        """Queue more failures; returns what is pending now."""
+        with self._lock:
+            self._pending["snap"] += snap
+            self._pending["stage"] += stage
+            return dict(self._pending)
+
+    def clear(self) -> dict[str, int]:
+        with self._lock:
+            self._pending = {"snap": 0, "stage": 0}
+            return dict(self._pending)
+
+    def take(self, kind: str) -> bool:
+        """True (and one fewer pending) when the next ``kind`` operation must fail."""
+        with self._lock:
+            if self._pending[kind] <= 0:
+                return False
+            self._pending[kind] -= 1
+            return True
+
+
 class SimXYStage(XYStageDevice):
     """Motorised XY stage over the slide; travel limits are the slide's extent."""
 
     def __init__(self, config: SimulatorConfig) -> None:
         super().__init__()
+        self.faults = DeviceFaults()
         self._limits = (0.0, 0.0, config.slide_width_um, config.slide_height_um)
         self._x = config.slide_width_um / 2
         self._y = config.slide_height_um / 2
@@ -64,6 +95,11 @@ class SimXYStage(XYStageDevice):
         return self._x - self._origin[0], self._y - self._origin[1]
 
     def set_position_um(self, x: float, y: float) -> None:
+        if self.faults.take("stage"):
+            raise HardwareError(
+                "simulated fault: the XY stage controller did not answer (injected with "
+                "POST /v1/sim/faults)"
+            )
         px, py = x + self._origin[0], y + self._origin[1]
         x0, y0, x1, y1 = self._limits
         if not (x0 <= px <= x1 and y0 <= py <= y1):
@@ -210,6 +246,7 @@ class Rig:
         self.shutter = shutter
         self.light = light
         self.objectives = objectives
+        self.faults = xy.faults  # one set of injected faults for the whole rig
         self._core: weakref.ref[CMMCorePlus] | None = None
         self._lock = threading.Lock()  # the renderer's caches are not thread-safe
 
@@ -297,6 +334,10 @@ class SimCamera(SimpleCameraDevice):
         return np.dtype(np.uint16)
 
     def snap(self, buffer: np.ndarray) -> Mapping:
+        if self._rig.faults.take("snap"):
+            raise HardwareError(
+                "simulated fault: camera read-out timed out (injected with POST /v1/sim/faults)"
+            )
         state = self._rig.state(self._exposure, self._binning)
         self._rig.expose(state, out=buffer)
         self._frames += 1
