@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from scopeflow import CommandDone, EventFailed, Frame
 from tasks.decisions import (
     Detection,
     FrameGeometry,
@@ -235,8 +236,9 @@ def store_detail_stacks(
     first_frame: int,
     run_dir: Path,
 ) -> list[Path]:
-    """Stream this run's detail frames back (by command id) and write one OME-Zarr z-stack per
-    target."""
+    """Stream this run's detail frames back (by command id, until the edge says the command is
+    done) and write one OME-Zarr z-stack per target; a target whose stack lost an event to a
+    device failure is logged and not stored incomplete."""
     per_target = len(params.detail.z_offsets())
     stores: list[Path] = []
     if not targets:
@@ -245,29 +247,38 @@ def store_detail_stacks(
     out.mkdir(parents=True, exist_ok=True)
     stack: list[np.ndarray] = []
     indices: list[int] = []
-    total = per_target * len(targets)
     with _client(params) as edge:
-        ours = (
-            f
-            for f in edge.frames(first_frame, transport=params.transport)
-            if f.header.command_id == detail_id
-        )
-        for i, frame in zip(range(total), ours, strict=False):
-            stack.append(frame.pixels)
-            indices.append(frame.index)
+        for item in edge.frames(first_frame, transport=params.transport, notices=True):
+            if isinstance(item, CommandDone) and item.command_id == detail_id:
+                if item.outcome != "completed":
+                    _log().warning(
+                        "detail stacks %s: %s (%d of %d events failed or dropped)",
+                        detail_id,
+                        item.outcome,
+                        item.failed + item.dropped,
+                        item.events,
+                    )
+                break
+            if isinstance(item, EventFailed) and item.command_id == detail_id:
+                _log().warning("detail event %d failed: %s", item.event_number, item.error)
+                continue
+            if not isinstance(item, Frame) or item.header.command_id != detail_id:
+                continue
+            stack.append(item.pixels)
+            indices.append(item.index)
+            target = item.header.event.get("index", {}).get("p", 0)
             if len(stack) == per_target:
-                p = i // per_target
-                h = frame.header
+                h = item.header
                 stores.append(
                     write_zstack(
-                        out / f"target-{p:04d}.ome.zarr",
+                        out / f"target-{target:04d}.ome.zarr",
                         np.stack(stack),
                         pixel_size_um=h.pixel_size_um,
                         z_step_um=params.detail.z_step_um,
-                        name=f"target {p}",
+                        name=f"target {target}",
                         channel=h.channel,
                         attributes={
-                            "target": targets[p].as_dict(),
+                            "target": targets[target].as_dict(),
                             "stage": h.stage.model_dump(),
                             "edge_frames": [indices[0], indices[-1]],
                             "command_id": detail_id,
