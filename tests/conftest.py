@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def shared_data(*parts: str) -> Path:
-    """A path in ../shared/data; skips the test with a reason when it is not there."""
+    """A path in ../shared/data; skips the test with a reason when it is not there (fails
+    instead with ``SCOPEFLOW_REQUIRE_SHARED_DATA=1``, as in CI)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is absent (the real test data lives in ../shared/data)")
+        missing_real_data(f"{path} is absent (the real test data lives in ../shared/data)")
     return path
+
+
+def missing_real_data(reason: str) -> None:
+    """Skip with ``reason``; with ``SCOPEFLOW_REQUIRE_SHARED_DATA=1`` (CI) fail: real data that
+    CI fetches or ships must not silently go untested."""
+    if os.environ.get("SCOPEFLOW_REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(f"SCOPEFLOW_REQUIRE_SHARED_DATA=1 but {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
