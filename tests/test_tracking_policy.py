@@ -8,6 +8,7 @@ import pytest
 from scopeflow import ObjectTable
 from tasks.decisions import (
     Acquire,
+    Direct,
     FrameView,
     LinkerSettings,
     OnlineLinker,
@@ -165,3 +166,42 @@ def test_offline_and_online_linking_agree():
     ids, lineage = link_movie(frames, LinkerSettings(max_step=5.0))
     assert all(sorted(i) == sorted(ids[0]) for i in ids)  # 15 tracks through all frames
     assert len(lineage) == 15 and all(row[1:] == (0, 5, 0) for row in lineage)
+
+
+def test_move_stage_mode_queues_one_timelapse_and_follows_with_direct_moves():
+    policy = TrackingPolicy([("a", 100.0, 100.0)], rules(recentre="move_stage", deadband_um=0.5))
+    state = policy.initial_state()
+    start, timelapse = policy.first_commands(state)
+    assert isinstance(start, Direct) and (start.command.x, start.command.y) == (100.0, 100.0)
+    assert isinstance(timelapse, Acquire) and len(timelapse.events) == 10
+    assert all(e.x_pos is None for e in timelapse.events)  # taken where the stage follows
+    assert timelapse.events[3].min_start_time == 3.0
+    c = (SIZE - 1) / 2
+    state, decision = policy.decide(state, view(0, 100.0, 100.0), objects_at([(c, c + 10)]))
+    (move,) = decision.commands
+    assert isinstance(move, Direct) and move.key == "t00000-move"
+    assert move.command.x == pytest.approx(105.0)  # 10 px right at 0.5 µm/px
+
+
+def test_move_stage_mode_follows_one_cell_only():
+    with pytest.raises(ValueError, match="one position"):
+        TrackingPolicy([("a", 0.0, 0.0), ("b", 1.0, 1.0)], rules(recentre="move_stage"))
+
+
+def test_the_overview_policy_maps_each_tiles_objects_to_the_stage_and_ends_with_the_last():
+    import useq
+
+    from tasks.decisions import OverviewPolicy
+
+    events = [useq.MDAEvent(x_pos=x, y_pos=0.0, index={"p": i}) for i, x in enumerate((0, 100))]
+    policy = OverviewPolicy(events)
+    state = policy.initial_state()
+    (acquire,) = policy.first_commands(state)
+    assert acquire.events == tuple(events)
+    c = (SIZE - 1) / 2
+    first = FrameView(**{**view(0, 0.0, 0.0).__dict__, "event_index": {"p": 0}})
+    state, d0 = policy.decide(state, first, objects_at([(c, c + 20)]))
+    assert not d0.done and state.detections[0].x_um == pytest.approx(10.0)
+    second = FrameView(**{**view(1, 100.0, 0.0).__dict__, "event_index": {"p": 1}})
+    state, d1 = policy.decide(state, second, objects_at([]))
+    assert d1.done and d1.commands == ()

@@ -1,0 +1,167 @@
+"""The tracking flow on real components: an edge process, Prefect's server, a Ray worker.
+
+Scored against the simulator's ground truth with py-ctcmetrics (CTC TRA), stores checked with
+both NGFF validators, artifacts read back from the server for this flow run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows import TrackedPosition, TrackingParams, score_tracking_on_simulation
+from scopeflow import ConfigurationError
+from tasks.hardware import EdgeClient, EdgeProcess
+from tasks.hardware.sim import SimulatorConfig
+from tasks.live import DecisionLog
+from tasks.storage import read_ctc_masks, read_ctc_tracks
+from tests.conftest import validate_store
+
+
+def _positions(client: EdgeClient, n: int) -> list[TrackedPosition]:
+    cells = client.truth((4_700.0, 4_700.0, 5_300.0, 5_300.0))["cells"]
+    cells = [c for c in cells if abs(c["z_um"]) < 1.0]
+    chosen: list[dict] = []
+    for c in cells:
+        if all(np.hypot(c["x_um"] - o["x_um"], c["y_um"] - o["y_um"]) > 200 for o in chosen):
+            chosen.append(c)
+    return [
+        TrackedPosition(name=f"cell-{c['ids']}", x_um=c["x_um"], y_um=c["y_um"]) for c in chosen[:n]
+    ]
+
+
+@pytest.fixture(scope="module")
+def tracking_run(prefect_harness, tmp_path_factory):
+    from flows.tracking import tracking
+
+    out = tmp_path_factory.mktemp("tracking")
+    args = ["--camera-size", "512", "--time-scale", "60", "--seed", "3"]
+    with (
+        EdgeProcess(out / "edge", extra_args=args) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        params = TrackingParams(
+            positions=_positions(client, 2),
+            time_points=12,
+            interval_s=1.0,
+            model="unet",
+            model_options={},
+            backend={"kind": "ray", "workers": 1},
+            deadline_ms=900.0,
+            link_distance_um=6.0,
+            edge_url=edge.url,
+            edge_token_file=edge.token_file,
+            output_dir=out,
+        )
+        state = tracking(params, return_state=True)
+        summary = state.result()
+        truth = score_tracking_on_simulation(
+            Path(summary["run_dir"]),
+            SimulatorConfig(seed=3, width=512, height=512),
+            objective="20x",
+            channel="DAPI",
+        )
+        yield params, summary, truth, str(state.state_details.flow_run_id), client.state()
+
+
+def test_tracking_keeps_the_cells_centred_and_scores_against_the_truth(tracking_run):
+    params, summary, truth, _, edge_state = tracking_run
+    assert summary["time_points"] == 12 and summary["positions"] == 2
+    assert summary["centred_fraction"] >= 0.95
+    assert truth["tra"] is not None and truth["tra"] >= 0.9, truth
+    assert summary["refused"] == []
+    run_dir = Path(summary["run_dir"])
+    for store in summary["stores"]:
+        validate_store(Path(store))
+    for position in params.positions:
+        res = run_dir / "ctc" / position.name
+        masks = read_ctc_masks(res)
+        assert len(masks) == 12
+        tracks = {row[0]: row for row in read_ctc_tracks(res / "res_track.txt")}
+        present = set(np.unique(np.stack(masks))) - {0}
+        assert present <= set(tracks)  # every mask value is a track of the lineage
+    # the flow's frames are found by command id, and every one was decided
+    records = DecisionLog.read(run_dir / "decisions.jsonl")
+    decided = [r for r in records if r["type"] == "decision"]
+    assert len(decided) == 24
+    assert all(r["command_id"].startswith(run_dir.name + ".track.") for r in decided)
+    assert edge_state.frames_journaled >= 24
+
+
+def test_the_run_shows_its_artifacts_in_prefect(tracking_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    *_, flow_run_id, _ = tracking_run
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    keys = {a.key for a in found}
+    assert {
+        "tracking-summary",
+        "tracking-tracks",
+        "tracking-trajectories",
+        "tracking-loop-latency",
+    } <= keys
+    latency = next(a for a in found if a.key == "tracking-loop-latency")
+    assert "| total |" in latency.data and "frames" in latency.data
+
+
+def test_tracks_and_decisions_are_on_disk_for_an_audit(tracking_run):
+    params, summary, *_ = tracking_run
+    run_dir = Path(summary["run_dir"])
+    tracks = json.loads((run_dir / "tracks.json").read_text())
+    assert [p["name"] for p in tracks["positions"]] == [p.name for p in params.positions]
+    end = DecisionLog.read(run_dir / "decisions.jsonl")[-1]
+    assert end["type"] == "end" and end["frames"] == 24
+    assert (run_dir / "trajectories.png").stat().st_size > 1000
+
+
+def test_a_position_outside_the_stage_limits_is_refused_before_anything_moves(
+    prefect_harness, edge, tmp_path
+):
+    from flows.tracking import tracking
+
+    with EdgeClient(edge.url, token_file=edge.token_file) as client:
+        before = client.state()
+        params = TrackingParams(
+            positions=[TrackedPosition(name="off-slide", x_um=-50.0, y_um=100.0)],
+            time_points=3,
+            backend=None,
+            edge_url=edge.url,
+            edge_token_file=edge.token_file,
+            output_dir=tmp_path,
+        )
+        with pytest.raises(ConfigurationError, match=r"off-slide.*outside the edge's stage limits"):
+            tracking(params)
+        after = client.state()
+        assert after.stage == before.stage and after.frames_acquired == before.frames_acquired
+
+
+def test_an_objective_the_envelope_forbids_is_refused_with_the_choices(
+    prefect_harness, edge, tmp_path
+):
+    from flows.tracking import tracking
+
+    params = TrackingParams(
+        positions=[TrackedPosition(name="a", x_um=5_000.0, y_um=5_000.0)],
+        objective="100x",
+        time_points=3,
+        backend=None,
+        edge_url=edge.url,
+        edge_token_file=edge.token_file,
+        output_dir=tmp_path,
+    )
+    with pytest.raises(ConfigurationError, match=r"100x.*10x, 20x, 40x"):
+        tracking(params)
+
+
+def test_params_files_with_unknown_fields_are_refused():
+    with pytest.raises(ValueError, match="objectve"):
+        TrackingParams.model_validate(
+            {"positions": [{"name": "a", "x_um": 1, "y_um": 2}], "objectve": "20x"}
+        )
