@@ -31,7 +31,12 @@ from tasks.decisions import (
     tile_grid,
 )
 from tasks.hardware import EdgeClient
-from tasks.inference import InferenceBackend, InferenceFuture, make_backend
+from tasks.inference import (
+    InferenceBackend,
+    InferenceFuture,
+    backend_for_profile,
+    make_backend,
+)
 from tasks.storage import write_zstack
 
 from ._targeted_params import TargetedImagingParams
@@ -257,8 +262,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     run_id = datetime.now(UTC).strftime("ti-%Y%m%dT%H%M%SZ")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    backend_config = params.backend.model_copy(update={"model": params.model})
-    with make_backend(backend_config) as backend:
+    with _open_backend(params) as backend:
         plan = acquire_overview(params)
         overview = segment_overview(params, plan, backend, run_dir)
     targets = decide_targets(params, overview.detections)
@@ -280,3 +284,12 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
             started=started,
         ),
     )
+
+
+def _open_backend(params: TargetedImagingParams) -> InferenceBackend:
+    """The compute profile's workers when ``profile`` is set (local, SLURM, PBS, Ray/KubeRay,
+    as for the batch flows), else ``backend``'s."""
+    profile = params.compute_profile()
+    if profile is not None:
+        return backend_for_profile(profile, params.model)
+    return make_backend(params.backend.model_copy(update={"model": params.model}))

@@ -31,7 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import ConfigurationError
 from tasks.decisions import LinkerSettings, TrackingPolicy, TrackingRules, TrackingState
 from tasks.hardware import EdgeClient
-from tasks.inference import load_model, make_backend
+from tasks.inference import InferenceBackend, backend_for_profile, load_model, make_backend
 from tasks.live import (
     Analyzer,
     AnalyzerSettings,
@@ -107,19 +107,13 @@ def track_cells(
         ),
     )
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in params.positions], rules)
-    backend = None
-    if params.backend is not None:
-        backend = make_backend(
-            params.backend.model_copy(
-                update={"model": params.model, "model_options": params.model_options}
-            )
-        )
+    backend = _open_backend(params)
     local_model, local_options = _local_model(params)
     analyzer = Analyzer(
         backend,
         AnalyzerSettings(
             deadline_ms=params.deadline_ms if backend is not None else None,
-            max_in_flight=2 * (params.backend.workers if params.backend else 1),
+            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
             fallback_model=local_model,
             fallback_options=local_options,
         ),
@@ -272,6 +266,7 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     run_id = params.run_id or _default_run_id()
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    params.compute_profile()  # an unknown profile fails here, before the microscope moves
     first = prepare_tracking(params)
     outcome = track_cells(params, run_id, run_dir, first)
     stores = store_tracks(params, outcome)
@@ -336,9 +331,25 @@ def _frames_by_position(decisions: Path) -> tuple[dict[int, dict[int, int]], dic
     return out, where
 
 
+def _open_backend(params: TrackingParams) -> InferenceBackend | None:
+    """The workers the model runs on: the compute profile's when ``profile`` is set (the same
+    profiles as the batch flows: local, SLURM, PBS, Ray/KubeRay), else ``backend``'s; None for
+    this process."""
+    profile = params.compute_profile()
+    if profile is not None:
+        return backend_for_profile(profile, params.model, params.model_options)
+    if params.backend is None:
+        return None
+    return make_backend(
+        params.backend.model_copy(
+            update={"model": params.model, "model_options": params.model_options}
+        )
+    )
+
+
 def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:
     """The model this process runs: the fallback beside remote workers, else the model."""
-    if params.backend is None:
+    if params.backend is None and params.profile is None:
         return params.model, dict(params.model_options)
     if params.fallback_model is None:
         return None, {}
