@@ -263,6 +263,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with _open_backend(params) as backend:
+        analysis = _where_analysis_ran(params, backend)
         plan = acquire_overview(params)
         overview = segment_overview(params, plan, backend, run_dir)
     targets = decide_targets(params, overview.detections)
@@ -282,6 +283,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
             loop_latency_ms=overview.loop_latency_ms,
             travel_um=path_length_um(np.array([(t.x_um, t.y_um) for t in targets])),
             started=started,
+            analysis=analysis,
         ),
     )
 
@@ -293,3 +295,14 @@ def _open_backend(params: TargetedImagingParams) -> InferenceBackend:
     if profile is not None:
         return backend_for_profile(profile, params.model)
     return make_backend(params.backend.model_copy(update={"model": params.model}))
+
+
+def _where_analysis_ran(params: TargetedImagingParams, backend: InferenceBackend) -> dict[str, Any]:
+    """Engine, compute profile and workers of the backend, for the summary (provenance)."""
+    info = backend.info()
+    return {
+        "engine": info["kind"],
+        "profile": params.profile,
+        "profile_kind": info.get("profile_kind"),
+        "workers": info["workers"],
+    }
