@@ -58,6 +58,7 @@ class TrackingOutcome:
     tracks_path: Path
     decisions_path: Path
     loop: dict[str, Any]
+    analysis: dict[str, Any]  # where the model ran: engine, compute profile, workers
 
 
 def _client(params: TrackingParams) -> EdgeClient:
@@ -109,15 +110,21 @@ def track_cells(
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in params.positions], rules)
     backend = _open_backend(params)
     local_model, local_options = _local_model(params)
-    analyzer = Analyzer(
-        backend,
-        AnalyzerSettings(
-            deadline_ms=params.deadline_ms if backend is not None else None,
-            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
-            fallback_model=local_model,
-            fallback_options=local_options,
-        ),
-    )
+    try:
+        analysis = _where_analysis_ran(params, backend)
+        analyzer = Analyzer(
+            backend,
+            AnalyzerSettings(
+                deadline_ms=params.deadline_ms if backend is not None else None,
+                max_in_flight=2 * (backend.config.workers if backend is not None else 1),
+                fallback_model=local_model,
+                fallback_options=local_options,
+            ),
+        )
+    except BaseException:
+        if backend is not None:  # the workers (and batch jobs) go with the failed task
+            backend.close()
+        raise
     decisions_path = run_dir / "decisions.jsonl"
     try:
         with _client(params) as edge:
@@ -149,7 +156,7 @@ def track_cells(
         key="tracking-loop-latency",
         description="Frame ready -> decision -> command, split",
     )
-    return TrackingOutcome(run_dir, tracks_path, decisions_path, report.summary())
+    return TrackingOutcome(run_dir, tracks_path, decisions_path, report.summary(), analysis)
 
 
 @task(name="store-tracks", cache_policy=NO_CACHE)
@@ -237,6 +244,7 @@ def summarise_tracking(
         "centred_fraction": round(centred / total, 4) if total else 0.0,
         "divisions_followed": divisions,
         "fallback_decisions": outcome.loop["fallback_decisions"],
+        "analysis": outcome.analysis,
         "loop_latency_ms": {k: round(v, 2) for k, v in latency.items()},
         "refused": outcome.loop["refused"],
         "stores": [str(s) for s in stores],
@@ -345,6 +353,19 @@ def _open_backend(params: TrackingParams) -> InferenceBackend | None:
             update={"model": params.model, "model_options": params.model_options}
         )
     )
+
+
+def _where_analysis_ran(params: TrackingParams, backend: InferenceBackend | None) -> dict[str, Any]:
+    """Engine, compute profile and workers of the backend (``local``: this process only)."""
+    if backend is None:
+        return {"engine": "local", "profile": None, "profile_kind": None, "workers": 0}
+    info = backend.info()
+    return {
+        "engine": info["kind"],
+        "profile": params.profile,
+        "profile_kind": info.get("profile_kind"),
+        "workers": info["workers"],
+    }
 
 
 def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:

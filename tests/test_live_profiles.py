@@ -18,6 +18,7 @@ from scopeflow import (
     RayComputeProfile,
     load_settings,
 )
+from tasks.hardware import EdgeProcess
 from tasks.inference import (
     BackendUnavailable,
     InferenceBackend,
@@ -143,3 +144,31 @@ def test_a_ray_backend_from_the_local_profile_sends_frames_to_the_least_loaded_a
     (fast,) = done.values()
     assert slow + fast == 20
     assert fast >= 14 and slow <= 6, f"fast actor {fast} frames, slow actor {slow}"
+
+
+@pytest.mark.slow
+def test_a_tracking_run_puts_its_workers_on_a_compute_profile(
+    prefect_harness: None, edge: EdgeProcess, tmp_path: Path
+) -> None:
+    """``TrackingParams(profile="local")``: the live loop's model runs on the Dask workers the
+    ``local`` profile starts (as a batch flow's would), every frame analysed there in time."""
+    from flows.tracking import tracking
+
+    params = TrackingParams(
+        positions=[{"name": "p0", "x_um": 5000, "y_um": 5000}],
+        time_points=3,
+        interval_s=1.0,
+        profile="local",
+        edge_url=edge.url,
+        edge_token_file=edge.token_file,
+        output_dir=tmp_path,
+    )
+    summary = tracking(params)
+    assert summary["analysis"] == {
+        "engine": "dask",
+        "profile": "local",
+        "profile_kind": "local",
+        "workers": 2,
+    }
+    assert summary["fallback_decisions"] == 0, summary
+    assert summary["tracked_cells"] > 0
