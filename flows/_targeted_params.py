@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from scopeflow import ComputeProfile
+from tasks.compute import get_profile
 from tasks.decisions import SelectionRules
 from tasks.inference import BackendConfig
 
@@ -76,7 +78,17 @@ class TargetedImagingParams(BaseModel):
     detail: DetailSettings = DetailSettings()
     rules: SelectionRules = SelectionRules()
     model: str = Field("classical", description="Segmentation model (registry name)")
-    backend: BackendConfig = Field(default_factory=BackendConfig)
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="Where the model runs unless `profile` is set"
+    )
+    profile: str | None = Field(
+        None,
+        description=(
+            "Compute profile the model's workers run on, by name (local, local-ray, or one of "
+            "[compute_profiles] in the settings file: slurm, pbs, ray/KubeRay); used instead of "
+            "`backend` when set"
+        ),
+    )
     edge_url: str = "http://127.0.0.1:8765"
     edge_token_file: Path | None = None
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
@@ -85,3 +97,8 @@ class TargetedImagingParams(BaseModel):
     score_against_truth: bool = Field(
         True, description="Ask a simulated edge for ground truth and score the targets"
     )
+
+    def compute_profile(self) -> ComputeProfile | None:
+        """The profile named by ``profile`` (None when unset); ConfigurationError listing the
+        available ones when there is no such profile."""
+        return None if self.profile is None else get_profile(self.profile)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class RunRecord:
     loop_latency_ms: list[float]
     travel_um: float
     started: float
+    analysis: dict[str, Any] = field(default_factory=dict)  # where the model ran
 
 
 def score_targets(
@@ -107,6 +108,7 @@ def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any
         "detail_vs_full_tiling": round(detail_frames / full_tiling, 4) if full_tiling else None,
         "stage_travel_um": round(record.travel_um, 1),
         "truth": truth,
+        "analysis": record.analysis,
         "stores": {
             "journal": state.journal,
             "targets": [str(p) for p in record.stores],

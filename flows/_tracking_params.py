@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scopeflow import ComputeProfile
+from tasks.compute import get_profile
 from tasks.inference import BackendConfig
 
 __all__ = ["TrackedPosition", "TrackingParams"]
@@ -38,7 +40,18 @@ class TrackingParams(BaseModel):
     model_options: dict = Field(default_factory=lambda: {"working_radius_px": 4.0})
     backend: BackendConfig | None = Field(
         default_factory=BackendConfig,
-        description="Where the model runs (Ray actors / Dask workers); None: in this process",
+        description=(
+            "Where the model runs (Ray actors / Dask workers) unless `profile` is set; None "
+            "(and no profile): in this process"
+        ),
+    )
+    profile: str | None = Field(
+        None,
+        description=(
+            "Compute profile the model's workers run on, by name (local, local-ray, or one of "
+            "[compute_profiles] in the settings file: slurm, pbs, ray/KubeRay); used instead of "
+            "`backend` when set"
+        ),
     )
     deadline_ms: float | None = Field(
         500.0, gt=0, description="Frame ready -> result; later results fall back to the local model"
@@ -57,3 +70,8 @@ class TrackingParams(BaseModel):
     edge_token_file: Path | None = None
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
     output_dir: Path = Path("scopeflow-data")
+
+    def compute_profile(self) -> ComputeProfile | None:
+        """The profile named by ``profile`` (None when unset); ConfigurationError listing the
+        available ones when there is no such profile."""
+        return None if self.profile is None else get_profile(self.profile)

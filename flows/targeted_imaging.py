@@ -33,7 +33,7 @@ from tasks.decisions import (
     tile_grid,
 )
 from tasks.hardware import EdgeClient
-from tasks.inference import InferenceBackend, make_backend
+from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
     Analyzer,
     AnalyzerSettings,
@@ -121,7 +121,7 @@ def segment_overview(
     streamed to the workers as they arrive (references on the edge's host), and the objects
     that come back become detections in stage coordinates."""
     policy = OverviewPolicy(plan.events)
-    analyzer = Analyzer(backend, AnalyzerSettings(max_in_flight=2 * params.backend.workers))
+    analyzer = Analyzer(backend, AnalyzerSettings(max_in_flight=2 * backend.config.workers))
     with _client(params) as edge:
         sink = CommandSink(edge, run_id=run_id, phase="overview")
         log = DecisionLog(
@@ -296,9 +296,9 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     run_id = _run_id()
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    backend_config = params.backend.model_copy(update={"model": params.model})
     plan = plan_overview(params)
-    with make_backend(backend_config) as backend:
+    with _open_backend(params) as backend:
+        analysis = _where_analysis_ran(params, backend)
         overview = segment_overview(params, plan, backend, run_id, run_dir)
     targets = decide_targets(params, overview.detections)
     detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
@@ -317,6 +317,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
             loop_latency_ms=overview.loop_latency_ms,
             travel_um=path_length_um(np.array([(t.x_um, t.y_um) for t in targets])),
             started=started,
+            analysis=analysis,
         ),
     )
 
@@ -329,3 +330,23 @@ def _run_id() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run = flow_run.id
     return f"ti-{stamp}-{str(run)[:8]}" if run else f"ti-{stamp}"
+
+
+def _open_backend(params: TargetedImagingParams) -> InferenceBackend:
+    """The compute profile's workers when ``profile`` is set (local, SLURM, PBS, Ray/KubeRay,
+    as for the batch flows), else ``backend``'s."""
+    profile = params.compute_profile()
+    if profile is not None:
+        return backend_for_profile(profile, params.model)
+    return make_backend(params.backend.model_copy(update={"model": params.model}))
+
+
+def _where_analysis_ran(params: TargetedImagingParams, backend: InferenceBackend) -> dict[str, Any]:
+    """Engine, compute profile and workers of the backend, for the summary (provenance)."""
+    info = backend.info()
+    return {
+        "engine": info["kind"],
+        "profile": params.profile,
+        "profile_kind": info.get("profile_kind"),
+        "workers": info["workers"],
+    }

@@ -32,7 +32,13 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import ConfigurationError
 from tasks.decisions import LinkerSettings, TrackingPolicy, TrackingRules, TrackingState
 from tasks.hardware import EdgeClient
-from tasks.inference import InferenceBackend, SegmentationModel, load_model, make_backend
+from tasks.inference import (
+    InferenceBackend,
+    SegmentationModel,
+    backend_for_profile,
+    load_model,
+    make_backend,
+)
 from tasks.live import (
     Analyzer,
     AnalyzerSettings,
@@ -59,6 +65,7 @@ class TrackingOutcome:
     tracks_path: Path
     decisions_path: Path
     loop: dict[str, Any]
+    analysis: dict[str, Any]  # where the model ran: engine, compute profile, workers
 
 
 def _client(params: TrackingParams) -> EdgeClient:
@@ -113,11 +120,12 @@ def track_cells(
     )
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in params.positions], rules)
     local_model, local_options = _local_model(params)
+    analysis = _where_analysis_ran(params, backend)
     analyzer = Analyzer(
         backend,
         AnalyzerSettings(
             deadline_ms=params.deadline_ms if backend is not None else None,
-            max_in_flight=2 * (params.backend.workers if params.backend else 1),
+            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
             fallback_model=local_model,
             fallback_options=local_options,
         ),
@@ -151,7 +159,7 @@ def track_cells(
         key="tracking-loop-latency",
         description="Frame ready -> decision -> command, split",
     )
-    return TrackingOutcome(run_dir, tracks_path, decisions_path, report.summary())
+    return TrackingOutcome(run_dir, tracks_path, decisions_path, report.summary(), analysis)
 
 
 @task(name="store-tracks", cache_policy=NO_CACHE)
@@ -240,6 +248,7 @@ def summarise_tracking(
         "centred_fraction": round(centred / total, 4) if total else 0.0,
         "divisions_followed": divisions,
         "fallback_decisions": outcome.loop["fallback_decisions"],
+        "analysis": outcome.analysis,
         "loop_latency_ms": {k: round(v, 2) for k, v in latency.items()},
         "refused": outcome.loop["refused"],
         "stores": [str(s) for s in stores],
@@ -269,17 +278,12 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     run_id = params.run_id or _default_run_id()
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    params.compute_profile()  # an unknown profile fails here, before the microscope moves
     first = prepare_tracking(params)
     with contextlib.ExitStack() as stack:
-        backend = None
-        if params.backend is not None:
-            backend = stack.enter_context(
-                make_backend(
-                    params.backend.model_copy(
-                        update={"model": params.model, "model_options": params.model_options}
-                    )
-                )
-            )
+        backend = _open_backend(params)
+        if backend is not None:  # the workers (and batch jobs) close with the phases
+            stack.enter_context(backend)
         outcome = track_cells(params, run_id, run_dir, first, backend)
         stores = store_tracks(params, outcome, backend)
     return summarise_tracking(params, outcome, stores, started)
@@ -371,9 +375,38 @@ def _frames_by_position(decisions: Path) -> tuple[dict[int, dict[int, int]], dic
     return out, where
 
 
+def _open_backend(params: TrackingParams) -> InferenceBackend | None:
+    """The workers the model runs on: the compute profile's when ``profile`` is set (the same
+    profiles as the batch flows: local, SLURM, PBS, Ray/KubeRay), else ``backend``'s; None for
+    this process."""
+    profile = params.compute_profile()
+    if profile is not None:
+        return backend_for_profile(profile, params.model, params.model_options)
+    if params.backend is None:
+        return None
+    return make_backend(
+        params.backend.model_copy(
+            update={"model": params.model, "model_options": params.model_options}
+        )
+    )
+
+
+def _where_analysis_ran(params: TrackingParams, backend: InferenceBackend | None) -> dict[str, Any]:
+    """Engine, compute profile and workers of the backend (``local``: this process only)."""
+    if backend is None:
+        return {"engine": "local", "profile": None, "profile_kind": None, "workers": 0}
+    info = backend.info()
+    return {
+        "engine": info["kind"],
+        "profile": params.profile,
+        "profile_kind": info.get("profile_kind"),
+        "workers": info["workers"],
+    }
+
+
 def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:
     """The model this process runs: the fallback beside remote workers, else the model."""
-    if params.backend is None:
+    if params.backend is None and params.profile is None:
         return params.model, dict(params.model_options)
     if params.fallback_model is None:
         return None, {}

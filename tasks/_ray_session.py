@@ -1,6 +1,7 @@
 """Ray sessions shared by the streaming inference backend and the batch runner: starting one on
-this machine with every server on 127.0.0.1, checking the cluster can place a worker, and
-stopping the actors (and the session, when ours)."""
+this machine with every server on 127.0.0.1, connecting to the cluster a ``ray`` compute profile
+names (e.g. KubeRay), checking the cluster can place a worker, and stopping the actors (and the
+session, when ours)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["lacking_resource", "start_local_ray", "stop_actors", "worker_pythonpath"]
+from scopeflow import ComputeUnavailable, RayComputeProfile
+
+__all__ = [
+    "connect_ray_cluster",
+    "lacking_resource",
+    "start_local_ray",
+    "stop_actors",
+    "worker_pythonpath",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +39,94 @@ def start_local_ray(num_cpus: int) -> None:
             logging_level="WARNING",
             runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}},
         )
+
+
+def connect_ray_cluster(profile: RayComputeProfile) -> None:
+    """Connect this process to the Ray cluster ``profile`` names (GCS ``host:6379`` or the Ray
+    client's ``ray://host:10001``, as KubeRay is reached from outside Kubernetes), or keep the
+    session already open when it is that cluster. ComputeUnavailable naming the fix when nothing
+    listens there, Ray refuses (a wrong port, a missing token), or this process is connected to
+    another cluster (work never lands on the wrong one)."""
+    import ray
+    from ray.exceptions import RayError
+
+    if ray.is_initialized():  # a session someone else started: use it, never shut it down
+        _check_same_cluster(profile)
+        return
+    failed = f"cannot connect to the Ray cluster at {profile.address!r}"
+    try:
+        _check_reachable(profile)
+    except (OSError, ValueError) as exc:  # nothing listens there, or no address
+        raise ComputeUnavailable(f"{failed}: {exc}; {_ADDRESS_HINT}") from exc
+    try:
+        ray.init(address=profile.address, log_to_driver=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
+        # something listens there but Ray refused: a wrong port, or a missing token
+        raise ComputeUnavailable(f"{failed}: {exc}; {_ADDRESS_HINT}; {_TOKEN_HINT}") from exc
+
+
+_ADDRESS_HINT = (
+    "check the address (KubeRay: the head service, port 10001 for ray://), or use the "
+    "'local-ray' profile"
+)
+_TOKEN_HINT = (
+    "a cluster with token authentication (RAY_AUTH_MODE=token on its nodes) also needs "
+    "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH in this "
+    "process's environment"
+)
+
+
+def _check_same_cluster(profile: RayComputeProfile) -> None:
+    """Refuse to run a `ray` profile's work on another cluster this process is connected to."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import ray
+
+    address = profile.address
+    if address == "auto":
+        return
+    client = ray.util.client.ray.is_connected()
+    if address.startswith("ray://"):
+        if client:
+            return
+        current = f"the cluster at {ray.get_runtime_context().gcs_address}"
+    else:
+        if client:
+            current = "a cluster through the Ray client (ray://)"
+        else:
+            gcs = ray.get_runtime_context().gcs_address
+
+            def endpoint(addr: str) -> tuple[str, int | None]:
+                parts = urlsplit(f"tcp://{addr}")
+                return socket.gethostbyname(parts.hostname or "127.0.0.1"), parts.port or 6379
+
+            try:
+                if endpoint(address) == endpoint(gcs):
+                    return
+            except OSError:
+                pass
+            current = f"the cluster at {gcs}"
+    raise ComputeUnavailable(
+        f"cannot connect to the Ray cluster at {address!r}: this process is already connected "
+        f"to {current}; run the flow in a fresh process (or call ray.shutdown() first)"
+    )
+
+
+def _check_reachable(profile: RayComputeProfile) -> None:
+    """OSError within ``connect_timeout_s`` when nothing listens at the address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if profile.address in ("auto", "local"):
+        return
+    address = profile.address
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    default = 10001 if address.startswith("ray://") else 6379
+    with socket.create_connection(
+        (parts.hostname or "127.0.0.1", parts.port or default), timeout=profile.connect_timeout_s
+    ):
+        pass
 
 
 def worker_pythonpath() -> str:

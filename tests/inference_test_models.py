@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["POISON", "FailingModel", "SlowModel", "ThresholdModel"]
+__all__ = ["POISON", "FailingModel", "OneSlowWorker", "SlowModel", "ThresholdModel"]
 
 # a frame whose first pixel holds this value makes FailingModel raise
 POISON = 4095
@@ -83,5 +83,29 @@ class SlowWhileFlagged(ThresholdModel):
         import time
 
         if os.path.exists(self.flag):
+            time.sleep(self.delay_s)
+        return super().segment(image, pixel_size_um=pixel_size_um)
+
+
+class OneSlowWorker(ThresholdModel):
+    """Like ThresholdModel; the first process to load it claims the file ``claim`` (writing its
+    pid there) and sleeps ``delay_s`` per frame, every other process is fast: one slow worker
+    among fast ones, known by its pid."""
+
+    name = "one-slow-worker"
+
+    def __init__(self, claim: str, delay_s: float = 0.5, threshold: float | None = None) -> None:
+        super().__init__(threshold)
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            self.delay_s = 0.0
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            self.delay_s = delay_s
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        if self.delay_s:
             time.sleep(self.delay_s)
         return super().segment(image, pixel_size_um=pixel_size_um)

@@ -1,4 +1,5 @@
-"""Segment a dataset through dask-jobqueue on real ``sbatch`` jobs (SLURM from ci/slurm_up.sh).
+"""Segment a dataset through dask-jobqueue on real ``sbatch`` jobs (SLURM from ci/slurm_up.sh),
+and run a live inference backend from a SLURM compute profile.
 
 Skipped with the reason when no SLURM answers here; with ``SCOPEFLOW_REQUIRE_SLURM=1`` (CI) a
 missing SLURM fails the test instead, so CI can never pass it silently.
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +22,15 @@ from flows.segment_dataset import SegmentDatasetParams, segment_dataset_on
 from scopeflow import SlurmComputeProfile
 from tasks.compute import open_runner
 from tasks.compute.synthetic_workload import blob_image
+from tasks.inference import ObjectTable, backend_for_profile, measure_objects
 from tasks.storage import label_path, write_zstack
 from tests.conftest import REPO, validate_store
+from tests.inference_test_models import ThresholdModel
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
 
 MODEL = "tests.batch_test_models:CountingThreshold"
+MODEL_LIVE = "tests.inference_test_models:ThresholdModel"
 
 
 def _slurm_problem() -> str | None:
@@ -62,10 +67,10 @@ def _squeue_ids() -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.fixture()
-def slurm_runner(slurm_partition: str, tmp_path: Path) -> Iterator:
-    profile = SlurmComputeProfile(
-        queue=slurm_partition,
+def _profile(partition: str, tmp_path: Path) -> SlurmComputeProfile:
+    """One single-core job on this node, its worker importing the repository (models, tests)."""
+    return SlurmComputeProfile(
+        queue=partition,
         jobs=1,
         cores=1,
         processes=1,
@@ -77,7 +82,11 @@ def slurm_runner(slurm_partition: str, tmp_path: Path) -> Iterator:
         prologue=[f"cd {REPO}", f"export PYTHONPATH={REPO}"],
         startup_timeout_s=90,
     )
-    runner = open_runner(profile)
+
+
+@pytest.fixture()
+def slurm_runner(slurm_partition: str, tmp_path: Path) -> Iterator:
+    runner = open_runner(_profile(slurm_partition, tmp_path))
     job_ids: set[str] = set()
     try:
         job_ids = {str(job.job_id) for job in runner.cluster.workers.values() if job.job_id}
@@ -115,3 +124,37 @@ def test_segment_dataset_on_slurm_jobs(slurm_runner, tmp_path: Path) -> None:
     assert sorted(np.unique(labels)) == [0, 1, 2, 3, 4]
     assert np.unique(labels[232:280, 232:280][labels[232:280, 232:280] > 0]).size == 1
     validate_store(store)
+
+
+def test_a_live_backend_from_a_slurm_profile_runs_its_worker_in_a_slurm_job(
+    slurm_partition: str, tmp_path: Path
+) -> None:
+    """The door live loops share with the batch flows: the same profile submits the same
+    dask-jobqueue job; the backend's worker runs inside it, segments a frame sent by
+    ``submit(objects=True)``, and the job is gone once the backend is closed."""
+    image = blob_image((128, 128), [(30, 30), (90, 40), (64, 100)], radius=8)
+    backend = backend_for_profile(_profile(slurm_partition, tmp_path), MODEL_LIVE)
+    job_ids: set[str] = set()
+    try:
+        job_ids = {str(j.job_id) for j in backend.cluster.workers.values() if j.job_id}
+        info = backend.info()
+        assert info["kind"] == "dask" and info["profile_kind"] == "slurm"
+        assert info["started_cluster"] and info["workers"] == 1
+        job = info["per_worker"][0]["slurm_job_id"]
+        assert job and job in job_ids, f"the worker is not in the backend's job: {info}"
+        assert job in _squeue_ids(), "the worker's job is not in squeue"
+
+        table = backend.submit(image, pixel_size_um=0.5, objects=True).result(timeout=60)
+        want = measure_objects(ThresholdModel().segment(image), image)
+        assert isinstance(table, ObjectTable) and len(table) == len(want) == 3
+        np.testing.assert_allclose(table.centroid_row, want.centroid_row)
+        assert backend.info()["per_worker"][0]["frames"] == 1
+    finally:
+        backend.close()
+        deadline = time.monotonic() + 30
+        while job_ids & _squeue_ids() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        leftover = job_ids & _squeue_ids()
+        if leftover:
+            subprocess.run(["scancel", *sorted(leftover)], check=False, timeout=20)
+    assert job_ids and not leftover, f"jobs {sorted(leftover)} still queued after close()"

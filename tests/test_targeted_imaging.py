@@ -59,8 +59,18 @@ def test_on_ray_targets_are_the_real_cells_and_everything_is_stored(
 def test_on_dask_targets_are_the_real_cells_and_everything_is_stored(
     prefect_harness: None, sparse_edge: EdgeProcess, tmp_path: Path
 ) -> None:
+    """Dask workers from the ``local`` compute profile, as the batch flows get theirs (the
+    params' ``backend`` is ignored when a profile is named)."""
     before = EdgeClient(sparse_edge.url, token_file=sparse_edge.token_file).wait_until_idle()
-    check_run(targeted_imaging(_params(sparse_edge, tmp_path, "dask")), before.frames_acquired)
+    params = _params(sparse_edge, tmp_path, "ray", profile="local")
+    summary = targeted_imaging(params)
+    check_run(summary, before.frames_acquired)
+    assert summary["analysis"] == {
+        "engine": "dask",
+        "profile": "local",
+        "profile_kind": "local",
+        "workers": 2,
+    }
 
 
 def check_run(summary: dict, frames_before: int) -> None:

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from scopeflow import (
+    ComputeUnavailable,
     ConfigurationError,
     JobqueueComputeProfile,
     LocalComputeProfile,
@@ -20,11 +21,13 @@ from scopeflow import (
 )
 
 __all__ = [
+    "dask_cluster",
     "gpus_per_dask_worker",
     "job_script",
     "jobqueue_cluster",
     "jobqueue_kwargs",
     "local_dask_cluster",
+    "wait_for_first_worker",
 ]
 
 
@@ -138,3 +141,38 @@ def job_script(profile: JobqueueComputeProfile) -> str:
     finally:
         cluster.close()
     return script
+
+
+def dask_cluster(profile: LocalComputeProfile | JobqueueComputeProfile) -> Any:
+    """The Dask cluster a ``local`` (engine dask), ``slurm`` or ``pbs`` profile describes, started:
+    a LocalCluster, or a SLURMCluster / PBSCluster with ``profile.jobs`` jobs submitted. Batch
+    runners and live inference backends both start theirs here; ``close()`` on it stops the
+    workers (and cancels the batch jobs). Wait for the jobs with ``wait_for_first_worker``."""
+    if isinstance(profile, LocalComputeProfile):
+        return local_dask_cluster(profile)
+    cluster = jobqueue_cluster(profile)
+    try:
+        cluster.scale(jobs=profile.jobs)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def wait_for_first_worker(
+    client: Any, profile: LocalComputeProfile | JobqueueComputeProfile
+) -> None:
+    """Return once one worker of a ``slurm`` / ``pbs`` profile's jobs has joined ``client``'s
+    scheduler (a LocalCluster's workers are there already); ComputeUnavailable naming where to
+    look after ``profile.startup_timeout_s`` (the queue time included)."""
+    if isinstance(profile, LocalComputeProfile):
+        return
+    try:
+        client.wait_for_workers(1, timeout=profile.startup_timeout_s)
+    except TimeoutError as exc:
+        raise ComputeUnavailable(
+            f"no Dask worker joined within {profile.startup_timeout_s:g} s after submitting "
+            f"{profile.jobs} {profile.kind} job(s); check the queue (squeue / qstat), the "  # type: ignore[attr-defined]
+            f"job logs in {profile.log_directory or 'the submit directory'}, and the job "
+            f"script (`scopeflow profiles --job-script NAME`)"
+        ) from exc

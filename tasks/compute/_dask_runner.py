@@ -12,7 +12,7 @@ from distributed.scheduler import KilledWorker
 
 from scopeflow import Closeable, ComputeUnavailable, JobqueueComputeProfile, LocalComputeProfile
 
-from ._dask_clusters import gpus_per_dask_worker, jobqueue_cluster, local_dask_cluster
+from ._dask_clusters import dask_cluster, gpus_per_dask_worker, wait_for_first_worker
 from ._runner_core import GroupFailure, MapOutcome
 
 __all__ = ["DaskRunner"]
@@ -42,23 +42,9 @@ class DaskRunner(Closeable):
             raise
 
     def _start(self) -> None:
-        profile = self.profile
-        if isinstance(profile, LocalComputeProfile):
-            self.cluster = local_dask_cluster(profile)
-            self.client = Client(self.cluster, set_as_default=False)
-            return
-        self.cluster = jobqueue_cluster(profile)
-        self.cluster.scale(jobs=profile.jobs)
+        self.cluster = dask_cluster(self.profile)
         self.client = Client(self.cluster, set_as_default=False)
-        try:
-            self.client.wait_for_workers(1, timeout=profile.startup_timeout_s)
-        except TimeoutError as exc:
-            raise ComputeUnavailable(
-                f"no Dask worker joined within {profile.startup_timeout_s:g} s after submitting "
-                f"{profile.jobs} {profile.kind} job(s); check the queue (squeue / qstat), the "  # type: ignore[union-attr]
-                f"job logs in {profile.log_directory or 'the submit directory'}, and the job "
-                f"script (`scopeflow profiles --job-script NAME`)"
-            ) from exc
+        wait_for_first_worker(self.client, self.profile)
 
     def close(self) -> None:
         if self._closed:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from scopeflow import (
     Closeable,
@@ -24,7 +24,12 @@ from scopeflow import (
     LocalComputeProfile,
     RayComputeProfile,
 )
-from tasks._ray_session import lacking_resource, start_local_ray, stop_actors
+from tasks._ray_session import (
+    connect_ray_cluster,
+    lacking_resource,
+    start_local_ray,
+    stop_actors,
+)
 
 from ._runner_core import GroupFailure, MapOutcome
 
@@ -32,15 +37,6 @@ __all__ = ["RayRunner"]
 
 IN_FLIGHT_PER_ACTOR = 2
 ACTOR_START_TIMEOUT_S = 120.0
-_ADDRESS_HINT = (
-    "check the address (KubeRay: the head service, port 10001 for ray://), or use the "
-    "'local-ray' profile"
-)
-_TOKEN_HINT = (
-    "a cluster with token authentication (RAY_AUTH_MODE=token on its nodes) also needs "
-    "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH in this "
-    "process's environment"
-)
 
 
 class _Worker:
@@ -76,24 +72,10 @@ class RayRunner(Closeable):
             raise
 
     def _connect(self, cpus_needed: float) -> None:
-        profile = self.profile
-        if ray.is_initialized():  # a session someone else started: use it, never shut it down
-            if isinstance(profile, RayComputeProfile):
-                _check_same_cluster(profile)
+        if isinstance(self.profile, RayComputeProfile):
+            connect_ray_cluster(self.profile)  # or the session already open, if the same cluster
             return
-        if isinstance(profile, RayComputeProfile):
-            failed = f"cannot connect to the Ray cluster at {profile.address!r}"
-            try:
-                _check_reachable(profile)
-            except (OSError, ValueError) as exc:  # nothing listens there, or no address
-                raise ComputeUnavailable(f"{failed}: {exc}; {_ADDRESS_HINT}") from exc
-            try:
-                ray.init(address=profile.address, log_to_driver=False, logging_level="WARNING")
-            except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
-                # something listens there but Ray refused: a wrong port, or a missing token
-                raise ComputeUnavailable(
-                    f"{failed}: {exc}; {_ADDRESS_HINT}; {_TOKEN_HINT}"
-                ) from exc
+        if ray.is_initialized():  # a session someone else started: use it, never shut it down
             return
         start_local_ray(max(os.cpu_count() or 1, math.ceil(cpus_needed)))
         self.started_ray = True
@@ -195,54 +177,3 @@ class RayRunner(Closeable):
 
 def _resources(resources: dict[str, float]) -> str:
     return ", ".join(f"{k}={resources.get(k, 0.0):g}" for k in ("CPU", "GPU"))
-
-
-def _check_same_cluster(profile: RayComputeProfile) -> None:
-    """Refuse to run a `ray` profile's work on another cluster this process is connected to."""
-    import socket
-    from urllib.parse import urlsplit
-
-    address = profile.address
-    if address == "auto":
-        return
-    client = ray.util.client.ray.is_connected()
-    if address.startswith("ray://"):
-        if client:
-            return
-        current = f"the cluster at {ray.get_runtime_context().gcs_address}"
-    else:
-        if client:
-            current = "a cluster through the Ray client (ray://)"
-        else:
-            gcs = ray.get_runtime_context().gcs_address
-
-            def endpoint(addr: str) -> tuple[str, int | None]:
-                parts = urlsplit(f"tcp://{addr}")
-                return socket.gethostbyname(parts.hostname or "127.0.0.1"), parts.port or 6379
-
-            try:
-                if endpoint(address) == endpoint(gcs):
-                    return
-            except OSError:
-                pass
-            current = f"the cluster at {gcs}"
-    raise ComputeUnavailable(
-        f"cannot connect to the Ray cluster at {address!r}: this process is already connected "
-        f"to {current}; run the flow in a fresh process (or call ray.shutdown() first)"
-    )
-
-
-def _check_reachable(profile: RayComputeProfile) -> None:
-    """OSError within ``connect_timeout_s`` when nothing listens at the address."""
-    import socket
-    from urllib.parse import urlsplit
-
-    if profile.address in ("auto", "local"):
-        return
-    address = profile.address
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    default = 10001 if address.startswith("ray://") else 6379
-    with socket.create_connection(
-        (parts.hostname or "127.0.0.1", parts.port or default), timeout=profile.connect_timeout_s
-    ):
-        pass

@@ -1,5 +1,6 @@
 """Inference: segmentation and restoration models, their registry, the backends (Ray actors,
-Dask workers) that run them next to the data, and the metrics that score them.
+Dask workers) that run them next to the data, and the metrics that score them. A live loop gets
+its backend from a compute profile (``backend_for_profile``), as the batch flows get theirs.
 
 Training the shipped networks lives in ``tasks.training``; what it builds on (the networks,
 their weight formats and normalisation) is exported here.
@@ -28,7 +29,7 @@ from ._care import (
 )
 from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
 from ._care import PERCENTILES as RESTORATION_PERCENTILES
-from ._make_backend import make_backend
+from ._make_backend import backend_for_profile, make_backend
 from ._measure import measure_objects
 from ._metrics import InstanceScores, instance_scores, iou_matrix, pool_scores
 from ._protocol import RestorationModel, SegmentationModel
@@ -75,6 +76,7 @@ __all__ = [
     "SegmentationModel",
     "available_models",
     "available_restoration_models",
+    "backend_for_profile",
     "best_gaussian_blur",
     "build_restoration_net",
     "build_unet",

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from scopeflow import Closeable, ScopeflowError
+from scopeflow import Closeable, ComputeUnavailable, ScopeflowError
 
 __all__ = [
     "MAX_FRAMES_PER_CALL",
@@ -110,8 +110,10 @@ class InferenceError(ScopeflowError):
         return (_rebuild_error, (type(self), str(self), self.model, self.frame_index, self.reason))
 
 
-class BackendUnavailable(InferenceError):
-    """The cluster at ``address`` cannot be reached, or the backend's package is missing."""
+class BackendUnavailable(InferenceError, ComputeUnavailable):
+    """The cluster at ``address`` (or the one a compute profile names) cannot be reached or
+    started, or the backend's package is missing. Also a ComputeUnavailable, the batch runners'
+    error for the same trouble."""
 
 
 def _rebuild_error(

@@ -1,9 +1,20 @@
 """Dask backend: a ``WorkerPlugin`` loads the model once per worker process; tasks use it.
 
-Imported only by ``make_backend`` (it imports distributed). No ``address`` starts a
-``LocalCluster`` of ``workers`` single-threaded worker processes on 127.0.0.1 (no dashboard),
-closed by ``close()``; with an ``address`` the backend only connects, and on ``close()``
-removes its plugin (and so the model) from the workers and disconnects.
+Imported only by ``make_backend`` / ``backend_for_profile`` (it imports distributed). A compute
+profile (``local``, ``slurm``, ``pbs``) starts its cluster with ``tasks.compute.dask_cluster``,
+as the batch runner does: a ``LocalCluster`` of single-threaded worker processes on 127.0.0.1
+(no dashboard), or dask-jobqueue batch jobs; ``close()`` closes it (cancelling the jobs). A
+``BackendConfig`` without ``address`` is the ``local`` profile with its ``workers`` and GPUs;
+with an ``address`` the backend only connects, and on ``close()`` removes its plugin (and so
+the model) from the workers and disconnects.
+
+Where a frame runs is the scheduler's choice, and ``submit`` relies on it for least-loaded
+dispatch: a task with no dependencies (a frame under SCATTER_BYTES, which travels inside the
+task, or a shared-memory reference) goes to the idle worker with the least occupancy (ties
+round-robin; ``Scheduler.decide_worker_non_rootish`` / ``decide_worker_rootish_queuing_enabled``
+in distributed). A frame scattered first (``put``, or ``submit`` of one of SCATTER_BYTES or
+more) pulls its task to the worker holding it (scatter places frames round-robin); work stealing
+then moves the task to an idle worker when sending the frame costs less than waiting.
 """
 
 from __future__ import annotations
@@ -11,15 +22,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import threading
 import uuid
 from typing import Any
 
 import numpy as np
-from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
+from distributed import Client, Future, WorkerPlugin, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
+
+from scopeflow import (
+    ComputeProfile,
+    ComputeUnavailable,
+    JobqueueComputeProfile,
+    LocalComputeProfile,
+)
+from tasks.compute import dask_cluster, wait_for_first_worker
 
 from ._backend_core import (
     BackendBase,
@@ -131,11 +149,20 @@ class DaskFuture:
 
 
 class DaskBackend(BackendBase):
-    """Tasks on a Dask cluster; the model lives in a ModelPlugin on every worker."""
+    """Tasks on a Dask cluster; the model lives in a ModelPlugin on every worker.
 
-    def __init__(self, config: BackendConfig) -> None:
+    ``profile``: the ``local`` / ``slurm`` / ``pbs`` compute profile whose cluster this backend
+    starts (``backend_for_profile``); None with a ``config.address`` to connect to.
+    """
+
+    def __init__(self, config: BackendConfig, *, profile: ComputeProfile | None = None) -> None:
         super().__init__(config)
-        self.cluster: LocalCluster | None = None
+        if profile is not None and not isinstance(
+            profile, LocalComputeProfile | JobqueueComputeProfile
+        ):
+            raise ValueError(f"a {profile.kind!r} profile does not start a Dask cluster")
+        self.profile = profile
+        self.cluster: Any = None
         self.client: Client | None = None
         self._closed = False
         self._options = dict(config.model_options)
@@ -151,18 +178,19 @@ class DaskBackend(BackendBase):
 
     def _connect(self) -> None:
         config = self.config
-        if config.address is None:
-            self.cluster = LocalCluster(
-                n_workers=config.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                resources=self._resources,
-                silence_logs=logging.WARNING,
+        profile = self.profile
+        if profile is None and config.address is None:
+            profile = LocalComputeProfile(
+                engine="dask", workers=config.workers, gpus_per_worker=config.gpus_per_worker
             )
-            # results straight from the worker, not relayed through the scheduler
-            self.client = Client(self.cluster, set_as_default=False, direct_to_workers=True)
+        if profile is not None:
+            try:
+                self.cluster = dask_cluster(profile)
+                # results straight from the worker, not relayed through the scheduler
+                self.client = Client(self.cluster, set_as_default=False, direct_to_workers=True)
+                wait_for_first_worker(self.client, profile)
+            except ComputeUnavailable as exc:
+                raise BackendUnavailable(str(exc), reason=str(exc)) from exc
             return
         try:
             self.client = Client(
@@ -198,7 +226,8 @@ class DaskBackend(BackendBase):
             ) from exc
 
     def close(self) -> None:
-        """Disconnect; close the LocalCluster when this backend started it."""
+        """Disconnect; close the cluster when this backend started it (a LocalCluster's
+        workers stop, a jobqueue cluster's batch jobs are cancelled)."""
         if self._closed:
             return
         self._closed = True
@@ -213,7 +242,7 @@ class DaskBackend(BackendBase):
 
     @property
     def address(self) -> str:
-        """The scheduler's address (of the LocalCluster when this backend started one)."""
+        """The scheduler's address (of the cluster when this backend started one)."""
         return self._client().scheduler.address
 
     # --- work --------------------------------------------------------------------------------
@@ -230,6 +259,8 @@ class DaskBackend(BackendBase):
         frame_index: int | None = None,
         objects: bool = False,
     ) -> DaskFuture:
+        """One frame as one task; the scheduler sends it to the least busy worker (see the
+        module's docstring for scattered frames)."""
         index = self._frame_index(frame_index)
         if isinstance(frame_or_ref, np.ndarray) and frame_or_ref.nbytes >= SCATTER_BYTES:
             # one hop straight to a worker, instead of inside the task via the scheduler
@@ -269,6 +300,7 @@ class DaskBackend(BackendBase):
             "address": self.config.address,
             "scheduler_address": client.scheduler.address,
             "started_cluster": self.cluster is not None,
+            "profile_kind": self.profile.kind if self.profile is not None else None,
             "workers": len(workers),
             "model": first.get("model", self.config.model),
             "model_spec": self.config.model,

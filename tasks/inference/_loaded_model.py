@@ -43,6 +43,9 @@ class LoadedModel:
             "model_instance": id(self.model),
             "device": str(getattr(self.model, "device", "cpu")),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            # the batch job this worker runs in (a slurm / pbs compute profile), else None
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "pbs_job_id": os.environ.get("PBS_JOBID"),
             "loads_in_process": _loads_in_process.get(self.spec, 0),
             "load_seconds": round(self.load_seconds, 4),
             "frames": self.frames,

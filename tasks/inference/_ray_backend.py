@@ -1,8 +1,14 @@
 """Ray backend: ``workers`` actors, each loading the model once in ``__init__``.
 
-Imported only by ``make_backend`` (it imports ray). A local cluster (no ``address``) is started
-with every Ray server bound to 127.0.0.1 and is shut down by ``close()``; an existing Ray
-session or a cluster at ``address`` is only connected to, and left running.
+Imported only by ``make_backend`` / ``backend_for_profile`` (it imports ray). A local cluster
+(no ``address``; a ``local`` profile with engine ray) is started with every Ray server bound to
+127.0.0.1 and is shut down by ``close()``; an existing Ray session or a cluster at ``address``
+is only connected to, and left running. A ``ray`` compute profile connects as the batch runner
+does (``tasks._ray_session.connect_ray_cluster``: reachability, token and wrong-cluster checks).
+
+Dispatch is least-loaded: each frame (or chunk) goes to the actor with the fewest submissions
+still running, ties in turn; finished ones are counted off with a non-blocking ``ray.wait``.
+A slow actor (a busy GPU, a node under load) so gets fewer frames instead of every n-th one.
 """
 
 from __future__ import annotations
@@ -17,8 +23,13 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from scopeflow import ConfigurationError
-from tasks._ray_session import lacking_resource, start_local_ray, stop_actors
+from scopeflow import ComputeProfile, ComputeUnavailable, ConfigurationError, RayComputeProfile
+from tasks._ray_session import (
+    connect_ray_cluster,
+    lacking_resource,
+    start_local_ray,
+    stop_actors,
+)
 
 from ._backend_core import (
     BackendBase,
@@ -107,12 +118,18 @@ class RayFuture:
 
 
 class RayBackend(BackendBase):
-    """``workers`` ModelActor actors, round-robin dispatch, the model loaded once per actor."""
+    """``workers`` ModelActor actors, least-loaded dispatch, the model loaded once per actor.
 
-    def __init__(self, config: BackendConfig) -> None:
+    ``profile``: the ``local`` (engine ray) or ``ray`` compute profile it was made from
+    (``backend_for_profile``), or None for a plain BackendConfig.
+    """
+
+    def __init__(self, config: BackendConfig, *, profile: ComputeProfile | None = None) -> None:
         super().__init__(config)
+        self.profile = profile
         self._lock = threading.Lock()
         self._counter = itertools.count()
+        self._running: list[list[Any]] = []  # per actor slot: refs submitted, not yet done
         self._closed = False
         self.restarts = 0
         self.started_cluster = False
@@ -122,6 +139,12 @@ class RayBackend(BackendBase):
 
     def _connect(self) -> None:
         config = self.config
+        if isinstance(self.profile, RayComputeProfile):
+            try:
+                connect_ray_cluster(self.profile)
+            except ComputeUnavailable as exc:
+                raise BackendUnavailable(str(exc), reason=str(exc)) from exc
+            return
         if ray.is_initialized():
             return  # someone else's session (or ours from another backend): use, never stop
         if config.address is not None:
@@ -153,6 +176,7 @@ class RayBackend(BackendBase):
             max_concurrency=1,
         )(ModelActor)
         self._actors = [self._new_actor() for _ in range(config.workers)]
+        self._running = [[] for _ in self._actors]
         self._wait_ready(self._actors)
 
     def _check_resources(self) -> None:
@@ -211,17 +235,20 @@ class RayBackend(BackendBase):
         frame_index: int | None = None,
         objects: bool = False,
     ) -> RayFuture:
-        slot, actor = self._pick()
+        """One frame to the actor with the fewest submissions still running."""
         index = self._frame_index(frame_index)
-        ref = actor.segment.remote(frame_or_ref, pixel_size_um, index, objects)
+        slot, actor, ref = self._dispatch(
+            lambda actor: actor.segment.remote(frame_or_ref, pixel_size_um, index, objects)
+        )
         return RayFuture(self, slot, actor, ref, index)
 
     def _submit_chunk(
         self, frames: list[Any], pixel_size_um: float | None, first_index: int, objects: bool
     ) -> RayFuture:
-        """Chunks go round-robin to the actors."""
-        slot, actor = self._pick()
-        ref = actor.segment_many.remote(frames, pixel_size_um, first_index, objects)
+        """Chunks go to the least-loaded actors too (in turn, when all are idle)."""
+        slot, actor, ref = self._dispatch(
+            lambda actor: actor.segment_many.remote(frames, pixel_size_um, first_index, objects)
+        )
         return RayFuture(self, slot, actor, ref, first_index)
 
     def _worker_count(self) -> int:
@@ -238,11 +265,13 @@ class RayBackend(BackendBase):
             "address": self.config.address,
             "gcs_address": ray.get_runtime_context().gcs_address,
             "started_cluster": self.started_cluster,
+            "profile_kind": self.profile.kind if self.profile is not None else None,
             "workers": len(actors),
             "model": first.get("model", self.config.model),
             "model_spec": self.config.model,
             "model_version": first.get("model_version"),
             "restarts": self.restarts,
+            "in_flight": self.in_flight(),
             "startup_seconds": dict(self.startup_seconds),
             "per_worker": workers,
         }
@@ -253,11 +282,36 @@ class RayBackend(BackendBase):
         if self._closed:
             raise InferenceError("this Ray backend is closed; make a new one with make_backend()")
 
-    def _pick(self) -> tuple[int, Any]:
+    def in_flight(self) -> list[int]:
+        """Per actor: submissions sent and not finished yet."""
+        with self._lock:
+            self._count_off_finished()
+            return [len(refs) for refs in self._running]
+
+    def _dispatch(self, call: Any) -> tuple[int, Any, Any]:
+        """``call(actor)`` on the actor with the fewest submissions running (ties in turn)."""
         self._check_open()
         with self._lock:
-            slot = next(self._counter) % len(self._actors)
-            return slot, self._actors[slot]
+            self._check_open()
+            self._count_off_finished()
+            n = len(self._actors)
+            start = next(self._counter) % n
+            slot = min(((start + k) % n for k in range(n)), key=lambda s: len(self._running[s]))
+            actor = self._actors[slot]
+            ref = call(actor)
+            self._running[slot].append(ref)
+        return slot, actor, ref
+
+    def _count_off_finished(self) -> None:
+        """Drop finished submissions from the per-actor counts (holding ``_lock``): one
+        non-blocking ``ray.wait`` that fetches nothing."""
+        pending = [ref for refs in self._running for ref in refs]
+        if not pending:
+            return
+        done, _ = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
+        if done:
+            finished = set(done)
+            self._running = [[r for r in refs if r not in finished] for refs in self._running]
 
     def actor_died(
         self, slot: int, actor: Any, frame_index: int | None, exc: BaseException
@@ -267,6 +321,7 @@ class RayBackend(BackendBase):
         with self._lock:
             if not self._closed and slot < len(self._actors) and self._actors[slot] is actor:
                 self._actors[slot] = self._new_actor()
+                self._running[slot] = []  # the dead actor's submissions all fail
                 self.restarts += 1
                 replaced = True
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
