@@ -83,7 +83,7 @@ def prepare_tracking(params: TrackingParams) -> int:
         if allowed and params.objective not in allowed:
             raise ConfigurationError(
                 f"objective {params.objective!r} is not allowed by the edge's envelope "
-                f"({', '.join(allowed)}); choose one of those in the params file"
+                f"({', '.join(sorted(allowed))}); choose one of those in the params file"
             )
         (x0, x1), (y0, y1) = envelope["x_limits_um"], envelope["y_limits_um"]
         for p in params.positions:
