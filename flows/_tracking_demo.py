@@ -97,6 +97,9 @@ def run_tracking_demo(
             model=model,
             model_options={} if model != "classical" else {"working_radius_px": 4.0},
             backend={"kind": backend, "workers": 1},
+            # a decision is due before the next time point: the workers get most of the interval
+            # (both positions' frames queue on one worker), the local model the rest
+            deadline_ms=0.8 * interval_s * 1e3,
             link_distance_um=6.0,
             edge_url=edge.url,
             edge_token_file=edge.token_file,
