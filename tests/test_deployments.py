@@ -19,6 +19,8 @@ DEPLOYMENTS = {
     "segment-dataset/segment-dataset-hpc",
     "restore-dataset/restore-dataset-hpc",
     "targeted-imaging/targeted-imaging-slide",
+    "tracking/tracking-live-cells",
+    "track-dataset/track-dataset-hpc",
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
 }
@@ -56,6 +58,13 @@ def test_deployments_schedule_and_conversion_trigger(
         slide = deployed["targeted-imaging/targeted-imaging-slide"]
         assert slide.work_pool_name == "microscope"
         assert slide.parameters["params"]["region"]["x1"] == 6000.0
+        live = deployed["tracking/tracking-live-cells"]
+        assert live.work_pool_name == "microscope"
+        from flows import TrackDatasetParams, TrackingParams
+
+        TrackingParams.model_validate(live.parameters["params"])  # the deployed params are valid
+        offline = deployed["track-dataset/track-dataset-hpc"]
+        TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(
             deployment_filter=DeploymentFilter(
                 name=DeploymentFilterName(any_=["segment-dataset-on-conversion"])
