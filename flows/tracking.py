@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from tasks.live import (
 from tasks.storage import write_ctc_result, write_zstack
 
 from ._tracking_params import TrackingParams
+from ._tracking_plots import render_centring_error_png, render_paths_png
 
 __all__ = ["TrackingOutcome", "tracking"]
 
@@ -255,13 +255,31 @@ def summarise_tracking(
         "wall_s": round(time.perf_counter() - started, 1),
     }
     create_table_artifact(rows, key="tracking-tracks", description="Tracks per position")
-    png = render_trajectories_png(tracks)
-    (outcome.run_dir / "trajectories.png").write_bytes(png)
-    create_image_artifact(
-        "data:image/png;base64," + base64.b64encode(png).decode(),
-        key="tracking-trajectories",
-        description="Followed cells' paths (stage µm) per position; red: centring error",
-    )
+    frames, _ = _frames_by_position(outcome.decisions_path)
+    with _client(params) as edge:
+        last = {
+            position["name"]: edge.frame(frames[p][max(frames[p])])
+            for p, position in enumerate(tracks["positions"])
+            if frames.get(p)
+        }
+    for name, png, description in (
+        (
+            "trajectories",
+            render_paths_png(tracks["positions"], last),
+            "Each followed cell's path over its position's last frame",
+        ),
+        (
+            "centring-error",
+            render_centring_error_png(tracks["positions"], 0.1 * (fov_um or 0.0)),
+            "Centring error per time point; dashed: 10 % of the field of view",
+        ),
+    ):
+        (outcome.run_dir / f"{name}.png").write_bytes(png)
+        create_image_artifact(
+            "data:image/png;base64," + base64.b64encode(png).decode(),
+            key=f"tracking-{name}",
+            description=description,
+        )
     create_markdown_artifact(
         "# Tracking\n\n| measure | value |\n| --- | --- |\n"
         + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k not in ("stores",)),
@@ -315,32 +333,6 @@ def _segment_as_in_the_loop(
                 raise ConfigurationError("frames were analysed locally but no local model is set")
             out[i] = local.segment(pixels[i], pixel_size_um=pixel_size)
     return out
-
-
-def render_trajectories_png(tracks: dict[str, Any], side: int = 512) -> bytes:
-    """Each position's followed path (stage µm) in its own panel, scaled to fit."""
-    from PIL import Image, ImageDraw
-
-    panels = tracks["positions"]
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    image = Image.new("RGB", (cols * side, rows * side), "white")
-    draw = ImageDraw.Draw(image)
-    for k, position in enumerate(panels):
-        path = np.array([xy for _, xy in sorted(position["path"].items(), key=lambda i: int(i[0]))])
-        ox, oy = (k % cols) * side, (k // cols) * side
-        draw.rectangle([ox, oy, ox + side - 1, oy + side - 1], outline="grey")
-        draw.text((ox + 6, oy + 6), position["name"], fill="black")
-        if len(path) < 2:
-            continue
-        lo, hi = path.min(axis=0), path.max(axis=0)
-        scale = (side - 40) / max(float((hi - lo).max()), 1.0)
-        pts = [(ox + 20 + (x - lo[0]) * scale, oy + 20 + (y - lo[1]) * scale) for x, y in path]
-        draw.line(pts, fill="blue", width=2)
-        draw.ellipse([pts[0][0] - 4, pts[0][1] - 4, pts[0][0] + 4, pts[0][1] + 4], fill="green")
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def _tracks_document(state: TrackingState) -> dict[str, Any]:

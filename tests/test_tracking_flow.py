@@ -106,6 +106,7 @@ def test_the_run_shows_its_artifacts_in_prefect(tracking_run):
         "tracking-tracks",
         "tracking-trajectories",
         "tracking-loop-latency",
+        "tracking-centring-error",
     } <= keys
     latency = next(a for a in found if a.key == "tracking-loop-latency")
     assert "| total |" in latency.data and "frames" in latency.data
