@@ -6,15 +6,23 @@ for a real Micro-Manager configuration.
 >>> truth = sim.truth(sim.field_of_view())
 """
 
-from ._clock import SimClock
-from ._config import SimulatorConfig
-from ._core import Simulation, build_simulated_core
-from ._micromanager import load_micromanager_core
-from ._render import Renderer, ScopeState, numerical_aperture
-from ._sample import CellTable, Division, VirtualSample
-from ._sprites import outline_distance as nucleus_outline_distance
-from ._sprites import quantize_size, size_from_bin
-from ._truth_labels import truth_labels
+import logging
+
+_root_level = logging.getLogger().level
+
+from ._clock import SimClock  # noqa: E402
+from ._config import SimulatorConfig  # noqa: E402
+from ._core import Simulation, build_simulated_core  # noqa: E402
+from ._micromanager import load_micromanager_core  # noqa: E402
+from ._render import Renderer, ScopeState, numerical_aperture  # noqa: E402
+from ._sample import CellTable, Division, VirtualSample  # noqa: E402
+from ._sprites import outline_distance as nucleus_outline_distance  # noqa: E402
+from ._sprites import quantize_size, size_from_bin  # noqa: E402
+from ._truth_labels import truth_labels  # noqa: E402
+
+# pymmcore-plus sets the root logger to DEBUG when imported, which floods a user's terminal with
+# every library's debug lines; give the process back the level it had
+logging.getLogger().setLevel(_root_level)
 
 __all__ = [
     "CellTable",
