@@ -29,10 +29,13 @@ def score_tracking_on_simulation(
     """TRA per position and pooled over positions (mean), plus the ground-truth division count."""
     frames = _decided_frames(run_dir / "decisions.jsonl")
     core, sim = build_simulated_core(config)
+    fov_um = min(config.width, config.height) * config.pixel_size_um(objective)
     try:
         scores: dict[str, float | None] = {}
+        centred: dict[str, float] = {}
         divisions = 0
         for name, per_t in frames.items():
+            centred[name] = _true_centring(sim, per_t, 0.1 * fov_um)
             masks, rows = _ground_truth(sim, per_t, objective, channel)
             divisions += sum(1 for r in rows if r[3] != 0) // 2
             result = run_dir / "ctc" / name
@@ -46,10 +49,39 @@ def score_tracking_on_simulation(
         core.unloadAllDevices()
     valid = [s for s in scores.values() if s is not None]
     return {
+        "centred_fraction_truth": round(float(np.mean(list(centred.values()))), 4)
+        if centred
+        else None,
         "tra": round(float(np.mean(valid)), 4) if valid else None,
         "tra_by_position": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()},
         "divisions_in_view": divisions,
     }
+
+
+def _true_centring(sim: Any, per_t: dict[int, dict[str, Any]], limit_um: float) -> float:
+    """Share of time points whose true followed cell lies within ``limit_um`` of the frame's
+    centre. The followed cell is the one nearest the centre of the first frame; after it
+    divides, the daughter the policy went on with: the one nearest the next frame's centre
+    (where the stage was sent)."""
+    times = sorted(per_t)
+    followed: int | None = None
+    hits = 0
+    for n, t in enumerate(times):
+        x, y, _ = per_t[t]["stage"]
+        cells = sim.sample.cells_at(float(per_t[t]["sample_time_s"]))
+        if followed is None:
+            k = int(np.argmin(np.hypot(cells.x_um - x, cells.y_um - y)))
+        elif followed in cells.ids:
+            k = int(np.flatnonzero(cells.ids == followed)[0])
+        else:
+            kids = np.flatnonzero(cells.parent_ids == followed)
+            if kids.size == 0:  # gone (left the slide): not centred from here on
+                continue
+            nx, ny, _ = per_t[times[min(n + 1, len(times) - 1)]]["stage"]
+            k = int(kids[np.argmin(np.hypot(cells.x_um[kids] - nx, cells.y_um[kids] - ny))])
+        followed = int(cells.ids[k])
+        hits += np.hypot(cells.x_um[k] - x, cells.y_um[k] - y) <= limit_um
+    return hits / len(times) if times else 0.0
 
 
 def _decided_frames(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
