@@ -473,10 +473,12 @@ def test_the_journal_is_valid_while_the_edge_is_running(
 ) -> None:
     start = client.state().frames_journaled
     client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 5)
+    # a direct command acts at once: switch only once the queued frames are taken
+    frames = list(client.frames(start, stop=start + 5))
     client.set_objective("40x")
     client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 2)
+    frames += list(client.frames(start + 5, stop=start + 7))
     client.set_objective("10x")
-    frames = list(client.frames(start, stop=start + 7))
     stores = sorted(edge.journal.glob("*.ome.zarr"))
     assert len(stores) >= 2, "a pixel-size change starts a new series store"
     for store in stores:
