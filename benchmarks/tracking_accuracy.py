@@ -23,6 +23,7 @@ from flows import run_tracking_demo
 
 RESULTS = Path(__file__).parent / "results" / "tracking_accuracy.json"
 KEYS = ("centred_fraction", "centred_fraction_truth", "tra", "divisions_followed",
+        "divisions_followed_truth",
         "divisions_in_view", "fallback_decisions", "tracked_cells", "wall_s")  # fmt: skip
 
 

@@ -33,9 +33,10 @@ def score_tracking_on_simulation(
     try:
         scores: dict[str, float | None] = {}
         centred: dict[str, float] = {}
-        divisions = 0
+        divisions = followed_through = 0
         for name, per_t in frames.items():
-            centred[name] = _true_centring(sim, per_t, 0.1 * fov_um)
+            centred[name], through = _true_centring(sim, per_t, 0.1 * fov_um)
+            followed_through += through
             masks, rows = _ground_truth(sim, per_t, objective, channel)
             divisions += sum(1 for r in rows if r[3] != 0) // 2
             result = run_dir / "ctc" / name
@@ -55,33 +56,42 @@ def score_tracking_on_simulation(
         "tra": round(float(np.mean(valid)), 4) if valid else None,
         "tra_by_position": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()},
         "divisions_in_view": divisions,
+        "divisions_followed_truth": followed_through,
     }
 
 
-def _true_centring(sim: Any, per_t: dict[int, dict[str, Any]], limit_um: float) -> float:
+def _true_centring(
+    sim: Any, per_t: dict[int, dict[str, Any]], limit_um: float
+) -> tuple[float, int]:
     """Share of time points whose true followed cell lies within ``limit_um`` of the frame's
     centre. The followed cell is the one nearest the centre of the first frame; after it
     divides, the daughter the policy went on with: the one nearest the next frame's centre
-    (where the stage was sent)."""
+    (where the stage was sent). Also counts the true divisions after which the daughter was
+    centred."""
     times = sorted(per_t)
     followed: int | None = None
-    hits = 0
+    hits = divisions = 0
     for n, t in enumerate(times):
         x, y, _ = per_t[t]["stage"]
         cells = sim.sample.cells_at(float(per_t[t]["sample_time_s"]))
         if followed is None:
             k = int(np.argmin(np.hypot(cells.x_um - x, cells.y_um - y)))
+            divided = False
         elif followed in cells.ids:
             k = int(np.flatnonzero(cells.ids == followed)[0])
+            divided = False
         else:
             kids = np.flatnonzero(cells.parent_ids == followed)
             if kids.size == 0:  # gone (left the slide): not centred from here on
                 continue
             nx, ny, _ = per_t[times[min(n + 1, len(times) - 1)]]["stage"]
             k = int(kids[np.argmin(np.hypot(cells.x_um[kids] - nx, cells.y_um[kids] - ny))])
+            divided = True
         followed = int(cells.ids[k])
-        hits += np.hypot(cells.x_um[k] - x, cells.y_um[k] - y) <= limit_um
-    return hits / len(times) if times else 0.0
+        centred = bool(np.hypot(cells.x_um[k] - x, cells.y_um[k] - y) <= limit_um)
+        hits += centred
+        divisions += divided and centred
+    return (hits / len(times) if times else 0.0), divisions
 
 
 def _decided_frames(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
