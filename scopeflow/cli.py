@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,6 +113,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Tracking: simulator seed.")] = 0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
+    # Prefect's temporary server would try to send usage data (there may be no network) and
+    # its first write raced the flow's: an error and a "database is locked" traceback
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows import run_demo, run_tracking_demo
 
     if experiment not in DEMOS:

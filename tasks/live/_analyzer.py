@@ -102,12 +102,13 @@ class Analyzer:
     # ------------------------------------------------------------------------------ work
 
     def submit(self, frame: LiveFrame) -> _Ticket:
-        now = time.time_ns()
         deadline = self.settings.deadline_ms
         deadline_ns = None if deadline is None else frame.header.t_ready_ns + int(deadline * 1e6)
         remote = None
         # without a fallback a full pipeline holds the frame (backpressure) instead of dropping it
-        if self.backend is not None and self._take_slot(block=self._fallback is None):
+        slot = self.backend is not None and self._take_slot(block=self._fallback is None)
+        now = time.time_ns()  # after any wait for a slot: that wait is the frame's queue time
+        if slot:
             try:
                 future = self.backend.submit(
                     frame.payload,
