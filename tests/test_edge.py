@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import threading
 import time
@@ -504,7 +505,8 @@ def test_raw_stream_socket_speaks_the_documented_framing(
     assert frame is not None and frame.index == start
 
 
-def test_the_edge_stops_cleanly_and_its_journal_reopens(tmp_path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_edge_stops_cleanly_and_its_journal_reopens(tmp_path, sig) -> None:
     from tasks.storage import FrameJournal
 
     edge = EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "128"]).start()
@@ -512,8 +514,9 @@ def test_the_edge_stops_cleanly_and_its_journal_reopens(tmp_path) -> None:
     client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 12)
     state = client.wait_until_idle()
     client.close()
-    assert edge.stop() == 0, "\n".join(edge.stderr_lines[-20:])
+    assert edge.stop(sig=sig) == 0, "\n".join(edge.stderr_lines[-20:])
     assert not any("FATAL" in line for line in edge.stderr_lines)
+    assert any('"event": "stopped"' in line for line in edge.stderr_lines)  # shut down cleanly
     journal = FrameJournal.open(edge.journal)
     assert len(journal) == state.frames_journaled == 12
     assert journal.read_meta(11)["meta"]["channel"] == "DAPI"

@@ -93,12 +93,13 @@ class EdgeProcess(Closeable):
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Ask the agent to stop (SIGINT: it journals what it has), kill it if it hangs."""
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGINT) -> int | None:
+        """Ask the agent to stop (SIGINT or SIGTERM: it journals what it has and closes), kill
+        it if it hangs."""
         if self._proc is None:
             return None
         if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
+            self._proc.send_signal(sig)
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:

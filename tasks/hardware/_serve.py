@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -140,6 +141,9 @@ def serve_edge(
         ws_max_size=2**20,
     )
     server = uvicorn.Server(config)
+    # uvicorn shuts down on SIGINT and SIGTERM, then raises the signal again; SIGTERM's default
+    # action would end the process there, before the journal, the ring and the core are closed
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.run(sockets=[listener])
     finally:
@@ -147,4 +151,10 @@ def serve_edge(
         agent.shutdown()
         # a core left to interpreter shutdown aborts in its C++ destructor (exit code 134)
         core.unloadAllDevices()
+        signal.signal(signal.SIGTERM, previous)
         print(json.dumps({"event": "stopped", "frames": agent.hub.count}), file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the edge like Ctrl-C: a clean shutdown, exit code 0."""
+    raise KeyboardInterrupt
