@@ -24,9 +24,9 @@ from _machine import describe_machine
 from flows import run_tracking_demo
 
 RESULTS = Path(__file__).parent / "results" / "tracking_accuracy.json"
-KEYS = ("centred_fraction", "centred_fraction_truth", "tra", "tra_strict", "divisions_followed",
-        "divisions_followed_truth",
-        "divisions_in_view", "fallback_decisions", "tracked_cells", "wall_s")  # fmt: skip
+KEYS = ("centred_fraction", "centred_fraction_truth", "centred_fraction_static", "tra",
+        "tra_strict", "divisions_followed", "divisions_followed_truth", "divisions_in_view",
+        "fallback_decisions", "tracked_cells", "wall_s")  # fmt: skip
 
 
 def main() -> None:
@@ -56,6 +56,9 @@ def main() -> None:
         "centred_fraction_min": float(min(r["centred_fraction"] for r in runs.values())),
         "centred_fraction_truth_min": float(
             min(r["centred_fraction_truth"] for r in runs.values())
+        ),
+        "centred_fraction_static_mean": float(
+            np.mean([r["centred_fraction_static"] for r in runs.values()])
         ),
         "divisions_followed_total": int(sum(r["divisions_followed"] for r in runs.values())),
         "fallback_decisions_total": int(sum(r["fallback_decisions"] for r in runs.values())),

@@ -27,8 +27,9 @@ def score_tracking_on_simulation(
     run_dir: Path, config: SimulatorConfig, *, objective: str, channel: str
 ) -> dict[str, Any]:
     """CTC TRA per position and their mean (``tra``: nuclei with under a quarter of their area in
-    the frame left out; ``tra_strict``: every sliver kept), centring on ground truth, and the
-    true divisions in view and followed through."""
+    the frame left out; ``tra_strict``: every sliver kept), centring on ground truth against the
+    static protocol's (the first frame's field kept all run), and the true divisions in view and
+    followed through."""
     frames = _decided_frames(run_dir / "decisions.jsonl")
     core, sim = build_simulated_core(config)
     fov_um = min(config.width, config.height) * config.pixel_size_um(objective)
@@ -36,9 +37,10 @@ def score_tracking_on_simulation(
         scores: dict[str, float | None] = {}
         strict: dict[str, float | None] = {}
         centred: dict[str, float] = {}
+        static: dict[str, float] = {}
         divisions = followed_through = 0
         for name, per_t in frames.items():
-            centred[name], through = _true_centring(sim, per_t, 0.1 * fov_um)
+            centred[name], static[name], through = _true_centring(sim, per_t, 0.1 * fov_um)
             followed_through += through
             result = run_dir / "ctc" / name
             for key, min_visible, table in (("tra", 0.25, scores), ("tra_strict", 0.0, strict)):
@@ -59,6 +61,9 @@ def score_tracking_on_simulation(
         "centred_fraction_truth": round(float(np.mean(list(centred.values()))), 4)
         if centred
         else None,
+        "centred_fraction_static": round(float(np.mean(list(static.values()))), 4)
+        if static
+        else None,
         "tra": round(float(np.mean(valid)), 4) if valid else None,
         "tra_by_position": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()},
         "tra_strict": round(float(np.mean(valid_strict)), 4) if valid_strict else None,
@@ -69,16 +74,20 @@ def score_tracking_on_simulation(
 
 def _true_centring(
     sim: Any, per_t: dict[int, dict[str, Any]], limit_um: float
-) -> tuple[float, int]:
+) -> tuple[float, float, int]:
     """Share of time points whose true followed cell lies within ``limit_um`` of the frame's
-    centre. The followed cell is the one nearest the centre of the first frame; after it
-    divides, the daughter the policy went on with (see ``_daughter_followed``). Also counts the
-    true divisions after which the daughter was centred."""
+    centre; the same share for the static protocol (a time-lapse that stays where the first
+    frame was taken); and the true divisions after which the daughter was centred.
+
+    The followed cell is the one nearest the centre of the first frame; after it divides, the
+    daughter the policy went on with (see ``_daughter_followed``)."""
     times = sorted(per_t)
     followed: int | None = None
-    hits = divisions = 0
+    start: tuple[float, float] | None = None
+    hits = static_hits = divisions = 0
     for n, t in enumerate(times):
         x, y, _ = per_t[t]["stage"]
+        start = start or (x, y)
         cells = sim.sample.cells_at(float(per_t[t]["sample_time_s"]))
         if followed is None:
             k = int(np.argmin(np.hypot(cells.x_um - x, cells.y_um - y)))
@@ -95,8 +104,12 @@ def _true_centring(
         followed = int(cells.ids[k])
         centred = bool(np.hypot(cells.x_um[k] - x, cells.y_um[k] - y) <= limit_um)
         hits += centred
+        static_hits += bool(
+            np.hypot(cells.x_um[k] - start[0], cells.y_um[k] - start[1]) <= limit_um
+        )
         divisions += divided and centred
-    return (hits / len(times) if times else 0.0), divisions
+    share = len(times) or 1
+    return hits / share, static_hits / share, divisions
 
 
 def _daughter_followed(
