@@ -191,9 +191,7 @@ def loop_naive(size: int, n: int, model: ModelChoice, directory: Path, pace_s: f
                 h = frame.header
                 objects = segment.submit(frame.pixels, h.pixel_size_um).result()
                 t0 = time.perf_counter()
-                view = frame_view(h.index, h.event["index"]["t"], h.stage.x, h.stage.y,
-                                  frame.pixels.shape, h.pixel_size_um)  # fmt: skip
-                state, decision = follow.decide(state, view, objects)
+                state, decision = follow.decide(state, FrameView.from_header(h), objects)
                 rows["decision"].append((time.perf_counter() - t0) * 1e3)
                 for command in decision.commands:
                     if isinstance(command, Direct):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.decisions import contiguous_runs
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core, truth_labels
 from tasks.live import DecisionLog
 from tasks.storage import score_ctc, write_ctc_ground_truth
@@ -189,7 +190,7 @@ def _ground_truth(
     next_id = 1
     for cell in sorted(seen, key=lambda c: (seen[c][0], c)):
         previous = 0
-        for run in _runs(seen[cell]):
+        for run in contiguous_runs(seen[cell]):
             if previous == 0:
                 previous = last_run.get(parent_of.get(cell, -1), 0)
             rows.append((next_id, run[0], run[-1], previous))
@@ -232,13 +233,3 @@ def _divisions(rows: list[tuple[int, int, int, int]]) -> int:
         if parent:
             children[parent] = children.get(parent, 0) + 1
     return sum(1 for n in children.values() if n == 2)
-
-
-def _runs(times: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for t in times:
-        if runs and t == runs[-1][-1] + 1:
-            runs[-1].append(t)
-        else:
-            runs.append([t])
-    return runs

@@ -363,6 +363,19 @@ class FrameHeader(_Frozen):
         "(the time to ask /v1/truth about)",
     )
 
+    @classmethod
+    def from_journal(
+        cls, index: int, meta: dict[str, Any], *, t_journaled_ns: int | None = None
+    ) -> FrameHeader:
+        """Frame ``index``'s header from the metadata the edge journaled with it (an older
+        journal lacks the newer optional fields); ``t_journaled_ns`` defaults to the hand-off."""
+        keys = cls.model_fields.keys() - {"index", "t_journaled_ns", "shm_slot"}
+        return cls(
+            index=index,
+            t_journaled_ns=meta["t_handoff_ns"] if t_journaled_ns is None else t_journaled_ns,
+            **{key: meta[key] for key in keys if key in meta},
+        )
+
 
 # notices: acquisition outcomes, in order with the frames -------------------------------------
 

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ._geometry import FrameGeometry, tile_grid
-from ._linking import LinkerSettings, OnlineLinker, Track, link_label_movie, link_movie
+from ._linking import (
+    LinkerSettings,
+    OnlineLinker,
+    Track,
+    contiguous_runs,
+    link_label_movie,
+    link_movie,
+)
 from ._overview import OverviewPolicy, OverviewState
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
@@ -37,6 +44,7 @@ __all__ = [
     "TrackingPolicy",
     "TrackingRules",
     "TrackingState",
+    "contiguous_runs",
     "detections_from_labels",
     "detections_from_objects",
     "link_label_movie",

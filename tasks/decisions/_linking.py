@@ -20,12 +20,19 @@ again continues as a new track whose parent is the old one (CTC's gap convention
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LinkerSettings", "OnlineLinker", "Track", "link_label_movie", "link_movie"]
+__all__ = [
+    "LinkerSettings",
+    "OnlineLinker",
+    "Track",
+    "contiguous_runs",
+    "link_label_movie",
+    "link_movie",
+]
 
 
 @dataclass(frozen=True)
@@ -181,14 +188,8 @@ def _ctc_tracks(
     runs_of: dict[int, list[tuple[int, list[int]]]] = {}  # track -> [(ctc id, frames)]
     next_id = 1
     for track in sorted(frames_of):
-        runs: list[list[int]] = []
-        for f in sorted(frames_of[track]):
-            if runs and f == runs[-1][-1] + 1:
-                runs[-1].append(f)
-            else:
-                runs.append([f])
         runs_of[track] = []
-        for run in runs:
+        for run in contiguous_runs(frames_of[track]):
             runs_of[track].append((next_id, run))
             for f in run:
                 lut = np.zeros(int(labels[f].max()) + 1, np.uint16)
@@ -204,3 +205,14 @@ def _ctc_tracks(
             rows.append((ctc, run[0], run[-1], previous))
             previous = ctc
     return out, sorted(rows)
+
+
+def contiguous_runs(times: Iterable[int]) -> list[list[int]]:
+    """Time points split where they skip: [0, 1, 2, 5, 6] -> [[0, 1, 2], [5, 6]] (CTC tracks)."""
+    runs: list[list[int]] = []
+    for t in sorted(times):
+        if runs and t == runs[-1][-1] + 1:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import useq
 
-from scopeflow import DirectCommand
+from scopeflow import DirectCommand, FrameHeader
 
 __all__ = ["Acquire", "Command", "Decision", "Direct", "FrameView", "Policy"]
 
@@ -57,6 +57,25 @@ class FrameView:
     affine: tuple[float, float, float, float, float, float]
     event_index: dict[str, int]
     t_ready_ns: int
+
+    @classmethod
+    def from_header(cls, header: FrameHeader) -> FrameView:
+        """What the policy sees of a frame the edge sent (an edge that sends no pixel affine:
+        camera axes along the stage axes)."""
+        px = header.pixel_size_um
+        return cls(
+            index=header.index,
+            command_id=header.command_id,
+            stage_x_um=header.stage.x,
+            stage_y_um=header.stage.y,
+            stage_z_um=header.stage.z,
+            width=header.shape[-1],
+            height=header.shape[-2],
+            pixel_size_um=px,
+            affine=header.pixel_affine or (px, 0.0, 0.0, 0.0, px, 0.0),
+            event_index=dict(header.event.get("index", {})),
+            t_ready_ns=header.t_ready_ns,
+        )
 
 
 @dataclass(frozen=True)

@@ -658,14 +658,11 @@ class EdgeAgent:
         index = self.journal.append(pixels, partial, pixel_size_um=partial["pixel_size_um"])
         if index != expected:
             raise HardwareError(f"the journal gave index {index} to frame {expected}")
-        header = FrameHeader(index=index, t_journaled_ns=time.time_ns(), **_header_fields(partial))
+        header = FrameHeader.from_journal(index, partial, t_journaled_ns=time.time_ns())
         self.hub.publish(Frame(header, pixels))
 
     def _read_back(self, index: int) -> Frame:
-        meta = self.journal.read_meta(index)["meta"]
-        header = FrameHeader(
-            index=index, t_journaled_ns=meta["t_handoff_ns"], **_header_fields(meta)
-        )
+        header = FrameHeader.from_journal(index, self.journal.read_meta(index)["meta"])
         return Frame(header, self.journal.read(index))
 
 
@@ -688,11 +685,6 @@ def _pixel_affine(core: CMMCorePlus) -> tuple[float, float, float, float, float,
 
 def _frame_bytes(core: CMMCorePlus) -> int:
     return core.getImageWidth() * core.getImageHeight() * core.getBytesPerPixel()
-
-
-def _header_fields(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = FrameHeader.model_fields.keys() - {"index", "t_journaled_ns", "shm_slot"}
-    return {key: meta[key] for key in keys if key in meta}  # older journals lack newer fields
 
 
 def _float_property(core: CMMCorePlus, device: str, prop: str) -> float | None:

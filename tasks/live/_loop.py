@@ -136,31 +136,13 @@ def run_loop(
 def _decide(
     policy: Policy[Any], state: Any, analysis: Analysis, sink: CommandSink
 ) -> tuple[Any, Decision, list[SentCommand]]:
-    header = analysis.frame.header
-    view = FrameView(
-        index=header.index,
-        command_id=header.command_id,
-        stage_x_um=header.stage.x,
-        stage_y_um=header.stage.y,
-        stage_z_um=header.stage.z,
-        width=header.shape[-1],
-        height=header.shape[-2],
-        pixel_size_um=header.pixel_size_um,
-        affine=header.pixel_affine or _camera_axes(header.pixel_size_um),
-        event_index=dict(header.event.get("index", {})),
-        t_ready_ns=header.t_ready_ns,
-    )
+    view = FrameView.from_header(analysis.frame.header)
     try:
         state, decision = policy.decide(state, view, analysis.result)
     except ValueError as exc:  # the policy cannot use this result: logged, the loop goes on
         decision = Decision(summary={"error": str(exc)})
     decision = replace(decision, decided_ns=time.time_ns())
     return state, decision, sink.schedule(decision.commands)
-
-
-def _camera_axes(px: float) -> tuple[float, float, float, float, float, float]:
-    """An edge that sends no affine: camera axes along the stage axes."""
-    return (px, 0.0, 0.0, 0.0, px, 0.0)
 
 
 def _record(analysis: Analysis, decision: Decision, sent: list[SentCommand]) -> dict[str, Any]:

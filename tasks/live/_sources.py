@@ -99,19 +99,11 @@ class JournalReplaySource:
         self._stopped = False
 
     def frames(self) -> Iterator[LiveFrame]:
-        from scopeflow import FrameHeader
-
         end = len(self._journal) if self._stop_at is None else self._stop_at
         for index in range(self._start, end):
             if self._stopped:
                 return
-            meta = self._journal.read_meta(index)["meta"]
-            fields = FrameHeader.model_fields.keys() - {"index", "t_journaled_ns", "shm_slot"}
-            header = FrameHeader(
-                index=index,
-                t_journaled_ns=meta["t_handoff_ns"],
-                **{k: meta[k] for k in fields if k in meta},
-            )
+            header = FrameHeader.from_journal(index, self._journal.read_meta(index)["meta"])
             pixels = self._journal.read(index)
             frame = Frame(header, pixels)
             yield LiveFrame(header, pixels, time.time_ns(), _const(frame))
