@@ -29,6 +29,8 @@ from scopeflow import (
     EventFailed,
     Frame,
     FrameHeader,
+    LeaseInfo,
+    WhoAmI,
     parse_notice,
 )
 
@@ -45,10 +47,12 @@ from ._edge_calls import (
     command_status_call,
     events_call,
     info_call,
+    lease_call,
     sequence_call,
     state_call,
     timed_out,
     unreachable,
+    whoami_call,
 )
 from ._lease_client import AsyncLeaseHold
 from ._stream_session import (
@@ -132,6 +136,14 @@ class AsyncEdgeClient(EdgeClientBase):
         info = check_info(await self._send(info_call()))
         self._protocol_checked = True
         return info
+
+    async def whoami(self) -> WhoAmI:
+        """``GET /v1/whoami``: the user this client's token belongs to, its role, the lease."""
+        return await self._send(whoami_call())
+
+    async def lease_info(self) -> LeaseInfo | None:
+        """The microscope's lease in force (None when it is free)."""
+        return await self._send(lease_call())
 
     async def state(self) -> EdgeState:
         return await self._send(state_call())

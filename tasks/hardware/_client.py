@@ -35,8 +35,10 @@ from scopeflow import (
     EventFailed,
     Frame,
     FrameHeader,
+    LeaseInfo,
     ShmFrameRef,
     ShmRing,
+    WhoAmI,
     decode_frame,
     parse_notice,
     recv_message,
@@ -58,11 +60,13 @@ from ._edge_calls import (
     events_call,
     frame_call,
     info_call,
+    lease_call,
     sequence_call,
     state_call,
     timed_out,
     truth_call,
     unreachable,
+    whoami_call,
 )
 from ._lease_client import LeaseHold
 from ._stream_session import (
@@ -155,6 +159,14 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         info = check_info(self._send(info_call()))
         self._protocol_checked = True
         return info
+
+    def whoami(self) -> WhoAmI:
+        """``GET /v1/whoami``: the user this client's token belongs to, its role, the lease."""
+        return self._send(whoami_call())
+
+    def lease_info(self) -> LeaseInfo | None:
+        """The microscope's lease in force (None when it is free)."""
+        return self._send(lease_call())
 
     def state(self) -> EdgeState:
         return self._send(state_call())

@@ -28,6 +28,7 @@ from scopeflow import (
     CommandRequest,
     DirectCommand,
     EdgeClientError,
+    EdgeUnauthorized,
     EdgeUnavailable,
     new_command_id,
 )
@@ -87,6 +88,9 @@ class CommandChannel(DirectCommands, Closeable):
         if not answer.ok or answer.ack is None:
             status = answer.status or 400
             detail = answer.detail.model_dump(mode="json") if answer.detail else None
+            if status == 401:  # the token was revoked or rotated while the channel was open
+                message = answer.detail.message if answer.detail else "unauthorized"
+                raise EdgeUnauthorized(f"edge refused the token: {message}")
             raise rejected(status, detail, str(status))
         return answer.ack
 

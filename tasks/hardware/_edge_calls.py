@@ -29,8 +29,10 @@ from scopeflow import (
     EdgeUnavailable,
     ErrorPolicy,
     Frame,
+    LeaseInfo,
     MicroscopeLeased,
     ScopeflowSettings,
+    WhoAmI,
     decode_frame,
     load_settings,
     new_command_id,
@@ -56,6 +58,7 @@ __all__ = [
     "events_call",
     "frame_call",
     "info_call",
+    "lease_call",
     "load_token",
     "rejected",
     "sequence_call",
@@ -63,6 +66,7 @@ __all__ = [
     "timed_out",
     "truth_call",
     "unreachable",
+    "whoami_call",
 ]
 
 T = TypeVar("T")
@@ -173,6 +177,23 @@ class EdgeClientBase:
         address = microscope_address(name, settings)
         return cls(address.url, token=address.token, ca_file=address.ca_file, timeout=timeout)  # type: ignore[call-arg]
 
+    @classmethod
+    def connect(
+        cls,
+        *,
+        microscope: str | None = None,
+        url: str | None = None,
+        token_file: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> Self:
+        """What a flow's parameters name: microscope ``microscope`` from the registry when
+        given, else the edge at ``url`` with ``token_file`` and ``ca_file``."""
+        if microscope:
+            return cls.for_microscope(microscope)
+        if not url:
+            raise ConfigurationError("no edge: give a microscope name or an edge URL")
+        return cls(url, token=None, token_file=token_file, ca_file=ca_file)
+
     def _http_options(self, timeout: float) -> dict[str, Any]:
         return {
             "base_url": self.url,
@@ -216,6 +237,19 @@ def _frame(response: httpx.Response) -> Frame:
 
 def info_call() -> EdgeCall[dict[str, Any]]:
     return EdgeCall("GET", "/v1/info", _json)
+
+
+def whoami_call() -> EdgeCall[WhoAmI]:
+    return EdgeCall("GET", "/v1/whoami", lambda r: WhoAmI.model_validate(r.json()))
+
+
+def _lease(response: httpx.Response) -> LeaseInfo | None:
+    body = response.json()
+    return None if body is None else LeaseInfo.model_validate(body)
+
+
+def lease_call() -> EdgeCall[LeaseInfo | None]:
+    return EdgeCall("GET", "/v1/lease", _lease)
 
 
 def state_call() -> EdgeCall[EdgeState]:
