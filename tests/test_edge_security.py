@@ -494,3 +494,46 @@ def test_clients_find_microscopes_by_name(
     monkeypatch.setenv("SCOPEFLOW_CONFIG", str(toml))
     with EdgeClient.connect(microscope="scope-3", url="http://ignored:1") as edge:
         assert edge.whoami().role == "read"
+
+
+# flows lease the microscope for their run ---------------------------------------------------
+
+
+def test_a_flow_run_leases_the_microscope_and_waits_for_no_one(
+    prefect_harness: object, tmp_path: Path
+) -> None:
+    from flows import TrackedPosition, TrackingParams
+    from flows.tracking import tracking
+
+    with EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "256"]) as edge:
+        params = TrackingParams(
+            positions=[TrackedPosition(name="a", x_um=5_000.0, y_um=5_000.0)],
+            time_points=2,
+            interval_s=0.5,
+            backend=None,
+            run_id="leased-run-1",
+            edge_url=edge.url,
+            edge_token_file=edge.token_file,
+            output_dir=tmp_path / "out",
+        )
+        with EdgeClient(edge.url, token_file=edge.token_file) as person:
+            # while a person holds the microscope the run is refused before anything moves
+            before = person.state()
+            refused = pytest.raises(MicroscopeLeased, match="person-at-the-scope")
+            with person.lease(holder="person-at-the-scope", ttl_s=60), refused:
+                tracking(params)
+            after = person.state()
+            assert after.stage == before.stage and after.frames_acquired == 0
+            summary = tracking(params)
+            assert person.lease_info() is None  # released at the end of the run
+        assert summary["time_points"] == 2
+        control = [r for r in AuditLog.read(edge.data_dir / "audit.jsonl") if r["status"] == 200]
+        by_run = [r for r in control if r["holder"] == "leased-run-1"]
+        # the objective switch and every time point's acquisition came under the run's lease
+        assert [r.get("command") for r in by_run if r["path"] == "/v1/commands"] == [
+            "set_objective"
+        ]
+        assert [r["command_id"] for r in by_run if r["path"] == "/v1/events"] == [
+            f"leased-run-1.track.t{t:05d}-p000" for t in range(2)
+        ]
+        assert {r["holder"] for r in control} == {"person-at-the-scope", "leased-run-1"}
