@@ -81,6 +81,8 @@ class AccessMiddleware:
                     refused.principal, via="http", method=method, path=path, holder=holder,
                     status=refused.status, **command_fields(body),
                 )  # fmt: skip
+            if scope["type"] == "websocket":
+                await receive()  # websocket.connect: then the refusal (HTTP 403 to the client)
             await _refuse(scope, send, refused)
             return
         scope.setdefault("state", {})["principal"] = principal
