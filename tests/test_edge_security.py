@@ -29,6 +29,7 @@ from scopeflow import (
     EdgeCertificateError,
     EdgeForbidden,
     EdgeUnauthorized,
+    LeaseInfo,
     MicroscopeLeased,
     MoveStage,
 )
@@ -470,6 +471,24 @@ def test_lease_holders_steer_and_admins_break_leases(secure: SecureEdge) -> None
         assert broken.status_code == 200 and broken.json()["holder"] == "person-ana"
         others.move_stage(*CENTRE)  # free again
         assert lease.lost is None
+
+
+def test_a_rerun_takes_its_lease_back_and_no_other_user_can(secure: SecureEdge) -> None:
+    with secure.http() as http:  # a run that crashed holding the lease (never released)
+        taken = http.post(
+            "/v1/lease",
+            json={"holder": "run-resumed", "ttl_s": 120},
+            headers=_bearer(secure.tokens["control"]),
+        )
+    assert taken.status_code == 200 and taken.json()["user"] == "user-control"
+    with secure.client("legacy") as other_user, pytest.raises(MicroscopeLeased):
+        other_user.lease(holder="run-resumed").__enter__()  # same holder name, other user
+    with secure.client("control") as rerun, rerun.lease(holder="run-resumed", ttl_s=10) as lease:
+        first = LeaseInfo.model_validate(taken.json())
+        assert lease.info is not None and lease.info.acquired_at == first.acquired_at
+        rerun.move_stage(*CENTRE)
+    with secure.client("read") as observer:
+        assert observer.lease_info() is None
 
 
 def test_a_lease_from_the_async_client(secure: SecureEdge) -> None:
