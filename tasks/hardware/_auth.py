@@ -51,6 +51,7 @@ LEGACY_USER = "edge-token"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SCRYPT_MAXMEM = 64 * 2**20
+_REFUSED_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ class UserStore:
         self._users: dict[str, UserRecord] = {}
         self._legacy: bytes | None = token.encode() if token else None
         self._verified: dict[str, bytes] = {}  # user -> SHA-256 of its verified token
+        self._refused: set[bytes] = set()  # SHA-256 of tokens that failed (a retry costs no scrypt)
         self.last_error: str | None = None
         self.reload()
 
@@ -271,7 +273,13 @@ class UserStore:
         known = self._verified.get(name)
         if known is not None:
             return Principal(name, record.role) if hmac.compare_digest(fingerprint, known) else None
+        if fingerprint in self._refused:
+            return None
         if not verify_token(token, record.token_hash):
+            with self._lock:
+                if len(self._refused) >= _REFUSED_MAX:
+                    self._refused.clear()
+                self._refused.add(fingerprint)
             return None
         with self._lock:
             if self._users.get(name) is record:  # not rotated meanwhile
@@ -295,6 +303,7 @@ class UserStore:
             self._verified = {
                 n: h for n, h in self._verified.items() if users.get(n) == self._users.get(n)
             }
+            self._refused = set()  # a rotated token may be one that failed before
             self._users = users
         self._legacy = self._read_legacy()
 
