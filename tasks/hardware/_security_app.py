@@ -63,6 +63,9 @@ class AccessMiddleware:
         path: str = scope["path"]
         method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
         needed = needed_role(method, path)
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
         headers = Headers(scope=scope)
         token = _bearer(headers.get("authorization"))
         if token is None and scope["type"] == "websocket":
@@ -86,7 +89,7 @@ class AccessMiddleware:
             await _refuse(scope, send, refused)
             return
         scope.setdefault("state", {})["principal"] = principal
-        if needed in (None, "read") or scope["type"] != "http":
+        if needed == "read" or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         body = bytearray()
