@@ -150,7 +150,6 @@ class EdgeClientBase:
         self._stream_port: int | None = None
         self._protocol_checked = False  # the edge's /v1/info protocol is this client's
         self._tls = client_context(ca_file) if urlsplit(self.url).scheme == "https" else None
-        self._ca_file = ca_file
         self.holder = self._own_holder = holder or current_holder()
 
     def _use_holder(self, holder: str | None) -> None:
