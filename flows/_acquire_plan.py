@@ -27,7 +27,7 @@ __all__ = [
     "load_sequence",
     "normalised_event",
     "plan_fields",
-    "shorten",
+    "shorten_sequence",
 ]
 
 _USEQ_DOCS = "https://pymmcore-plus.github.io/useq-schema/"
@@ -103,7 +103,7 @@ def _unknown_fields(data: Any, model: Any, where: tuple[str, ...]) -> list[tuple
     return out
 
 
-def shorten(sequence: useq.MDASequence, max_exposure_ms: float) -> useq.MDASequence:
+def shorten_sequence(sequence: useq.MDASequence, max_exposure_ms: float) -> useq.MDASequence:
     """The same acquisition as a rehearsal: each time-plan phase keeps its number of time points
     with no wait between them, exposures are at most ``max_exposure_ms``; positions, grid, z,
     channels, autofocus and the order of events stay (sub-sequences likewise)."""
@@ -119,7 +119,7 @@ def shorten(sequence: useq.MDASequence, max_exposure_ms: float) -> useq.MDASeque
         )
     if sequence.stage_positions:
         update["stage_positions"] = tuple(
-            pos.model_copy(update={"sequence": shorten(pos.sequence, max_exposure_ms)})
+            pos.model_copy(update={"sequence": shorten_sequence(pos.sequence, max_exposure_ms)})
             if pos.sequence is not None
             else pos
             for pos in sequence.stage_positions

@@ -61,7 +61,7 @@ from ._acquire_plan import (
     load_sequence,
     normalised_event,
     plan_fields,
-    shorten,
+    shorten_sequence,
 )
 from ._acquire_store import FieldStores, FrameRecord, follow_journal, follow_stream
 
@@ -104,7 +104,7 @@ def planned_events(params: AcquireParams) -> tuple[useq.MDASequence, list[useq.M
     parent sequence each carries (the edge gets the events themselves)."""
     sequence = load_sequence(params.sequence)
     if params.fast:
-        sequence = shorten(sequence, params.fast_exposure_ms)
+        sequence = shorten_sequence(sequence, params.fast_exposure_ms)
     events = [e.model_copy(update={"sequence": None}) for e in sequence]
     if not events:
         raise ConfigurationError(

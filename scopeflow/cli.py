@@ -249,3 +249,7 @@ _register_batch(app)
 from ._cli_track import register as _register_track  # noqa: E402
 
 _register_track(app)
+
+from ._cli_acquire import register as _register_acquire  # noqa: E402
+
+_register_acquire(run_app)
