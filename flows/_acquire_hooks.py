@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 from scopeflow import CommandDone, EventFailed
 from tasks.live import FrameSource, LiveFrame
@@ -13,16 +14,21 @@ __all__ = ["SelectedFrames", "position_frame_selector"]
 
 
 class SelectedFrames:
-    """A frame source passing on only the frames ``wanted`` selects (notices all pass)."""
+    """A frame source passing on only the frames ``wanted`` selects (``None``: all; notices
+    all pass), each with its pixels as the payload: the camera does not wait for the analysis
+    here, so a shared-memory reference would be overwritten in the edge's ring before a busy
+    worker read it."""
 
-    def __init__(self, source: FrameSource, wanted: FrameSelector) -> None:
+    def __init__(self, source: FrameSource, wanted: FrameSelector | None) -> None:
         self._source = source
         self._wanted = wanted
 
     def frames(self) -> Iterator[LiveFrame | EventFailed | CommandDone]:
         for item in self._source.frames():
-            if not isinstance(item, LiveFrame) or self._wanted(item.header.event):
+            if not isinstance(item, LiveFrame):
                 yield item
+            elif self._wanted is None or self._wanted(item.header.event):
+                yield replace(item, payload=item.pixels())
 
     def stop(self) -> None:
         self._source.stop()

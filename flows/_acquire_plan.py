@@ -196,6 +196,7 @@ def envelope_refusal(
     if found and int(found.group(1)) < len(events):
         number = int(found.group(1))
         where = f"{describe_event(number, events[number])}: "
+        message = message[found.end() :].strip()
     return ConfigurationError(
         f"the edge's safety envelope refuses this sequence, nothing was queued or moved: {where}"
         f"{message} (limit {limit}, value {value!r}); change the sequence, or ask the "

@@ -17,6 +17,7 @@ sequence's, index for index).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -263,8 +264,10 @@ class _StoreWriter:
         self.error: BaseException | None = None
 
     def start(self, first: int) -> None:
+        # the thread runs in this task's context: its progress updates reach this run's API
+        context = contextvars.copy_context()
         self._thread = threading.Thread(
-            target=self._run, args=(first,), name="acquire-stores", daemon=True
+            target=context.run, args=(self._run, first), name="acquire-stores", daemon=True
         )
         self._thread.start()
 
@@ -353,8 +356,10 @@ def _analyse(
     """The sequence sent through the closed loop: frames -> workers -> measurements."""
     backend = _open_backend(hook)
     with contextlib.ExitStack() as stack:
+        engine = "local"
         if backend is not None:
             stack.enter_context(backend)
+            engine = str(backend.info()["kind"])
         local = hook.fallback_model if backend is not None else hook.model
         analyzer = Analyzer(
             backend,
@@ -375,8 +380,8 @@ def _analyse(
         source: FrameSource = EdgeStreamSource(
             edge, start=first_frame, command_prefix=sink.prefix, transport=params.transport
         )
-        if hook.scope == "position":
-            source = SelectedFrames(source, position_frame_selector(plans, hook.channel))
+        wanted = position_frame_selector(plans, hook.channel) if hook.scope == "position" else None
+        source = SelectedFrames(source, wanted)
         report = run_loop(
             source, analyzer, SequenceMeasurePolicy(events), sink, log, LoopSettings()
         )
@@ -388,7 +393,7 @@ def _analyse(
     return {
         "model": hook.model,
         "scope": hook.scope,
-        "engine": backend.info()["kind"] if backend is not None else "local",
+        "engine": engine,
         "frames_analysed": sum(state.frames.values()),
         "objects_per_field": dict(state.objects),
         "frames_per_field": dict(state.frames),

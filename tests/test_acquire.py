@@ -121,7 +121,8 @@ def test_malformed_and_unknown_fields_are_refused_with_the_fix(tmp_path: Path) -
         load_sequence(typo)
     nested = tmp_path / "nested.yaml"
     nested.write_text(
-        "stage_positions:\n  - x: 1\n    y: 2\n    sequence: {z_plan: {range: 2, step: 1, go_upp: true}}\n"
+        "stage_positions:\n  - x: 1\n    y: 2\n"
+        "    sequence: {z_plan: {range: 2, step: 1, go_upp: true}}\n"
     )
     with pytest.raises(
         ConfigurationError, match=r"'go_upp' in stage_positions.0.sequence.z_plan.*'go_up'"
@@ -259,8 +260,9 @@ def test_fixture_runs_and_every_frame_is_at_its_place(
         labels = [ch["label"] for ch in ome["omero"]["channels"]]
         assert labels == (["Cy5", "FITC", "DAPI"] if name.startswith("p000") else ["Cy5", "FITC"])
         assert group["0"].shape[:3] == ((4, 3, 3) if name.startswith("p000") else (4, 2, 11))
-        validate_store(Path(summary["stores"][name]))
-        validate_spec_schemas(Path(summary["stores"][name]))
+        if name in ("p000_g000", "p001_g005"):  # one of each shape: validators take seconds
+            validate_store(Path(summary["stores"][name]))
+            validate_spec_schemas(Path(summary["stores"][name]))
         ((arrays, meta, _),) = napari_layers(Path(summary["stores"][name]))
         assert meta["channel_axis"] == 1 and arrays[0].shape == group["0"].shape
         assert meta["name"][0] == f"{name}: Cy5"
@@ -285,7 +287,8 @@ def test_stores_from_the_stream_and_valid_at_every_flush(
     command_id = f"{Path(summary['run_dir']).name}.acquire.sequence"
     indices = journal_frames(sim_edge.journal, command_id)
     plans = plan_fields(events)
-    expected = [normalised_event(e) for e in image_events(list(load_sequence(EXAMPLE)))]
+    ran = list(shorten_sequence(load_sequence(EXAMPLE), 1.0))  # what --fast ran
+    expected = [normalised_event(e) for e in image_events(ran)]
     replay = FieldStores(tmp_path / "replay", plans, expected, flush_every_s=1e9)
     checked = []
 
@@ -325,7 +328,10 @@ def test_a_sequence_the_envelope_forbids_moves_nothing(
             acquire(params_for(sim_edge, seq, tmp_path / "out"))
         after = edge.state()
     message = str(err.value)
-    assert "event 0 (p=0, z=0; channel DAPI; x=100 y=100 z=-250 µm)" in message
+    assert (
+        "event 0 (p=0, c=0, z=0; channel DAPI; x=100 y=100 z=-250 µm): stage Z=-250 µm is outside"
+        in message
+    )
     assert "z_limits_um" in message and "nothing was queued or moved" in message
     assert after.frames_journaled == before.frames_journaled
     assert (after.stage.x, after.stage.y, after.stage.z) == (
