@@ -41,6 +41,8 @@ from tasks.storage import FrameJournal, ImageLayout, ImageWriter, axes_from_size
 from ._prefect_server import PrefectServer
 from .conftest import REPO, shared_data, validate_store
 
+pytestmark = pytest.mark.timeout(600)
+
 ENVELOPE = REPO / "examples" / "acquire" / "envelope.yaml"
 EXAMPLE = REPO / "examples" / "acquire" / "sequence.yaml"
 
@@ -405,6 +407,7 @@ def test_cli_runs_a_sequence(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_the_whole_fixture_round_trips(
     prefect_harness: PrefectServer, sim_edge: EdgeProcess, tmp_path: Path
 ) -> None:
