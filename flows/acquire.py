@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -164,8 +165,12 @@ def acquire_sequence(
     plans = {f.key: f for f in prepared.fields}
     cid = command_id(run_id, PHASE, "sequence")
     expected = [normalised_event(e) for e in image_events(events)]
+    images_dir = run_dir / "images"
+    if images_dir.exists():  # a re-run under the same run id: rebuilt from the journal
+        log.info("re-run of %s: rewriting %s from the edge's journal", run_id, images_dir)
+        shutil.rmtree(images_dir)
     stores = FieldStores(
-        run_dir / "images",
+        images_dir,
         plans,
         expected,
         compression=params.compression,
@@ -497,8 +502,16 @@ def acquire(params: AcquireParams) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_acquisition(params)
     outcome = acquire_sequence(params, prepared, run_id, run_dir)
-    rows = [check_field(f.name, outcome, f.images) for f in prepared.fields]
-    return summarise_acquisition(params, prepared, outcome, rows, started)
+    checks = [check_field(f.name, outcome, f.images, return_state=True) for f in prepared.fields]
+    rows = [state.result() for state in checks if state.is_completed()]
+    summary = summarise_acquisition(params, prepared, outcome, rows, started)
+    failed = [state for state in checks if not state.is_completed()]
+    if failed:
+        raise ConfigurationError(
+            f"{len(failed)} of {len(checks)} fields are incomplete (first: "
+            f"{failed[0].message}); the summary and stores under {run_dir} hold what came"
+        )
+    return summary
 
 
 def _default_run_id() -> str:

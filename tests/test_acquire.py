@@ -316,6 +316,21 @@ def test_stores_from_the_stream_and_valid_at_every_flush(
         )
 
 
+def test_a_rerun_under_the_same_run_id_acquires_nothing_again(
+    prefect_harness: PrefectServer, sim_edge: EdgeProcess, tmp_path: Path
+) -> None:
+    params = params_for(sim_edge, EXAMPLE, tmp_path / "out", fast=True, run_id="rerun-1")
+    first = acquire(params)
+    store = Path(first["stores"]["p000"]) / "0"
+    pixels = zarr.open_array(str(store))[:]
+    with EdgeClient(sim_edge.url, token_file=sim_edge.token_file) as edge:
+        before = edge.state().frames_journaled
+        again = acquire(params)
+        assert edge.state().frames_journaled == before  # the edge ran the command once
+    assert again["round_trip_exact"] and again["frames_stored"] == first["frames_stored"]
+    np.testing.assert_array_equal(zarr.open_array(str(store))[:], pixels)
+
+
 def test_a_sequence_the_envelope_forbids_moves_nothing(
     prefect_harness: PrefectServer, sim_edge: EdgeProcess, tmp_path: Path
 ) -> None:
