@@ -174,6 +174,20 @@ def test_fields_of_the_fixture_have_its_axes() -> None:
     assert sum(p.images for p in plans.values()) == 35154
 
 
+def test_simulator_has_the_filter_sets_of_other_microscopes() -> None:
+    from pydantic import ValidationError
+
+    from tasks.hardware.sim import SimulatorConfig, build_simulated_core
+
+    core, sim = build_simulated_core(SimulatorConfig(width=64, height=64, time_scale=0))
+    for preset, light_path in (("FITC", "GFP"), ("Cy5", "DAPI"), ("DAPI", "DAPI"), ("BF", "BF")):
+        core.setConfig("Channel", preset)
+        assert core.getCurrentConfig("Channel") == preset  # never mistaken for another preset
+        assert sim.state().channel == light_path
+    with pytest.raises(ValidationError, match=r"channel_presets: 'TRITC' selects 'RFP'"):
+        SimulatorConfig(channel_presets={"TRITC": "RFP"})
+
+
 # -- the store writer --------------------------------------------------------------------------
 
 

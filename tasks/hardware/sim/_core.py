@@ -140,7 +140,7 @@ def build_simulated_core(
     clock = SimClock(cfg.time_scale)
     renderer = Renderer(sample)
     xy, focus, shutter = SimXYStage(cfg), SimFocus(cfg), SimShutter()
-    light, objectives = SimIllumination(), SimObjectives(cfg)
+    light, objectives = SimIllumination(cfg.channel_presets), SimObjectives(cfg)
     rig = Rig(cfg, renderer, clock, xy, focus, shutter, light, objectives)
     camera = SimCamera(rig)
 
@@ -168,9 +168,9 @@ def build_simulated_core(
     core.defineConfigGroup(CHANNEL_GROUP)
     for ch in CHANNELS:
         core.defineConfig(CHANNEL_GROUP, ch, labels["light"], "Label", ch)
-    for preset, light in cfg.channel_presets.items():
+    for preset in cfg.channel_presets:
         if preset not in CHANNELS:
-            core.defineConfig(CHANNEL_GROUP, preset, labels["light"], "Label", light)
+            core.defineConfig(CHANNEL_GROUP, preset, labels["light"], "Label", preset)
     core.setChannelGroup(CHANNEL_GROUP)
     core.defineConfigGroup(OBJECTIVE_GROUP)
     sx = -1.0 if cfg.flip_x else 1.0
