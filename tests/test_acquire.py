@@ -101,6 +101,29 @@ def params_for(edge: EdgeProcess, sequence: Path, out: Path, **extra: object) ->
     )
 
 
+def progress_shown(run_dir: Path) -> float:
+    """The progress artifact of the flow run whose folder is ``run_dir`` (``acquire-<id>``)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    flow_run_id = UUID(run_dir.name.removeprefix("acquire-"))
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["acquire-progress"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+    assert artifact.type == "progress"
+    return float(artifact.data)
+
+
 def journal_frames(journal: Path, command_id: str) -> list[int]:
     with FrameJournal.open(journal) as j:
         return [i for i in range(len(j)) if j.read_meta(i)["meta"].get("command_id") == command_id]
@@ -248,6 +271,7 @@ def test_fixture_runs_and_every_frame_is_at_its_place(
     assert summary["events"] == len(planned) == 608 and summary["frames_stored"] == len(images)
     assert summary["outcome"] == "completed" and summary["fields"] == 8
     assert summary["frames_from"] == "journal" and summary["flushes"] >= 2
+    assert progress_shown(Path(summary["run_dir"])) == 100.0  # the UI's progress artifact
 
     # independently of the flow: the journal's frames against the sequence and the stores
     run_dir = Path(summary["run_dir"])
