@@ -20,6 +20,7 @@ DEPLOYMENTS = {
     "restore-dataset/restore-dataset-hpc",
     "targeted-imaging/targeted-imaging-slide",
     "tracking/tracking-live-cells",
+    "acquire/acquire-mda-sequence",
     "track-dataset/track-dataset-hpc",
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
@@ -88,6 +89,11 @@ def test_deployments_schedule_and_conversion_trigger(
         from flows import TrackDatasetParams, TrackingParams
 
         TrackingParams.model_validate(live.parameters["params"])  # the deployed params are valid
+        from flows import AcquireParams
+
+        mda = deployed["acquire/acquire-mda-sequence"]
+        assert mda.work_pool_name == "microscope-scope-1"
+        AcquireParams.model_validate(mda.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(

@@ -11,6 +11,7 @@ from ._linking import (
     link_label_movie,
     link_movie,
 )
+from ._measure import MeasureState, SequenceMeasurePolicy
 from ._overview import OverviewPolicy, OverviewState
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
@@ -34,12 +35,14 @@ __all__ = [
     "FrameGeometry",
     "FrameView",
     "LinkerSettings",
+    "MeasureState",
     "OnlineLinker",
     "OverviewPolicy",
     "OverviewState",
     "Policy",
     "PositionTrack",
     "SelectionRules",
+    "SequenceMeasurePolicy",
     "Track",
     "TrackingPolicy",
     "TrackingRules",

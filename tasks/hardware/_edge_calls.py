@@ -55,6 +55,7 @@ __all__ = [
     "command_call",
     "command_status_call",
     "edge_address",
+    "event_json",
     "events_call",
     "frame_call",
     "info_call",
@@ -274,13 +275,19 @@ def events_call(
 ) -> EdgeCall[CommandAck]:
     body = {
         "command_id": command_id or new_command_id("events"),
-        "events": [
-            e.model_dump(mode="json", exclude_unset=True) if isinstance(e, useq.MDAEvent) else e
-            for e in events
-        ],
+        "events": [event_json(e) if isinstance(e, useq.MDAEvent) else e for e in events],
         **_command_options(tag, on_error),
     }
     return EdgeCall("POST", "/v1/events", _ack, json=body)
+
+
+def event_json(event: useq.MDAEvent) -> dict[str, Any]:
+    """``event`` as JSON with the fields it sets; an action keeps its ``type`` tag (a default,
+    so ``exclude_unset`` would drop it and the edge could not tell the action's kind)."""
+    out: dict[str, Any] = event.model_dump(mode="json", exclude_unset=True)
+    if "action" in out and event.action is not None:
+        out["action"] = event.action.model_dump(mode="json")
+    return out
 
 
 def sequence_call(

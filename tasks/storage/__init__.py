@@ -19,6 +19,15 @@ from ._ctc import (
     write_ctc_ground_truth,
     write_ctc_result,
 )
+from ._image_writer import (
+    ImageAxis,
+    ImageChannel,
+    ImageLayout,
+    ImageWriter,
+    axes_from_sizes,
+    channel_color,
+    channels_named,
+)
 from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
 from ._movie import Movie, open_movie
@@ -33,9 +42,16 @@ __all__ = [
     "ConversionResult",
     "ConvertOptions",
     "FrameJournal",
+    "ImageAxis",
+    "ImageChannel",
+    "ImageLayout",
+    "ImageWriter",
     "Movie",
     "SourceImage",
     "Tile",
+    "axes_from_sizes",
+    "channel_color",
+    "channels_named",
     "convert_file",
     "create_image",
     "create_label_image",
