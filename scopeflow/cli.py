@@ -268,12 +268,10 @@ from ._cli_track import register as _register_track  # noqa: E402
 
 _register_track(app)
 
-<<<<<<< HEAD
 from ._cli_edge_access import register as _register_edge_access  # noqa: E402
 
 _register_edge_access(edge_app)
-=======
+
 from ._cli_acquire import register as _register_acquire  # noqa: E402
 
 _register_acquire(run_app)
->>>>>>> acquire
