@@ -2,9 +2,10 @@
 
 ``run_loop(source, analyzer, policy, sink, decisions)`` runs one phase inside one Prefect task:
 frames come from an edge stream (shared-memory references on the edge's host), a journal
-replay or a watched folder (microscopes that only write files), are analysed on Ray/Dask workers under a per-frame deadline with a local fallback, are
-decided by a pure policy from ``tasks.decisions``, and the policy's commands go back to the
-edge with deterministic ids; every decision is journaled next to the run's data.
+replay or a watched folder (microscopes that only write files), are analysed on Ray/Dask
+workers under a per-frame deadline with a local fallback, are decided by a pure policy
+from ``tasks.decisions``, and the policy's commands go back to the edge with deterministic
+ids; every decision is journaled next to the run's data.
 """
 
 from __future__ import annotations

@@ -73,10 +73,7 @@ class QCConfig(BaseModel):
         except OSError as exc:
             raise ConfigurationError(f"cannot read QC config {path}: {exc}") from exc
         try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            else:
-                data = yaml.safe_load(text) or {}
+            data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
             raise ConfigurationError(f"QC config {path} is not valid TOML/YAML: {exc}") from exc
         rules = dict(DEFAULT_RULES)

@@ -106,7 +106,7 @@ class EMMosaicSimulator:
             raise ValueError(f"tile must be a multiple of {_COARSE} and >= 128, got {tile}")
         self.rows, self.cols, self.tile = rows, cols, tile
         self.overlap = overlap
-        self.step = int(round(tile * (1 - overlap)))
+        self.step = round(tile * (1 - overlap))
         self.pixel_size_um = pixel_size_nm / 1000.0
         self.seed = seed
         self.dose = dose

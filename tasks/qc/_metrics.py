@@ -3,7 +3,8 @@
 Everything here is one image at a time and stateless; comparing against the run's history and
 against neighbouring tiles happens in the flow's process (``QCJudge``, ``TileRegistry``). Costs
 are bounded for a 4096² tile: one histogram pass, a row profile, the cross-correlation of
-consecutive lines over the middle 512 columns, and the spectra of nine 256² crops; the rest is small.
+consecutive lines over the middle 512 columns, the spectra of nine 256² crops; the rest is
+small.
 
 - ``brightness``: median grey; ``contrast``: 90th - 10th percentile; ``saturated``: fraction of
   pixels at full scale or at zero (the larger);
@@ -107,7 +108,7 @@ def measure_image(pixels: np.ndarray, request: MetricsRequest | None = None) -> 
     values = _histogram_values(image, request.full_scale)
     values.update(_line_values(image))
     values.update(_spectral_values(image))
-    border = max(8, int(round(min(h, w) * request.border_fraction)))
+    border = max(8, round(min(h, w) * request.border_fraction))
     ly, lx = min(h, request.strip_length), min(w, request.strip_length)
     ry, rx = (h - ly) // 2, (w - lx) // 2  # the middle of each edge, at full resolution
     strips = {

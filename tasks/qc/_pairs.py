@@ -175,7 +175,7 @@ def _register(
     else:  # top/bottom strips are stored transposed: the shared edge runs down the rows
         a_strip, b_strip, start = first.strips["bottom"], second.strips["top"], first.strip_start[1]
     length = a_strip.shape[0]
-    ov_i, al_i = int(round(overlap)), int(round(along))
+    ov_i, al_i = round(overlap), round(along)
     lo, hi = max(start, start + al_i), min(start + length, start + length + al_i)
     if hi - lo < 16 or ov_i < 8:
         return None
@@ -184,7 +184,7 @@ def _register(
     # the shift that registers b onto a, plus the sub-pixel parts of the nominal offsets
     shift, _, _ = phase_cross_correlation(a, b, upsample_factor=4, normalization=None)
     displacement = np.array([shift[0] + al_i - along, shift[1] + ov_i - overlap])
-    a_al, b_al = _aligned(a, b, int(round(shift[0])), int(round(shift[1])))
+    a_al, b_al = _aligned(a, b, round(shift[0]), round(shift[1]))
     if a_al.size < 64:
         return None
     ncc = float(np.corrcoef(a_al.ravel(), b_al.ravel())[0, 1]) if a_al.std() > 0 else 0.0

@@ -135,9 +135,9 @@ def run_qc(
                 first = verdicts[0]
                 report.latency_ms.append((first.t_verdict_ns - frame.header.t_ready_ns) / 1e6)
                 report.metrics.append((frame.index, image, values))
-                if metrics.thumbnail is not None and first.level != "ok":
-                    if len(report.thumbnails) < keep_thumbnails:
-                        report.thumbnails[image] = metrics.thumbnail
+                keep = len(report.thumbnails) < keep_thumbnails and first.level != "ok"
+                if metrics.thumbnail is not None and keep:
+                    report.thumbnails[image] = metrics.thumbnail
                 for verdict in verdicts:
                     before = report.verdicts.get(verdict.image)
                     report.verdicts[verdict.image] = verdict
