@@ -8,7 +8,7 @@ small.
 
 - ``brightness``: median grey; ``contrast``: 90th - 10th percentile; ``saturated``: fraction of
   pixels at full scale or at zero (the larger);
-- ``focus``: power of the 0.12-0.25 cycles/px band over the 0.02-0.08 band, the white-noise
+- ``focus``: power of the 0.09-0.20 cycles/px band over the 0.01-0.05 band (configurable), the white-noise
   floor (0.40-0.50 cycles/px) subtracted from both: falls steeply as the probe widens and
   does not depend on gain or dose;
 - ``astigmatism``: the 0.06-0.20 cycles/px power in four 45° sectors, largest over smallest
@@ -37,7 +37,7 @@ __all__ = ["ImageMetrics", "MetricsRequest", "measure_image", "measure_payload"]
 
 _CROP = 256
 _SECTOR_EDGES = (0.06, 0.20)
-_LOW, _MID, _NOISE = (0.02, 0.08), (0.12, 0.25), (0.40, 0.50)
+_NOISE = (0.40, 0.50)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class MetricsRequest:
     center: int = 512
     thumbnail: int = 256
     full_scale: float | None = None
+    # focus: power in ``focus_band`` over ``low_band`` (cycles/px); the default suits SEM/TEM
+    # at nm pixels, a light micrograph sampled near Nyquist wants a lower band, e.g. (0.07, 0.18)
+    focus_band: tuple[float, float] = (0.09, 0.2)
+    low_band: tuple[float, float] = (0.01, 0.05)
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def measure_image(pixels: np.ndarray, request: MetricsRequest | None = None) -> 
         return ImageMetrics({}, image.shape, str(image.dtype), error=f"image {h}x{w} too small")
     values = _histogram_values(image, request.full_scale)
     values.update(_line_values(image))
-    values.update(_spectral_values(image))
+    values.update(_spectral_values(image, request.focus_band, request.low_band))
     border = max(8, round(min(h, w) * request.border_fraction))
     ly, lx = min(h, request.strip_length), min(w, request.strip_length)
     ry, rx = (h - ly) // 2, (w - lx) // 2  # the middle of each edge, at full resolution
@@ -199,7 +203,9 @@ def _line_values(image: np.ndarray) -> dict[str, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def _bands(n: int) -> dict[str, np.ndarray]:
+def _bands(
+    n: int, focus_band: tuple[float, float], low_band: tuple[float, float]
+) -> dict[str, np.ndarray]:
     fy = fft.fftfreq(n)[:, None]
     fx = fft.rfftfreq(n)[None, :]
     f = np.sqrt(fx**2 + fy**2)
@@ -211,8 +217,8 @@ def _bands(n: int) -> dict[str, np.ndarray]:
     ]
     window = np.outer(np.hanning(n), np.hanning(n)).astype(np.float32)
     return {
-        "low": off_axis & (f >= _LOW[0]) & (f < _LOW[1]),
-        "mid": off_axis & (f >= _MID[0]) & (f < _MID[1]),
+        "low": off_axis & (f >= low_band[0]) & (f < low_band[1]),
+        "mid": off_axis & (f >= focus_band[0]) & (f < focus_band[1]),
         "noise": off_axis & (f >= _NOISE[0]) & (f <= _NOISE[1]),
         "all": f > 0,
         "sectors": np.stack(sectors),
@@ -229,9 +235,11 @@ def _crops(image: np.ndarray, n: int) -> list[np.ndarray]:
     return [image[y : y + n, x : x + n] for y in ys for x in xs]
 
 
-def _spectral_values(image: np.ndarray) -> dict[str, float]:
+def _spectral_values(
+    image: np.ndarray, focus_band: tuple[float, float], low_band: tuple[float, float]
+) -> dict[str, float]:
     n = min(_CROP, (min(image.shape) // 2) * 2)
-    bands = _bands(n)
+    bands = _bands(n, tuple(focus_band), tuple(low_band))
     power = np.zeros((n, n // 2 + 1), dtype=np.float64)
     crops = _crops(image, n)
     for crop in crops:

@@ -144,23 +144,30 @@ class QCJudge:
         return [verdict, *self._learn()]
 
     def _learn(self) -> list[Verdict]:
-        """Form the baseline from the learning images that passed the absolute limits, then
-        judge them again: those whose level changes come back revised."""
+        """Form the baseline from the learning images that passed the absolute limits, judge
+        them against it, drop those that did not pass and form it again (a few rounds: faults
+        among the first images must not widen it); those whose level changed come back
+        revised."""
         usable = [p.values for p in self._learning if p.verdict.level != "fail"]
-        self._history.extend(usable or [p.values for p in self._learning])
-        self._refresh()
+        history = usable or [p.values for p in self._learning]
+        for _ in range(3):
+            self._history.clear()
+            self._history.extend(history)
+            self._refresh()
+            passed = [
+                p.values
+                for p in self._learning
+                if self._verdict(p.image, p.index, self._checks(p.values), None).level == "ok"
+            ]
+            if len(passed) < 3 or passed == history:
+                break
+            history = passed
         self.learned = True
         revised: list[Verdict] = []
-        keep: list[dict[str, float]] = []
         for p in self._learning:
             again = self._verdict(p.image, p.index, self._checks(p.values), p.t_ready_ns)
-            if again.level == "ok":
-                keep.append(p.values)
-            if again.level != p.verdict.level or again.checks != p.verdict.checks:
+            if again.level != p.verdict.level:
                 revised.append(again.model_copy(update={"revised": True}))
-        self._history.clear()
-        self._history.extend(keep or usable)
-        self._refresh()
         self._learning.clear()
         return revised
 
