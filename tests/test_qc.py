@@ -131,7 +131,7 @@ def test_config_files_override_rules(tmp_path: Path) -> None:
     assert QCConfig.load(yml).alert_level == "warn"
     bad = tmp_path / "bad.toml"
     bad.write_text('[rules.focus]\nbad = "sideways"\n')
-    with pytest.raises(ConfigurationError, match="bad.toml"):
+    with pytest.raises(ConfigurationError, match=r"bad\.toml"):
         QCConfig.load(bad)
 
 

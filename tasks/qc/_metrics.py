@@ -8,8 +8,8 @@ small.
 
 - ``brightness``: median grey; ``contrast``: 90th - 10th percentile; ``saturated``: fraction of
   pixels at full scale or at zero (the larger);
-- ``focus``: power of the 0.09-0.20 cycles/px band over the 0.01-0.05 band (configurable), the white-noise
-  floor (0.40-0.50 cycles/px) subtracted from both: falls steeply as the probe widens and
+- ``focus``: power of the 0.09-0.20 cycles/px band over the 0.01-0.05 band (configurable),
+  the white-noise floor (0.40-0.50 cycles/px) subtracted from both: falls steeply as the probe widens and
   does not depend on gain or dose;
 - ``astigmatism``: the 0.06-0.20 cycles/px power in four 45° sectors, largest over smallest
   (1 for a round probe);
