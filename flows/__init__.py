@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
+from ._em_qc_demo import run_em_qc_demo
+from ._em_qc_params import EMQCParams
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
@@ -26,6 +28,7 @@ __all__ = [
     "DEMO_REGION",
     "DatasetParams",
     "DetailSettings",
+    "EMQCParams",
     "OverviewSettings",
     "Region",
     "RestoreDatasetParams",
@@ -40,6 +43,7 @@ __all__ = [
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
+    "run_em_qc_demo",
     "run_tracking_demo",
     "score_targets",
     "score_tracking_on_simulation",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._analyzer import Analysis, Analyzer, AnalyzerSettings, ModeSwitch
 from ._completeness import VENDOR_PROFILES, CompletionRule, VendorProfile, structure_complete
 from ._decision_log import DecisionLog
-from ._folder_source import FileRef, WatchedFolderSource
+from ._folder_source import FileListSource, FileRef, WatchedFolderSource
 from ._ledger import IngestLedger, LedgerEntry
 from ._loop import LoopSettings, run_loop
 from ._report import LoopReport
@@ -29,6 +29,7 @@ __all__ = [
     "CompletionRule",
     "DecisionLog",
     "EdgeStreamSource",
+    "FileListSource",
     "FileRef",
     "FrameSource",
     "IngestLedger",

@@ -35,7 +35,7 @@ from ._completeness import VENDOR_PROFILES, VendorProfile, open_on_this_host, st
 from ._ledger import IngestLedger, LedgerEntry
 from ._sources import LiveFrame
 
-__all__ = ["FileRef", "WatchedFolderSource"]
+__all__ = ["FileListSource", "FileRef", "WatchedFolderSource", "file_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -201,38 +201,67 @@ class WatchedFolderSource:
 
     def _frame(self, entry: LedgerEntry, path: Path) -> LiveFrame:
         ref = FileRef(path, entry.key, entry.size, entry.mtime_ns)
-        now = time.time_ns()
-        event: dict[str, Any] = {"index": {"p": entry.index}, "file": entry.key}
-        stage = StagePosition(x=0.0, y=0.0, z=0.0)
-        shape, dtype, pixel_um = (0, 0), "uint8", 1.0
-        try:
-            meta = read_tile(path, pixels=False)
-        except Exception as exc:  # unreadable: the analyzer's verdict says so
-            event["error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            shape, dtype = meta.shape, meta.dtype
-            event["format"] = meta.format_name
-            if meta.pixel_size_um is not None:
-                pixel_um = meta.pixel_size_um
-                event["pixel_size_known"] = True
-            if meta.stage_x_um is not None and meta.stage_y_um is not None:
-                stage = StagePosition(x=meta.stage_x_um, y=meta.stage_y_um, z=0.0)
-                event["stage_known"] = True
-        region = str(Path(entry.key).parent)
-        event["region"] = self.folder.name if region == "." else region
-        header = FrameHeader(
-            index=entry.index,
-            event=event,
-            shape=shape,
-            dtype=dtype,
-            nbytes=entry.size,
-            stage=stage,
-            pixel_size_um=pixel_um,
-            channel=None,
-            exposure_ms=0.0,
-            t_ready_ns=now,
-            t_journaled_ns=now,
-            checksum=f"file:{entry.size}:{entry.mtime_ns}",
-            tag=entry.key,
-        )
-        return LiveFrame(header, ref, now, ref.load)
+        return file_frame(ref, entry.index, self.folder.name)
+
+
+class FileListSource:
+    """Existing files, in the order given, as frames (``scopeflow qc`` on a folder or a
+    file): no waiting, no ledger. Keys are the paths relative to ``root``."""
+
+    def __init__(self, paths: list[Path], root: Path) -> None:
+        self.paths = paths
+        self.root = root
+        self._stopped = False
+
+    def frames(self) -> Iterator[LiveFrame]:
+        for index, path in enumerate(self.paths):
+            if self._stopped:
+                return
+            st = path.stat()
+            key = path.relative_to(self.root).as_posix() if path != self.root else path.name
+            yield file_frame(FileRef(path, key, st.st_size, st.st_mtime_ns), index, self.root.name)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+def file_frame(ref: FileRef, index: int, root_name: str) -> LiveFrame:
+    """The frame of a complete file: its metadata in the header, ``ref`` as the payload (the
+    worker reads the pixels); a file whose metadata cannot be read still becomes a frame,
+    with ``event["error"]``, so its verdict says what is wrong."""
+    path = ref.path
+    now = time.time_ns()
+    event: dict[str, Any] = {"index": {"p": index}, "file": ref.key}
+    stage = StagePosition(x=0.0, y=0.0, z=0.0)
+    shape, dtype, pixel_um = (0, 0), "uint8", 1.0
+    try:
+        meta = read_tile(path, pixels=False)
+    except Exception as exc:  # unreadable: the analyzer's verdict says so
+        event["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        shape, dtype = meta.shape, meta.dtype
+        event["format"] = meta.format_name
+        if meta.pixel_size_um is not None:
+            pixel_um = meta.pixel_size_um
+            event["pixel_size_known"] = True
+        if meta.stage_x_um is not None and meta.stage_y_um is not None:
+            stage = StagePosition(x=meta.stage_x_um, y=meta.stage_y_um, z=0.0)
+            event["stage_known"] = True
+    region = str(Path(ref.key).parent)
+    event["region"] = root_name if region == "." else region
+    header = FrameHeader(
+        index=index,
+        event=event,
+        shape=shape,
+        dtype=dtype,
+        nbytes=ref.size,
+        stage=stage,
+        pixel_size_um=pixel_um,
+        channel=None,
+        exposure_ms=0.0,
+        t_ready_ns=now,
+        t_journaled_ns=now,
+        checksum=f"file:{ref.size}:{ref.mtime_ns}",
+        tag=ref.key,
+    )
+    return LiveFrame(header, ref, now, ref.load)

@@ -41,6 +41,7 @@ DEFAULT_RULES: dict[str, MetricRule] = {
     "focus": MetricRule(bad="low", log=True, min_spread=0.05),
     "astigmatism": MetricRule(bad="high", log=True, min_spread=0.03, warn_above=3.0),
     "snr_db": MetricRule(bad="low", warn_z=4.0, fail_z=5.0, min_spread=0.3),
+    "noise": MetricRule(bad="high", log=True, warn_z=5.0, fail_z=7.0, min_spread=0.01),
     "brightness": MetricRule(bad="both", warn_z=4.0, fail_z=5.0, min_spread=2.0),
     "contrast": MetricRule(bad="both", warn_z=4.0, fail_z=5.0, min_spread=2.0),
     "saturated": MetricRule(bad="high", learned=False, warn_above=0.002, fail_above=0.01),
@@ -59,7 +60,7 @@ class QCConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    learn_images: int = Field(12, ge=3)
+    learn_images: int = Field(16, ge=3)
     history: int = Field(60, ge=3)
     alert_level: AlertLevel = "fail"
     rules: dict[str, MetricRule] = Field(default_factory=lambda: dict(DEFAULT_RULES))

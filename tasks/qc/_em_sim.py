@@ -81,7 +81,7 @@ class SimTile:
 
     @property
     def name(self) -> str:
-        return f"tile_r{self.row:03d}-c{self.col:03d}_{self.index:05d}.tif"
+        return EMMosaicSimulator.tile_name(self.index, self.row, self.col)
 
 
 class EMMosaicSimulator:
@@ -132,6 +132,11 @@ class EMMosaicSimulator:
 
     def __len__(self) -> int:
         return self.rows * self.cols
+
+    @staticmethod
+    def tile_name(index: int, row: int, col: int) -> str:
+        """The file name a tile is written under (Atlas-like: row, column, index)."""
+        return f"tile_r{row:03d}-c{col:03d}_{index:05d}.tif"
 
     def tiles(self) -> Iterator[SimTile]:
         for index in range(len(self)):

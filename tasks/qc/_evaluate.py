@@ -18,18 +18,18 @@ from ._verdict import QCJudge, Verdict
 
 __all__ = ["FAULT_METRICS", "Score", "TileFile", "score_verdicts", "simulate_and_judge"]
 
-# the metric that must flag each fault for it to count as found
-FAULT_METRICS: dict[Fault, str] = {
-    "defocus": "focus",
-    "astigmatism": "astigmatism",
-    "noise": "snr_db",
-    "brightness": "brightness",
-    "contrast": "contrast",
-    "saturation": "saturated",
-    "charging": "streak_z",
-    "scan_lines": "line_z",
-    "drift": "drift_px",
-    "truncated": "readable",
+# the metrics of which one must flag each fault for it to count as found
+FAULT_METRICS: dict[Fault, tuple[str, ...]] = {
+    "defocus": ("focus",),
+    "astigmatism": ("astigmatism",),
+    "noise": ("noise", "snr_db"),
+    "brightness": ("brightness",),
+    "contrast": ("contrast",),
+    "saturation": ("saturated",),
+    "charging": ("streak_z",),
+    "scan_lines": ("line_z",),
+    "drift": ("drift_px",),
+    "truncated": ("readable",),
 }
 
 
@@ -86,9 +86,9 @@ def score_verdicts(
             continue
         for kind in faults:
             injected[kind] = injected.get(kind, 0) + 1
-            metric = FAULT_METRICS[kind]
+            metrics = FAULT_METRICS[kind]
             hit = verdict is not None and any(
-                c.metric == metric and c.level != "ok" and _rank(c.level) >= _rank(alert_level)
+                c.metric in metrics and c.level != "ok" and _rank(c.level) >= _rank(alert_level)
                 for c in verdict.checks
             )
             if hit:

@@ -8,12 +8,14 @@ small.
 
 - ``brightness``: median grey; ``contrast``: 90th - 10th percentile; ``saturated``: fraction of
   pixels at full scale or at zero (the larger);
-- ``focus``: power of the 0.09-0.20 cycles/px band over the 0.01-0.05 band (configurable),
-  the white-noise floor (0.40-0.50 cycles/px) subtracted from both: falls steeply as the probe widens and
-  does not depend on gain or dose;
+- ``focus``: power of the 0.12-0.25 cycles/px band over the 0.02-0.08 band (configurable),
+  the white-noise floor (0.40-0.50 cycles/px) subtracted from both: falls steeply as the
+  probe widens and does not depend on gain or dose;
 - ``astigmatism``: the 0.06-0.20 cycles/px power in four 45° sectors, largest over smallest
   (1 for a round probe);
-- ``snr_db``: signal variance over the white-noise variance of those spectra;
+- ``snr_db``: signal variance over the white-noise variance of those spectra; ``noise``: the
+  white noise's standard deviation (grey levels): shot noise at the run's dose, steadier
+  than the SNR, which also follows how much structure a tile holds;
 - ``streak_z``: the brightest band along the scan (row means over 256-px segments, against a
   running median of the rows), in robust sigmas: charging;
 - ``line_z``: how much better consecutive lines match when shifted sideways by 3-12 px than
@@ -52,9 +54,9 @@ class MetricsRequest:
     thumbnail: int = 256
     full_scale: float | None = None
     # focus: power in ``focus_band`` over ``low_band`` (cycles/px); the default suits SEM/TEM
-    # at nm pixels, a light micrograph sampled near Nyquist wants a lower band, e.g. (0.07, 0.18)
-    focus_band: tuple[float, float] = (0.09, 0.2)
-    low_band: tuple[float, float] = (0.01, 0.05)
+    # at nm pixels, a smooth light micrograph wants lower bands, e.g. (0.07, 0.18), (0.01, 0.05)
+    focus_band: tuple[float, float] = (0.12, 0.25)
+    low_band: tuple[float, float] = (0.02, 0.08)
 
 
 @dataclass(frozen=True)
@@ -258,4 +260,5 @@ def _spectral_values(
         "focus": max(mid, tiny) / max(low, tiny),
         "astigmatism": max(max(sectors), tiny) / max(min(sectors), tiny),
         "snr_db": 10.0 * math.log10(max(signal, tiny) / max(noise, 1e-12)),
+        "noise": math.sqrt(max(noise, 0.0)),
     }

@@ -55,6 +55,8 @@ class QCReport:
     metrics: list[tuple[int, str, dict[str, float]]] = field(default_factory=list)
     thumbnails: dict[str, np.ndarray] = field(default_factory=dict)
     analysed_where: dict[str, int] = field(default_factory=dict)
+    stores: list[str] = field(default_factory=list)  # filled by whoever writes them
+    store_errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
     def latency_summary(self) -> dict[str, float | None]:
@@ -107,6 +109,14 @@ def run_qc(
             report.callback_errors.append(f"{verdict.image}: {type(exc).__name__}: {exc}")
             log.exception("QC callback failed for %s", verdict.image)
 
+    def record(verdict: Verdict) -> None:
+        before = report.verdicts.get(verdict.image)
+        report.verdicts[verdict.image] = verdict
+        fire(on_verdict, verdict)
+        if verdict.at_least(alert) and not (before and before.at_least(alert)):
+            report.anomalies_fired += 1
+            fire(on_anomaly, verdict)
+
     try:
         while True:
             if pending and (frames.empty() or analyzer.ready(pending[0])):
@@ -139,13 +149,7 @@ def run_qc(
                 if metrics.thumbnail is not None and keep:
                     report.thumbnails[image] = metrics.thumbnail
                 for verdict in verdicts:
-                    before = report.verdicts.get(verdict.image)
-                    report.verdicts[verdict.image] = verdict
-                    fire(on_verdict, verdict)
-                    newly = verdict.at_least(alert) and not (before and before.at_least(alert))
-                    if newly:
-                        report.anomalies_fired += 1
-                        fire(on_anomaly, verdict)
+                    record(verdict)
                 if on_tile is not None:
                     on_tile(frame, metrics, first)
                 done = getattr(source, "done", None)
@@ -153,6 +157,8 @@ def run_qc(
                     done(frame, {"verdict": first.model_dump(mode="json"), "values": values})
                 continue
             if ended and not pending:
+                for verdict in judge.finish():  # a short run: learn from what came
+                    record(verdict)
                 break
             try:
                 item = frames.get(timeout=0.05)

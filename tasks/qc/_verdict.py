@@ -143,6 +143,13 @@ class QCJudge:
             return [verdict]
         return [verdict, *self._learn()]
 
+    def finish(self) -> list[Verdict]:
+        """The stream ended before ``learn_images`` came: learn from the images there are (at
+        least 3), and return the revised verdicts; nothing to do otherwise."""
+        if self.learned or len(self._learning) < 3:
+            return []
+        return self._learn()
+
     def _learn(self) -> list[Verdict]:
         """Form the baseline from the learning images that passed the absolute limits, judge
         them against it, drop those that did not pass and form it again (a few rounds: faults

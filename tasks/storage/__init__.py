@@ -24,6 +24,7 @@ from ._labels import create_label_image, label_names, label_path
 from ._movie import Movie, open_movie
 from ._ngff import COMPRESSIONS, Compression
 from ._stack import write_zstack
+from ._tile_set import TileSetWriter
 from .convert import ConversionResult, ConvertOptions, convert_file
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Movie",
     "SourceImage",
     "Tile",
+    "TileSetWriter",
     "convert_file",
     "create_image",
     "create_label_image",
