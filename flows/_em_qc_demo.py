@@ -128,6 +128,7 @@ def run_em_qc_demo(
         "false_alarms": score.false_alarms,
         "analysed": report.analysed_where,
         "run_dir": str(run_dir),
+        "prefect_flow_run_id": report.run_info.get("prefect_flow_run_id"),
         "wall_s": round(time.perf_counter() - started, 2),
     }
     console.print(

@@ -194,6 +194,9 @@ def qc_report(report: QCReport, run_id: str) -> dict[str, Any]:
 @flow(name="em-qc", log_prints=True)
 def em_qc(params: EMQCParams) -> QCReport:
     """QC a microscope's output folder while it is written; returns the run's QC report."""
+    from prefect.runtime import flow_run
+
     report = qc_acquisition(params)
     qc_report(report, params.run_id or "em-qc")
+    report.run_info["prefect_flow_run_id"] = str(flow_run.id)
     return report

@@ -57,6 +57,7 @@ class QCReport:
     analysed_where: dict[str, int] = field(default_factory=dict)
     stores: list[str] = field(default_factory=list)  # filled by whoever writes them
     store_errors: list[str] = field(default_factory=list)
+    run_info: dict[str, Any] = field(default_factory=dict)  # e.g. the Prefect flow run id
     wall_s: float = 0.0
 
     def latency_summary(self) -> dict[str, float | None]:

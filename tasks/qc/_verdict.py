@@ -153,8 +153,8 @@ class QCJudge:
     def _learn(self) -> list[Verdict]:
         """Form the baseline from the learning images that passed the absolute limits, judge
         them against it, drop those that did not pass and form it again (a few rounds: faults
-        among the first images must not widen it); those whose level changed come back
-        revised."""
+        among the first images must not widen it); those whose outcome changed (level, or
+        which metrics are not ok) come back revised."""
         usable = [p.values for p in self._learning if p.verdict.level != "fail"]
         history = usable or [p.values for p in self._learning]
         for _ in range(3):
@@ -173,7 +173,7 @@ class QCJudge:
         revised: list[Verdict] = []
         for p in self._learning:
             again = self._verdict(p.image, p.index, self._checks(p.values), p.t_ready_ns)
-            if again.level != p.verdict.level:
+            if _outcome(again) != _outcome(p.verdict):
                 revised.append(again.model_copy(update={"revised": True}))
         self._learning.clear()
         return revised
@@ -275,6 +275,10 @@ class QCJudge:
             t_ready_ns=t_ready_ns,
             t_verdict_ns=time.time_ns(),
         )
+
+
+def _outcome(verdict: Verdict) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return verdict.level, tuple((c.metric, c.level) for c in verdict.anomalies)
 
 
 def _scale(value: float, rule: MetricRule) -> float:
