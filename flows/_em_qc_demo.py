@@ -75,10 +75,15 @@ def run_em_qc_demo(
         folder=folder.parent,
         output=run_dir / "qc",
         workers=workers,  # type: ignore[arg-type]
-        idle_stop_s=max(5.0, 6 * interval_s),
+        idle_stop_s=120.0,  # only if the simulated SEM died: the run has a known size
+        expected_images=ROWS * COLS,
         stable_s=0.2,
         run_id=run_dir.name,
     )
+    from prefect import flow
+
+    with console.status("starting Prefect..."):
+        flow(name="warm-up")(lambda: None)()  # Prefect's local server starts here, not mid-run
     fired: list[Verdict] = []
     add_anomaly_hook(fired.append)
     writer = multiprocessing.get_context("spawn").Process(

@@ -24,6 +24,9 @@ class EMQCParams(BaseModel):
     config: Path | None = Field(None, description="QC thresholds (TOML/YAML), see QCConfig")
     learn_images: int | None = Field(None, ge=3, description="Override the config's")
     idle_stop_s: float = Field(30.0, gt=0, description="End when nothing new arrived for this long")
+    expected_images: int | None = Field(
+        None, ge=1, description="End once this many images came (an acquisition of known size)"
+    )
     stable_s: float | None = Field(None, ge=0, description="Override the profile's stable_s")
     write_stores: bool = True
     run_id: str | None = None

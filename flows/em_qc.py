@@ -47,6 +47,14 @@ def remove_anomaly_hook(hook: AnomalyHook) -> None:
         _HOOKS.remove(hook)
 
 
+def _each(callbacks: list[Callable[[Verdict], None]]) -> Callable[[Verdict], None]:
+    def call(verdict: Verdict) -> None:
+        for callback in callbacks:
+            callback(verdict)
+
+    return call
+
+
 def _imported_hooks(paths: tuple[str, ...]) -> list[AnomalyHook]:
     hooks = []
     for path in paths:
@@ -122,6 +130,7 @@ def qc_acquisition(params: EMQCParams) -> QCReport:
         profile=profile,
         ledger=params.output / "ingest.jsonl",
         idle_stop_s=params.idle_stop_s,
+        stop_after=params.expected_images,
     )
     hooks = [*_HOOKS, *_imported_hooks(params.anomaly_hooks)]
     stores = _StoreWriter(params.output) if params.write_stores else None
@@ -138,8 +147,8 @@ def qc_acquisition(params: EMQCParams) -> QCReport:
                 source,
                 analyzer,
                 QCJudge(config, run_id=params.run_id or "em-qc"),
-                on_verdict=lambda v: [live(v) for live in _LIVE] and None,
-                on_anomaly=lambda v: [hook(v) for hook in hooks] and None,
+                on_verdict=_each(list(_LIVE)),
+                on_anomaly=_each(hooks),
                 on_tile=stores,
             )
         finally:

@@ -118,6 +118,8 @@ def demo(
     # Prefect's temporary server would try to send usage data (there may be no network) and
     # its first write raced the flow's: an error and a "database is locked" traceback
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # a loaded acquisition PC starts the temporary server slowly (20 s is Prefect's default)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows import run_demo, run_em_qc_demo, run_tracking_demo
 
     if experiment not in DEMOS:

@@ -33,7 +33,7 @@ def watch(folder: Path, pause_s: float) -> None:
         print("verdict", getattr(verdict, "image", ""), flush=True)
         time.sleep(pause_s)
 
-    run_qc(source, analyzer, QCJudge(QCConfig(learn_images=4)), on_verdict=slowly)
+    run_qc(source, analyzer, QCJudge(QCConfig(learn_images=6)), on_verdict=slowly)
     workers.close()
 
 

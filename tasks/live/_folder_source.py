@@ -77,7 +77,9 @@ class _Candidate:
 class WatchedFolderSource:
     """Complete files under ``folder`` (recursively), oldest first, each once across
     restarts (``ledger``: default ``<folder>/.scopeflow/ingest.jsonl``). ``idle_stop_s``:
-    end after this long with nothing new and nothing pending (None: run until ``stop()``)."""
+    end after this long with nothing new and nothing pending; ``stop_after``: end once the
+    ledger holds this many files (an acquisition of known size); neither: run until
+    ``stop()``."""
 
     def __init__(
         self,
@@ -87,12 +89,14 @@ class WatchedFolderSource:
         ledger: Path | None = None,
         poll_s: float = 0.1,
         idle_stop_s: float | None = None,
+        stop_after: int | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.profile = VENDOR_PROFILES[profile] if isinstance(profile, str) else profile
         self.ledger = IngestLedger(ledger or self.folder / ".scopeflow" / "ingest.jsonl")
         self.poll_s = poll_s
         self.idle_stop_s = idle_stop_s
+        self.stop_after = stop_after
         self.missing_events = 0
         self._candidates: dict[str, _Candidate] = {}
         self._stopped = False
@@ -128,6 +132,8 @@ class WatchedFolderSource:
                 yield self._frame(entry, path)
                 if self._stopped:
                     return
+            if self.stop_after is not None and len(self.ledger.entries) >= self.stop_after:
+                return
             if found or self._candidates:
                 idle_since = time.monotonic()
             elif self.idle_stop_s is not None and time.monotonic() - idle_since > self.idle_stop_s:
