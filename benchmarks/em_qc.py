@@ -149,7 +149,12 @@ def latency(staged: list[Path], interval_s: float, work: Path) -> dict[str, obje
     folder.mkdir()
     profile = VendorProfile(name="bench", patterns=("*.tif",), rule=CompletionRule(stable_s=0.2))
     source = WatchedFolderSource(
-        folder, profile=profile, ledger=work / "ledger.jsonl", poll_s=0.05, idle_stop_s=4.0
+        folder,
+        profile=profile,
+        ledger=work / "ledger.jsonl",
+        poll_s=0.05,
+        idle_stop_s=120.0,
+        stop_after=len(staged),
     )
     writer = multiprocessing.get_context("spawn").Process(
         target=_writer, args=(folder, staged, interval_s)

@@ -113,8 +113,10 @@ def run_em_qc_demo(
             _LIVE.remove(show)
             remove_anomaly_hook(fired.append)
             writer.join(timeout=120)
-    sim_truth = {
-        EMMosaicSimulator.tile_name(i, i // COLS, i % COLS): DEMO_FAULTS.get(i, ())
+    sim_truth = {  # keys as the verdicts name the images: relative to the watched folder
+        f"{folder.name}/{EMMosaicSimulator.tile_name(i, i // COLS, i % COLS)}": DEMO_FAULTS.get(
+            i, ()
+        )
         for i in range(total)
     }
     score = score_verdicts(report.verdicts, sim_truth)

@@ -46,7 +46,7 @@ DEFAULT_RULES: dict[str, MetricRule] = {
     "contrast": MetricRule(bad="both", warn_z=4.0, fail_z=5.0, min_spread=3.0),
     "saturated": MetricRule(bad="high", learned=False, warn_above=0.002, fail_above=0.01),
     "streak_z": MetricRule(bad="high", min_spread=0.3, warn_above=12.0, fail_above=20.0),
-    "line_z": MetricRule(bad="high", warn_z=4.0, fail_z=5.0, min_spread=0.5, fail_above=8.0),
+    "line_z": MetricRule(bad="high", warn_z=4.5, fail_z=5.5, min_spread=0.5, fail_above=9.0),
     "drift_px": MetricRule(bad="high", learned=False, warn_above=3.0, fail_above=6.0),
     "overlap_ncc": MetricRule(bad="low", min_spread=0.03),
 }

@@ -4,7 +4,7 @@ Everything here is one image at a time and stateless; comparing against the run'
 against neighbouring tiles happens in the flow's process (``QCJudge``, ``TileRegistry``). Costs
 are bounded for a 4096² tile: percentiles from a ~1 Mpx subsample, two counting passes
 (saturation), a row profile, the cross-correlation of
-consecutive lines over the middle 512 columns, the spectra of nine 256² crops; the rest is
+consecutive lines over the middle 1024 columns, the spectra of nine 256² crops; the rest is
 small.
 
 - ``brightness``: median grey; ``contrast``: 90th - 10th percentile; ``saturated``: fraction of
@@ -20,7 +20,7 @@ small.
 - ``streak_z``: the brightest band along the scan (row means over 256-px segments, against a
   running median of the rows), in robust sigmas: charging;
 - ``line_z``: how much better consecutive lines match when shifted sideways by 3-12 px than
-  in place (cross-correlation over the middle 512 columns), in robust sigmas against its
+  in place (cross-correlation over the middle 1024 columns), in robust sigmas against its
   running median: lost line sync. Shot noise does not correlate between lines; the sample
   does, and a structure running along the lines matches at every shift, so it stays quiet.
 """
@@ -194,7 +194,7 @@ def _line_values(image: np.ndarray) -> dict[str, float]:
     sums = image[:, : segments * seg_w].reshape(h, segments, seg_w).sum(axis=2, dtype=acc)
     rows = sums.astype(np.float32) / seg_w
     streak = float(_robust_z(rows, 31).max())
-    n = min(w, 512)
+    n = min(w, 1024)
     x0 = (w - n) // 2
     raw = image[:, x0 : x0 + n].astype(np.float32)
     sub = raw[:, :-2] + 2 * raw[:, 1:-1] + raw[:, 2:]  # damps shot noise more than texture
