@@ -88,10 +88,11 @@ def render_metric_plots_png(
 def render_failed_thumbnails_png(
     thumbnails: Mapping[str, np.ndarray], verdicts: Mapping[str, Verdict], *, limit: int = 24
 ) -> bytes | None:
-    """The failed images' thumbnails, each captioned with its worst metric."""
+    """The failed images' thumbnails (8-bit shown as recorded), each captioned with the
+    metrics that failed; an unreadable file is a grey placeholder."""
     from PIL import Image, ImageDraw
 
-    failed = [name for name, v in verdicts.items() if v.level == "fail" and name in thumbnails]
+    failed = [name for name, v in verdicts.items() if v.level == "fail"]
     if not failed:
         return None
     failed = failed[:limit]
@@ -101,12 +102,15 @@ def render_failed_thumbnails_png(
     canvas = Image.new("RGB", (cols * size, rows * (size + caption)), "white")
     draw = ImageDraw.Draw(canvas)
     for k, name in enumerate(failed):
-        thumb = _stretch(thumbnails[name])
-        tile = Image.fromarray(thumb).convert("RGB").resize((size, size))
         ox, oy = (k % cols) * size, (k // cols) * (size + caption)
-        canvas.paste(tile, (ox, oy))
-        worst = verdicts[name].worst
-        why = f"{worst.metric}={worst.value:.3g}" if worst else "fail"
+        if name in thumbnails:
+            thumb = _display(thumbnails[name])
+            canvas.paste(Image.fromarray(thumb).convert("RGB").resize((size, size)), (ox, oy))
+        else:
+            draw.rectangle([ox, oy, ox + size - 1, oy + size - 1], fill=(60, 60, 60))
+            draw.text((ox + 50, oy + size // 2 - 6), "unreadable", fill=(255, 120, 120))
+        bad = [c for c in verdicts[name].anomalies if c.level == "fail"][:2]
+        why = ", ".join(f"{c.metric}={c.value:.3g}" for c in bad) or "fail"
         draw.text((ox + 3, oy + size + 2), name[-28:], fill="black")
         draw.text((ox + 3, oy + size + 15), why, fill=(200, 30, 30))
     buffer = io.BytesIO()
@@ -129,7 +133,10 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _stretch(image: np.ndarray) -> np.ndarray:
+def _display(image: np.ndarray) -> np.ndarray:
+    """8-bit as it is (a brightness or contrast fault must show), else stretched."""
+    if image.dtype == np.uint8:
+        return image
     a = image.astype(np.float32)
     lo, hi = np.percentile(a, (0.5, 99.5))
     return (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)

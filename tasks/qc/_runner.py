@@ -85,7 +85,7 @@ def run_qc(
     on_verdict: VerdictCallback | None = None,
     on_anomaly: VerdictCallback | None = None,
     on_tile: TileCallback | None = None,
-    keep_thumbnails: int = 200,
+    keep_thumbnails: int = 2000,
 ) -> QCReport:
     """QC every image ``source`` yields until it ends (or ``source.stop()``)."""
     from skimage import registration  # noqa: F401  (imported now, not on the first tile: ~1 s)
@@ -146,9 +146,8 @@ def run_qc(
                 first = verdicts[0]
                 report.latency_ms.append((first.t_verdict_ns - frame.header.t_ready_ns) / 1e6)
                 report.metrics.append((frame.index, image, values))
-                keep = len(report.thumbnails) < keep_thumbnails and first.level != "ok"
-                if metrics.thumbnail is not None and keep:
-                    report.thumbnails[image] = metrics.thumbnail
+                if metrics.thumbnail is not None and len(report.thumbnails) < keep_thumbnails:
+                    report.thumbnails[image] = metrics.thumbnail  # a later revision may fail it
                 for verdict in verdicts:
                     record(verdict)
                 if on_tile is not None:
