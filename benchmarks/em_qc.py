@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -191,6 +192,8 @@ def main() -> None:
         "benchmark": "em_qc",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(),
+        # the 1/5/15-min load averages: other work on the machine slows every timing here
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
     work = Path(tempfile.mkdtemp(prefix="scopeflow-bench-emqc-"))
     try:
@@ -206,6 +209,7 @@ def main() -> None:
             print(json.dumps({k: rec[k] for k in ("recall_by_kind", "false_alarm_rate")}))  # type: ignore[index]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results = REPO / "benchmarks" / "results" / "em_qc.json"
     results.write_text(json.dumps(out, indent=1) + "\n")
     print(f"saved {results}")
