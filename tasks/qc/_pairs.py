@@ -8,7 +8,8 @@ does not make the good tile after it look drifted). Of several neighbours, the b
 correlated overlap wins. ``drift_px`` is the size of that displacement in full-resolution
 pixels; ``overlap_ncc`` is the correlation of the registered overlap (low: the overlap does
 not show the same sample: wrong position, corrupt content); ``overlap_offset`` the mean grey
-difference there (a brightness step the tile's content cannot explain).
+difference from that neighbour there (reported, not judged: a step after a bad neighbour
+would look like one). A tile without a stage position is not compared.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ class TileRegistry:
                     break
                 ncc, shift, offset = found
                 if best is None or ncc > best[0]:
-                    best = (ncc, other_key, other.displacement + shift, other.offset + offset)
-        elif self._seen:
-            same_place = next(reversed(self._seen))
+                    best = (ncc, other_key, other.displacement + shift, offset)
+        else:
+            self._remember(key, metrics, placement, np.zeros(2), 0.0)
+            return PairMetrics({}, None, "no stage position in the metadata: drift not measured")
         if same_place is not None:
             result = self._series(key, metrics, placement, same_place)
         elif best is None:
