@@ -180,3 +180,43 @@ def test_goal_recall_per_fault_and_false_alarms_across_seeds() -> None:
     assert set(injected) == set(FAULTS)
     recall = {kind: found.get(kind, 0) / n for kind, n in injected.items()}
     assert min(recall.values()) >= 0.95, recall
+
+
+def test_qc_on_a_light_microscopes_frames_from_the_edge(tmp_path: Path) -> None:
+    """The same analyzer on a live flow's frames: a simulated widefield microscope (the edge
+    process) images one position in focus, then 15 and 30 µm off focus; a journal replay
+    feeds run_qc: the defocused frames fail on focus, nothing drifts."""
+    import useq
+
+    from tasks.hardware import EdgeClient, EdgeProcess
+    from tasks.live import JournalReplaySource
+    from tasks.qc import run_qc
+
+    with (
+        EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "256"]) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        cell = client.truth((4000.0, 4000.0, 6000.0, 6000.0))["cells"][0]
+        at = {"x_pos": cell["x_um"], "y_pos": cell["y_um"], "channel": "DAPI", "exposure": 20}
+        events = [useq.MDAEvent(z_pos=0.0, **at) for _ in range(6)]
+        events += [useq.MDAEvent(z_pos=z, **at) for z in (15.0, 30.0)]
+        client.submit_events(events, command_id="qc-lm")
+        client.wait_until_idle()
+        journal = Path(client.info()["journal"])
+    source = JournalReplaySource(journal)
+    request = MetricsRequest(focus_band=(0.07, 0.18), low_band=(0.01, 0.05))
+    with QCWorkers("threads", workers=1, request=request) as workers:
+        report = run_qc(
+            source,
+            Analyzer(workers, AnalyzerSettings()),
+            QCJudge(QCConfig.light_microscopy(learn_images=5)),
+        )
+    source.close()
+    verdicts = sorted(report.verdicts.values(), key=lambda v: v.index)
+    assert [v.level for v in verdicts[:6]] == ["ok"] * 6, [v.summary() for v in verdicts]
+    for v in verdicts[6:]:
+        assert v.level == "fail" and any(
+            c.metric == "focus" and c.level == "fail" for c in v.checks
+        ), v.summary()
+    drifts = [values["drift_px"] for _, _, values in report.metrics if "drift_px" in values]
+    assert len(drifts) == 7 and max(drifts) < 0.5

@@ -66,6 +66,18 @@ class QCConfig(BaseModel):
     rules: dict[str, MetricRule] = Field(default_factory=lambda: dict(DEFAULT_RULES))
 
     @classmethod
+    def light_microscopy(cls, **overrides: object) -> QCConfig:
+        """Rules for a light microscope's frames (a live flow's edge stream): the SEM scan's
+        absolute limits (streaks, line jumps, astigmatism) dropped, the run's own baseline
+        kept. Pair it with ``MetricsRequest(focus_band=(0.07, 0.18), low_band=(0.01, 0.05))``."""
+        rules = dict(DEFAULT_RULES)
+        for metric in ("streak_z", "line_z", "astigmatism"):
+            rules[metric] = rules[metric].model_copy(
+                update={"warn_above": None, "fail_above": None}
+            )
+        return cls(rules=rules, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
     def load(cls, path: Path) -> QCConfig:
         """From a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file; rules given there replace
         the defaults of those metrics only."""
