@@ -210,3 +210,41 @@ def _wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-unty
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def test_vendor_tags_give_stage_and_pixel_size(tmp_path: Path, tiles) -> None:
+    from tasks.storage.convert import read_tile
+
+    tile = tiles[4]
+    for vendor, fmt in (("zeiss", "ZEISS SEM TIFF"), ("fei", "Thermo Fisher/FEI TIFF")):
+        meta = read_tile(write_sem_tiff(tmp_path / f"{vendor}.tif", tile, vendor=vendor))
+        assert meta.format_name == fmt
+        assert meta.pixel_size_um == pytest.approx(tile.pixel_size_um)
+        assert meta.stage_x_um == pytest.approx(tile.stage_x_um, abs=1e-3)
+        assert meta.stage_y_um == pytest.approx(tile.stage_y_um, abs=1e-3)
+    plain = read_tile(write_sem_tiff(tmp_path / "plain.tif", tile, vendor="none"))
+    assert plain.stage_x_um is None and plain.pixel_size_um is None
+
+
+def test_region_store_rewrites_a_repeated_tile_in_place(tmp_path: Path, tiles) -> None:
+    """A restarted ingest that writes a tile again: same image, no duplicate."""
+    import zarr
+
+    from tasks.storage import TileSetWriter
+
+    first = TileSetWriter(tmp_path)
+    for t in tiles[:2]:
+        first.add("r1", t.name, t.pixels, pixel_size_um=t.pixel_size_um,
+                  stage_x_um=t.stage_x_um, stage_y_um=t.stage_y_um)  # fmt: skip
+    again = TileSetWriter(tmp_path)  # a new process after a restart
+    path = again.add("r1", tiles[1].name, tiles[1].pixels, pixel_size_um=tiles[1].pixel_size_um,
+                     stage_x_um=tiles[1].stage_x_um, stage_y_um=tiles[1].stage_y_um)  # fmt: skip
+    assert path.name == "1"
+    path = again.add("r1", tiles[2].name, tiles[2].pixels, pixel_size_um=None,
+                     stage_x_um=None, stage_y_um=None)  # fmt: skip
+    assert path.name == "2"
+    store = tmp_path / "r1.ome.zarr"
+    series = zarr.open_group(str(store / "OME"), mode="r").attrs["ome"]["series"]
+    assert series == ["0", "1", "2"]
+    np.testing.assert_array_equal(zarr.open_group(str(store / "1"), mode="r")["0"][:],
+                                  tiles[1].pixels)  # fmt: skip
