@@ -23,6 +23,8 @@ from ._acquire_plan import (
 from ._acquire_store import FieldStores, FrameRecord
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
+from ._em_qc_demo import run_em_qc_demo
+from ._em_qc_params import EMQCParams
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
@@ -38,6 +40,7 @@ __all__ = [
     "AnalysisHook",
     "DatasetParams",
     "DetailSettings",
+    "EMQCParams",
     "FieldPlan",
     "FieldStores",
     "FrameRecord",
@@ -59,6 +62,7 @@ __all__ = [
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
+    "run_em_qc_demo",
     "run_tracking_demo",
     "score_targets",
     "score_tracking_on_simulation",

@@ -109,7 +109,7 @@ def edge_serve(
         pass
 
 
-DEMOS = ("targeted-imaging", "tracking")
+DEMOS = ("targeted-imaging", "tracking", "em-qc")
 
 
 @app.command()
@@ -121,26 +121,32 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path(
         "scopeflow-data"
     ),
-    backend: Annotated[str, typer.Option(help="Compute backend: ray or dask.")] = "ray",
+    backend: Annotated[
+        str, typer.Option(help="Compute backend: ray or dask (em-qc also: threads).")
+    ] = "ray",
     model: Annotated[
         str | None,
         typer.Option(help="Segmentation model (default: classical; unet for tracking)."),
     ] = None,
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
-    seed: Annotated[int, typer.Option(help="Tracking: simulator seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Tracking, em-qc: simulator seed.")] = 0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
     # its first write raced the flow's: an error and a "database is locked" traceback
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows import run_demo, run_tracking_demo
+    # a loaded acquisition PC starts the temporary server slowly (20 s is Prefect's default)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows import run_demo, run_em_qc_demo, run_tracking_demo
 
     if experiment not in DEMOS:
         _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
         return
     try:
-        if experiment == "tracking":
+        if experiment == "em-qc":
+            summary = run_em_qc_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
+        elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
                 time_points=time_points,
@@ -275,3 +281,6 @@ _register_edge_access(edge_app)
 from ._cli_acquire import register as _register_acquire  # noqa: E402
 
 _register_acquire(run_app)
+from ._cli_qc import register as _register_qc  # noqa: E402
+
+_register_qc(app)

@@ -33,6 +33,7 @@ from ._labels import create_label_image, label_names, label_path
 from ._movie import Movie, open_movie
 from ._ngff import COMPRESSIONS, Compression
 from ._stack import write_zstack
+from ._tile_set import TileSetWriter
 from .convert import ConversionResult, ConvertOptions, convert_file
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Movie",
     "SourceImage",
     "Tile",
+    "TileSetWriter",
     "axes_from_sizes",
     "channel_color",
     "channels_named",
