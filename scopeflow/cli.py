@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from ._errors import ScopeflowError
+from ._errors import ConfigurationError, ScopeflowError
 from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
 
 app = typer.Typer(
@@ -36,6 +36,12 @@ def edge_serve(
     ] = False,
     mm_config: Annotated[
         Path | None, typer.Option(help="Micro-Manager configuration file of a real microscope.")
+    ] = None,
+    driver: Annotated[
+        str, typer.Option(help="mmcore (simulator / Micro-Manager) or file-drop (vendor macro).")
+    ] = "mmcore",
+    drop_dir: Annotated[
+        Path | None, typer.Option(help="file-drop: the folder shared with the vendor macro.")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8765; 0 = any).")] = None,
@@ -73,7 +79,11 @@ def edge_serve(
     service = load_settings().edge.model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
     )
+    if driver not in ("mmcore", "file-drop"):
+        _fail(ConfigurationError(f"--driver {driver!r}: use mmcore or file-drop"))
     microscope = EdgeMicroscopeSettings(
+        driver=driver,  # type: ignore[arg-type]  # validated by the model
+        drop_dir=drop_dir,
         simulate=simulate,
         mm_config=mm_config,
         seed=seed,

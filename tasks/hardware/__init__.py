@@ -12,7 +12,17 @@ from scopeflow import new_command_id
 
 from ._async_client import AsyncEdgeClient
 from ._client import EdgeClient
+from ._command_scope import CommandScope, command_scope, current_command
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
+from ._filedrop_bridge import FileDropBridge
+from ._filedrop_protocol import (
+    DROP_PROTOCOL,
+    DropCommand,
+    DropHello,
+    DropLayout,
+    DropReply,
+    write_atomic,
+)
 from ._stream_session import Transport
 
 if TYPE_CHECKING:
@@ -21,17 +31,27 @@ if TYPE_CHECKING:
     from ._serve import EdgeServiceOptions, serve_edge
 
 __all__ = [
+    "DROP_PROTOCOL",
     "AsyncEdgeClient",
+    "CommandScope",
+    "DropCommand",
+    "DropHello",
+    "DropLayout",
+    "DropReply",
     "EdgeAgent",
     "EdgeClient",
     "EdgeProcess",
     "EdgeServiceOptions",
+    "FileDropBridge",
     "HardwareContext",
     "SafetyEnvelope",
     "Transport",
+    "command_scope",
+    "current_command",
     "load_envelope",
     "new_command_id",
     "serve_edge",
+    "write_atomic",
 ]
 
 _LAZY = {
