@@ -259,3 +259,7 @@ _register_batch(app)
 from ._cli_track import register as _register_track  # noqa: E402
 
 _register_track(app)
+
+from ._cli_events import register as _register_events  # noqa: E402
+
+_register_events(app)
