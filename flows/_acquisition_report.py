@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,9 @@ def reports_acquisition(
             summary["events"] = [e for e in sent if e]
             return summary
 
+        # resolved here: Prefect reads the parameter types from the wrapper, whose module does
+        # not import the flow's parameter model
+        run.__annotations__ = typing.get_type_hints(body)
         return run
 
     return wrap
