@@ -101,6 +101,14 @@ def edge_serve(
         pass
 
 
+@edge_app.command("openapi")
+def edge_openapi() -> None:
+    """Print the edge's HTTP API as an OpenAPI document (JSON)."""
+    from tasks.hardware import edge_openapi as document
+
+    typer.echo(json.dumps(document(), indent=1))
+
+
 DEMOS = ("targeted-imaging", "tracking")
 
 

@@ -36,7 +36,7 @@ class SimAdapter:
         self.config = config
         self.acquired = 0
         self.aborts = 0
-        self.fail_next: str | None = None  # the next acquire raises this (error-path tests)
+        self.fail_next: str | None = None  # the next move or acquire raises this (error paths)
 
     def describe(self) -> dict[str, Any]:
         cfg = self.config
@@ -66,6 +66,7 @@ class SimAdapter:
         return self.core.getCurrentConfig("Objective"), self.core.getCurrentConfig("Channel")
 
     def move(self, x: float | None, y: float | None, z: float | None) -> None:
+        self._maybe_fail()
         if x is not None and y is not None:
             self.core.setXYPosition(x, y)
         if z is not None:
@@ -78,9 +79,7 @@ class SimAdapter:
         self.core.setConfig("Channel", name)
 
     def acquire(self, exposure_ms: float | None, intensity: float | None, path: str) -> None:
-        if self.fail_next:
-            message, self.fail_next = self.fail_next, None
-            raise RuntimeError(message)
+        self._maybe_fail()
         if exposure_ms is not None:
             self.core.setExposure(exposure_ms)
         if intensity is not None:
@@ -88,6 +87,11 @@ class SimAdapter:
         self.core.snapImage()
         tifffile.imwrite(path, self.core.getImage())
         self.acquired += 1
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            message, self.fail_next = self.fail_next, None
+            raise RuntimeError(message)
 
     def abort(self) -> None:
         self.aborts += 1

@@ -134,8 +134,20 @@ def _completed(deployment: str, key: str, value: object, timeout: float = 300) -
             break
         time.sleep(1)
     assert len(runs) == 1, f"{len(runs)} run(s) of {deployment} for {key}={value}"
-    assert runs[0].state is not None and runs[0].state.is_completed(), runs[0].state
+    assert runs[0].state is not None and runs[0].state.is_completed(), _logs(runs[0])
     return runs[0]
+
+
+def _logs(run: object) -> str:
+    """The run's state and its error logs: what a failed assertion should show."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=30))
+        )
+    return f"{run.state}\n" + "\n".join(log.message[-2000:] for log in logs[-5:])
 
 
 def test_a_finished_acquisition_gets_its_stores_segmented(
@@ -209,5 +221,5 @@ def _wait_runs(deployment: str, key: str, value: object, count: int, timeout: fl
             break
         time.sleep(1)
     assert len(runs) == count, f"{len(runs)} run(s) of {deployment}"
-    assert all(r.state.is_completed() for r in runs), [r.state for r in runs]
+    assert all(r.state.is_completed() for r in runs), [_logs(r) for r in runs]
     return runs

@@ -8,14 +8,25 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tifffile
 
-from scopeflow import CommandDone, EdgeRejected, EventFailed, Frame, HardwareError, MoveStage, Stop
-from tasks.hardware import EdgeClient, EdgeProcess, FileDropBridge
+from scopeflow import (
+    CommandDone,
+    EdgeClientError,
+    EdgeRejected,
+    EventFailed,
+    Frame,
+    HardwareError,
+    MoveStage,
+    Stop,
+)
+from tasks.hardware import EdgeClient, EdgeProcess, FileDropBridge, edge_openapi
 from tasks.hardware.sim import SimulatorConfig
 
+from .conftest import REPO
 from .filedrop_driver import MacroThread, load_macro
 
 CAMERA = 256
@@ -136,6 +147,27 @@ def test_a_macro_failure_is_the_events_failure_and_the_edge_goes_on(
     assert len(failed) == 1 and "ZEN: camera not ready" in failed[0].error
     assert failed[0].event_number == 0
     assert seen[-1].outcome == "partial" and seen[-1].frames == 1
+
+
+def test_a_refused_direct_command_names_the_macros_error(
+    client: EdgeClient, dropped: tuple[EdgeProcess, MacroThread]
+) -> None:
+    _, macro = dropped
+    macro.adapter.fail_next = "ZEN: stage controller not referenced"
+    with pytest.raises(EdgeClientError, match="stage controller not referenced"):
+        client.command(MoveStage(x=4_000.0, y=4_000.0))
+    client.command(MoveStage(x=4_010.0, y=4_000.0))  # the next one goes through
+    assert client.state().stage.x == 4_010.0
+
+
+def test_the_published_openapi_is_what_the_edge_serves(
+    dropped: tuple[EdgeProcess, MacroThread],
+) -> None:
+    edge, _ = dropped
+    published = json.loads((REPO / "docs" / "edge-openapi.json").read_text())
+    assert published == edge_openapi()  # regenerate: scopeflow edge openapi > docs/...
+    served = httpx.get(f"{edge.url}/openapi.json").json()
+    assert served["paths"].keys() == published["paths"].keys() - {"/v1/sim/faults"}
 
 
 def test_a_stop_reaches_the_macro(

@@ -27,6 +27,7 @@ from ._stream_session import Transport
 
 if TYPE_CHECKING:
     from ._agent import EdgeAgent
+    from ._openapi import edge_openapi
     from ._process import EdgeProcess
     from ._serve import EdgeServiceOptions, serve_edge
 
@@ -48,6 +49,7 @@ __all__ = [
     "Transport",
     "command_scope",
     "current_command",
+    "edge_openapi",
     "load_envelope",
     "new_command_id",
     "serve_edge",
@@ -58,6 +60,7 @@ _LAZY = {
     "EdgeAgent": "._agent",
     "EdgeProcess": "._process",
     "EdgeServiceOptions": "._serve",
+    "edge_openapi": "._openapi",
     "serve_edge": "._serve",
 }
 
