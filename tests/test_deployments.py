@@ -23,6 +23,8 @@ DEPLOYMENTS = {
     "track-dataset/track-dataset-hpc",
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
+    "process-acquisition/process-acquisition-on-finish",  # tests/test_automations.py runs them
+    "respond-to-anomaly/requeue-tile-on-anomaly",
 }
 
 
