@@ -15,11 +15,12 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+# absolute imports: a worker loads this file as a top-level module named after it, where a
+# relative import would make a second copy of flows' modules that Dask workers cannot unpickle
+from flows import SegmentDatasetParams
+from flows.segment_dataset import segment_dataset
 from scopeflow import Pause
 from tasks.hardware import EdgeClient
-
-from ._dataset_params import SegmentDatasetParams
-from .segment_dataset import segment_dataset
 
 __all__ = [
     "AnomalyResponseParams",
