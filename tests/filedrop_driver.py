@@ -36,6 +36,7 @@ class SimAdapter:
         self.config = config
         self.acquired = 0
         self.aborts = 0
+        self.misreport: str | None = None  # the next reply names this channel (error paths)
         self.fail_next: str | None = None  # the next move or acquire raises this (error paths)
 
     def describe(self) -> dict[str, Any]:
@@ -63,7 +64,9 @@ class SimAdapter:
         return x, y, self.core.getPosition()
 
     def current(self) -> tuple[str, str]:
-        return self.core.getCurrentConfig("Objective"), self.core.getCurrentConfig("Channel")
+        channel = self.misreport or self.core.getCurrentConfig("Channel")
+        self.misreport = None
+        return self.core.getCurrentConfig("Objective"), channel
 
     def move(self, x: float | None, y: float | None, z: float | None) -> None:
         self._maybe_fail()

@@ -160,6 +160,16 @@ def test_a_refused_direct_command_names_the_macros_error(
     assert client.state().stage.x == 4_010.0
 
 
+def test_a_reply_naming_an_unannounced_channel_is_refused(
+    client: EdgeClient, dropped: tuple[EdgeProcess, MacroThread]
+) -> None:
+    _, macro = dropped
+    macro.adapter.misreport = "Cy5"
+    with pytest.raises(EdgeClientError, match="does not announce"):
+        client.command(MoveStage(x=4_020.0, y=4_000.0))
+    assert client.state().channel in {"BF", "DAPI", "GFP"}
+
+
 def test_the_published_openapi_is_what_the_edge_serves(
     dropped: tuple[EdgeProcess, MacroThread],
 ) -> None:

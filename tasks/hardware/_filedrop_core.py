@@ -27,7 +27,7 @@ from pymmcore_plus.experimental.unicore import (
 )
 from pymmcore_plus.mda import MDAEngine, MDARunner
 
-from scopeflow import ConfigurationError, EdgeServerSettings
+from scopeflow import ConfigurationError, EdgeServerSettings, HardwareError
 
 from ._command_scope import current_command
 from ._envelope import SafetyEnvelope
@@ -66,6 +66,15 @@ class _Rig:
         return reply
 
     def take(self, reply: DropReply) -> None:
+        for what, value, known in (
+            ("channel", reply.channel, self.hello.channels),
+            ("objective", reply.objective, list(self.hello.objectives)),
+        ):
+            if value is not None and value not in known:
+                raise HardwareError(
+                    f"reply {reply.seq} reports {what} {value!r}, which hello.json does not "
+                    f"announce ({', '.join(known)}): the macro must use the announced names"
+                )
         self.x = self.x if reply.x is None else reply.x
         self.y = self.y if reply.y is None else reply.y
         self.z = self.z if reply.z is None else reply.z
