@@ -241,3 +241,23 @@ def test_a_macro_of_another_protocol_is_refused_with_the_fix(tmp_path: Path) -> 
     (tmp_path / "hello.json").write_text(json.dumps({"protocol": 99}))
     with pytest.raises(HardwareError, match="not a valid DropHello"):
         bridge.wait_hello(1)
+
+
+def test_the_reference_macro_stays_within_what_zen_oad_ironpython_runs() -> None:
+    """IronPython 2.7: no f-strings, no annotations, no walrus, no pathlib; os, json, time only."""
+    import ast
+
+    tree = ast.parse((REPO / "examples" / "zen_oad_macro.py").read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
+    }
+    assert imported <= {"os", "json", "time"}, imported
+    for node in ast.walk(tree):
+        assert not isinstance(node, ast.JoinedStr | ast.NamedExpr | ast.AnnAssign), node.lineno
+        if isinstance(node, ast.FunctionDef):
+            assert node.returns is None and not any(a.annotation for a in node.args.args)
+        if isinstance(node, ast.ClassDef):
+            assert [b.id for b in node.bases if isinstance(b, ast.Name)] == ["object"], node.name
