@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from ._automations import AutomationsFile, apply_automations, load_automations
 from ._emit import (
-    AcquisitionEvents,
-    acquisition_events,
     emit,
     emit_acquisition_failed,
     emit_acquisition_finished,
@@ -32,9 +30,7 @@ __all__ = [
     "ACQUISITION_STARTED",
     "CONVERSION_FINISHED",
     "QC_ANOMALY",
-    "AcquisitionEvents",
     "AutomationsFile",
-    "acquisition_events",
     "acquisition_resource",
     "apply_automations",
     "emit",

@@ -11,9 +11,7 @@ acquisition goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,8 +25,6 @@ from ._names import (
 )
 
 __all__ = [
-    "AcquisitionEvents",
-    "acquisition_events",
     "emit",
     "emit_acquisition_failed",
     "emit_acquisition_finished",
@@ -188,51 +184,3 @@ def emit_qc_anomaly(
         },
         related if run_id else (),
     )
-
-
-@dataclass
-class AcquisitionEvents:
-    """What `acquisition_events` yields: call `finished` with the stores once they are written."""
-
-    run_id: str
-    flow: str
-    edge_url: str | None = None
-    sent: list[str] = field(default_factory=list)
-    done: bool = False
-
-    def finished(
-        self,
-        stores: Sequence[Path | str],
-        *,
-        run_dir: Path | str | None = None,
-        frames: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.done = True
-        event_id = emit_acquisition_finished(
-            self.run_id,
-            self.flow,
-            stores=stores,
-            run_dir=run_dir,
-            frames=frames,
-            edge_url=self.edge_url,
-            detail=detail,
-        )
-        if event_id:
-            self.sent.append(event_id)
-
-
-@contextmanager
-def acquisition_events(
-    flow: str, run_id: str, *, edge_url: str | None = None
-) -> Iterator[AcquisitionEvents]:
-    """``started`` on entry; ``failed`` (then re-raised) when the body raises. The body calls
-    ``finished(stores=...)`` when its data are stored."""
-    events = AcquisitionEvents(run_id, flow, edge_url)
-    if started := emit_acquisition_started(run_id, flow, edge_url=edge_url):
-        events.sent.append(started)
-    try:
-        yield events
-    except BaseException as exc:
-        emit_acquisition_failed(run_id, flow, f"{type(exc).__name__}: {exc}", edge_url=edge_url)
-        raise
