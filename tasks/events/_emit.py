@@ -135,7 +135,7 @@ def emit_acquisition_failed(
 def emit_qc_anomaly(
     image: str,
     metric: str,
-    value: float,
+    value: float | None,
     *,
     threshold: float | None = None,
     verdict: Literal["warn", "fail"] = "fail",
@@ -170,7 +170,7 @@ def emit_qc_anomaly(
         {
             "image": image,
             "metric": metric,
-            "value": float(value),
+            "value": None if value is None else float(value),  # None: unreadable, no value
             "threshold": threshold,
             "verdict": verdict,
             "source": source,
