@@ -7,6 +7,7 @@ A decorator under ``@flow``, so a flow gains it with one line and its body stays
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import typing
 from collections.abc import Callable
@@ -77,6 +78,7 @@ def reports_acquisition(
         # resolved here: Prefect reads the parameter types from the wrapper, whose module does
         # not import the flow's parameter model
         run.__annotations__ = typing.get_type_hints(body)
+        run.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
         return run
 
     return wrap

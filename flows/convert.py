@@ -159,5 +159,10 @@ def convert_folder(params: ConvertFolderParams) -> dict[str, Any]:
     ]
     create_table_artifact(table, key="convert-folder", description="Files converted to OME-Zarr")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("converted", "skipped", "failed")}
-    get_run_logger().info("conversion: %s", counts)
+    get_run_logger().info(  # not one dict argument: logging would take it for named arguments
+        "conversion: %d converted, %d skipped, %d failed",
+        counts["converted"],
+        counts["skipped"],
+        counts["failed"],
+    )
     return {**counts, "rows": rows}
