@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zarr
 
@@ -96,10 +97,10 @@ def test_targeted_imaging_through_the_file_drop_macro_finds_the_real_cells(
 def test_file_drop_and_simulator_paths_choose_the_same_targets(
     prefect_harness: PrefectServer, tmp_path: Path
 ) -> None:
-    """Another seed, against the plain simulated edge of the same seed: the same targets. (The
-    absolute check above holds on seed 0 only for both paths: on seeds 1 and 2 the classical
-    model segments the noise of nucleus-free overview tiles, 1362 and 1632 detections for ~30
-    nuclei, on the simulator path as much as here, measured 2026-12-04.)"""
+    """Another seed, against the plain simulated edge of the same seed: the same targets, within
+    the sample's drift. (The absolute check above holds on seed 0 only for both paths: on seeds
+    1 and 2 the classical model segments the noise of nucleus-free overview tiles, 1362 and 1632
+    detections for ~30 nuclei, on the simulator path as much as here, measured 2026-12-04.)"""
     seed = 1
     with file_drop_edge(tmp_path / "fd", seed) as (edge, _):
         dropped = targeted_imaging(_params(edge, tmp_path / "fd-runs", max_targets=30))
@@ -108,11 +109,14 @@ def test_file_drop_and_simulator_paths_choose_the_same_targets(
         extra_args=["--camera-size", "512", "--density", "30", "--seed", str(seed)],
     ) as sim_edge:
         simulated = targeted_imaging(_params(sim_edge, tmp_path / "sim-runs", max_targets=30))
-    assert dropped["targets_detected"] == simulated["targets_detected"]
-    ours, theirs = _targets(dropped), _targets(simulated)
+    # the sample lives on in real time in both (cells drift a little between the two runs), so
+    # the same targets means: as many detections (2 %), each target within 3 µm of one of theirs
+    detected = simulated["targets_detected"]
+    assert abs(dropped["targets_detected"] - detected) <= max(2, 0.02 * detected)
+    ours, theirs = np.array(_targets(dropped)), np.array(_targets(simulated))
     assert len(ours) == len(theirs) == 30
-    for (x, y), (sx, sy) in zip(ours, theirs, strict=True):
-        assert abs(x - sx) < 0.5 and abs(y - sy) < 0.5
+    nearest = np.min(np.hypot(*(ours[:, None, :] - theirs[None, :, :]).transpose(2, 0, 1)), 1)
+    assert nearest.max() < 3.0, nearest
 
 
 def _event_names(server: PrefectServer, flow_run_id: str) -> set[str]:
