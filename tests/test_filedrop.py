@@ -15,6 +15,7 @@ import tifffile
 
 from scopeflow import (
     CommandDone,
+    ConfigurationError,
     EdgeClientError,
     EdgeRejected,
     EventFailed,
@@ -238,6 +239,8 @@ def test_a_restarted_bridge_never_reuses_a_file_name(tmp_path: Path) -> None:
 
 def test_a_macro_of_another_protocol_is_refused_with_the_fix(tmp_path: Path) -> None:
     bridge = FileDropBridge(tmp_path)
+    with pytest.raises(ConfigurationError, match="start the vendor macro"):
+        bridge.wait_hello(0.05)
     (tmp_path / "hello.json").write_text(json.dumps({"protocol": 99}))
     with pytest.raises(HardwareError, match="not a valid DropHello"):
         bridge.wait_hello(1)
