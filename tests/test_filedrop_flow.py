@@ -138,3 +138,56 @@ def _event_names(server: PrefectServer, flow_run_id: str) -> set[str]:
 
         time.sleep(1)
     return names
+
+
+def test_tracking_runs_unchanged_through_the_file_drop_macro(
+    prefect_harness: PrefectServer, tmp_path: Path
+) -> None:
+    """The tracking flow (U-Net on a Ray worker, re-centring every time point) through the
+    macro. Scored by the tracker's own centring, not CTC TRA: frames from a vendor macro carry
+    no simulator clock (``sample_time_s``), which the truth scoring needs."""
+    from flows import TrackedPosition, TrackingParams
+    from flows.tracking import tracking
+    from tasks.live import DecisionLog
+
+    drop = tmp_path / "drop"
+    config = SimulatorConfig(seed=3, width=512, height=512, time_scale=60)
+    with (
+        MacroThread(drop, config) as macro,
+        EdgeProcess(
+            tmp_path / "edge", extra_args=["--driver", "file-drop", "--drop-dir", str(drop)]
+        ) as edge,
+    ):
+        cells = macro.sim.truth((4_700.0, 4_700.0, 5_300.0, 5_300.0)).to_records()
+        chosen: list[dict] = []
+        for c in cells:
+            far = all(np.hypot(c["x_um"] - o["x_um"], c["y_um"] - o["y_um"]) > 200 for o in chosen)
+            if abs(c["z_um"]) < 1.0 and far:
+                chosen.append(c)
+        params = TrackingParams(
+            positions=[
+                TrackedPosition(name=f"cell-{c['ids']}", x_um=c["x_um"], y_um=c["y_um"])
+                for c in chosen[:2]
+            ],
+            time_points=12,
+            interval_s=1.0,
+            model="unet",
+            model_options={},
+            backend={"kind": "ray", "workers": 1},
+            deadline_ms=900.0,
+            link_distance_um=6.0,
+            edge_url=edge.url,
+            edge_token_file=edge.token_file,
+            output_dir=tmp_path / "runs",
+        )
+        summary = tracking(params)
+    assert summary["time_points"] == 12 and summary["positions"] == 2
+    assert summary["centred_fraction"] >= 0.95, summary
+    assert summary["refused"] == []
+    run_dir = Path(summary["run_dir"])
+    decided = [r for r in DecisionLog.read(run_dir / "decisions.jsonl") if r["type"] == "decision"]
+    assert len(decided) == 24
+    assert all(r["command_id"].startswith(run_dir.name + ".track.") for r in decided)
+    acquires = [json.loads(p.read_text()) for p in (drop / "commands").glob("*.json")]
+    assert sum(c["op"] == "acquire" for c in acquires) >= 24
+    assert len(summary["events"]) == 2  # acquisition started and finished
