@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from ._errors import ScopeflowError
+from ._errors import ConfigurationError, ScopeflowError
 from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
 
 app = typer.Typer(
@@ -36,6 +36,12 @@ def edge_serve(
     ] = False,
     mm_config: Annotated[
         Path | None, typer.Option(help="Micro-Manager configuration file of a real microscope.")
+    ] = None,
+    driver: Annotated[
+        str, typer.Option(help="mmcore (simulator / Micro-Manager) or file-drop (vendor macro).")
+    ] = "mmcore",
+    drop_dir: Annotated[
+        Path | None, typer.Option(help="file-drop: the folder shared with the vendor macro.")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8765; 0 = any).")] = None,
@@ -91,7 +97,11 @@ def edge_serve(
     service = load_settings().edge.model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
     )
+    if driver not in ("mmcore", "file-drop"):
+        _fail(ConfigurationError(f"--driver {driver!r}: use mmcore or file-drop"))
     microscope = EdgeMicroscopeSettings(
+        driver=driver,  # type: ignore[arg-type]  # validated by the model
+        drop_dir=drop_dir,
         simulate=simulate,
         mm_config=mm_config,
         seed=seed,
@@ -107,6 +117,14 @@ def edge_serve(
         _fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+@edge_app.command("openapi")
+def edge_openapi() -> None:
+    """Print the edge's HTTP API as an OpenAPI document (JSON)."""
+    from tasks.hardware import edge_openapi as document
+
+    typer.echo(json.dumps(document(), indent=1))
 
 
 DEMOS = ("targeted-imaging", "tracking", "em-qc")
@@ -284,3 +302,7 @@ _register_acquire(run_app)
 from ._cli_qc import register as _register_qc  # noqa: E402
 
 _register_qc(app)
+
+from ._cli_events import register as _register_events  # noqa: E402
+
+_register_events(app)

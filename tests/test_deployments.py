@@ -25,6 +25,8 @@ DEPLOYMENTS = {
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
     "targeted-imaging/targeted-imaging-scope-2",
+    "process-acquisition/process-acquisition-on-finish",  # tests/test_automations.py runs them
+    "respond-to-anomaly/requeue-tile-on-anomaly",
 }
 
 
