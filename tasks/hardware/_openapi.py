@@ -16,4 +16,4 @@ def edge_openapi() -> dict[str, Any]:
     """What ``GET /openapi.json`` of an edge answers (simulated edges add ``/v1/sim/faults``)."""
     from ._app import create_app
 
-    return create_app(_SchemaOnly(), token="-", stream_port=None).openapi()  # type: ignore[arg-type]
+    return create_app(_SchemaOnly(), "-", stream_port=None).openapi()  # type: ignore[arg-type]
