@@ -21,7 +21,7 @@ from tasks.events import (
     emit_acquisition_started,
 )
 
-__all__ = ["reports_acquisition"]
+__all__ = ["queue_for_omero", "reports_acquisition"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def reports_acquisition(
 ) -> Callable[[Callable[..., Summary]], Callable[..., Summary]]:
     """Wrap an acquisition flow ``f(params) -> summary``: ``stores(summary)`` names what it
     wrote. The events' resource is the Prefect flow run; the summary gains ``omero`` (the
-    spool keys) and ``events`` (the ids sent)."""
+    spool keys) and ``prefect_events`` (the ids sent)."""
 
     def wrap(body: Callable[..., Summary]) -> Callable[..., Summary]:
         @functools.wraps(body)
@@ -58,7 +58,7 @@ def reports_acquisition(
                 "analysis": summary.get("analysis"),
             }
             scopeflow_run = summary.get("run_id", run_id)
-            summary["omero"] = _queue(
+            summary["omero"] = queue_for_omero(
                 written, scopeflow_run, flow_name, provenance, summary.get("qc")
             )
             sent.append(
@@ -72,7 +72,7 @@ def reports_acquisition(
                     detail={"scopeflow_run_id": scopeflow_run, "omero": summary["omero"]},
                 )
             )
-            summary["events"] = [e for e in sent if e]
+            summary["prefect_events"] = [e for e in sent if e]
             return summary
 
         # resolved here: Prefect reads the parameter types from the wrapper, whose module does
@@ -84,7 +84,7 @@ def reports_acquisition(
     return wrap
 
 
-def _queue(
+def queue_for_omero(
     stores: list[str], run_id: str, flow_name: str, provenance: dict[str, Any], qc: Any
 ) -> list[str]:
     """Spool keys; [] when OMERO is not configured or the spool cannot be written (logged:

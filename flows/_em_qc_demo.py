@@ -122,6 +122,7 @@ def run_em_qc_demo(
     score = score_verdicts(report.verdicts, sim_truth)
     latency = report.latency_summary()
     summary = {
+        "run_id": params.run_id,
         "tiles": len(report.verdicts),
         "anomalies_true": score.anomalies_true,
         "recall_by_kind": {k: round(v, 3) for k, v in score.recall_by_kind.items()},

@@ -30,6 +30,11 @@ class EMQCParams(BaseModel):
     stable_s: float | None = Field(None, ge=0, description="Override the profile's stable_s")
     write_stores: bool = True
     run_id: str | None = None
+    emit_events: bool = Field(
+        True,
+        description="Each anomaly as a Prefect event (scopeflow.qc.anomaly) that automations "
+        "react to (notify a person; deployments/prefect.yaml)",
+    )
     anomaly_hooks: tuple[str, ...] = Field(
         (),
         description="'package.module:callable' called with each anomaly's Verdict (e.g. one "

@@ -23,10 +23,12 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from scopeflow import ConfigurationError
+from tasks.events import emit_qc_anomaly
 from tasks.live import VENDOR_PROFILES, Analyzer, AnalyzerSettings, LiveFrame, WatchedFolderSource
 from tasks.qc import ImageMetrics, QCConfig, QCJudge, QCReport, QCWorkers, Verdict, run_qc
 from tasks.storage import TileSetWriter
 
+from ._acquisition_report import queue_for_omero
 from ._em_qc_params import EMQCParams
 from ._em_qc_plots import render_failed_thumbnails_png, render_metric_plots_png
 
@@ -53,6 +55,22 @@ def _each(callbacks: list[Callable[[Verdict], None]]) -> Callable[[Verdict], Non
             callback(verdict)
 
     return call
+
+
+def anomaly_event(verdict: Verdict) -> None:
+    """``scopeflow.qc.anomaly`` for one image (a folder image: automations notify; only
+    frames from an edge are taken again)."""
+    worst = verdict.worst
+    emit_qc_anomaly(
+        verdict.image,
+        worst.metric if worst else "readable",
+        worst.value if worst else None,
+        threshold=worst.threshold if worst else None,
+        verdict="warn" if verdict.level == "warn" else "fail",
+        source="folder",
+        run_id=verdict.run_id,
+        detail={"summary": verdict.summary(), "verdict_id": verdict.id},
+    )
 
 
 def _imported_hooks(paths: tuple[str, ...]) -> list[AnomalyHook]:
@@ -133,6 +151,8 @@ def qc_acquisition(params: EMQCParams) -> QCReport:
         stop_after=params.expected_images,
     )
     hooks = [*_HOOKS, *_imported_hooks(params.anomaly_hooks)]
+    if params.emit_events:
+        hooks.append(anomaly_event)
     stores = _StoreWriter(params.output) if params.write_stores else None
     with QCWorkers(params.workers, workers=params.worker_count) as workers:
         analyzer = Analyzer(
@@ -205,7 +225,16 @@ def em_qc(params: EMQCParams) -> QCReport:
     """QC a microscope's output folder while it is written; returns the run's QC report."""
     from prefect.runtime import flow_run
 
+    run_id = params.run_id or "em-qc"
     report = qc_acquisition(params)
-    qc_report(report, params.run_id or "em-qc")
+    levels = qc_report(report, run_id)
     report.run_info["prefect_flow_run_id"] = str(flow_run.id)
+    # the region stores go to OMERO through the spool (never waited for), verdicts attached
+    report.run_info["omero"] = queue_for_omero(
+        report.stores,
+        run_id,
+        "em-qc",
+        {"flow": "em-qc", "prefect_flow_run_id": str(flow_run.id), "folder": str(params.folder)},
+        {k: levels[k] for k in ("images", "ok", "warn", "fail")},
+    )
     return report

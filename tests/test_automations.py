@@ -98,7 +98,7 @@ def reacting(
             stdout=(logs / f"{pool}.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        for pool in ("batch-process", "microscope")
+        for pool in ("batch-process", "microscope-reactions")
     ]
     try:
         yield receiver

@@ -48,8 +48,8 @@ def deploy_all(server: PrefectServer) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
 
     with get_client(sync_client=True) as client:
-        batch = WorkPoolCreate(name="batch-process", type="process")
-        client.create_work_pool(batch, overwrite=True)
+        for name in ("batch-process", "microscope-reactions"):
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
         for pool in microscope_pools():  # one run at a time per microscope, as documented
             client.create_work_pool(
                 WorkPoolCreate(name=pool, type="process", concurrency_limit=1), overwrite=True

@@ -89,7 +89,7 @@ def test_targeted_imaging_through_the_file_drop_macro_finds_the_real_cells(
     assert provenance["run_id"] == summary["run_id"]
     assert provenance["params"]["edge_url"] == edge.url
     # started and finished reached the Prefect server
-    assert len(summary["events"]) == 2
+    assert len(summary["prefect_events"]) == 2
     names = _event_names(prefect_harness, summary["prefect_flow_run_id"])
     assert {"scopeflow.acquisition.started", "scopeflow.acquisition.finished"} <= names
 
@@ -190,4 +190,4 @@ def test_tracking_runs_unchanged_through_the_file_drop_macro(
     assert all(r["command_id"].startswith(run_dir.name + ".track.") for r in decided)
     acquires = [json.loads(p.read_text()) for p in (drop / "commands").glob("*.json")]
     assert sum(c["op"] == "acquire" for c in acquires) >= 24
-    assert len(summary["events"]) == 2  # acquisition started and finished
+    assert len(summary["prefect_events"]) == 2  # acquisition started and finished

@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from tasks.qc import FAULTS, EMMosaicSimulator, write_sem_tiff
+from tests._prefect_server import PrefectServer
 from tests.conftest import validate_store
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_em_qc_demo_judges_a_simulated_sem_run(tmp_path: Path, prefect_harness: None) -> None:
+def test_em_qc_demo_judges_a_simulated_sem_run(
+    tmp_path: Path, prefect_harness: PrefectServer
+) -> None:
     from flows import run_em_qc_demo
 
     summary = run_em_qc_demo(tmp_path, backend="threads", interval_s=0.3, quiet=True)
@@ -37,6 +40,10 @@ def test_em_qc_demo_judges_a_simulated_sem_run(tmp_path: Path, prefect_harness: 
     for key in ("em-qc-report", "em-qc-metrics", "em-qc-failed-tiles"):
         assert key in mine, (key, sorted(mine))
     assert "readable" in mine["em-qc-report"].data  # the truncated tile is in the table
+    # every anomaly reached the Prefect server as an event the automations can react to
+    anomalies = _anomaly_events(prefect_harness, summary["run_id"])
+    assert len(anomalies) == summary["events_emitted"], anomalies
+    assert all(e["resource"]["scopeflow.source"] == "folder" for e in anomalies)
 
 
 def test_qc_command_prints_a_verdict_per_image(tmp_path: Path) -> None:
@@ -73,3 +80,27 @@ def _artifacts_of(flow_run_id: str) -> dict[str, Any]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return {a.key: a for a in found if a.key}
+
+
+def _anomaly_events(server: PrefectServer, run_id: str) -> list[dict[str, Any]]:
+    import time
+
+    import httpx
+
+    from tasks.events import acquisition_resource
+
+    body = {
+        "filter": {
+            "event": {"prefix": ["scopeflow.qc.anomaly"]},
+            "related": {"id": [acquisition_resource(run_id)]},
+        },
+        "limit": 200,
+    }
+    found: list[dict[str, Any]] = []
+    for _ in range(30):  # events are persisted asynchronously
+        found = httpx.post(f"{server.url}/events/filter", json=body, timeout=10).json()["events"]
+        if found:
+            time.sleep(2)  # let the rest land
+            return httpx.post(f"{server.url}/events/filter", json=body, timeout=10).json()["events"]
+        time.sleep(1)
+    return found
