@@ -94,7 +94,7 @@ def _anomaly_events(server: PrefectServer, run_id: str) -> list[dict[str, Any]]:
             "event": {"prefix": ["scopeflow.qc.anomaly"]},
             "related": {"id": [acquisition_resource(run_id)]},
         },
-        "limit": 200,
+        "limit": 50,  # the most the endpoint pages
     }
     found: list[dict[str, Any]] = []
     for _ in range(30):  # events are persisted asynchronously
