@@ -241,3 +241,32 @@ def test_a_backlog_shows_as_waiting_not_as_the_loops_own_latency(client, tmp_pat
     assert latency["waiting"][-1] > latency["waiting"][0]
     decided = [r for r in records if r["type"] == "decision"]
     assert [r["latency_ms"]["waiting"] for r in decided] == latency["waiting"]
+
+
+def test_the_stream_source_leaves_the_pixels_in_the_ring_until_asked(client):
+    """On the edge's host a frame reaches the loop as a shared-memory reference for the
+    workers; its pixels are copied here only when asked (the local model), and are the
+    journal's."""
+    import numpy as np
+    import useq
+
+    from scopeflow import ShmFrameRef
+
+    start = client.state().frames_journaled
+    cid = command_id("defer-run", "probe", "two")
+    client.submit_events(
+        [useq.MDAEvent(channel="DAPI", exposure=5.0, index={"t": t}) for t in range(2)],
+        command_id=cid,
+    )
+    source = EdgeStreamSource(client, start=start, command_prefix=cid, transport="shm")
+    frames = []
+    for item in source.frames():
+        if hasattr(item, "payload"):
+            frames.append(item)
+        if len(frames) == 2:
+            source.stop()
+            break
+    assert all(isinstance(f.payload, ShmFrameRef) for f in frames)
+    for f in frames:
+        assert np.array_equal(f.pixels(), client.frame(f.index).pixels)
+        assert np.array_equal(f.payload.load(), f.pixels())
