@@ -74,7 +74,9 @@ def render_paths_over_mosaic_png(positions: list[dict[str, Any]], mosaic_path: P
         cx, cy = mosaic.to_px(*path[-1])
         half = fov / 2 / mosaic.um_per_px
         draw.rectangle((cx - half, cy - half, cx + half, cy + half), outline=colour, width=2)
-        draw.text((cx + half + 3, cy - half), str(k + 1), fill=colour, font=_font(16))
+        label_x = min(max(cx - half + 4, 2), overview.size[0] - 24)
+        label_y = min(max(cy - half + 2, 2), overview.size[1] - 20)
+        draw.text((label_x, label_y), str(k + 1), fill=colour, font=_font(16))
     draw.text((6, 6), "overview mosaic; boxes: tracked fields", fill=(255, 255, 0), font=_font(15))
     _scale_bar(draw, overview.size, mosaic.um_per_px)
     cols = 2 if len(positions) > 3 else 1
@@ -150,7 +152,7 @@ def _scale_bar(draw: Any, size: tuple[int, int], um_per_px: float) -> None:
     px = length / um_per_px
     x, y = 10, size[1] - 14
     draw.line((x, y, x + px, y), fill=(255, 255, 255), width=3)
-    draw.text((x, y - 18), f"{length} µm", fill=(255, 255, 255), font=_font(14))
+    draw.text((x, y - 18), f"{length} um", fill=(255, 255, 255), font=_font(14))
 
 
 def render_centring_error_png(positions: list[dict[str, Any]], limit_um: float) -> bytes:
