@@ -287,6 +287,14 @@ def main() -> None:
             for v in [[r["ratios"][key] for r in runs]]
         }
     results["goals"] = _goals(results["sizes"])
+    load, cores = max(results["load_average_1min"].values()), os.cpu_count() or 1
+    if load > cores:
+        results["caveat"] = (
+            f"load average up to {load:.1f} on {cores} cores during the run (other work on the "
+            "machine): every loop's model time is inflated several-fold, which shrinks ratios "
+            "against the model (scopeflow / raw) and inflates the per-call costs; compare "
+            "milliseconds, and prefer a quiet machine"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(json.dumps(results["goals"], indent=1))
