@@ -30,7 +30,7 @@ from ._targeted_params import DetailSettings, OverviewSettings, Region, Targeted
 from ._targeted_summary import RunRecord, score_targets
 from ._track_params import TrackDatasetParams
 from ._tracking_demo import pick_dividing_cells, run_tracking_demo
-from ._tracking_params import TrackedPosition, TrackingParams
+from ._tracking_params import PositionsFromOverview, TrackedPosition, TrackingParams
 from ._tracking_truth import score_tracking_on_simulation
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "FieldStores",
     "FrameRecord",
     "OverviewSettings",
+    "PositionsFromOverview",
     "Region",
     "RestoreDatasetParams",
     "RunRecord",

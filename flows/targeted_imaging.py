@@ -69,7 +69,8 @@ class OverviewResult:
     detections: list[Detection]
     mosaic_path: Path
     first_frame: int
-    loop_latency_ms: list[float] = field(default_factory=list)
+    loop_latency_ms: list[float] = field(default_factory=list)  # per tile, queueing excluded
+    queueing_ms: list[float] = field(default_factory=list)  # per tile, behind earlier tiles
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -155,7 +156,11 @@ def segment_overview(
     )
     _log().info("segmented %d tiles: %d detections", len(frames), len(state.detections))
     return OverviewResult(
-        state.detections, mosaic_path, log.first_frame, list(report.latency["total"])
+        state.detections,
+        mosaic_path,
+        log.first_frame,
+        list(report.latency["loop"]),
+        list(report.latency["waiting"]),
     )
 
 
@@ -324,6 +329,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
             targets=targets,
             stores=stores,
             loop_latency_ms=overview.loop_latency_ms,
+            queueing_ms=overview.queueing_ms,
             travel_um=path_length_um(np.array([(t.x_um, t.y_um) for t in targets])),
             started=started,
             analysis=analysis,

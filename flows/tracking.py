@@ -7,6 +7,10 @@ acquisition at the re-centred position, with a command id made of the run, the t
 the position (a retry or a re-run under the same ``run_id`` repeats no move). Then each
 position's frames are stored as an OME-Zarr (t, y, x) and its tracks as Cell Tracking
 Challenge RES (masks + lineage), and the summary becomes artifacts.
+
+With ``positions: from_overview`` the positions come from targeted imaging's overview phase,
+run first in this flow with its own tasks (``plan-overview``, ``segment-overview`` on the same
+workers, ``decide-targets``), and the trajectories are drawn over that overview's mosaic.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import base64
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +33,16 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from scopeflow import ConfigurationError
-from tasks.decisions import LinkerSettings, TrackingPolicy, TrackingRules, TrackingState
+from tasks.decisions import (
+    Detection,
+    LinkerSettings,
+    TrackingPolicy,
+    TrackingRules,
+    TrackingState,
+)
 from tasks.hardware import EdgeClient
 from tasks.inference import (
+    BackendConfig,
     InferenceBackend,
     SegmentationModel,
     backend_for_profile,
@@ -50,8 +61,14 @@ from tasks.live import (
 from tasks.storage import write_ctc_result, write_zstack
 
 from ._acquisition_report import reports_acquisition
-from ._tracking_params import TrackingParams
-from ._tracking_plots import render_centring_error_png, render_paths_png
+from ._targeted_params import TargetedImagingParams
+from ._tracking_params import TrackedPosition, TrackingParams
+from ._tracking_plots import (
+    render_centring_error_png,
+    render_paths_over_mosaic_png,
+    render_paths_png,
+)
+from .targeted_imaging import decide_targets, plan_overview, segment_overview
 
 __all__ = ["TrackingOutcome", "tracking"]
 
@@ -67,6 +84,7 @@ class TrackingOutcome:
     decisions_path: Path
     loop: dict[str, Any]
     analysis: dict[str, Any]  # where the model ran: engine, compute profile, workers
+    mosaic_path: Path | None = None  # the overview the positions came from, if any
 
 
 def _client(params: TrackingParams) -> EdgeClient:
@@ -92,7 +110,7 @@ def prepare_tracking(params: TrackingParams) -> int:
                 f"({', '.join(sorted(allowed))}); choose one of those in the params file"
             )
         (x0, x1), (y0, y1) = envelope["x_limits_um"], envelope["y_limits_um"]
-        for p in params.positions:
+        for p in params.tracked_positions():
             if not (x0 <= p.x_um <= x1 and y0 <= p.y_um <= y1):
                 raise ConfigurationError(
                     f"position {p.name!r} ({p.x_um:g}, {p.y_um:g}) µm is outside the edge's "
@@ -124,7 +142,8 @@ def track_cells(
             max_step=params.link_distance_um, max_split=2 * params.link_distance_um
         ),
     )
-    policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in params.positions], rules)
+    positions = params.tracked_positions()
+    policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in positions], rules)
     local_model, local_options = _local_model(params)
     analysis = _where_analysis_ran(params, backend)
     analyzer = Analyzer(
@@ -245,17 +264,19 @@ def summarise_tracking(
                 "dropped": position["dropped"],
             }
         )
-    latency = outcome.loop["latency_ms"].get("total", {})
+    latency = outcome.loop["latency_ms"].get("loop", {})  # frame ready -> command sent
+    waiting = outcome.loop["latency_ms"].get("waiting", {})  # behind earlier frames
     summary = {
         "run_dir": str(outcome.run_dir),
         "time_points": params.time_points,
-        "positions": len(params.positions),
+        "positions": len(params.tracked_positions()),
         "tracked_cells": sum(len(p["lineage"]) for p in tracks["positions"]),
         "centred_fraction": round(centred / total, 4) if total else 0.0,
         "divisions_followed": divisions,
         "fallback_decisions": outcome.loop["fallback_decisions"],
         "analysis": outcome.analysis,
         "loop_latency_ms": {k: round(v, 2) for k, v in latency.items()},
+        "queueing_ms": {k: round(v, 2) for k, v in waiting.items()},
         "refused": outcome.loop["refused"],
         "stores": [str(s) for s in stores],
         "wall_s": round(time.perf_counter() - started, 1),
@@ -268,12 +289,14 @@ def summarise_tracking(
             for p, position in enumerate(tracks["positions"])
             if frames.get(p)
         }
+    if outcome.mosaic_path is not None:
+        trajectories = render_paths_over_mosaic_png(tracks["positions"], outcome.mosaic_path)
+        where = "over the overview mosaic the positions were found in (stage coordinates)"
+    else:
+        trajectories = render_paths_png(tracks["positions"], last)
+        where = "over its position's last frame"
     for name, png, description in (
-        (
-            "trajectories",
-            render_paths_png(tracks["positions"], last),
-            "Each followed cell's path over its position's last frame",
-        ),
+        ("trajectories", trajectories, f"Each followed cell's path {where}"),
         (
             "centring-error",
             render_centring_error_png(tracks["positions"], 0.1 * (fov_um or 0.0)),
@@ -304,17 +327,84 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
+    mosaic = None
     with contextlib.ExitStack() as stack:
         # one run controls the microscope at a time: its tasks' clients speak for the lease
         edge = stack.enter_context(_client(params))
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
-        first = prepare_tracking(params)
-        backend = _open_backend(params)
-        if backend is not None:  # the workers (and batch jobs) close with the phases
+        if params.positions == "from_overview":  # the workers segment the overview too
+            backend = _open_backend(params)
+            if backend is None:  # the params' validator asks for backend or profile
+                raise ConfigurationError("positions: from_overview needs `backend` or `profile`")
             stack.enter_context(backend)
+            params, mosaic = _positions_from_overview(params, backend, run_id, run_dir)
+            first = prepare_tracking(params)
+        else:  # positions checked before any worker starts
+            first = prepare_tracking(params)
+            backend = _open_backend(params)
+            if backend is not None:  # the workers (and batch jobs) close with the phases
+                stack.enter_context(backend)
         outcome = track_cells(params, run_id, run_dir, first, backend)
+        outcome = replace(outcome, mosaic_path=mosaic)
         stores = store_tracks(params, outcome, backend)
     return summarise_tracking(params, outcome, stores, started)
+
+
+def _positions_from_overview(
+    params: TrackingParams, backend: InferenceBackend, run_id: str, run_dir: Path
+) -> tuple[TrackingParams, Path]:
+    """Targeted imaging's overview phase (its own tasks, on this run's workers): the cells
+    its rules keep become the positions, ``cells`` of them, far enough apart. Returns the
+    params with those positions, and the overview mosaic."""
+    scan = params.overview
+    assert scan is not None  # the params' validator
+    overview_params = TargetedImagingParams(
+        region=scan.region,
+        overview=scan.overview,
+        rules=scan.rules,
+        model=params.model,
+        backend=params.backend or BackendConfig(),
+        profile=params.profile,
+        edge_url=params.edge_url,
+        edge_token_file=params.edge_token_file,
+        edge_ca_file=params.edge_ca_file,
+        microscope=params.microscope,
+        transport=params.transport,
+        output_dir=params.output_dir,
+        focus_z_um=params.z_um,
+        score_against_truth=False,
+    )
+    plan = plan_overview(overview_params)
+    found = segment_overview(overview_params, plan, backend, run_id, run_dir)
+    targets = decide_targets(overview_params, found.detections)
+    chosen = _far_apart(targets, scan.cells, scan.min_separation_um)
+    if not chosen:
+        raise ConfigurationError(
+            f"the overview of {scan.region.as_tuple()} found {len(found.detections)} objects "
+            f"and none passed the rules ({scan.rules.model_dump()}); widen the region or relax "
+            "`overview.rules`"
+        )
+    positions = [
+        TrackedPosition(name=f"cell-{k}", x_um=round(t.x_um, 3), y_um=round(t.y_um, 3))
+        for k, t in enumerate(chosen)
+    ]
+    print(
+        f"overview: {len(found.detections)} objects, {len(targets)} targets; following "
+        f"{len(positions)}: "
+        + ", ".join(f"{p.name} ({p.x_um:.1f}, {p.y_um:.1f})" for p in positions)
+    )
+    return params.model_copy(update={"positions": positions}), found.mosaic_path
+
+
+def _far_apart(targets: list[Detection], count: int, separation_um: float) -> list[Detection]:
+    """Up to ``count`` targets in their order, each ``separation_um`` from those before it."""
+    chosen: list[Detection] = []
+    for t in targets:
+        if all(np.hypot(t.x_um - c.x_um, t.y_um - c.y_um) >= separation_um for c in chosen):
+            chosen.append(t)
+        if len(chosen) == count:
+            break
+    return chosen
 
 
 def _segment_as_in_the_loop(

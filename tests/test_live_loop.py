@@ -207,3 +207,66 @@ def test_a_journal_replay_feeds_the_same_policy_offline(tmp_path):
     assert all(f.header.command_id.startswith("live.track.") for f in frames)
     assert frames[0].pixels().shape == (256, 256)
     source.close()
+
+
+def test_a_backlog_shows_as_waiting_not_as_the_loops_own_latency(client, tmp_path):
+    """Four tiles queued at once on one worker that takes 0.5 s each: the later tiles wait
+    behind the earlier ones, and that wait is reported apart from the loop's latency."""
+    import useq
+
+    from tasks.decisions import OverviewPolicy
+
+    state = client.state()
+    events = [
+        useq.MDAEvent(x_pos=state.stage.x + 10 * p, y_pos=state.stage.y, index={"p": p})
+        for p in range(4)
+    ]
+    config = BackendConfig(
+        kind="ray", workers=1, model="tests.inference_test_models:SlowModel",
+        model_options={"delay_s": 0.5},
+    )  # fmt: skip
+    with make_backend(config) as backend:
+        backend.submit(_warm_frame(), objects=True).result(timeout=120)
+        report, records = _run(
+            client, tmp_path, backend, OverviewPolicy(events), "backlog-run", max_in_flight=2
+        )
+    latency = report.latency
+    assert report.frames == 4
+    parts = zip(latency["total"], latency["waiting"], latency["loop"], strict=True)
+    for total, waiting, loop in parts:
+        assert loop + waiting == pytest.approx(total)
+        assert loop >= 500.0  # the model's own half second is the loop's
+    # the last tile could not start before the three ahead of it had taken 1.5 s
+    assert latency["waiting"][-1] >= 500.0
+    assert latency["waiting"][-1] > latency["waiting"][0]
+    decided = [r for r in records if r["type"] == "decision"]
+    assert [r["latency_ms"]["waiting"] for r in decided] == latency["waiting"]
+
+
+def test_the_stream_source_leaves_the_pixels_in_the_ring_until_asked(client):
+    """On the edge's host a frame reaches the loop as a shared-memory reference for the
+    workers; its pixels are copied here only when asked (the local model), and are the
+    journal's."""
+    import numpy as np
+    import useq
+
+    from scopeflow import ShmFrameRef
+
+    start = client.state().frames_journaled
+    cid = command_id("defer-run", "probe", "two")
+    client.submit_events(
+        [useq.MDAEvent(channel="DAPI", exposure=5.0, index={"t": t}) for t in range(2)],
+        command_id=cid,
+    )
+    source = EdgeStreamSource(client, start=start, command_prefix=cid, transport="shm")
+    frames = []
+    for item in source.frames():
+        if hasattr(item, "payload"):
+            frames.append(item)
+        if len(frames) == 2:
+            source.stop()
+            break
+    assert all(isinstance(f.payload, ShmFrameRef) for f in frames)
+    for f in frames:
+        assert np.array_equal(f.pixels(), client.frame(f.index).pixels)
+        assert np.array_equal(f.payload.load(), f.pixels())

@@ -166,3 +166,117 @@ def test_params_files_with_unknown_fields_are_refused():
         TrackingParams.model_validate(
             {"positions": [{"name": "a", "x_um": 1, "y_um": 2}], "objectve": "20x"}
         )
+
+
+def test_positions_from_overview_need_the_overview_and_workers_and_not_both_kinds():
+    with pytest.raises(ValueError, match="needs `overview`"):
+        TrackingParams.model_validate({"positions": "from_overview"})
+    region = {"x0": 4_700, "y0": 4_700, "x1": 5_300, "y1": 5_300}
+    with pytest.raises(ValueError, match="set `backend`"):
+        TrackingParams.model_validate(
+            {"positions": "from_overview", "overview": {"region": region}, "backend": None}
+        )
+    with pytest.raises(ValueError, match="only with positions: from_overview"):
+        TrackingParams.model_validate(
+            {"positions": [{"name": "a", "x_um": 1, "y_um": 2}], "overview": {"region": region}}
+        )
+    with pytest.raises(ValueError, match="region"):
+        TrackingParams.model_validate(
+            {"positions": "from_overview", "overview": {"region": {**region, "x1": 4_000}}}
+        )
+
+
+@pytest.fixture(scope="module")
+def overview_run(prefect_harness, tmp_path_factory):
+    """Tracking whose positions come from an overview: targeted imaging's overview tasks in
+    the same flow run, on the same Ray worker."""
+    from flows.tracking import tracking
+
+    out = tmp_path_factory.mktemp("tracking-overview")
+    args = ["--camera-size", "512", "--time-scale", "60", "--seed", "5"]
+    with (
+        EdgeProcess(out / "edge", extra_args=args) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        params = TrackingParams.model_validate(
+            {
+                "positions": "from_overview",
+                "overview": {
+                    "region": {"x0": 4_600, "y0": 4_600, "x1": 5_400, "y1": 5_400},
+                    "rules": {"min_area_um2": 20, "max_area_um2": 600},
+                    "cells": 2,
+                    "min_separation_um": 250,
+                },
+                "time_points": 6,
+                "interval_s": 1.0,
+                "model": "classical",
+                "backend": {"kind": "ray", "workers": 1},
+                "deadline_ms": 900.0,
+                "link_distance_um": 6.0,
+                "edge_url": edge.url,
+                "edge_token_file": str(edge.token_file),
+                "output_dir": str(out),
+            }
+        )
+        state = tracking(params, return_state=True)
+        summary = state.result()
+        cells = client.truth((4_500.0, 4_500.0, 5_500.0, 5_500.0))["cells"]
+        yield summary, cells, str(state.state_details.flow_run_id)
+
+
+def test_tracking_follows_cells_found_by_the_overview(overview_run):
+    summary, cells, flow_run_id = overview_run
+    run_dir = Path(summary["run_dir"])
+    assert summary["positions"] == 2 and summary["time_points"] == 6
+    tracks = json.loads((run_dir / "tracks.json").read_text())
+    first = [p["path"][min(p["path"], key=int)] for p in tracks["positions"]]
+    assert len(first) == 2 and np.hypot(*np.subtract(*first)) >= 250  # far apart, as asked
+    centres = np.array([(c["x_um"], c["y_um"]) for c in cells])
+    radii = np.array([c["radius_um"] for c in cells])
+    for x, y in first:  # each followed cell is a real nucleus of the sample
+        d = np.hypot(centres[:, 0] - x, centres[:, 1] - y)
+        assert d.min() <= radii[np.argmin(d)] + 2.0, (x, y)
+    assert summary["centred_fraction"] >= 0.95
+    # the overview ran in this flow run, through targeted imaging's own tasks and loop
+    overview = DecisionLog.read(run_dir / "overview-decisions.jsonl")
+    tiles = [r for r in overview if r["type"] == "decision"]
+    assert tiles and all(r["command_id"].startswith(run_dir.name + ".overview.") for r in tiles)
+    assert (run_dir / "overview_mosaic.npz").exists()
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        names = {
+            t.name.rsplit("-", 1)[0]
+            for t in client.read_task_runs(
+                task_run_filter=TaskRunFilter(
+                    flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+        }
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    assert {"plan-overview", "segment-overview", "decide-targets", "track"} <= names
+    trajectories = next(a for a in artifacts if a.key == "tracking-trajectories")
+    assert "overview mosaic" in (trajectories.description or "")
+
+
+def test_the_trajectories_are_drawn_over_the_mosaic_in_stage_coordinates(overview_run):
+    from PIL import Image
+
+    summary, *_ = overview_run
+    run_dir = Path(summary["run_dir"])
+    image = np.asarray(Image.open(run_dir / "trajectories.png").convert("RGB"))
+    mosaic = np.load(run_dir / "overview_mosaic.npz")
+    assert image.shape[1] > image.shape[0]  # the mosaic, then a close-up per position
+    red, blue = np.array([230, 60, 60]), np.array([60, 140, 230])  # positions 1 and 2
+    for colour in (red, blue):
+        assert (np.abs(image.astype(int) - colour).sum(axis=2) < 30).sum() > 50
+    assert len(mosaic["thumbs"]) >= 4

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scopeflow import ObjectTable
 from tasks.decisions import (
@@ -15,6 +17,7 @@ from tasks.decisions import (
     TrackingPolicy,
     TrackingRules,
     link_movie,
+    two_frame_links,
 )
 
 PX = 0.5
@@ -205,3 +208,52 @@ def test_the_overview_policy_maps_each_tiles_objects_to_the_stage_and_ends_with_
     second = FrameView(**{**view(1, 100.0, 0.0).__dict__, "event_index": {"p": 1}})
     state, d1 = policy.decide(state, second, objects_at([]))
     assert d1.done and d1.commands == ()
+
+
+def _laptrack_links(
+    previous: np.ndarray, points: np.ndarray, cutoff: float, split_cutoff: float | None
+) -> dict[int, list[int]]:
+    from laptrack import LapTrack
+
+    lap = LapTrack(
+        cutoff=cutoff,
+        splitting_cutoff=split_cutoff if split_cutoff is not None else False,
+        merging_cutoff=False,
+        gap_closing_cutoff=False,
+    )
+    children: dict[int, list[int]] = {}
+    for (_, i), (_, j) in lap.predict([previous, points]).edges():
+        children.setdefault(int(i), []).append(int(j))
+    return children
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 40),
+    n=st.integers(1, 40),
+    field_um=st.floats(20.0, 200.0),
+    cutoff=st.floats(30.0, 300.0),
+    split_cutoff=st.one_of(st.none(), st.floats(50.0, 600.0)),
+    grid=st.booleans(),
+)
+def test_the_incremental_linker_gives_laptracks_answer_on_two_frames(
+    seed: int,
+    m: int,
+    n: int,
+    field_um: float,
+    cutoff: float,
+    split_cutoff: float | None,
+    grid: bool,
+) -> None:
+    """The online linker's two-frame problem, built with numpy, links and splits exactly as
+    ``LapTrack.predict`` does (daughters in the same order), ties included (``grid``)."""
+    rng = np.random.default_rng(seed)
+    previous = rng.uniform(0, field_um, (m, 2))
+    moved = previous[: min(m, n)] + rng.normal(0, 3, (min(m, n), 2))
+    points = np.concatenate([moved, rng.uniform(0, field_um, (n - len(moved), 2))])
+    if grid:
+        previous, points = np.round(previous), np.round(points)
+    rng.shuffle(points)
+    expected = _laptrack_links(previous, points, cutoff, split_cutoff)
+    assert two_frame_links(previous, points, cutoff=cutoff, split_cutoff=split_cutoff) == expected

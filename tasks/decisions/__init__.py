@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._geometry import FrameGeometry, tile_grid
+from ._lap_links import two_frame_links
 from ._linking import (
     LinkerSettings,
     OnlineLinker,
@@ -57,4 +58,5 @@ __all__ = [
     "path_length_um",
     "select_targets",
     "tile_grid",
+    "two_frame_links",
 ]

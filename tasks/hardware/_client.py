@@ -265,6 +265,7 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         verify: bool = False,
         reconnect_timeout: float = 30.0,
         notices: Literal[False] = False,
+        shm_pixels: Literal["copy", "defer"] = "copy",
     ) -> Iterator[Frame]: ...
 
     @overload
@@ -277,6 +278,7 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         verify: bool = False,
         reconnect_timeout: float = 30.0,
         notices: Literal[True],
+        shm_pixels: Literal["copy", "defer"] = "copy",
     ) -> Iterator[Frame | EventFailed | CommandDone]: ...
 
     def frames(
@@ -288,6 +290,7 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         verify: bool = False,
         reconnect_timeout: float = 30.0,
         notices: bool = False,
+        shm_pixels: Literal["copy", "defer"] = "copy",
     ) -> Iterator[Any]:
         """Frames ``start``, ``start+1``, ... (up to ``stop``, exclusive), resuming after drops.
 
@@ -300,16 +303,26 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         instead of waiting for frames that will not come (notices after frame ``stop - 1``
         are not yielded; stream without ``stop`` and end on your command's `CommandDone`).
 
+        ``shm_pixels``: "copy" reads each shared-memory frame out of the ring as it comes;
+        "defer" leaves its ``pixels`` empty (shape (0,)), for a consumer that hands
+        ``shm_ref(frame)`` to a worker and reads the pixels only if it needs them
+        (``pixels_of(frame.header)``): one copy of the frame fewer on the way.
+
         A dropped connection is re-opened with ``from=<next index>`` until ``reconnect_timeout``
         passes without success; no frame or notice is skipped or repeated.
         """
+        if shm_pixels == "defer" and verify:
+            raise ValueError("verify=True checks the pixels, which shm_pixels='defer' skips")
         if not self._protocol_checked:
             self.info()  # the WebSocket has no hello: refuse an edge of another protocol here
         resume = FrameResume(self.url, start, stop, reconnect_timeout)
         while resume.wanted:
             resume.connecting()
             try:
-                for message in self._open_stream(resume.next_index, transport, verify, notices):
+                messages = self._open_stream(
+                    resume.next_index, transport, verify, notices, defer=shm_pixels == "defer"
+                )
+                for message in messages:
                     if not isinstance(message, Frame):
                         if resume.accept_notice(message):
                             yield message
@@ -323,13 +336,15 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
                 time.sleep(RECONNECT_PAUSE_S)
 
     def _open_stream(
-        self, start: int, transport: Transport, verify: bool, notices: bool
+        self, start: int, transport: Transport, verify: bool, notices: bool, *, defer: bool = False
     ) -> Iterator[Frame | EventFailed | CommandDone]:
         resolved = resolve_transport(transport, self.url)
         if resolved == "websocket":
             yield from self._ws_stream(start, verify, notices)
         else:
-            yield from self._tcp_stream(start, verify, shm=resolved == "shm", notices=notices)
+            yield from self._tcp_stream(
+                start, verify, shm=resolved == "shm", notices=notices, defer=defer
+            )
 
     def shm_ref(self, frame: Frame) -> ShmFrameRef | None:
         """A reference to ``frame`` in the edge's shared-memory ring (for a worker on this host to
@@ -341,15 +356,23 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         h = frame.header
         return ShmFrameRef(ring.name, ring.slots, ring.slot_bytes, h.index, tuple(h.shape), h.dtype)
 
-    def _pixels_from_ring(self, header: FrameHeader) -> np.ndarray:
-        assert self._ring is not None
-        pixels = self._ring.read(header.index, header.shape, header.dtype)
+    def pixels_of(self, header: FrameHeader) -> np.ndarray:
+        """The pixels of a frame that came through the shared-memory ring: from the ring while
+        its slot holds it, else from the edge's journal (over HTTP)."""
+        pixels = None
+        if self._ring is not None:
+            pixels = self._ring.read(header.index, header.shape, header.dtype)
         if pixels is None:  # overwritten since it was announced: the journal still has it
             pixels = self.frame(header.index).pixels
         return pixels
 
     def _tcp_stream(
-        self, start: int, verify: bool, shm: bool = False, notices: bool = False
+        self,
+        start: int,
+        verify: bool,
+        shm: bool = False,
+        notices: bool = False,
+        defer: bool = False,
     ) -> Iterator[Frame | EventFailed | CommandDone]:
         port = self._stream_tcp_port()
         with open_stream_socket(stream_host(self.url), port, 10, self._tls, self.url) as sock:
@@ -360,7 +383,9 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
                 self._ring = ShmRing.attach(ring.name, ring.slots, ring.slot_bytes)
             sock.settimeout(None)
             while True:
-                message = recv_message(sock, verify=verify, resolve=self._pixels_from_ring)
+                message = recv_message(
+                    sock, verify=verify, resolve=_no_pixels if defer else self.pixels_of
+                )
                 if message is None:
                     raise ConnectionError("edge closed the frame stream")
                 yield message
@@ -395,6 +420,14 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
                     yield parse_notice(message)
                     continue
                 yield decode_frame(message, verify=verify)
+
+
+_NO_PIXELS = np.empty(0, np.uint8)
+
+
+def _no_pixels(header: FrameHeader) -> np.ndarray:
+    """``shm_pixels='defer'``: the pixels stay in the ring until someone asks."""
+    return _NO_PIXELS
 
 
 def _recv_hello_line(sock: socket.socket) -> bytes:

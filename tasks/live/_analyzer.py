@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,6 +61,7 @@ class Analysis:
     model_ms: float
     remote_missed: bool = False  # the workers were asked and did not answer in time
     reason: str = ""
+    waited_ms: float = 0.0  # on the workers, behind earlier frames (queueing, not the loop)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class Analyzer:
             else None
         )
         self._recovered = threading.Event()
+        self._workers = backend.config.workers if backend is not None else 1
+        self._done_remote: deque[int] = deque(maxlen=4 * max(1, self.settings.max_in_flight))
 
     @property
     def _has_local(self) -> bool:
@@ -163,7 +167,17 @@ class Analyzer:
                 return self._local(ticket, "result came after the deadline", missed=True)
             if self.mode == "local":
                 self._to_remote(frame.index, "a probe came back within the deadline")
-            return Analysis(frame, result, "remote", ticket.submitted_ns, done_ns, result.model_ms)
+            waited = self._waited_ms(ticket.submitted_ns)
+            self._done_remote.append(done_ns)
+            return Analysis(
+                frame,
+                result,
+                "remote",
+                ticket.submitted_ns,
+                done_ns,
+                result.model_ms,
+                waited_ms=waited,
+            )
         if self.mode == "remote" and self.backend is not None:
             reason = f"{self.settings.max_in_flight} frames already in flight on the workers"
             return self._local(ticket, reason, missed=True)
@@ -184,6 +198,15 @@ class Analyzer:
         if self.mode == "local" and (deadline_ns is None or done_ns <= deadline_ns):
             self._recovered.set()
         return result, done_ns
+
+    def _waited_ms(self, submitted_ns: int) -> float:
+        """How long a frame waited on the workers behind earlier frames: from its submission
+        until fewer earlier frames than workers were still running (frames are waited for in
+        order, so every earlier remote result's time is known here)."""
+        busy = sorted(t for t in self._done_remote if t > submitted_ns)
+        if len(busy) < self._workers:
+            return 0.0
+        return (busy[len(busy) - self._workers] - submitted_ns) / 1e6
 
     def _local(self, ticket: _Ticket, reason: str, *, missed: bool = False) -> Analysis:
         frame = ticket.frame

@@ -15,12 +15,26 @@ from ._sink import SentCommand
 
 __all__ = ["LoopReport"]
 
-PARTS = ("transport", "queue", "inference", "model", "decision", "command", "total")
+PARTS = (
+    "transport",
+    "queue",
+    "inference",
+    "model",
+    "decision",
+    "command",
+    "total",
+    "waiting",
+    "loop",
+)
 
 
 @dataclass
 class LoopReport:
-    """Latencies in ms per frame (``total``: frame ready at the edge -> commands sent)."""
+    """Latencies in ms per frame. ``total``: frame ready at the edge -> commands sent;
+    ``waiting``: of that, the time the frame waited behind earlier frames (in the loop for a
+    free worker, ``queue``, and on the workers); ``loop``: ``total`` less ``waiting``, what
+    the loop itself takes for one frame (a backlog of frames queued faster than the workers
+    analyse them shows in ``waiting``, not here)."""
 
     budget_ms: float | None = None
     latency: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PARTS})
@@ -42,6 +56,8 @@ class LoopReport:
         received = analysis.frame.received_ns
         decided = decision.decided_ns or analysis.done_ns
         answered = max((s.answered_ns for s in sent), default=decided)
+        total = (answered - h.t_ready_ns) / 1e6
+        waiting = (analysis.submitted_ns - received) / 1e6 + analysis.waited_ms
         return {
             "transport": (received - h.t_ready_ns) / 1e6,
             "queue": (analysis.submitted_ns - received) / 1e6,
@@ -49,7 +65,9 @@ class LoopReport:
             "model": analysis.model_ms,
             "decision": (decided - analysis.done_ns) / 1e6,
             "command": (answered - decided) / 1e6,
-            "total": (answered - h.t_ready_ns) / 1e6,
+            "total": total,
+            "waiting": waiting,
+            "loop": total - waiting,
         }
 
     def add_frame(self, analysis: Analysis, decision: Decision, sent: list[SentCommand]) -> None:

@@ -1,7 +1,8 @@
 """Frame sources of the closed loop: frames in order, as references a worker can read.
 
 - ``EdgeStreamSource``: an edge agent's stream. On the edge's host the payload is a
-  shared-memory reference (a worker on that host reads the pixels itself); elsewhere it is the
+  shared-memory reference (a worker on that host reads the pixels itself, and this process
+  copies them out of the ring only if it needs them: the local fallback); elsewhere it is the
   pixels, received over TCP. Frames of other clients are skipped: a source keeps only frames
   whose header names one of its command ids (by prefix). It also passes on the edge's notices
   about those commands (`EventFailed`, `CommandDone`), in their place between the frames, so
@@ -68,7 +69,10 @@ class EdgeStreamSource:
         self._stopped = False
 
     def frames(self) -> Iterator[LiveFrame | EventFailed | CommandDone]:
-        stream = self._client.frames(self._start, transport=self._transport, notices=True)
+        client = self._client
+        stream = client.frames(
+            self._start, transport=self._transport, notices=True, shm_pixels="defer"
+        )
         for frame in stream:
             if self._stopped:
                 return
@@ -79,8 +83,13 @@ class EdgeStreamSource:
                 continue
             if not self._mine(frame.header.command_id):
                 continue
-            ref = self._client.shm_ref(frame)
-            yield LiveFrame(frame.header, ref or frame.pixels, received, _const(frame))
+            ref = client.shm_ref(frame)
+            if ref is not None:
+                yield LiveFrame(frame.header, ref, received, _deferred(client, frame.header))
+                continue
+            if frame.header.shm_slot is not None:  # slot reused already: read it elsewhere
+                frame = Frame(frame.header, client.pixels_of(frame.header))
+            yield LiveFrame(frame.header, frame.pixels, received, _const(frame))
 
     def stop(self) -> None:
         self._stopped = True
@@ -117,3 +126,15 @@ class JournalReplaySource:
 
 def _const(frame: Frame) -> Callable[[], np.ndarray]:
     return lambda: frame.pixels
+
+
+def _deferred(client: EdgeClient, header: FrameHeader) -> Callable[[], np.ndarray]:
+    """The pixels of a frame left in the edge's ring, read (once) when first asked for."""
+    pixels: list[np.ndarray] = []
+
+    def read() -> np.ndarray:
+        if not pixels:
+            pixels.append(client.pixels_of(header))
+        return pixels[0]
+
+    return read
