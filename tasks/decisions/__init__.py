@@ -12,6 +12,15 @@ from ._linking import (
     link_movie,
 )
 from ._overview import OverviewPolicy, OverviewState
+from ._plates import (
+    PlateCalibration,
+    PlateField,
+    calibrate_plate,
+    check_plate_on_stage,
+    plate_fields,
+    plate_type,
+    well_index,
+)
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
     Detection,
@@ -37,6 +46,8 @@ __all__ = [
     "OnlineLinker",
     "OverviewPolicy",
     "OverviewState",
+    "PlateCalibration",
+    "PlateField",
     "Policy",
     "PositionTrack",
     "SelectionRules",
@@ -44,6 +55,8 @@ __all__ = [
     "TrackingPolicy",
     "TrackingRules",
     "TrackingState",
+    "calibrate_plate",
+    "check_plate_on_stage",
     "contiguous_runs",
     "detections_from_labels",
     "detections_from_objects",
@@ -52,6 +65,9 @@ __all__ = [
     "merge_overlapping",
     "order_for_short_travel",
     "path_length_um",
+    "plate_fields",
+    "plate_type",
     "select_targets",
     "tile_grid",
+    "well_index",
 ]

@@ -19,6 +19,7 @@ from ._ctc import (
     write_ctc_ground_truth,
     write_ctc_result,
 )
+from ._hcs import HcsAcquisition, PlateWriter
 from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
 from ._movie import Movie, open_movie
@@ -33,7 +34,9 @@ __all__ = [
     "ConversionResult",
     "ConvertOptions",
     "FrameJournal",
+    "HcsAcquisition",
     "Movie",
+    "PlateWriter",
     "SourceImage",
     "Tile",
     "convert_file",
