@@ -4,7 +4,7 @@ the embedded demos.
 
 The flows themselves live in their modules (``flows.targeted_imaging``, ``flows.tracking``,
 ``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.track_dataset``,
-``flows.convert``), which are also the
+``flows.convert``, ``flows.plate_screen``), which are also the
 Prefect deployments' entrypoints; their parameters and the pieces other packages call are
 exported here.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._omero_tasks import queue_for_omero, register_in_omero
+from ._plate_params import FieldGrid, PlateScreenParams
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
 from ._track_params import TrackDatasetParams
@@ -26,7 +27,9 @@ __all__ = [
     "DEMO_REGION",
     "DatasetParams",
     "DetailSettings",
+    "FieldGrid",
     "OverviewSettings",
+    "PlateScreenParams",
     "Region",
     "RestoreDatasetParams",
     "RunRecord",

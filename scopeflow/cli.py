@@ -57,6 +57,13 @@ def edge_serve(
     density: Annotated[
         float | None, typer.Option(help="Simulated nuclei per mm² (default 300).")
     ] = None,
+    plate: Annotated[
+        str | None,
+        typer.Option(help="Simulate a multi-well plate of this useq type, e.g. 96-well."),
+    ] = None,
+    plate_rotation: Annotated[
+        float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
+    ] = 0.0,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
     from tasks.hardware import serve_edge
@@ -81,6 +88,8 @@ def edge_serve(
         camera_height=camera_size,
         time_scale=time_scale,
         nuclei_per_mm2=density,
+        plate=plate,
+        plate_rotation_deg=plate_rotation,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:

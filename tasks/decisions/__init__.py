@@ -25,6 +25,7 @@ from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
     Detection,
     SelectionRules,
+    choose_targets,
     detections_from_labels,
     detections_from_objects,
     merge_overlapping,
@@ -57,6 +58,7 @@ __all__ = [
     "TrackingState",
     "calibrate_plate",
     "check_plate_on_stage",
+    "choose_targets",
     "contiguous_runs",
     "detections_from_labels",
     "detections_from_objects",
