@@ -184,6 +184,20 @@ def run_tracking(
     _run_flow(params, edge_url, token_file, TrackingParams, tracking)
 
 
+@run_app.command("plate")
+def run_plate(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Targeted imaging in every selected well of a multi-well plate, stored as an OME-Zarr
+    HCS plate (PlateScreenParams: plate, calibration, wells, fields, ...)."""
+    from flows import PlateScreenParams
+    from flows.plate_screen import plate_screen
+
+    _run_flow(params, edge_url, token_file, PlateScreenParams, plate_screen)
+
+
 def _run_flow(
     params: Path,
     edge_url: str | None,

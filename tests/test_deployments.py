@@ -20,6 +20,7 @@ DEPLOYMENTS = {
     "restore-dataset/restore-dataset-hpc",
     "targeted-imaging/targeted-imaging-slide",
     "tracking/tracking-live-cells",
+    "plate-screen/plate-screen-96",
     "track-dataset/track-dataset-hpc",
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
@@ -63,6 +64,11 @@ def test_deployments_schedule_and_conversion_trigger(
         from flows import TrackDatasetParams, TrackingParams
 
         TrackingParams.model_validate(live.parameters["params"])  # the deployed params are valid
+        from flows import PlateScreenParams
+
+        plate = deployed["plate-screen/plate-screen-96"]
+        assert plate.work_pool_name == "microscope"
+        PlateScreenParams.model_validate(plate.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(

@@ -32,13 +32,19 @@ _WELL = re.compile(r"^([A-Za-z]+)0*(\d+)$")
 
 def plate_type(name: str) -> useq.WellPlate:
     """The plate registered in useq under ``name``; ConfigurationError listing the known ones."""
-    known = sorted(useq.registered_well_plate_keys())
+    known = sorted(useq.registered_well_plate_keys(), key=_natural)
     if name not in known:
         raise ConfigurationError(
             f"unknown plate type {name!r}; known types: {', '.join(known)} "
             "(register others with useq.register_well_plates)"
         )
     return useq.WellPlate.from_str(name)
+
+
+def _natural(name: str) -> tuple[int, str]:
+    """``6-well`` before ``96-well`` before ``384-well``; names without a number last."""
+    digits = re.match(r"\d+", name)
+    return (int(digits.group()) if digits else 1 << 30, name)
 
 
 def well_index(name: str, plate: useq.WellPlate) -> tuple[int, int]:
