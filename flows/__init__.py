@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._omero_tasks import queue_for_omero, register_in_omero
+from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
@@ -43,6 +44,7 @@ __all__ = [
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
+    "run_plate_demo",
     "run_tracking_demo",
     "score_targets",
     "score_tracking_on_simulation",

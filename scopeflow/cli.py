@@ -100,7 +100,7 @@ def edge_serve(
         pass
 
 
-DEMOS = ("targeted-imaging", "tracking")
+DEMOS = ("targeted-imaging", "tracking", "plate")
 
 
 @app.command()
@@ -119,7 +119,7 @@ def demo(
     ] = None,
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
-    seed: Annotated[int, typer.Option(help="Tracking: simulator seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Tracking, plate: simulator seed.")] = 0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
@@ -131,7 +131,13 @@ def demo(
         _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
         return
     try:
-        if experiment == "tracking":
+        if experiment == "plate":
+            from flows import run_plate_demo
+
+            summary = run_plate_demo(
+                data_dir, backend=backend, model=model or "unet", seed=seed, quiet=as_json
+            )
+        elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
                 time_points=time_points,

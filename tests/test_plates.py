@@ -355,3 +355,21 @@ def test_targeted_imaging_per_well_finds_the_cells_across_seeds(
     assert truth["cells_in_fields"] >= 60, truth
     assert truth["recall"] >= 0.95 and truth["precision"] >= 0.95, truth
     validate_store(Path(summary["stores"]["plate"]))
+
+
+def test_edge_with_an_unknown_plate_type_says_which_exist(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scopeflow", "edge", "serve", "--simulate", "--plate", "97-well",
+         "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "unknown plate type '97-well'" in result.stderr and "96-well" in result.stderr
+
+
+def test_run_plate_with_bad_parameters_names_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "plate.yaml"
+    path.write_text(yaml.safe_dump({"plate": "96-well", "wells": ["A1"]}))
+    result = CliRunner().invoke(app, ["run", "plate", "--params", str(path)])
+    assert result.exit_code == 2
+    assert "calibration" in result.output and "Field required" in result.output
