@@ -125,6 +125,9 @@ def demo(
     # Prefect's temporary server would try to send usage data (there may be no network) and
     # its first write raced the flow's: an error and a "database is locked" traceback
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # its 20 s start-up limit ran out on a loaded machine ("Timed out while attempting to
+    # connect to ephemeral Prefect API server")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows import run_demo, run_tracking_demo
 
     if experiment not in DEMOS:
