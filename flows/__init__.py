@@ -1,16 +1,26 @@
-"""Prefect flows: targeted imaging, live tracking, batch segmentation and restoration of
-datasets, offline tracking of stored movies, conversion to OME-Zarr, OMERO registration, and
-the embedded demos.
+"""Prefect flows: acquiring a useq MDASequence, targeted imaging, live tracking, batch
+segmentation and restoration of datasets, offline tracking of stored movies, conversion to
+OME-Zarr, OMERO registration, and the embedded demos.
 
 The flows themselves live in their modules (``flows.targeted_imaging``, ``flows.tracking``,
 ``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.track_dataset``,
-``flows.convert``, ``flows.plate_screen``), which are also the
+``flows.convert``, ``flows.acquire``, ``flows.plate_screen``), which are also the
 Prefect deployments' entrypoints; their parameters and the pieces other packages call are
 exported here.
 """
 
 from __future__ import annotations
 
+from ._acquire_params import AcquireParams, AnalysisHook
+from ._acquire_plan import (
+    FieldPlan,
+    image_events,
+    load_sequence,
+    normalised_event,
+    plan_fields,
+    shorten_sequence,
+)
+from ._acquire_store import FieldStores, FrameRecord
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._omero_tasks import queue_for_omero, register_in_omero
@@ -26,9 +36,14 @@ from ._tracking_truth import score_tracking_on_simulation
 __all__ = [
     "DEMO_DENSITY",
     "DEMO_REGION",
+    "AcquireParams",
+    "AnalysisHook",
     "DatasetParams",
     "DetailSettings",
     "FieldGrid",
+    "FieldPlan",
+    "FieldStores",
+    "FrameRecord",
     "OverviewSettings",
     "PlateScreenParams",
     "Region",
@@ -40,7 +55,11 @@ __all__ = [
     "TrackedPosition",
     "TrackingParams",
     "demo_params",
+    "image_events",
+    "load_sequence",
+    "normalised_event",
     "pick_dividing_cells",
+    "plan_fields",
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
@@ -48,4 +67,5 @@ __all__ = [
     "run_tracking_demo",
     "score_targets",
     "score_tracking_on_simulation",
+    "shorten_sequence",
 ]

@@ -63,6 +63,21 @@ class PlateScreenParams(BaseModel):
     )
     edge_url: str = "http://127.0.0.1:8765"
     edge_token_file: Path | None = None
+    edge_ca_file: Path | None = Field(
+        None, description="CA that signed an https edge's certificate (else the system's)"
+    )
+    microscope: str | None = Field(
+        None,
+        description="Microscope by name from the settings' registry ([microscopes.NAME]); "
+        "wins over edge_url / edge_token_file / edge_ca_file",
+    )
+    lease_ttl_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=3600.0,
+        description="The run leases the microscope (holder: its run id); the lease runs out "
+        "this long after the run's process dies",
+    )
     transport: Literal["auto", "shm", "tcp", "websocket"] = Field(
         "tcp",
         description=(

@@ -45,7 +45,12 @@ def summarise_plate(params: PlateScreenParams, record: PlateRecord) -> dict[str,
     per_well_targets: dict[str, list[Detection]] = {w: [] for w in record.field_extents}
     for well, target in record.targets:
         per_well_targets[well].append(target)
-    with EdgeClient(params.edge_url, token_file=params.edge_token_file) as edge:
+    with EdgeClient.connect(
+        microscope=params.microscope,
+        url=params.edge_url,
+        token_file=params.edge_token_file,
+        ca_file=params.edge_ca_file,
+    ) as edge:
         state = edge.wait_until_idle()
         wells: dict[str, dict[str, Any]] = {}
         for well, boxes in record.field_extents.items():

@@ -102,7 +102,12 @@ def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any
     per_target = len(params.detail.z_offsets())
     full_tiling = len(tile_grid(params.region.as_tuple(), record.detail_fov_um, 0.0)) * per_target
     detail_frames = per_target * len(record.targets)
-    with EdgeClient(params.edge_url, token_file=params.edge_token_file) as edge:
+    with EdgeClient.connect(
+        microscope=params.microscope,
+        url=params.edge_url,
+        token_file=params.edge_token_file,
+        ca_file=params.edge_ca_file,
+    ) as edge:
         state = edge.wait_until_idle()
         truth = None
         if params.score_against_truth and state.simulated:

@@ -159,5 +159,7 @@ def convert_folder(params: ConvertFolderParams) -> dict[str, Any]:
     ]
     create_table_artifact(table, key="convert-folder", description="Files converted to OME-Zarr")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("converted", "skipped", "failed")}
-    get_run_logger().info("conversion: %s", counts)
+    get_run_logger().info(  # one dict as the only argument is taken for %(name)s mapping
+        "conversion: %d converted, %d skipped, %d failed", *counts.values()
+    )
     return {**counts, "rows": rows}

@@ -32,7 +32,6 @@ from tasks.decisions import (
     plate_type,
     well_index,
 )
-from tasks.hardware import EdgeClient
 from tasks.live import DecisionLog
 from tasks.storage import HcsAcquisition, PlateWriter
 
@@ -40,6 +39,7 @@ from ._plate_params import PlateScreenParams
 from ._plate_summary import PlateRecord, summarise_plate
 from .targeted_imaging import (
     OverviewPlan,
+    _client,
     _log,
     _open_backend,
     _run_id,
@@ -85,10 +85,6 @@ class WellTarget:
 
     well: str
     target: Detection
-
-
-def _client(params: PlateScreenParams) -> EdgeClient:
-    return EdgeClient(params.edge_url, token_file=params.edge_token_file)
 
 
 @task(name="plan-plate", cache_policy=NO_CACHE)
@@ -265,21 +261,25 @@ def plate_screen(params: PlateScreenParams) -> dict[str, Any]:
     run_id = _run_id().replace("ti-", "ps-", 1)
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_plate(params)
-    with _open_backend(params) as backend:
-        analysis = _where_analysis_ran(params, backend)
-        overview = segment_overview(params, plan.overview, backend, run_id, run_dir, mosaic=False)
-    targets = decide_well_targets(params, plan, overview.detections)
-    detail_id, _ = post_detail_acquisitions(params, [t.target for t in targets], run_id)
-    store = store_plate(
-        params,
-        plan,
-        run_dir / "overview-decisions.jsonl",
-        targets,
-        detail_id,
-        overview.first_frame,
-        run_dir,
-    )
+    # one run controls the microscope at a time: its tasks' clients speak for the lease
+    with _client(params) as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
+        plan = plan_plate(params)
+        with _open_backend(params) as backend:
+            analysis = _where_analysis_ran(params, backend)
+            overview = segment_overview(
+                params, plan.overview, backend, run_id, run_dir, mosaic=False
+            )
+        targets = decide_well_targets(params, plan, overview.detections)
+        detail_id, _ = post_detail_acquisitions(params, [t.target for t in targets], run_id)
+        store = store_plate(
+            params,
+            plan,
+            run_dir / "overview-decisions.jsonl",
+            targets,
+            detail_id,
+            overview.first_frame,
+            run_dir,
+        )
     return summarise_plate(
         params,
         PlateRecord(

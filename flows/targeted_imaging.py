@@ -60,6 +60,10 @@ class TargetedRun(Protocol):
     @property
     def edge_token_file(self) -> Path | None: ...
     @property
+    def edge_ca_file(self) -> Path | None: ...
+    @property
+    def microscope(self) -> str | None: ...
+    @property
     def transport(self) -> Transport: ...
     @property
     def detail(self) -> DetailSettings: ...
@@ -95,7 +99,12 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
 
 
 def _client(params: TargetedRun) -> EdgeClient:
-    return EdgeClient(params.edge_url, token_file=params.edge_token_file)
+    return EdgeClient.connect(
+        microscope=params.microscope,
+        url=params.edge_url,
+        token_file=params.edge_token_file,
+        ca_file=params.edge_ca_file,
+    )
 
 
 @task(name="plan-overview", cache_policy=NO_CACHE)
@@ -315,13 +324,15 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     run_id = _run_id()
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_overview(params)
-    with _open_backend(params) as backend:
-        analysis = _where_analysis_ran(params, backend)
-        overview = segment_overview(params, plan, backend, run_id, run_dir)
-    targets = decide_targets(params, overview.detections)
-    detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
-    stores = store_detail_stacks(params, targets, detail_id, overview.first_frame, run_dir)
+    # one run controls the microscope at a time: its tasks' clients speak for the lease
+    with _client(params) as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
+        plan = plan_overview(params)
+        with _open_backend(params) as backend:
+            analysis = _where_analysis_ran(params, backend)
+            overview = segment_overview(params, plan, backend, run_id, run_dir)
+        targets = decide_targets(params, overview.detections)
+        detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
+        stores = store_detail_stacks(params, targets, detail_id, overview.first_frame, run_dir)
     return summarise(
         params,
         RunRecord(

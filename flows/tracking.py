@@ -69,7 +69,12 @@ class TrackingOutcome:
 
 
 def _client(params: TrackingParams) -> EdgeClient:
-    return EdgeClient(params.edge_url, token_file=params.edge_token_file)
+    return EdgeClient.connect(
+        microscope=params.microscope,
+        url=params.edge_url,
+        token_file=params.edge_token_file,
+        ca_file=params.edge_ca_file,
+    )
 
 
 @task(name="prepare-tracking", cache_policy=NO_CACHE)
@@ -297,8 +302,11 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
-    first = prepare_tracking(params)
     with contextlib.ExitStack() as stack:
+        # one run controls the microscope at a time: its tasks' clients speak for the lease
+        edge = stack.enter_context(_client(params))
+        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+        first = prepare_tracking(params)
         backend = _open_backend(params)
         if backend is not None:  # the workers (and batch jobs) close with the phases
             stack.enter_context(backend)

@@ -12,6 +12,9 @@ ScopeflowError
  └── EdgeClientError           talking to an edge agent failed
       ├── EdgeUnauthorized     the token is missing or wrong (HTTP 401)
       ├── EdgeRejected         the edge refused the command (HTTP 4xx); ``detail`` says why
+      │    ├── EdgeForbidden    the token's role may not do this (HTTP 403)
+      │    └── MicroscopeLeased another holder has the microscope (HTTP 423); ``lease`` says who
+      ├── EdgeCertificateError the edge's TLS certificate is not trusted (give its CA file)
       └── EdgeUnavailable      the edge could not be reached (connection refused, timeout)
 """
 
@@ -23,7 +26,9 @@ __all__ = [
     "ComputeUnavailable",
     "ConfigurationError",
     "ConversionError",
+    "EdgeCertificateError",
     "EdgeClientError",
+    "EdgeForbidden",
     "EdgeRejected",
     "EdgeUnauthorized",
     "EdgeUnavailable",
@@ -32,6 +37,7 @@ __all__ = [
     "JournalError",
     "LoopStalled",
     "MicroManagerNotInstalled",
+    "MicroscopeLeased",
     "OmeroError",
     "OmeroLoginRefused",
     "OmeroNotInstalled",
@@ -92,6 +98,28 @@ class EdgeRejected(EdgeClientError):
         super().__init__(message)
         self.status_code = status_code
         self.detail = detail
+
+
+class EdgeForbidden(EdgeRejected):
+    """Raised when the edge answers 403: the token's role (e.g. ``read``) may not do this; ask
+    the facility for a ``control`` token (``scopeflow edge user add NAME --role control``)."""
+
+
+class MicroscopeLeased(EdgeRejected):
+    """Raised when the edge answers 423: another holder leases the microscope. ``lease`` is
+    the edge's `LeaseInfo` as a dict (holder, user, expires_at): wait for it to end or ask
+    them."""
+
+    @property
+    def lease(self) -> dict[str, object]:
+        detail = self.detail if isinstance(self.detail, dict) else {}
+        lease = detail.get("lease")
+        return lease if isinstance(lease, dict) else {}
+
+
+class EdgeCertificateError(EdgeClientError):
+    """Raised when the edge's TLS certificate cannot be verified: pass the CA that signed it
+    (``ca_file=...``, ``SCOPEFLOW_EDGE_CA_FILE`` or the microscope's ``ca_file``)."""
 
 
 class EdgeUnavailable(EdgeClientError):

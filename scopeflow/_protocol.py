@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from ._access import LeaseInfo
+
 __all__ = [
     "DEFAULT_ERROR_POLICY",
     "PROTOCOL_VERSION",
@@ -290,12 +292,23 @@ class CommandAck(_Frozen):
 
 
 class Refusal(_Frozen):
-    """Why a command was refused (HTTP 422 body ``detail``)."""
+    """Why a command was refused (HTTP 422 body ``detail``; ``unauthorized`` 401,
+    ``forbidden`` 403 and ``leased`` 423 come from the edge's access control, ``lease`` naming
+    who holds the microscope)."""
 
-    error: Literal["envelope_violation", "invalid_command", "hardware_error", "conflict"]
+    error: Literal[
+        "envelope_violation",
+        "invalid_command",
+        "hardware_error",
+        "conflict",
+        "unauthorized",
+        "forbidden",
+        "leased",
+    ]
     message: str
     limit: str | None = None
     value: Any = None
+    lease: LeaseInfo | None = None
 
 
 class DoseAccount(_Frozen):
@@ -473,6 +486,7 @@ class StreamHello(_Lenient):
     notices: bool = False
     commands: bool = False
     protocol: int | None = None
+    holder: str | None = None  # the lease holder a command channel speaks for
 
     def line(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_defaults=True).encode() + b"\n"

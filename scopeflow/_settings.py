@@ -28,6 +28,7 @@ __all__ = [
     "EdgeServerSettings",
     "JobqueueComputeProfile",
     "LocalComputeProfile",
+    "MicroscopeAddress",
     "OmeroSettings",
     "PbsComputeProfile",
     "RayComputeProfile",
@@ -71,6 +72,31 @@ class EdgeServerSettings(BaseModel):
     intensity_property: tuple[str, str] = Field(
         ("Illumination", "Intensity"),
         description="(device, property) of the illumination intensity in percent",
+    )
+    # -- security and many users (README "Security and many users") --
+    tls_cert: Path | None = Field(
+        None, description="TLS certificate (PEM) for HTTP, WebSocket, frame stream and commands"
+    )
+    tls_key: Path | None = Field(None, description="Private key (PEM) of tls_cert")
+    insecure: bool = Field(
+        False,
+        description="Allow plain text on a non-loopback address (tokens and frames readable "
+        "on the network); without TLS only 127.0.0.1/::1 is served otherwise",
+    )
+    users_file: Path | None = Field(
+        None,
+        description="Users, roles and token hashes (`scopeflow edge user add`); "
+        "<data_dir>/users.json when unset; reloaded when it changes",
+    )
+    audit_file: Path | None = Field(
+        None,
+        description="Audit log (JSON lines) of every control request; "
+        "<data_dir>/audit.jsonl when unset",
+    )
+    require_lease: bool = Field(
+        False,
+        description="Refuse control requests (423) unless their sender holds the microscope's "
+        "lease (POST /v1/lease)",
     )
 
 
@@ -152,6 +178,17 @@ class OmeroSettings(BaseSettings):
     retry_max_s: float = Field(60.0, gt=0, description="Longest wait between retries (doubling)")
 
 
+class MicroscopeAddress(BaseModel):
+    """One microscope's edge in the registry (``[microscopes.NAME]`` in scopeflow.toml)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(..., description="The edge's URL, e.g. https://scope-1.facility:8765")
+    token_file: Path | None = Field(None, description="File holding this user's token for it")
+    token: SecretStr | None = Field(None, description="The token itself (prefer token_file)")
+    ca_file: Path | None = Field(None, description="CA certificate that signed its TLS cert")
+
+
 class ScopeflowSettings(BaseSettings):
     """The whole settings tree."""
 
@@ -162,6 +199,14 @@ class ScopeflowSettings(BaseSettings):
     edge_url: str = Field("http://127.0.0.1:8765", description="Edge agent URL used by clients")
     edge_token: str | None = Field(None, description="Bearer token for the edge agent (secret)")
     edge_token_file: Path | None = Field(None, description="File holding the edge token")
+    edge_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed the edge's TLS certificate"
+    )
+    microscopes: dict[str, MicroscopeAddress] = Field(
+        default_factory=dict,
+        description="Edges by microscope name ([microscopes.NAME] url, token_file, ca_file); "
+        "EdgeClient.for_microscope(NAME) and the flows' `microscope` parameter use them",
+    )
     edge: EdgeServerSettings = Field(default_factory=EdgeServerSettings)
     omero: OmeroSettings = Field(default_factory=OmeroSettings)
     compute_profiles: dict[str, ComputeProfile] = Field(

@@ -64,6 +64,19 @@ def edge_serve(
     plate_rotation: Annotated[
         float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
     ] = 0.0,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: TLS everywhere.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow plain text on a non-loopback address.")
+    ] = False,
+    users_file: Annotated[
+        Path | None, typer.Option(help="Users and roles (default <data-dir>/users.json).")
+    ] = None,
+    require_lease: Annotated[
+        bool, typer.Option(help="Refuse control requests without the microscope's lease.")
+    ] = False,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
     from tasks.hardware import serve_edge
@@ -76,6 +89,11 @@ def edge_serve(
         "token_file": token_file,
         "data_dir": data_dir,
         "envelope_file": envelope,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "users_file": users_file,
+        "insecure": insecure or None,
+        "require_lease": require_lease or None,
     }
     service = load_settings().edge.model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
@@ -281,3 +299,11 @@ _register_batch(app)
 from ._cli_track import register as _register_track  # noqa: E402
 
 _register_track(app)
+
+from ._cli_edge_access import register as _register_edge_access  # noqa: E402
+
+_register_edge_access(edge_app)
+
+from ._cli_acquire import register as _register_acquire  # noqa: E402
+
+_register_acquire(run_app)

@@ -21,10 +21,25 @@ DEPLOYMENTS = {
     "targeted-imaging/targeted-imaging-slide",
     "tracking/tracking-live-cells",
     "plate-screen/plate-screen-96",
+    "acquire/acquire-mda-sequence",
     "track-dataset/track-dataset-hpc",
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
+    "targeted-imaging/targeted-imaging-scope-2",
 }
+
+
+def microscope_pools() -> dict[str, set[str]]:
+    """Pool -> the microscopes its acquisition deployments name, from prefect.yaml."""
+    import yaml
+
+    document = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    pools: dict[str, set[str]] = {}
+    for deployment in document["deployments"]:
+        if "acquisition" in deployment.get("tags", []):
+            microscope = deployment["parameters"]["params"]["microscope"]
+            pools.setdefault(deployment["work_pool"]["name"], set()).add(microscope)
+    return pools
 
 
 def deploy_all(server: PrefectServer) -> None:
@@ -32,8 +47,12 @@ def deploy_all(server: PrefectServer) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
 
     with get_client(sync_client=True) as client:
-        for pool in ("batch-process", "microscope"):
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        batch = WorkPoolCreate(name="batch-process", type="process")
+        client.create_work_pool(batch, overwrite=True)
+        for pool in microscope_pools():  # one run at a time per microscope, as documented
+            client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", concurrency_limit=1), overwrite=True
+            )
     env = {**os.environ, "PREFECT_API_URL": server.url, "SCOPEFLOW_REPO": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
@@ -57,10 +76,17 @@ def test_deployments_schedule_and_conversion_trigger(
         nightly = deployed["convert-folder/convert-inbox-nightly"]
         assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
         slide = deployed["targeted-imaging/targeted-imaging-slide"]
-        assert slide.work_pool_name == "microscope"
+        assert slide.work_pool_name == "microscope-scope-1"
         assert slide.parameters["params"]["region"]["x1"] == 6000.0
         live = deployed["tracking/tracking-live-cells"]
-        assert live.work_pool_name == "microscope"
+        assert live.work_pool_name == "microscope-scope-1"
+        # one pool per microscope: each pool serves one microscope, each microscope one pool
+        pools = microscope_pools()
+        assert pools == {"microscope-scope-1": {"scope-1"}, "microscope-scope-2": {"scope-2"}}
+        for deployment in deployed.values():
+            if "acquisition" in deployment.tags:
+                name = deployment.parameters["params"]["microscope"]
+                assert deployment.work_pool_name == f"microscope-{name}"
         from flows import TrackDatasetParams, TrackingParams
 
         TrackingParams.model_validate(live.parameters["params"])  # the deployed params are valid
@@ -69,6 +95,11 @@ def test_deployments_schedule_and_conversion_trigger(
         plate = deployed["plate-screen/plate-screen-96"]
         assert plate.work_pool_name == "microscope"
         PlateScreenParams.model_validate(plate.parameters["params"])
+        from flows import AcquireParams
+
+        mda = deployed["acquire/acquire-mda-sequence"]
+        assert mda.work_pool_name == "microscope-scope-1"
+        AcquireParams.model_validate(mda.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(

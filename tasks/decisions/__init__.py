@@ -11,6 +11,7 @@ from ._linking import (
     link_label_movie,
     link_movie,
 )
+from ._measure import MeasureState, SequenceMeasurePolicy
 from ._overview import OverviewPolicy, OverviewState
 from ._plates import (
     PlateCalibration,
@@ -44,6 +45,7 @@ __all__ = [
     "FrameGeometry",
     "FrameView",
     "LinkerSettings",
+    "MeasureState",
     "OnlineLinker",
     "OverviewPolicy",
     "OverviewState",
@@ -52,6 +54,7 @@ __all__ = [
     "Policy",
     "PositionTrack",
     "SelectionRules",
+    "SequenceMeasurePolicy",
     "Track",
     "TrackingPolicy",
     "TrackingRules",

@@ -11,9 +11,14 @@ from typing import TYPE_CHECKING, Any
 from scopeflow import new_command_id
 
 from ._async_client import AsyncEdgeClient
+from ._audit import AuditLog
+from ._auth import LEGACY_USER, UsersFile
 from ._client import EdgeClient
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
+from ._lease_client import AsyncLeaseHold, LeaseHold, current_holder
+from ._registry import EdgeAddress, microscope_address
 from ._stream_session import Transport
+from ._tls import SelfSignedPair, make_self_signed
 
 if TYPE_CHECKING:
     from ._agent import EdgeAgent
@@ -21,15 +26,25 @@ if TYPE_CHECKING:
     from ._serve import EdgeServiceOptions, serve_edge
 
 __all__ = [
+    "LEGACY_USER",
     "AsyncEdgeClient",
+    "AsyncLeaseHold",
+    "AuditLog",
+    "EdgeAddress",
     "EdgeAgent",
     "EdgeClient",
     "EdgeProcess",
     "EdgeServiceOptions",
     "HardwareContext",
+    "LeaseHold",
     "SafetyEnvelope",
+    "SelfSignedPair",
     "Transport",
+    "UsersFile",
+    "current_holder",
     "load_envelope",
+    "make_self_signed",
+    "microscope_address",
     "new_command_id",
     "serve_edge",
 ]

@@ -8,8 +8,6 @@ failure policy against a real edge process).
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
@@ -30,12 +28,13 @@ from scopeflow import (
 )
 
 from ._agent import EdgeAgent
+from ._gate import EdgeGate
 from ._refusals import REFUSED_ERRORS, refusal_for
+from ._security_app import install_security
 
 __all__ = ["create_app"]
 
 _WS_POLICY_VIOLATION = 1008
-_OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 
 
 class SimFaults(BaseModel):
@@ -46,8 +45,11 @@ class SimFaults(BaseModel):
     clear: bool = Field(False, description="Drop the failures still pending first")
 
 
-def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) -> FastAPI:
-    """Build the API around a started agent. Every route but health and OpenAPI needs the token."""
+def create_app(
+    agent: EdgeAgent, access: EdgeGate | str, *, stream_port: int | None = None
+) -> FastAPI:
+    """Build the API around a started agent. Every route but health and OpenAPI needs a token
+    whose role allows it (``access``: the edge's gate, or one shared token)."""
     app = FastAPI(
         title="scopeflow edge agent",
         version=str(PROTOCOL_VERSION),
@@ -56,22 +58,7 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         description="Drives a microscope from useq-schema events under a safety envelope.",
     )
 
-    @app.middleware("http")
-    async def require_token(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path in _OPEN_PATHS or _token_matches(
-            request.headers.get("authorization"), token
-        ):
-            return await call_next(request)
-        return JSONResponse(
-            {
-                "detail": "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                "with the token from the edge's --token-file"
-            },
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    install_security(app, EdgeGate.single_token(access) if isinstance(access, str) else access)
 
     async def _refused(request: Request, exc: Exception) -> JSONResponse:
         known = refusal_for(exc)
@@ -167,10 +154,7 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
     ) -> None:
         """Frames as binary messages (``SFF1``); with ``notices=true``, notices as text messages
         (their JSON) in their place; ``protocol``: the client's version, refused if not ours."""
-        header = websocket.headers.get("authorization")
-        if not (_token_matches(header, token) or _token_matches(f"Bearer {token_query}", token)):
-            await websocket.close(code=_WS_POLICY_VIOLATION, reason="missing or wrong token")
-            return
+        # the token (header or ``?token=``) was checked by the access middleware
         await websocket.accept()
         if mismatch := protocol_mismatch(PROTOCOL_VERSION, protocol, by="this edge"):
             # accepted first, so that the client reads the reason (a refused upgrade has none)
@@ -196,9 +180,3 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         await websocket.close()
 
     return app
-
-
-def _token_matches(authorization: str | None, token: str) -> bool:
-    if not authorization or not authorization.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(authorization.removeprefix("Bearer ").encode(), token.encode())

@@ -8,6 +8,7 @@ dropped connection from the next index, refusing a gap.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -17,6 +18,7 @@ import numpy as np
 import useq
 
 from scopeflow import (
+    LEASE_HEADER,
     CommandAck,
     CommandDone,
     CommandStatus,
@@ -27,6 +29,8 @@ from scopeflow import (
     EventFailed,
     Frame,
     FrameHeader,
+    LeaseInfo,
+    WhoAmI,
     parse_notice,
 )
 
@@ -36,15 +40,21 @@ from ._edge_calls import (
     TRANSIENT_ERRORS,
     EdgeCall,
     EdgeClientBase,
+    auth_headers,
+    certificate_error,
+    check_response,
     command_call,
     command_status_call,
     events_call,
     info_call,
+    lease_call,
     sequence_call,
     state_call,
     timed_out,
     unreachable,
+    whoami_call,
 )
+from ._lease_client import AsyncLeaseHold
 from ._stream_session import (
     PREFIX_BYTES,
     RECONNECT_PAUSE_S,
@@ -74,9 +84,25 @@ class AsyncEdgeClient(EdgeClientBase):
         token: str | None = None,
         token_file: Path | None = None,
         timeout: float = 30.0,
+        ca_file: Path | None = None,
+        holder: str | None = None,
     ) -> None:
-        super().__init__(url, token=token, token_file=token_file)
+        super().__init__(url, token=token, token_file=token_file, ca_file=ca_file, holder=holder)
+        self._timeout = timeout
         self._http = httpx.AsyncClient(**self._http_options(timeout))
+
+    def lease(self, holder: str, ttl_s: float = 30.0) -> AsyncLeaseHold:
+        """``async with edge.lease(holder=..., ttl_s=30):`` as `EdgeClient.lease`, renewed by
+        an asyncio task."""
+        return AsyncLeaseHold(
+            self._http_options(self._timeout), self._use_holder, check_response, holder, ttl_s
+        )
+
+    def _use_holder(self, holder: str | None) -> None:
+        super()._use_holder(holder)
+        self._http.headers.update(auth_headers(self._token, self.holder))
+        if self.holder is None:
+            self._http.headers.pop(LEASE_HEADER, None)
 
     async def __aenter__(self) -> AsyncEdgeClient:
         return self
@@ -96,7 +122,7 @@ class AsyncEdgeClient(EdgeClientBase):
                     call.method, call.path, json=call.json, params=call.params
                 )
             except TRANSIENT_ERRORS as exc:
-                if delay is None:
+                if delay is None or certificate_error(self.url, exc):
                     raise unreachable(self.url, exc) from exc
                 await asyncio.sleep(delay)
                 continue
@@ -110,6 +136,14 @@ class AsyncEdgeClient(EdgeClientBase):
         info = check_info(await self._send(info_call()))
         self._protocol_checked = True
         return info
+
+    async def whoami(self) -> WhoAmI:
+        """``GET /v1/whoami``: the user this client's token belongs to, its role, the lease."""
+        return await self._send(whoami_call())
+
+    async def lease_info(self) -> LeaseInfo | None:
+        """The microscope's lease in force (None when it is free)."""
+        return await self._send(lease_call())
 
     async def state(self) -> EdgeState:
         return await self._send(state_call())
@@ -200,9 +234,17 @@ class AsyncEdgeClient(EdgeClientBase):
         self, start: int, notices: bool = False
     ) -> AsyncIterator[Frame | EventFailed | CommandDone]:
         port = await self._stream_tcp_port()
-        reader, writer = await asyncio.open_connection(
-            stream_host(self.url), port, limit=_READ_LIMIT
-        )
+        host = stream_host(self.url)
+        try:
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                limit=_READ_LIMIT,
+                ssl=self._tls,
+                server_hostname=host if self._tls is not None else None,
+            )
+        except ssl.SSLError as exc:
+            raise certificate_error(self.url, exc) or exc from exc
         try:
             writer.write(stream_hello(self._token, start, notices=notices))
             await writer.drain()

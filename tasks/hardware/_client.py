@@ -8,6 +8,7 @@ What is said on the wire is in `_edge_calls` and `_stream_session`, shared with 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import useq
 from websockets.sync.client import connect as ws_connect
 
 from scopeflow import (
+    LEASE_HEADER,
     PROTOCOL_VERSION,
     Closeable,
     CommandAck,
@@ -33,14 +35,16 @@ from scopeflow import (
     EventFailed,
     Frame,
     FrameHeader,
+    LeaseInfo,
     ShmFrameRef,
     ShmRing,
+    WhoAmI,
     decode_frame,
     parse_notice,
     recv_message,
 )
 
-from ._command_channel import CommandChannel
+from ._command_channel import CommandChannel, open_stream_socket
 from ._direct_commands import DirectCommands
 from ._edge_calls import (
     DEFAULT_EDGE_URL,
@@ -49,17 +53,22 @@ from ._edge_calls import (
     EdgeCall,
     EdgeClientBase,
     auth_headers,
+    certificate_error,
+    check_response,
     command_call,
     command_status_call,
     events_call,
     frame_call,
     info_call,
+    lease_call,
     sequence_call,
     state_call,
     timed_out,
     truth_call,
     unreachable,
+    whoami_call,
 )
+from ._lease_client import LeaseHold
 from ._stream_session import (
     HELLO_LIMIT,
     RECONNECT_PAUSE_S,
@@ -80,7 +89,12 @@ T = TypeVar("T")
 
 
 class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
-    """Blocking client. ``with EdgeClient(url, token_file=...) as edge: edge.state()``."""
+    """Blocking client. ``with EdgeClient(url, token_file=...) as edge: edge.state()``.
+
+    ``ca_file``: the CA that signed an ``https`` edge's certificate (else the system's CAs);
+    ``holder``: the lease holder its control requests speak for (default: the lease this code
+    runs inside, see `lease`).
+    """
 
     def __init__(
         self,
@@ -89,10 +103,30 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         token: str | None = None,
         token_file: Path | None = None,
         timeout: float = 30.0,
+        ca_file: Path | None = None,
+        holder: str | None = None,
     ) -> None:
-        super().__init__(url, token=token, token_file=token_file)
+        super().__init__(url, token=token, token_file=token_file, ca_file=ca_file, holder=holder)
+        self._timeout = timeout
         self._http = httpx.Client(**self._http_options(timeout))
         self._ring: ShmRing | None = None
+
+    def lease(self, holder: str, ttl_s: float = 30.0) -> LeaseHold:
+        """``with edge.lease(holder=run_id, ttl_s=30):`` control the microscope alone.
+
+        Takes the lease (`MicroscopeLeased`, saying who holds it and until when, if another
+        does), renews it every ``ttl_s / 3`` from a heartbeat thread, releases it on exit; it
+        runs out ``ttl_s`` after this process dies. Inside, this client and the edge clients
+        created in the same context speak for ``holder``."""
+        return LeaseHold(
+            self._http_options(self._timeout), self._use_holder, check_response, holder, ttl_s
+        )
+
+    def _use_holder(self, holder: str | None) -> None:
+        super()._use_holder(holder)
+        self._http.headers.update(auth_headers(self._token, self.holder))
+        if self.holder is None:
+            self._http.headers.pop(LEASE_HEADER, None)
 
     def close(self) -> None:
         self._http.close()
@@ -111,7 +145,7 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
                     call.method, call.path, json=call.json, params=call.params
                 )
             except TRANSIENT_ERRORS as exc:
-                if delay is None:
+                if delay is None or certificate_error(self.url, exc):
                     raise unreachable(self.url, exc) from exc
                 time.sleep(delay)
                 continue
@@ -125,6 +159,14 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         info = check_info(self._send(info_call()))
         self._protocol_checked = True
         return info
+
+    def whoami(self) -> WhoAmI:
+        """``GET /v1/whoami``: the user this client's token belongs to, its role, the lease."""
+        return self._send(whoami_call())
+
+    def lease_info(self) -> LeaseInfo | None:
+        """The microscope's lease in force (None when it is free)."""
+        return self._send(lease_call())
 
     def state(self) -> EdgeState:
         return self._send(state_call())
@@ -194,7 +236,12 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         """Direct commands over one open connection to the stream port (no HTTP per command):
         the path for loops that command the stage every frame. Close it when done."""
         return CommandChannel(
-            stream_host(self.url), self._stream_tcp_port(), self._token, timeout=timeout
+            stream_host(self.url),
+            self._stream_tcp_port(),
+            self._token,
+            timeout=timeout,
+            tls=self._tls,
+            holder=self.holder,
         )
 
     def _stream_tcp_port(self) -> int:
@@ -305,8 +352,7 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         self, start: int, verify: bool, shm: bool = False, notices: bool = False
     ) -> Iterator[Frame | EventFailed | CommandDone]:
         port = self._stream_tcp_port()
-        with socket.create_connection((stream_host(self.url), port), timeout=10) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with open_stream_socket(stream_host(self.url), port, 10, self._tls, self.url) as sock:
             sock.sendall(stream_hello(self._token, start, shm=shm, notices=notices))
             answer = parse_hello_answer(_recv_hello_line(sock), "frame stream")
             check_notices_granted(answer, notices)
@@ -328,13 +374,18 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
         if notices:
             query["notices"] = "true"
         url = f"{scheme}://{parts.netloc}/v1/frames?{urlencode(query)}"
-        with ws_connect(
-            url,
-            additional_headers=auth_headers(self._token),
-            max_size=None,
-            open_timeout=10,
-            compression=None,
-        ) as ws:
+        try:
+            ws_context = ws_connect(
+                url,
+                additional_headers=auth_headers(self._token),
+                max_size=None,
+                open_timeout=10,
+                compression=None,
+                ssl=self._tls if scheme == "wss" else None,
+            )
+        except ssl.SSLError as exc:
+            raise certificate_error(self.url, exc) or exc from exc
+        with ws_context as ws:
             for message in ws:
                 if isinstance(message, str):
                     if not notices:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 from typing import Any
 
 from scopeflow import (
@@ -27,15 +28,16 @@ from scopeflow import (
     CommandRequest,
     DirectCommand,
     EdgeClientError,
+    EdgeUnauthorized,
     EdgeUnavailable,
     new_command_id,
 )
 
 from ._direct_commands import DirectCommands
-from ._edge_calls import rejected
+from ._edge_calls import certificate_error, rejected
 from ._stream_session import channel_hello, check_hello_answer
 
-__all__ = ["CommandChannel"]
+__all__ = ["CommandChannel", "open_stream_socket"]
 
 _LINE_MAX = 1 << 16
 
@@ -47,9 +49,22 @@ class CommandChannel(DirectCommands, Closeable):
     edge runs at most once (a repeat answers ``repeat=True``).
     """
 
-    def __init__(self, host: str, port: int, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+        holder: str | None = None,
+    ) -> None:
+        """``tls``: speak TLS, verifying the edge with this context; ``holder``: the lease
+        holder its commands speak for."""
         self.host, self.port, self.timeout = host, port, timeout
         self._token = token
+        self._tls = tls
+        self.holder = holder
         self._sock: socket.socket | None = None
         self._reader: Any = None
 
@@ -73,6 +88,9 @@ class CommandChannel(DirectCommands, Closeable):
         if not answer.ok or answer.ack is None:
             status = answer.status or 400
             detail = answer.detail.model_dump(mode="json") if answer.detail else None
+            if status == 401:  # the token was revoked or rotated while the channel was open
+                message = answer.detail.message if answer.detail else "unauthorized"
+                raise EdgeUnauthorized(f"edge refused the token: {message}")
             raise rejected(status, detail, str(status))
         return answer.ack
 
@@ -82,16 +100,16 @@ class CommandChannel(DirectCommands, Closeable):
     def _connected(self) -> socket.socket:
         if self._sock is not None:
             return self._sock
+        where = f"{self.host}:{self.port}"
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = open_stream_socket(self.host, self.port, self.timeout, self._tls, where)
         except OSError as exc:
             raise EdgeUnavailable(
-                f"cannot open the command channel to {self.host}:{self.port} ({exc}); is "
+                f"cannot open the command channel to {where} ({exc}); is "
                 "`scopeflow edge serve` running, and is its stream port reachable?"
             ) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock, self._reader = sock, sock.makefile("rb")
-        sock.sendall(channel_hello(self._token))
+        sock.sendall(channel_hello(self._token, self.holder))
         try:
             check_hello_answer(self._read_answer(), "command channel")
         except EdgeClientError:
@@ -111,3 +129,19 @@ class CommandChannel(DirectCommands, Closeable):
                 with contextlib.suppress(OSError):
                     part.close()
         self._sock = self._reader = None
+
+
+def open_stream_socket(
+    host: str, port: int, timeout: float, tls: ssl.SSLContext | None, url: str
+) -> socket.socket:
+    """A connection to the edge's stream port (TLS when ``tls``, verifying the edge's
+    certificate: `EdgeCertificateError` when it is not trusted, never retried)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLError as exc:
+        sock.close()
+        raise certificate_error(url, exc) or exc from exc

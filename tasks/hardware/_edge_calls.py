@@ -4,31 +4,43 @@ are read, the token and the retry policy. `EdgeClient` and `AsyncEdgeClient` onl
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import useq
 
 from scopeflow import (
+    LEASE_HEADER,
     CommandAck,
     CommandStatus,
     ConfigurationError,
     DirectCommand,
+    EdgeCertificateError,
     EdgeClientError,
+    EdgeForbidden,
     EdgeRejected,
     EdgeState,
     EdgeUnauthorized,
     EdgeUnavailable,
     ErrorPolicy,
     Frame,
+    LeaseInfo,
+    MicroscopeLeased,
     ScopeflowSettings,
+    WhoAmI,
     decode_frame,
     load_settings,
     new_command_id,
 )
+
+from ._lease_client import current_holder
+from ._registry import EdgeAddress, microscope_address
+from ._tls import client_context
 
 __all__ = [
     "DEFAULT_EDGE_URL",
@@ -38,13 +50,16 @@ __all__ = [
     "EdgeCall",
     "EdgeClientBase",
     "auth_headers",
+    "certificate_error",
     "check_response",
     "command_call",
     "command_status_call",
     "edge_address",
+    "event_json",
     "events_call",
     "frame_call",
     "info_call",
+    "lease_call",
     "load_token",
     "rejected",
     "sequence_call",
@@ -52,6 +67,7 @@ __all__ = [
     "timed_out",
     "truth_call",
     "unreachable",
+    "whoami_call",
 ]
 
 T = TypeVar("T")
@@ -75,14 +91,6 @@ def load_token(token: str | None, token_file: Path | None) -> str:
     )
 
 
-@dataclass(frozen=True)
-class EdgeAddress:
-    """Where the edge agent is and the token it wants."""
-
-    url: str
-    token: str
-
-
 def edge_address(settings: ScopeflowSettings | None = None) -> EdgeAddress:
     """The edge URL and token from the settings (``SCOPEFLOW_EDGE_URL``, ``SCOPEFLOW_EDGE_TOKEN``
     or ``SCOPEFLOW_EDGE_TOKEN_FILE``, or the same keys in the TOML file); read now when
@@ -94,7 +102,7 @@ def edge_address(settings: ScopeflowSettings | None = None) -> EdgeAddress:
             "or edge_url in scopeflow.toml"
         )
     if settings.edge_token:
-        return EdgeAddress(settings.edge_url, settings.edge_token)
+        return EdgeAddress(settings.edge_url, settings.edge_token, settings.edge_ca_file)
     token_file = settings.edge_token_file
     if token_file is None:
         raise ConfigurationError(
@@ -113,21 +121,41 @@ def edge_address(settings: ScopeflowSettings | None = None) -> EdgeAddress:
             f"the edge token file {token_file} named by SCOPEFLOW_EDGE_TOKEN_FILE is empty; "
             "point it at the edge's --token-file"
         )
-    return EdgeAddress(settings.edge_url, token)
+    return EdgeAddress(settings.edge_url, token, settings.edge_ca_file)
 
 
-def auth_headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def auth_headers(token: str, holder: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if holder:
+        headers[LEASE_HEADER] = holder
+    return headers
 
 
 class EdgeClientBase:
-    """What both edge clients start from: the edge's URL and token, given or from the settings."""
+    """What both edge clients start from: the edge's URL and token, given or from the settings;
+    for an ``https`` URL the TLS context that verifies the edge (``ca_file``: the CA that
+    signed its certificate, else the system's); the lease holder it speaks for (``holder``,
+    else the one of the lease this code runs inside, `current_holder`)."""
 
-    def __init__(self, url: str, *, token: str | None, token_file: Path | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        token_file: Path | None,
+        ca_file: Path | None = None,
+        holder: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._token = load_token(token, token_file)
         self._stream_port: int | None = None
         self._protocol_checked = False  # the edge's /v1/info protocol is this client's
+        self._tls = client_context(ca_file) if urlsplit(self.url).scheme == "https" else None
+        self.holder = self._own_holder = holder or current_holder()
+
+    def _use_holder(self, holder: str | None) -> None:
+        """Speak for ``holder`` from now on (None: back to the holder given at creation)."""
+        self.holder = holder or self._own_holder
 
     @classmethod
     def from_settings(
@@ -137,10 +165,42 @@ class EdgeClientBase:
         ``SCOPEFLOW_EDGE_TOKEN_FILE`` (or ``SCOPEFLOW_EDGE_TOKEN``); read now when ``settings``
         is None. Raises `ConfigurationError` naming the variable to set when one is missing."""
         address = edge_address(settings)
-        return cls(address.url, token=address.token, timeout=timeout)  # type: ignore[call-arg]
+        return cls(address.url, token=address.token, ca_file=address.ca_file, timeout=timeout)  # type: ignore[call-arg]
+
+    @classmethod
+    def for_microscope(
+        cls, name: str, settings: ScopeflowSettings | None = None, *, timeout: float = 30.0
+    ) -> Self:
+        """A client of microscope ``name``'s edge from the registry in the settings
+        (``[microscopes.NAME]``: url, token_file, ca_file); `ConfigurationError` naming the
+        registered ones when it is unknown."""
+        address = microscope_address(name, settings)
+        return cls(address.url, token=address.token, ca_file=address.ca_file, timeout=timeout)  # type: ignore[call-arg]
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        microscope: str | None = None,
+        url: str | None = None,
+        token_file: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> Self:
+        """What a flow's parameters name: microscope ``microscope`` from the registry when
+        given, else the edge at ``url`` with ``token_file`` and ``ca_file``."""
+        if microscope:
+            return cls.for_microscope(microscope)
+        if not url:
+            raise ConfigurationError("no edge: give a microscope name or an edge URL")
+        return cls(url, token=None, token_file=token_file, ca_file=ca_file)
 
     def _http_options(self, timeout: float) -> dict[str, Any]:
-        return {"base_url": self.url, "headers": auth_headers(self._token), "timeout": timeout}
+        return {
+            "base_url": self.url,
+            "headers": auth_headers(self._token, self.holder),
+            "timeout": timeout,
+            "verify": self._tls if self._tls is not None else True,
+        }
 
 
 @dataclass(frozen=True)
@@ -179,6 +239,19 @@ def info_call() -> EdgeCall[dict[str, Any]]:
     return EdgeCall("GET", "/v1/info", _json)
 
 
+def whoami_call() -> EdgeCall[WhoAmI]:
+    return EdgeCall("GET", "/v1/whoami", lambda r: WhoAmI.model_validate(r.json()))
+
+
+def _lease(response: httpx.Response) -> LeaseInfo | None:
+    body = response.json()
+    return None if body is None else LeaseInfo.model_validate(body)
+
+
+def lease_call() -> EdgeCall[LeaseInfo | None]:
+    return EdgeCall("GET", "/v1/lease", _lease)
+
+
 def state_call() -> EdgeCall[EdgeState]:
     return EdgeCall("GET", "/v1/state", _state)
 
@@ -202,13 +275,19 @@ def events_call(
 ) -> EdgeCall[CommandAck]:
     body = {
         "command_id": command_id or new_command_id("events"),
-        "events": [
-            e.model_dump(mode="json", exclude_unset=True) if isinstance(e, useq.MDAEvent) else e
-            for e in events
-        ],
+        "events": [event_json(e) if isinstance(e, useq.MDAEvent) else e for e in events],
         **_command_options(tag, on_error),
     }
     return EdgeCall("POST", "/v1/events", _ack, json=body)
+
+
+def event_json(event: useq.MDAEvent) -> dict[str, Any]:
+    """``event`` as JSON with the fields it sets; an action keeps its ``type`` tag (a default,
+    so ``exclude_unset`` would drop it and the edge could not tell the action's kind)."""
+    out: dict[str, Any] = event.model_dump(mode="json", exclude_unset=True)
+    if "action" in out and event.action is not None:
+        out["action"] = event.action.model_dump(mode="json")
+    return out
 
 
 def sequence_call(
@@ -270,21 +349,43 @@ def check_response(response: httpx.Response) -> None:
     except ValueError:
         detail = response.text
     if response.status_code == 401:
-        raise EdgeUnauthorized(f"edge refused the token: {detail}")
+        message = detail.get("message") if isinstance(detail, dict) else detail
+        raise EdgeUnauthorized(f"edge refused the token: {message}")
     raise rejected(response.status_code, detail, f"HTTP {response.status_code}")
 
 
 def rejected(status_code: int, detail: object, status_text: str) -> EdgeRejected:
-    """The error for a refused request: ``detail`` is the edge's refusal body (or text)."""
+    """The error for a refused request: ``detail`` is the edge's refusal body (or text);
+    `EdgeForbidden` for 403, `MicroscopeLeased` for 423."""
     message = detail.get("message") if isinstance(detail, dict) else detail
-    return EdgeRejected(
+    kind = {403: EdgeForbidden, 423: MicroscopeLeased}.get(status_code, EdgeRejected)
+    return kind(
         f"edge refused the request ({status_text}): {message}",
         status_code=status_code,
         detail=detail,
     )
 
 
-def unreachable(url: str, exc: Exception) -> EdgeUnavailable:
+def certificate_error(url: str, exc: BaseException) -> EdgeCertificateError | None:
+    """The error to raise when ``exc`` (or what caused it) is a failed TLS verification of
+    the edge's certificate; None for any other error."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError) or (
+            "CERTIFICATE_VERIFY_FAILED" in str(cause)
+        ):
+            return EdgeCertificateError(
+                f"the TLS certificate of the edge at {url} is not trusted ({cause}); pass the "
+                "CA that signed it: ca_file=... (SCOPEFLOW_EDGE_CA_FILE, or ca_file in "
+                "[microscopes.NAME]); `scopeflow edge tls self-signed` writes it as ca.pem"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def unreachable(url: str, exc: Exception) -> EdgeUnavailable | EdgeCertificateError:
+    if untrusted := certificate_error(url, exc):
+        return untrusted
     return EdgeUnavailable(
         f"edge agent at {url} is unreachable ({exc}); is `scopeflow edge serve` running and is "
         "the URL right?"

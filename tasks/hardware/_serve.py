@@ -24,7 +24,9 @@ from scopeflow import (
 from ._agent import EdgeAgent, SampleTruth
 from ._app import create_app
 from ._envelope import SafetyEnvelope, load_envelope
+from ._gate import EdgeGate
 from ._stream_server import FrameStreamServer
+from ._tls import check_plaintext_allowed, server_context
 
 __all__ = ["EdgeServiceOptions", "read_or_create_token", "serve_edge"]
 
@@ -121,31 +123,49 @@ def serve_edge(
         raise TypeError("serve_edge: the request already names its microscope")
     settings = request.service
     logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)  # it logs every event
+    tls = settings.tls_cert is not None or settings.tls_key is not None
+    check_plaintext_allowed(settings.host, tls=tls, insecure=settings.insecure)
+    if tls and (settings.tls_cert is None or settings.tls_key is None):
+        raise ConfigurationError("TLS needs both --tls-cert and --tls-key (PEM files)")
+    tls_context = (
+        server_context(settings.tls_cert, settings.tls_key)  # type: ignore[arg-type]
+        if tls
+        else None
+    )
     core, truth, default_envelope = build_core(request.microscope)
     envelope = load_envelope(settings.envelope_file) if settings.envelope_file else default_envelope
     token_file = settings.token_file or settings.data_dir / "edge.token"
-    token = read_or_create_token(token_file)
+    read_or_create_token(token_file)
+    users_file = settings.users_file or settings.data_dir / "users.json"
+    audit_file = settings.audit_file or settings.data_dir / "audit.jsonl"
+    gate = EdgeGate.for_edge(
+        users_file, token_file, audit_file, require_lease=settings.require_lease
+    )
 
     listener = socket.create_server((settings.host, settings.port))
     agent = EdgeAgent(core, settings, envelope, simulated=truth is not None, truth=truth)
     stream = FrameStreamServer(
         agent.hub,
-        token,
+        gate,
         settings.host,
         settings.stream_port,
         ring=agent.ring,
         commands=agent.command,
+        tls=tls_context,
     )
-    app = create_app(agent, token, stream_port=stream.port)
+    app = create_app(agent, gate, stream_port=stream.port)
     agent.start()
     stream.start()
     host, port = listener.getsockname()[:2]
     ready = {
         "event": "ready",
-        "url": f"http://{host}:{port}",
+        "url": f"{'https' if tls else 'http'}://{_url_host(host)}:{port}",
         "stream_port": stream.port,
         "token_file": str(token_file),
         "journal": str(agent.journal.root),
+        "tls": tls,
+        "users_file": str(users_file),
+        "audit_file": str(audit_file),
     }
     print(json.dumps(ready), flush=True)
     config = uvicorn.Config(
@@ -154,6 +174,8 @@ def serve_edge(
         lifespan="off",
         ws_per_message_deflate=False,  # deflating 8 MiB of noisy pixels costs ~1 s a frame
         ws_max_size=2**20,
+        ssl_certfile=settings.tls_cert if tls else None,
+        ssl_keyfile=settings.tls_key if tls else None,
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down on SIGINT and SIGTERM, then raises the signal again; SIGTERM's default
@@ -164,10 +186,15 @@ def serve_edge(
     finally:
         stream.close()
         agent.shutdown()
+        gate.close()
         # a core left to interpreter shutdown aborts in its C++ destructor (exit code 134)
         core.unloadAllDevices()
         signal.signal(signal.SIGTERM, previous)
         print(json.dumps({"event": "stopped", "frames": agent.hub.count}), file=sys.stderr)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -19,10 +19,10 @@ one `CommandRequest` per line, one `ChannelAnswer` per line (`_refusals.answer_c
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from scopeflow import (
     PROTOCOL_VERSION,
+    ChannelAnswer,
     CommandAck,
     CommandRequest,
     Frame,
@@ -40,10 +41,11 @@ from scopeflow import (
     encode_notice,
     encode_prefix,
     protocol_mismatch,
+    role_allows,
 )
 
+from ._gate import EdgeGate
 from ._hub import FrameHub
-from ._refusals import answer_command
 
 __all__ = ["FrameStreamServer"]
 
@@ -60,15 +62,19 @@ class FrameStreamServer:
     def __init__(
         self,
         hub: FrameHub,
-        token: str,
+        access: EdgeGate | str,
         host: str = "127.0.0.1",
         port: int = 0,
         ring: ShmRing | None = None,
         commands: Callable[[CommandRequest], CommandAck] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``access``: the edge's gate (users, roles, lease, audit) or one shared token;
+        ``tls``: a server context to speak TLS on every connection."""
         self._hub = hub
         self._commands = commands
-        self._token = token
+        self._gate = EdgeGate.single_token(access) if isinstance(access, str) else access
+        self._tls = tls
         self._ring = ring
         handler = self._make_handler()
         self._server = socketserver.ThreadingTCPServer(
@@ -94,18 +100,27 @@ class FrameStreamServer:
         self._server.server_close()
 
     def _make_handler(self) -> type[socketserver.BaseRequestHandler]:
-        hub, token, ring, commands = self._hub, self._token, self._ring, self._commands
+        hub, gate, ring, commands = self._hub, self._gate, self._ring, self._commands
+        tls = self._tls
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 sock: socket.socket = self.request
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                hello = _read_hello(sock, token, ring, commands is not None)
+                if tls is not None:
+                    sock.settimeout(_HELLO_TIMEOUT_S)
+                    try:  # in the client's thread: a slow handshake holds up no one else
+                        sock = tls.wrap_socket(sock, server_side=True)
+                    except (ssl.SSLError, OSError) as exc:
+                        log.info("stream client failed the TLS handshake: %s", exc)
+                        return
+                hello = _read_hello(sock, gate, ring, commands is not None)
                 if hello is None:
                     return
                 if hello.commands:
                     assert commands is not None
-                    _serve_commands(sock, commands)
+                    answer = gate.channel_answerer(commands, hello.token, hello.holder)
+                    _serve_commands(sock, answer)
                     return
                 index = hello.start
                 use_ring = hello.shm and ring is not None
@@ -134,14 +149,14 @@ class FrameStreamServer:
         return Handler
 
 
-def _serve_commands(sock: socket.socket, run: Callable[[CommandRequest], CommandAck]) -> None:
+def _serve_commands(sock: socket.socket, answer: Callable[[bytes], ChannelAnswer]) -> None:
     reader = sock.makefile("rb")
     try:
         while line := reader.readline(_COMMAND_MAX):
             if not line.endswith(b"\n"):
                 _refuse(sock, f"a command line is longer than {_COMMAND_MAX} bytes")
                 return
-            sock.sendall(answer_command(run, line).line())
+            sock.sendall(answer(line).line())
     except OSError as exc:  # the client went away; its retry resends the same command id
         log.info("command channel client left: %s", exc)
     finally:
@@ -149,7 +164,7 @@ def _serve_commands(sock: socket.socket, run: Callable[[CommandRequest], Command
 
 
 def _read_hello(
-    sock: socket.socket, token: str, ring: ShmRing | None, commands: bool
+    sock: socket.socket, gate: EdgeGate, ring: ShmRing | None, commands: bool
 ) -> StreamHello | None:
     """The client's hello, answered; None when it was refused (the refusal is sent)."""
     sock.settimeout(_HELLO_TIMEOUT_S)
@@ -163,8 +178,17 @@ def _read_hello(
         hello = StreamHello.model_validate_json(data)
     except (OSError, ValidationError):
         return _refuse(sock, 'hello is not a JSON object {"token": ..., "from": N} with from >= 0')
-    if not hmac.compare_digest(hello.token.encode(), token.encode()):
-        return _refuse(sock, "missing or wrong token: use the token from the edge's --token-file")
+    principal = gate.users.authenticate(hello.token)
+    if principal is None:
+        return _refuse(
+            sock, "missing or wrong token: use your token or the one in the edge's --token-file"
+        )
+    if hello.commands and not role_allows(principal.role, "control"):
+        return _refuse(
+            sock,
+            f"forbidden: user {principal.user!r} has role {principal.role!r}; the command "
+            "channel needs a control token (`scopeflow edge user add NAME --role control`)",
+        )
     if mismatch := protocol_mismatch(PROTOCOL_VERSION, hello.protocol, by="this edge"):
         return _refuse(sock, mismatch)
     if hello.commands and not commands:

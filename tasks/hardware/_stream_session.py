@@ -18,6 +18,7 @@ from scopeflow import (
     PROTOCOL_VERSION,
     CommandDone,
     EdgeClientError,
+    EdgeForbidden,
     EdgeUnauthorized,
     EdgeUnavailable,
     EventFailed,
@@ -86,9 +87,9 @@ def stream_hello(token: str, start: int, *, shm: bool = False, notices: bool = F
     return hello.line()
 
 
-def channel_hello(token: str) -> bytes:
-    """The first line of a command channel."""
-    return StreamHello(token=token, commands=True, protocol=PROTOCOL_VERSION).line()
+def channel_hello(token: str, holder: str | None = None) -> bytes:
+    """The first line of a command channel (``holder``: the lease holder it speaks for)."""
+    return StreamHello(token=token, commands=True, protocol=PROTOCOL_VERSION, holder=holder).line()
 
 
 def parse_hello_answer(line: bytes, what: str) -> StreamHelloAnswer:
@@ -119,6 +120,8 @@ def check_hello_answer(answer: StreamHelloAnswer | dict[str, Any], what: str) ->
     if answer.ok:
         return
     error = answer.error or "refused"
+    if error.startswith("forbidden"):
+        raise EdgeForbidden(f"{what} refused: {error}", status_code=403, detail=error)
     if "token" in error:
         raise EdgeUnauthorized(f"{what} refused: {error}")
     raise EdgeClientError(f"{what} refused: {error}")

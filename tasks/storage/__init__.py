@@ -20,6 +20,15 @@ from ._ctc import (
     write_ctc_result,
 )
 from ._hcs import HcsAcquisition, PlateWriter
+from ._image_writer import (
+    ImageAxis,
+    ImageChannel,
+    ImageLayout,
+    ImageWriter,
+    axes_from_sizes,
+    channel_color,
+    channels_named,
+)
 from ._journal import FrameJournal
 from ._labels import create_label_image, label_names, label_path
 from ._movie import Movie, open_movie
@@ -35,10 +44,17 @@ __all__ = [
     "ConvertOptions",
     "FrameJournal",
     "HcsAcquisition",
+    "ImageAxis",
+    "ImageChannel",
+    "ImageLayout",
+    "ImageWriter",
     "Movie",
     "PlateWriter",
     "SourceImage",
     "Tile",
+    "axes_from_sizes",
+    "channel_color",
+    "channels_named",
     "convert_file",
     "create_image",
     "create_label_image",

@@ -31,6 +31,12 @@ class SimulatorConfig(BaseModel):
         default_factory=lambda: {"10x": 10.0, "20x": 20.0, "40x": 40.0},
         description="Objective label -> magnification. Pixel size = pitch * binning / mag.",
     )
+    channel_presets: dict[str, str] = Field(
+        default_factory=lambda: {"FITC": "GFP", "Cy5": "DAPI"},
+        description="Extra presets of the Channel group -> the light path they select: FITC "
+        "images the GFP (cytoplasm) label, Cy5 a far-red nuclear stain (as DRAQ5 would), drawn "
+        "like the DAPI label; so sequences written for other microscopes run here.",
+    )
     focus_range_um: tuple[float, float] = Field(
         (-2000.0, 2000.0), description="Travel limits of the Z focus drive, µm."
     )
@@ -120,6 +126,12 @@ class SimulatorConfig(BaseModel):
         ):
             if missing := set(FLUORESCENCE_CHANNELS) - set(table):
                 raise ValueError(f"{name} needs a value for {sorted(missing)}")
+        for preset, light in self.channel_presets.items():
+            if light not in ("BF", *FLUORESCENCE_CHANNELS):
+                raise ValueError(
+                    f"channel_presets: {preset!r} selects {light!r}; use one of "
+                    f"{['BF', *FLUORESCENCE_CHANNELS]}"
+                )
         if missing := {"BF", *FLUORESCENCE_CHANNELS} - set(self.background_e_per_ms):
             raise ValueError(f"background_e_per_ms needs a value for {sorted(missing)}")
         if self.plate is not None:

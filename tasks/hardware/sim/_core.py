@@ -131,15 +131,16 @@ def build_simulated_core(
     """A UniMMCore with the simulated microscope loaded, initialised and configured.
 
     Devices: Camera, XY, Z, Shutter, Illumination (BF/DAPI/GFP + Intensity), Objective.
-    Groups: "Channel" (BF, DAPI, GFP) and "Objective" (one preset per objective); one
-    pixel-size config per objective. Starts at 10x, DAPI, 10 ms, 50 %, autoshutter on.
+    Groups: "Channel" (BF, DAPI, GFP, and the config's ``channel_presets``: FITC, Cy5) and
+    "Objective" (one preset per objective); one pixel-size config per objective. Starts at
+    10x, DAPI, 10 ms, 50 %, autoshutter on.
     """
     cfg = config or SimulatorConfig()
     sample = VirtualSample(cfg)
     clock = SimClock(cfg.time_scale)
     renderer = Renderer(sample)
     xy, focus, shutter = SimXYStage(cfg), SimFocus(cfg), SimShutter()
-    light, objectives = SimIllumination(), SimObjectives(cfg)
+    light, objectives = SimIllumination(cfg.channel_presets), SimObjectives(cfg)
     rig = Rig(cfg, renderer, clock, xy, focus, shutter, light, objectives)
     camera = SimCamera(rig)
 
@@ -167,6 +168,9 @@ def build_simulated_core(
     core.defineConfigGroup(CHANNEL_GROUP)
     for ch in CHANNELS:
         core.defineConfig(CHANNEL_GROUP, ch, labels["light"], "Label", ch)
+    for preset in cfg.channel_presets:
+        if preset not in CHANNELS:
+            core.defineConfig(CHANNEL_GROUP, preset, labels["light"], "Label", preset)
     core.setChannelGroup(CHANNEL_GROUP)
     core.defineConfigGroup(OBJECTIVE_GROUP)
     sx = -1.0 if cfg.flip_x else 1.0

@@ -178,10 +178,15 @@ class SimShutter(ShutterDevice):
 
 
 class SimIllumination(StateDevice):
-    """Light source + filter set: one state per channel; ``Intensity`` is 0-100 %."""
+    """Light source + filter set: one state per channel; ``Intensity`` is 0-100 %.
 
-    def __init__(self) -> None:
-        super().__init__(dict(enumerate(CHANNELS)))
+    ``presets``: more filter sets, each imaging one of the sample's light paths (FITC -> GFP),
+    as states of their own, so the current preset is never ambiguous."""
+
+    def __init__(self, presets: dict[str, str] | None = None) -> None:
+        extra = {k: v for k, v in (presets or {}).items() if k not in CHANNELS}
+        self._paths = (*CHANNELS, *extra.values())
+        super().__init__(dict(enumerate((*CHANNELS, *extra))))
         self._state = CHANNELS.index("DAPI")
         self._intensity = 50.0
 
@@ -193,7 +198,8 @@ class SimIllumination(StateDevice):
 
     @property
     def channel(self) -> str:
-        return CHANNELS[self._state]
+        """The light path in use (a preset's: FITC -> GFP)."""
+        return self._paths[self._state]
 
     @pymm_property(limits=(0.0, 100.0), name="Intensity")
     def intensity(self) -> float:
