@@ -93,7 +93,7 @@ def test_deployments_schedule_and_conversion_trigger(
         from flows import PlateScreenParams
 
         plate = deployed["plate-screen/plate-screen-96"]
-        assert plate.work_pool_name == "microscope"
+        assert plate.work_pool_name == "microscope-scope-1"
         PlateScreenParams.model_validate(plate.parameters["params"])
         from flows import AcquireParams
 
