@@ -373,3 +373,28 @@ def test_run_plate_with_bad_parameters_names_the_problem(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["run", "plate", "--params", str(path)])
     assert result.exit_code == 2
     assert "calibration" in result.output and "Field required" in result.output
+
+
+def test_calibration_finds_the_simulated_plate_where_the_simulator_put_it() -> None:
+    """A plate laid rotated on the simulated stage, A1 and H12 'measured' at its wells'
+    centres: the calibrated plan's wells are the simulator's."""
+    sample = VirtualSample(
+        SimulatorConfig(plate="96-well", plate_rotation_deg=1.5, nuclei_per_mm2=1, time_scale=0)
+    )
+    centres = sample.wells.centres_um  # row-major, A1 first, H12 last
+    cal = calibrate_plate("96-well", {"A1": tuple(centres[0]), "H12": tuple(centres[-1])})
+    assert cal.rotation_deg == pytest.approx(1.5, abs=1e-6)
+    fitted = np.array([(p.x, p.y) for p in cal.plan().all_well_positions])
+    assert np.abs(fitted - centres).max() < 1e-6
+
+
+def test_choose_targets_keeps_what_lies_inside_by_the_rules() -> None:
+    from tasks.decisions import Detection, SelectionRules, choose_targets
+
+    def det(x: float, area: float, tile: int = 0) -> Detection:
+        return Detection(x, 0.0, area, np.sqrt(area / np.pi), area, tile, False)
+
+    found = [det(0, 100), det(1, 90, 1), det(50, 100), det(500, 100), det(80, 5)]
+    chosen = choose_targets(found, SelectionRules(min_area_um2=20), lambda x, y: x < 200)
+    assert [d.x_um for d in chosen] == [0, 50]  # overlap merged, outside and debris left out
+    assert choose_targets(found, SelectionRules(max_targets=1)) == [found[0]]

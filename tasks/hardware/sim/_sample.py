@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._config import FLUORESCENCE_CHANNELS, SimulatorConfig
-from ._plate_layout import well_layout
+from ._plate_layout import WellLayout, well_layout
 from ._random import hash_normal, hash_uniform
 
 __all__ = ["CellTable", "Division", "VirtualSample"]
@@ -198,6 +198,7 @@ class VirtualSample:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = cfg = config or SimulatorConfig()
+        self.wells: WellLayout | None = None if cfg.plate is None else well_layout(cfg)
         self._lock = threading.RLock()
         self._cells = _Cells()
         self._divisions: list[Division] = []
@@ -319,7 +320,7 @@ class VirtualSample:
 
     def _seed_founders(self) -> None:
         cfg = self.config
-        layout = None if cfg.plate is None else well_layout(cfg)
+        layout = self.wells
         if layout is None:
             area_mm2 = cfg.slide_width_um * cfg.slide_height_um / 1e6
         else:
