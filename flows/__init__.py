@@ -23,6 +23,8 @@ from ._acquire_plan import (
 from ._acquire_store import FieldStores, FrameRecord
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
+from ._em_qc_demo import run_em_qc_demo
+from ._em_qc_params import EMQCParams
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
@@ -40,6 +42,7 @@ __all__ = [
     "AnalysisHook",
     "DatasetParams",
     "DetailSettings",
+    "EMQCParams",
     "FieldGrid",
     "FieldPlan",
     "FieldStores",
@@ -63,6 +66,7 @@ __all__ = [
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
+    "run_em_qc_demo",
     "run_plate_demo",
     "run_tracking_demo",
     "score_targets",

@@ -66,6 +66,7 @@ from ._acquire_plan import (
     shorten_sequence,
 )
 from ._acquire_store import FieldStores, FrameRecord, follow_journal, follow_stream
+from ._acquisition_report import reports_acquisition
 
 __all__ = ["AcquisitionOutcome", "PreparedAcquisition", "acquire", "planned_events"]
 
@@ -498,6 +499,7 @@ def summarise_acquisition(
 
 
 @flow(name="acquire", log_prints=True)
+@reports_acquisition("acquire", stores=lambda summary: sorted(summary["stores"].values()))
 def acquire(params: AcquireParams) -> dict[str, Any]:
     """Prepare (read, check) -> acquire (frames into their fields' images) -> check each field
     -> summarise (the round trip)."""

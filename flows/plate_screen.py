@@ -35,6 +35,7 @@ from tasks.decisions import (
 from tasks.live import DecisionLog
 from tasks.storage import HcsAcquisition, PlateWriter
 
+from ._acquisition_report import reports_acquisition
 from ._plate_params import PlateScreenParams
 from ._plate_summary import PlateRecord, summarise_plate
 from .targeted_imaging import (
@@ -254,6 +255,7 @@ def store_plate(
 
 
 @flow(name="plate-screen", log_prints=True)
+@reports_acquisition("plate-screen", stores=lambda summary: [summary["stores"]["plate"]])
 def plate_screen(params: PlateScreenParams) -> dict[str, Any]:
     """Calibrate -> overview fields per well -> targets per well -> detail z-stacks -> HCS
     plate -> summary."""

@@ -45,6 +45,7 @@ from tasks.live import (
 )
 from tasks.storage import write_zstack
 
+from ._acquisition_report import reports_acquisition
 from ._targeted_params import DetailSettings, TargetedImagingParams
 from ._targeted_summary import RunRecord, summarise
 
@@ -318,6 +319,7 @@ def detail_stacks(
 
 
 @flow(name="targeted-imaging", log_prints=True)
+@reports_acquisition("targeted-imaging", stores=lambda summary: summary["stores"]["targets"])
 def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     """Overview -> segment -> decide -> detail z-stacks -> store -> summarise."""
     started = time.perf_counter()

@@ -49,6 +49,7 @@ from tasks.live import (
 )
 from tasks.storage import write_ctc_result, write_zstack
 
+from ._acquisition_report import reports_acquisition
 from ._tracking_params import TrackingParams
 from ._tracking_plots import render_centring_error_png, render_paths_png
 
@@ -295,6 +296,7 @@ def summarise_tracking(
 
 
 @flow(name="tracking", log_prints=True)
+@reports_acquisition("tracking", stores=lambda summary: summary["stores"])
 def tracking(params: TrackingParams) -> dict[str, Any]:
     """Prepare -> track (the live loop) -> store -> summarise."""
     started = time.perf_counter()

@@ -111,6 +111,15 @@ class EdgeMicroscopeSettings(BaseModel):
         None,
         description="Micro-Manager configuration file of a real microscope (wins over simulate)",
     )
+    driver: Literal["mmcore", "file-drop"] = Field(
+        "mmcore",
+        description="mmcore: the simulator or a Micro-Manager configuration; file-drop: a vendor "
+        "macro (ZEN OAD, NIS JOBS) playing the microscope through files in drop_dir",
+    )
+    drop_dir: Path | None = Field(None, description="file-drop: the folder shared with the macro")
+    drop_reply_timeout_s: float = Field(
+        60.0, gt=0, description="file-drop: how long the edge waits for the macro's reply"
+    )
     seed: int = Field(0, description="Simulator seed")
     camera_width: int = Field(2048, description="Simulated camera width in pixels")
     camera_height: int = Field(2048, description="Simulated camera height in pixels")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from ._errors import ScopeflowError
+from ._errors import ConfigurationError, ScopeflowError
 from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
 
 app = typer.Typer(
@@ -36,6 +36,12 @@ def edge_serve(
     ] = False,
     mm_config: Annotated[
         Path | None, typer.Option(help="Micro-Manager configuration file of a real microscope.")
+    ] = None,
+    driver: Annotated[
+        str, typer.Option(help="mmcore (simulator / Micro-Manager) or file-drop (vendor macro).")
+    ] = "mmcore",
+    drop_dir: Annotated[
+        Path | None, typer.Option(help="file-drop: the folder shared with the vendor macro.")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8765; 0 = any).")] = None,
@@ -98,7 +104,11 @@ def edge_serve(
     service = load_settings().edge.model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
     )
+    if driver not in ("mmcore", "file-drop"):
+        _fail(ConfigurationError(f"--driver {driver!r}: use mmcore or file-drop"))
     microscope = EdgeMicroscopeSettings(
+        driver=driver,  # type: ignore[arg-type]  # validated by the model
+        drop_dir=drop_dir,
         simulate=simulate,
         mm_config=mm_config,
         seed=seed,
@@ -118,7 +128,15 @@ def edge_serve(
         pass
 
 
-DEMOS = ("targeted-imaging", "tracking", "plate")
+@edge_app.command("openapi")
+def edge_openapi() -> None:
+    """Print the edge's HTTP API as an OpenAPI document (JSON)."""
+    from tasks.hardware import edge_openapi as document
+
+    typer.echo(json.dumps(document(), indent=1))
+
+
+DEMOS = ("targeted-imaging", "tracking", "em-qc", "plate")
 
 
 @app.command()
@@ -130,23 +148,24 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path(
         "scopeflow-data"
     ),
-    backend: Annotated[str, typer.Option(help="Compute backend: ray or dask.")] = "ray",
+    backend: Annotated[
+        str, typer.Option(help="Compute backend: ray or dask (em-qc also: threads).")
+    ] = "ray",
     model: Annotated[
         str | None,
         typer.Option(help="Segmentation model (default: classical; unet for tracking)."),
     ] = None,
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
-    seed: Annotated[int, typer.Option(help="Tracking, plate: simulator seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Tracking, em-qc, plate: simulator seed.")] = 0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
     # its first write raced the flow's: an error and a "database is locked" traceback
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # its 20 s start-up limit ran out on a loaded machine ("Timed out while attempting to
-    # connect to ephemeral Prefect API server")
+    # a loaded acquisition PC starts the temporary server slowly (20 s is Prefect's default)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows import run_demo, run_tracking_demo
+    from flows import run_demo, run_em_qc_demo, run_tracking_demo
 
     if experiment not in DEMOS:
         _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
@@ -158,6 +177,8 @@ def demo(
             summary = run_plate_demo(
                 data_dir, backend=backend, model=model or "unet", seed=seed, quiet=as_json
             )
+        elif experiment == "em-qc":
+            summary = run_em_qc_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
@@ -307,3 +328,10 @@ _register_edge_access(edge_app)
 from ._cli_acquire import register as _register_acquire  # noqa: E402
 
 _register_acquire(run_app)
+from ._cli_qc import register as _register_qc  # noqa: E402
+
+_register_qc(app)
+
+from ._cli_events import register as _register_events  # noqa: E402
+
+_register_events(app)

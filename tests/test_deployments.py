@@ -26,6 +26,8 @@ DEPLOYMENTS = {
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
     "targeted-imaging/targeted-imaging-scope-2",
+    "process-acquisition/process-acquisition-on-finish",  # tests/test_automations.py runs them
+    "respond-to-anomaly/requeue-tile-on-anomaly",
 }
 
 
@@ -47,8 +49,8 @@ def deploy_all(server: PrefectServer) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
 
     with get_client(sync_client=True) as client:
-        batch = WorkPoolCreate(name="batch-process", type="process")
-        client.create_work_pool(batch, overwrite=True)
+        for name in ("batch-process", "microscope-reactions"):
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
         for pool in microscope_pools():  # one run at a time per microscope, as documented
             client.create_work_pool(
                 WorkPoolCreate(name=pool, type="process", concurrency_limit=1), overwrite=True

@@ -14,7 +14,17 @@ from ._async_client import AsyncEdgeClient
 from ._audit import AuditLog
 from ._auth import LEGACY_USER, UsersFile
 from ._client import EdgeClient
+from ._command_scope import CommandScope, command_scope, current_command
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
+from ._filedrop_bridge import FileDropBridge
+from ._filedrop_protocol import (
+    DROP_PROTOCOL,
+    DropCommand,
+    DropHello,
+    DropLayout,
+    DropReply,
+    write_atomic,
+)
 from ._lease_client import AsyncLeaseHold, LeaseHold, current_holder
 from ._registry import EdgeAddress, microscope_address
 from ._stream_session import Transport
@@ -22,37 +32,50 @@ from ._tls import SelfSignedPair, make_self_signed
 
 if TYPE_CHECKING:
     from ._agent import EdgeAgent
+    from ._openapi import edge_openapi
     from ._process import EdgeProcess
     from ._serve import EdgeServiceOptions, serve_edge
 
 __all__ = [
+    "DROP_PROTOCOL",
     "LEGACY_USER",
     "AsyncEdgeClient",
     "AsyncLeaseHold",
     "AuditLog",
+    "CommandScope",
+    "DropCommand",
+    "DropHello",
+    "DropLayout",
+    "DropReply",
     "EdgeAddress",
     "EdgeAgent",
     "EdgeClient",
     "EdgeProcess",
     "EdgeServiceOptions",
+    "FileDropBridge",
     "HardwareContext",
     "LeaseHold",
     "SafetyEnvelope",
     "SelfSignedPair",
     "Transport",
     "UsersFile",
+    "command_scope",
+    "current_command",
     "current_holder",
+    "edge_openapi",
     "load_envelope",
     "make_self_signed",
     "microscope_address",
     "new_command_id",
     "serve_edge",
+    "write_atomic",
 ]
 
 _LAZY = {
     "EdgeAgent": "._agent",
     "EdgeProcess": "._process",
     "EdgeServiceOptions": "._serve",
+    "edge_openapi": "._openapi",
     "serve_edge": "._serve",
 }
 

@@ -63,6 +63,7 @@ from scopeflow import (
 from tasks.storage import FrameJournal
 
 from ._command_log import CommandLog
+from ._command_scope import command_scope
 from ._engine import DeviceFault, LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
 from ._hub import FrameHub
@@ -277,7 +278,8 @@ class EdgeAgent:
 
     def command(self, request: CommandRequest) -> CommandAck:
         def execute() -> CommandAck:
-            detail = self._execute(request.command)
+            with command_scope(request.command_id):  # drivers name the command in their I/O
+                detail = self._execute(request.command)
             return CommandAck(
                 command_id=request.command_id,
                 repeat=False,
@@ -585,7 +587,8 @@ class EdgeAgent:
                 self._dose_reserved_nj -= item.dose_nj
                 self._dose_used_nj += item.dose_nj
             self._current, self._current_item = item.event, item
-            yield item.event
+            with command_scope(item.command_id, item.number, item.tag):
+                yield item.event
 
     def _on_frame(self, img: np.ndarray, event: useq.MDAEvent, meta: dict[str, Any]) -> None:
         t_ready = time.time_ns()

@@ -54,11 +54,14 @@ def read_or_create_token(path: Path) -> str:
 
 
 def build_core(
-    microscope: EdgeMicroscopeSettings,
+    microscope: EdgeMicroscopeSettings, service: EdgeServerSettings | None = None
 ) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
-    """The microscope core: the simulator, or a real Micro-Manager configuration."""
+    """The microscope core: the simulator, a real Micro-Manager configuration, or a vendor
+    macro over the file-drop protocol."""
     from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
 
+    if microscope.driver == "file-drop":
+        return _filedrop_core(microscope, service or EdgeServerSettings())
     if microscope.mm_config is not None:
         return load_micromanager_core(microscope.mm_config), None, SafetyEnvelope()
     if not microscope.simulate:
@@ -106,6 +109,22 @@ def _plate_options(microscope: EdgeMicroscopeSettings) -> dict[str, object]:
     return {"plate": microscope.plate, "plate_rotation_deg": microscope.plate_rotation_deg}
 
 
+def _filedrop_core(
+    microscope: EdgeMicroscopeSettings, service: EdgeServerSettings
+) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
+    from ._filedrop_core import build_filedrop_core, filedrop_envelope
+
+    if microscope.drop_dir is None:
+        raise ConfigurationError("--driver file-drop needs --drop-dir: the folder the macro uses")
+    core, hello = build_filedrop_core(
+        microscope.drop_dir,
+        service,
+        reply_timeout_s=microscope.drop_reply_timeout_s,
+    )
+    log.info("file-drop microscope %r in %s", hello.name, microscope.drop_dir)
+    return core, None, filedrop_envelope(hello)
+
+
 def serve_edge(
     request: EdgeServeRequest | EdgeServerSettings,
     microscope: EdgeMicroscopeSettings | None = None,
@@ -132,7 +151,7 @@ def serve_edge(
         if tls
         else None
     )
-    core, truth, default_envelope = build_core(request.microscope)
+    core, truth, default_envelope = build_core(request.microscope, settings)
     envelope = load_envelope(settings.envelope_file) if settings.envelope_file else default_envelope
     token_file = settings.token_file or settings.data_dir / "edge.token"
     read_or_create_token(token_file)

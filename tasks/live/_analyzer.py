@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,10 @@ class AnalyzerSettings:
     max_in_flight: int = 4
     fallback_model: str | None = None
     fallback_options: dict[str, Any] = field(default_factory=dict)
+    # an analysis that is not a segmentation (e.g. QC metrics): ``local(frame)`` gives the
+    # frame's result in this process, used instead of ``fallback_model``; the result has a
+    # ``model_ms`` attribute like the backend's
+    local: Callable[[LiveFrame], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,8 @@ class Analyzer:
     ) -> None:
         self.backend = backend
         self.settings = settings or AnalyzerSettings()
-        if backend is None and self.settings.fallback_model is None:
-            raise ValueError("an analyzer needs a backend, a fallback_model, or both")
+        if backend is None and self.settings.fallback_model is None and self.settings.local is None:
+            raise ValueError("an analyzer needs a backend, a fallback_model (or local), or both")
         self.mode: Where = "remote" if backend is not None else "local"
         self.switches: list[ModeSwitch] = []
         self._in_flight = 0
@@ -99,6 +104,10 @@ class Analyzer:
         )
         self._recovered = threading.Event()
 
+    @property
+    def _has_local(self) -> bool:
+        return self._fallback is not None or self.settings.local is not None
+
     # ------------------------------------------------------------------------------ work
 
     def submit(self, frame: LiveFrame) -> _Ticket:
@@ -106,7 +115,7 @@ class Analyzer:
         deadline_ns = None if deadline is None else frame.header.t_ready_ns + int(deadline * 1e6)
         remote = None
         # without a fallback a full pipeline holds the frame (backpressure) instead of dropping it
-        slot = self.backend is not None and self._take_slot(block=self._fallback is None)
+        slot = self.backend is not None and self._take_slot(block=not self._has_local)
         now = time.time_ns()  # after any wait for a slot: that wait is the frame's queue time
         if slot:
             try:
@@ -147,7 +156,7 @@ class Analyzer:
                 reason = f"no result within {self.settings.deadline_ms:g} ms of frame ready"
                 return self._local(ticket, reason, missed=True)
             except InferenceError as exc:
-                if self._fallback is None:
+                if not self._has_local:
                     raise
                 return self._local(ticket, f"worker failed: {exc}", missed=True)
             if ticket.deadline_ns is not None and done_ns > ticket.deadline_ns:
@@ -178,6 +187,21 @@ class Analyzer:
 
     def _local(self, ticket: _Ticket, reason: str, *, missed: bool = False) -> Analysis:
         frame = ticket.frame
+        if self.settings.local is not None:
+            if missed or (self.mode == "remote" and self.backend is not None):
+                self._to_local(frame.index, reason)
+            result = self.settings.local(frame)
+            model_ms = float(getattr(result, "model_ms", 0.0))
+            return Analysis(
+                frame,
+                result,
+                "local",
+                ticket.submitted_ns,
+                time.time_ns(),
+                model_ms,
+                missed,
+                reason,
+            )
         if self._fallback is None:
             raise InferenceError(
                 f"frame {frame.index}: {reason}, and no fallback_model is set; set "

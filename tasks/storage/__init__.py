@@ -34,6 +34,7 @@ from ._labels import create_label_image, label_names, label_path
 from ._movie import Movie, open_movie
 from ._ngff import COMPRESSIONS, Compression
 from ._stack import write_zstack
+from ._tile_set import TileSetWriter
 from .convert import ConversionResult, ConvertOptions, convert_file
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "PlateWriter",
     "SourceImage",
     "Tile",
+    "TileSetWriter",
     "axes_from_sizes",
     "channel_color",
     "channels_named",

@@ -6,6 +6,7 @@ from ._convert import ConversionResult, ConvertOptions, convert_file
 from ._formats import SUFFIXES, open_source, register_reader
 from ._model import ChannelInfo, OriginalMetadata, PhysicalSize, PlaneInfo, SceneInfo, SourceReader
 from ._ndtiff import dataset_folder as ndtiff_dataset_folder
+from ._tile_read import TileImage, read_tile
 from ._writer import ImageWriter, chunk_shape
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "PlaneInfo",
     "SceneInfo",
     "SourceReader",
+    "TileImage",
     "chunk_shape",
     "convert_file",
     "ndtiff_dataset_folder",
     "open_source",
+    "read_tile",
     "register_reader",
 ]

@@ -7,6 +7,7 @@ the spool import without it.
 
 from __future__ import annotations
 
+from ._acquisition import acquisition_requests, queue_acquisition
 from ._annotations import NS_ACQUISITION, NS_REGISTRATION, acquisition_pairs
 from ._connection import connect, require_omero
 from ._models import RegistrationRequest, RegistrationResult
@@ -25,7 +26,9 @@ __all__ = [
     "SpoolStats",
     "Uploader",
     "acquisition_pairs",
+    "acquisition_requests",
     "connect",
     "open_image_sources",
+    "queue_acquisition",
     "require_omero",
 ]

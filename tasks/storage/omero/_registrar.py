@@ -13,6 +13,7 @@ died mid-upload) is deleted and uploaded again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from scopeflow import Closeable, OmeroError, OmeroRejected, OmeroSettings, OmeroUnavailable
@@ -41,8 +42,12 @@ class OmeroRegistrar(Closeable):
     :class:`OmeroRejected` (this request cannot succeed).
     """
 
-    def __init__(self, settings: OmeroSettings) -> None:
+    def __init__(
+        self, settings: OmeroSettings, *, gateway: Callable[[OmeroSettings], Any] = connect
+    ) -> None:
+        """``gateway``: opens the BlitzGateway session (`connect`; tests pass a stand-in)."""
         self._settings = settings
+        self._open = gateway
         self._gateway: Any = None
 
     @property
@@ -88,7 +93,7 @@ class OmeroRegistrar(Closeable):
 
     def _connected(self) -> Any:
         if self._gateway is None:
-            self._gateway = connect(self._settings)
+            self._gateway = self._open(self._settings)
         return self._gateway
 
     def _translated(self, exc: Exception) -> OmeroError:
