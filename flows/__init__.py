@@ -4,7 +4,7 @@ OME-Zarr, OMERO registration, and the embedded demos.
 
 The flows themselves live in their modules (``flows.targeted_imaging``, ``flows.tracking``,
 ``flows.segment_dataset``, ``flows.restore_dataset``, ``flows.track_dataset``,
-``flows.convert``, ``flows.acquire``), which are also the
+``flows.convert``, ``flows.acquire``, ``flows.plate_screen``), which are also the
 Prefect deployments' entrypoints; their parameters and the pieces other packages call are
 exported here.
 """
@@ -26,6 +26,8 @@ from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._em_qc_demo import run_em_qc_demo
 from ._em_qc_params import EMQCParams
 from ._omero_tasks import queue_for_omero, register_in_omero
+from ._plate_demo import run_plate_demo
+from ._plate_params import FieldGrid, PlateScreenParams
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
 from ._track_params import TrackDatasetParams
@@ -41,10 +43,12 @@ __all__ = [
     "DatasetParams",
     "DetailSettings",
     "EMQCParams",
+    "FieldGrid",
     "FieldPlan",
     "FieldStores",
     "FrameRecord",
     "OverviewSettings",
+    "PlateScreenParams",
     "PositionsFromOverview",
     "Region",
     "RestoreDatasetParams",
@@ -64,6 +68,7 @@ __all__ = [
     "register_in_omero",
     "run_demo",
     "run_em_qc_demo",
+    "run_plate_demo",
     "run_tracking_demo",
     "score_targets",
     "score_tracking_on_simulation",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from tasks.hardware import EdgeClient
 from ._targeted_params import TargetedImagingParams
 
 __all__ = ["MosaicCanvas", "RunRecord", "mosaic_canvas", "score_targets", "summarise"]
+
+Region = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,29 @@ class RunRecord:
 def score_targets(
     targets: list[tuple[float, float]],
     cells: list[dict[str, Any]],
-    region: tuple[float, float, float, float],
+    region: Region | Sequence[Region],
 ) -> dict[str, float | int]:
-    """Precision: targets centred on a real nucleus; recall: nuclei in the region imaged.
+    """Precision: targets centred on a real nucleus; recall: nuclei in the region imaged
+    (one rectangle, or several: a nucleus in any of them counts).
 
     ``cells`` are the simulator's truth records (``ids``, ``x_um``, ``y_um``, ``radius_um``).
     """
-    x0, y0, x1, y1 = region
-    inside = [c for c in cells if x0 <= c["x_um"] <= x1 and y0 <= c["y_um"] <= y1]
+    regions: list[Region] = (
+        [region] if isinstance(region[0], int | float) else list(region)  # type: ignore[list-item]
+    )
+    inside = [
+        c
+        for c in cells
+        if any(x0 <= c["x_um"] <= x1 and y0 <= c["y_um"] <= y1 for x0, y0, x1, y1 in regions)
+    ]
     if not targets:
-        return {"cells_in_region": len(inside), "recall": 0.0, "precision": 0.0}
+        return {
+            "cells_in_region": len(inside),
+            "recall": 0.0,
+            "precision": 0.0,
+            "cells_found": 0,
+            "targets_on_cells": 0,
+        }
     centres = np.array([(c["x_um"], c["y_um"]) for c in cells]).reshape(-1, 2)
     radii = np.array([c["radius_um"] for c in cells])
     hit_cells: set[int] = set()
@@ -76,6 +92,8 @@ def score_targets(
         "cells_in_region": len(inside),
         "recall": round(recall, 4),
         "precision": round(on_a_cell / len(targets), 4),
+        "cells_found": len(hit_cells & inside_ids),
+        "targets_on_cells": on_a_cell,
     }
 
 

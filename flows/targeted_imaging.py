@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import useq
@@ -21,18 +22,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from scopeflow import CommandDone, EventFailed, Frame
+from scopeflow import CommandDone, EventFailed, Frame, FrameHeader
 from tasks.decisions import (
     Detection,
     FrameGeometry,
     OverviewPolicy,
-    merge_overlapping,
-    order_for_short_travel,
+    choose_targets,
     path_length_um,
-    select_targets,
     tile_grid,
 )
-from tasks.hardware import EdgeClient
+from tasks.hardware import EdgeClient, Transport
 from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
     Analyzer,
@@ -47,10 +46,30 @@ from tasks.live import (
 from tasks.storage import write_zstack
 
 from ._acquisition_report import reports_acquisition
-from ._targeted_params import TargetedImagingParams
+from ._targeted_params import DetailSettings, TargetedImagingParams
 from ._targeted_summary import RunRecord, summarise
 
-__all__ = ["OverviewPlan", "targeted_imaging"]
+__all__ = ["OverviewPlan", "TargetedRun", "detail_stacks", "targeted_imaging"]
+
+
+class TargetedRun(Protocol):
+    """What the overview and detail phases need of a flow's parameters (targeted imaging's,
+    or a plate screen's, which runs the same phases per well)."""
+
+    @property
+    def edge_url(self) -> str: ...
+    @property
+    def edge_token_file(self) -> Path | None: ...
+    @property
+    def edge_ca_file(self) -> Path | None: ...
+    @property
+    def microscope(self) -> str | None: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def detail(self) -> DetailSettings: ...
+    @property
+    def focus_z_um(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +100,7 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
-def _client(params: TargetedImagingParams) -> EdgeClient:
+def _client(params: TargetedRun) -> EdgeClient:
     return EdgeClient.connect(
         microscope=params.microscope,
         url=params.edge_url,
@@ -118,15 +137,18 @@ def plan_overview(params: TargetedImagingParams) -> OverviewPlan:
 
 @task(name="segment-overview", cache_policy=NO_CACHE)
 def segment_overview(
-    params: TargetedImagingParams,
+    params: TargetedRun,
     plan: OverviewPlan,
     backend: InferenceBackend,
     run_id: str,
     run_dir: Path,
+    *,
+    mosaic: bool = True,
 ) -> OverviewResult:
     """The closed loop over the overview: the tiles are acquired under this run's command id,
     streamed to the workers as they arrive (references on the edge's host), and the objects
-    that come back become detections in stage coordinates."""
+    that come back become detections in stage coordinates. ``mosaic``: save the tiles binned
+    side by side (a plate's fields are too far apart for one mosaic)."""
     policy = OverviewPolicy(plan.events)
     analyzer = Analyzer(backend, AnalyzerSettings(max_in_flight=2 * backend.config.workers))
     with _client(params) as edge:
@@ -147,7 +169,9 @@ def segment_overview(
             sink.close()
             log.close()
         frames = [r["frame"] for r in DecisionLog.read(log.path) if r.get("type") == "decision"]
-        mosaic_path = _save_mosaic(edge, frames, plan, run_dir / "overview_mosaic.npz")
+        mosaic_path = run_dir / "overview_mosaic.npz"
+        if mosaic:
+            _save_mosaic(edge, frames, plan, mosaic_path)
     state = report.state
     create_markdown_artifact(
         f"# Overview loop, run {run_id}\n\n{report.markdown()}\n",
@@ -188,26 +212,14 @@ def _save_mosaic(
 @task(name="decide-targets", cache_policy=NO_CACHE)
 def decide_targets(params: TargetedImagingParams, detections: list[Detection]) -> list[Detection]:
     """Merge tile overlaps, keep what the rules allow, order for short stage travel."""
-    merged = merge_overlapping(detections)
-    inside = [d for d in merged if params.region.contains(d.x_um, d.y_um)]
-    chosen = select_targets(inside, params.rules)
-    if not chosen:
-        return []
-    order = order_for_short_travel(np.array([(d.x_um, d.y_um) for d in chosen]))
-    targets = [chosen[i] for i in order]
-    _log().info(
-        "%d detections -> %d merged -> %d in region -> %d targets",
-        len(detections),
-        len(merged),
-        len(inside),
-        len(targets),
-    )
+    targets = choose_targets(detections, params.rules, params.region.contains)
+    _log().info("%d detections -> %d targets", len(detections), len(targets))
     return targets
 
 
 @task(name="post-detail-acquisitions", cache_policy=NO_CACHE)
 def post_detail_acquisitions(
-    params: TargetedImagingParams, targets: list[Detection], run_id: str
+    params: TargetedRun, targets: list[Detection], run_id: str
 ) -> tuple[str, float]:
     """Send a z-stack per target under this run's command id; returns the id and the pixel size.
 
@@ -256,48 +268,59 @@ def store_detail_stacks(
         return stores
     out = run_dir / "targets"
     out.mkdir(parents=True, exist_ok=True)
+    with _client(params) as edge:
+        for target, stack, h, indices in detail_stacks(
+            edge, detail_id, first_frame, per_target, params.transport
+        ):
+            stores.append(
+                write_zstack(
+                    out / f"target-{target:04d}.ome.zarr",
+                    stack,
+                    pixel_size_um=h.pixel_size_um,
+                    z_step_um=params.detail.z_step_um,
+                    name=f"target {target}",
+                    channel=h.channel,
+                    attributes={
+                        "target": targets[target].as_dict(),
+                        "stage": h.stage.model_dump(),
+                        "edge_frames": [indices[0], indices[-1]],
+                        "command_id": detail_id,
+                    },
+                )
+            )
+    return stores
+
+
+def detail_stacks(
+    edge: EdgeClient, detail_id: str, first_frame: int, per_target: int, transport: Transport
+) -> Iterator[tuple[int, np.ndarray, FrameHeader, list[int]]]:
+    """The detail command's z-stacks as they stream back: (target, stack, last frame's header,
+    edge frame indices), until the edge says the command is done. A stack that lost an event
+    to a device failure is logged and not yielded incomplete."""
     stack: list[np.ndarray] = []
     indices: list[int] = []
-    with _client(params) as edge:
-        for item in edge.frames(first_frame, transport=params.transport, notices=True):
-            if isinstance(item, CommandDone) and item.command_id == detail_id:
-                if item.outcome != "completed":
-                    _log().warning(
-                        "detail stacks %s: %s (%d of %d events failed or dropped)",
-                        detail_id,
-                        item.outcome,
-                        item.failed + item.dropped,
-                        item.events,
-                    )
-                break
-            if isinstance(item, EventFailed) and item.command_id == detail_id:
-                _log().warning("detail event %d failed: %s", item.event_number, item.error)
-                continue
-            if not isinstance(item, Frame) or item.header.command_id != detail_id:
-                continue
-            stack.append(item.pixels)
-            indices.append(item.index)
-            target = item.header.event.get("index", {}).get("p", 0)
-            if len(stack) == per_target:
-                h = item.header
-                stores.append(
-                    write_zstack(
-                        out / f"target-{target:04d}.ome.zarr",
-                        np.stack(stack),
-                        pixel_size_um=h.pixel_size_um,
-                        z_step_um=params.detail.z_step_um,
-                        name=f"target {target}",
-                        channel=h.channel,
-                        attributes={
-                            "target": targets[target].as_dict(),
-                            "stage": h.stage.model_dump(),
-                            "edge_frames": [indices[0], indices[-1]],
-                            "command_id": detail_id,
-                        },
-                    )
+    for item in edge.frames(first_frame, transport=transport, notices=True):
+        if isinstance(item, CommandDone) and item.command_id == detail_id:
+            if item.outcome != "completed":
+                _log().warning(
+                    "detail stacks %s: %s (%d of %d events failed or dropped)",
+                    detail_id,
+                    item.outcome,
+                    item.failed + item.dropped,
+                    item.events,
                 )
-                stack, indices = [], []
-    return stores
+            return
+        if isinstance(item, EventFailed) and item.command_id == detail_id:
+            _log().warning("detail event %d failed: %s", item.event_number, item.error)
+            continue
+        if not isinstance(item, Frame) or item.header.command_id != detail_id:
+            continue
+        stack.append(item.pixels)
+        indices.append(item.index)
+        if len(stack) == per_target:
+            target = item.header.event.get("index", {}).get("p", 0)
+            yield target, np.stack(stack), item.header, indices
+            stack, indices = [], []
 
 
 @flow(name="targeted-imaging", log_prints=True)

@@ -129,6 +129,12 @@ class EdgeMicroscopeSettings(BaseModel):
     nuclei_per_mm2: float | None = Field(
         None, description="Simulated nuclei per mm²; the simulator's default (300) when unset"
     )
+    plate: str | None = Field(
+        None, description="Simulate a multi-well plate of this useq type (e.g. 96-well)"
+    )
+    plate_rotation_deg: float = Field(
+        0.0, description="Rotation of the simulated plate on the stage, degrees anti-clockwise"
+    )
 
 
 class EdgeServeRequest(BaseModel):

@@ -63,6 +63,13 @@ def edge_serve(
     density: Annotated[
         float | None, typer.Option(help="Simulated nuclei per mm² (default 300).")
     ] = None,
+    plate: Annotated[
+        str | None,
+        typer.Option(help="Simulate a multi-well plate of this useq type, e.g. 96-well."),
+    ] = None,
+    plate_rotation: Annotated[
+        float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
+    ] = 0.0,
     tls_cert: Annotated[
         Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: TLS everywhere.")
     ] = None,
@@ -109,6 +116,8 @@ def edge_serve(
         camera_height=camera_size,
         time_scale=time_scale,
         nuclei_per_mm2=density,
+        plate=plate,
+        plate_rotation_deg=plate_rotation,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:
@@ -127,7 +136,7 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "em-qc")
+DEMOS = ("targeted-imaging", "tracking", "em-qc", "plate")
 
 
 @app.command()
@@ -148,7 +157,7 @@ def demo(
     ] = None,
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
-    seed: Annotated[int, typer.Option(help="Tracking, em-qc: simulator seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Tracking, em-qc, plate: simulator seed.")] = 0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
@@ -162,7 +171,13 @@ def demo(
         _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
         return
     try:
-        if experiment == "em-qc":
+        if experiment == "plate":
+            from flows import run_plate_demo
+
+            summary = run_plate_demo(
+                data_dir, backend=backend, model=model or "unet", seed=seed, quiet=as_json
+            )
+        elif experiment == "em-qc":
             summary = run_em_qc_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "tracking":
             summary = run_tracking_demo(
@@ -215,6 +230,20 @@ def run_tracking(
     from flows.tracking import tracking
 
     _run_flow(params, edge_url, token_file, TrackingParams, tracking)
+
+
+@run_app.command("plate")
+def run_plate(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Targeted imaging in every selected well of a multi-well plate, stored as an OME-Zarr
+    HCS plate (PlateScreenParams: plate, calibration, wells, fields, ...)."""
+    from flows import PlateScreenParams
+    from flows.plate_screen import plate_screen
+
+    _run_flow(params, edge_url, token_file, PlateScreenParams, plate_screen)
 
 
 def _run_flow(

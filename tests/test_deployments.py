@@ -20,6 +20,7 @@ DEPLOYMENTS = {
     "restore-dataset/restore-dataset-hpc",
     "targeted-imaging/targeted-imaging-slide",
     "tracking/tracking-live-cells",
+    "plate-screen/plate-screen-96",
     "acquire/acquire-mda-sequence",
     "track-dataset/track-dataset-hpc",
     "convert-folder/convert-inbox-nightly",
@@ -91,6 +92,11 @@ def test_deployments_schedule_and_conversion_trigger(
         from flows import TrackDatasetParams, TrackingParams
 
         TrackingParams.model_validate(live.parameters["params"])  # the deployed params are valid
+        from flows import PlateScreenParams
+
+        plate = deployed["plate-screen/plate-screen-96"]
+        assert plate.work_pool_name == "microscope-scope-1"
+        PlateScreenParams.model_validate(plate.parameters["params"])
         from flows import AcquireParams
 
         mda = deployed["acquire/acquire-mda-sequence"]

@@ -183,7 +183,16 @@ def test_scoring_counts_each_true_cell_once() -> None:
         {"ids": 3, "x_um": 500.0, "y_um": 0.0, "radius_um": 5.0},  # outside the region
     ]
     score = score_targets([(1.0, 1.0), (0.5, 0.0), (30.0, 0.0)], cells, (-10, -10, 100, 10))
-    assert score == {"cells_in_region": 2, "recall": 0.5, "precision": round(2 / 3, 4)}
+    assert score == {
+        "cells_in_region": 2,
+        "recall": 0.5,
+        "precision": round(2 / 3, 4),
+        "cells_found": 1,
+        "targets_on_cells": 2,
+    }
+    # several regions: a nucleus in any of them counts
+    two = score_targets([(1.0, 1.0)], cells, [(-10, -10, 10, 10), (490, -10, 510, 10)])
+    assert two["cells_in_region"] == 2 and two["recall"] == 0.5
 
 
 def test_the_demo_meets_its_goals_as_a_user_runs_it(tmp_path: Path) -> None:

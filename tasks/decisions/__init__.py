@@ -14,10 +14,20 @@ from ._linking import (
 )
 from ._measure import MeasureState, SequenceMeasurePolicy
 from ._overview import OverviewPolicy, OverviewState
+from ._plates import (
+    PlateCalibration,
+    PlateField,
+    calibrate_plate,
+    check_plate_on_stage,
+    plate_fields,
+    plate_type,
+    well_index,
+)
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
 from ._targets import (
     Detection,
     SelectionRules,
+    choose_targets,
     detections_from_labels,
     detections_from_objects,
     merge_overlapping,
@@ -40,6 +50,8 @@ __all__ = [
     "OnlineLinker",
     "OverviewPolicy",
     "OverviewState",
+    "PlateCalibration",
+    "PlateField",
     "Policy",
     "PositionTrack",
     "SelectionRules",
@@ -48,6 +60,9 @@ __all__ = [
     "TrackingPolicy",
     "TrackingRules",
     "TrackingState",
+    "calibrate_plate",
+    "check_plate_on_stage",
+    "choose_targets",
     "contiguous_runs",
     "detections_from_labels",
     "detections_from_objects",
@@ -56,7 +71,10 @@ __all__ = [
     "merge_overlapping",
     "order_for_short_travel",
     "path_length_um",
+    "plate_fields",
+    "plate_type",
     "select_targets",
     "tile_grid",
     "two_frame_links",
+    "well_index",
 ]

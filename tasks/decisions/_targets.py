@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from ._geometry import FrameGeometry
 __all__ = [
     "Detection",
     "SelectionRules",
+    "choose_targets",
     "detections_from_labels",
     "detections_from_objects",
     "merge_overlapping",
@@ -116,6 +118,22 @@ def select_targets(detections: list[Detection], rules: SelectionRules) -> list[D
     ]
     eligible.sort(key=lambda d: -d.score)
     return eligible[: rules.max_targets]
+
+
+def choose_targets(
+    detections: list[Detection],
+    rules: SelectionRules,
+    inside: Callable[[float, float], bool] | None = None,
+) -> list[Detection]:
+    """Targets from one overview's detections: merge tile overlaps, keep those ``inside`` the
+    area imaged (all when None), apply the rules, order them for short stage travel."""
+    merged = merge_overlapping(detections)
+    kept = [d for d in merged if inside is None or inside(d.x_um, d.y_um)]
+    chosen = select_targets(kept, rules)
+    if not chosen:
+        return []
+    order = order_for_short_travel(np.array([(d.x_um, d.y_um) for d in chosen]))
+    return [chosen[i] for i in order]
 
 
 def path_length_um(points: np.ndarray, start: tuple[float, float] | None = None) -> float:

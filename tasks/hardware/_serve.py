@@ -75,6 +75,7 @@ def build_core(
         height=microscope.camera_height,
         time_scale=microscope.time_scale,
         **({"nuclei_per_mm2": microscope.nuclei_per_mm2} if microscope.nuclei_per_mm2 else {}),
+        **_plate_options(microscope),
     )
     core, simulation = build_simulated_core(config)
 
@@ -92,6 +93,20 @@ def build_core(
         return simulation.inject_faults(snap=snap, stage=stage)
 
     return core, SampleTruth(truth, simulation.clock.now, faults), envelope
+
+
+def _plate_options(microscope: EdgeMicroscopeSettings) -> dict[str, object]:
+    """The simulated plate, checked here so that an unknown type is a clear error."""
+    if microscope.plate is None:
+        return {}
+    import useq
+
+    known = sorted(useq.registered_well_plate_keys())
+    if microscope.plate not in known:
+        raise ConfigurationError(
+            f"unknown plate type {microscope.plate!r}; known types: {', '.join(known)}"
+        )
+    return {"plate": microscope.plate, "plate_rotation_deg": microscope.plate_rotation_deg}
 
 
 def _filedrop_core(

@@ -99,7 +99,6 @@ class ClassicalNuclei:
     def _segment(self, img: np.ndarray, px: float) -> np.ndarray:
         from scipy import ndimage as ndi
         from skimage.feature import peak_local_max
-        from skimage.filters import threshold_otsu
         from skimage.segmentation import watershed
 
         r_px = self.nucleus_radius_um / px
@@ -107,7 +106,7 @@ class ClassicalNuclei:
         if float(img.max()) <= float(img.min()):
             return np.zeros(img.shape, np.int32)
         smooth = ndi.gaussian_filter(img, max(0.5, self.smoothing * r_px))
-        fg = smooth > threshold_otsu(smooth)
+        fg = smooth > _foreground_threshold(smooth)
         fg = ndi.binary_fill_holes(fg)
         fg = _remove_small(fg, min_area)
         if not fg.any():
@@ -127,6 +126,24 @@ class ClassicalNuclei:
         labels = watershed(-dist, markers, mask=fg)
         labels = _remove_small(labels, min_area)
         return relabel(labels)
+
+
+def _foreground_threshold(smooth: np.ndarray, contrast: float = 8.0) -> float:
+    """Otsu's threshold, but at least ``contrast`` noise sigmas above the background.
+
+    Otsu always splits an image in two: on a field without a nucleus (an empty spot of a
+    sparse well) it would split the noise into hundreds of objects. The background's level and
+    noise are the median and MAD of the pixels under Otsu's threshold.
+    """
+    from skimage.filters import threshold_otsu
+
+    otsu = float(threshold_otsu(smooth))
+    below = smooth[smooth <= otsu]
+    if below.size == 0:
+        return otsu
+    level = float(np.median(below))
+    sigma = 1.4826 * float(np.median(np.abs(below - level)))
+    return max(otsu, level + contrast * sigma)
 
 
 def _remove_small(labels: np.ndarray, min_area: float) -> np.ndarray:

@@ -19,6 +19,7 @@ from ._ctc import (
     write_ctc_ground_truth,
     write_ctc_result,
 )
+from ._hcs import HcsAcquisition, PlateWriter
 from ._image_writer import (
     ImageAxis,
     ImageChannel,
@@ -43,11 +44,13 @@ __all__ = [
     "ConversionResult",
     "ConvertOptions",
     "FrameJournal",
+    "HcsAcquisition",
     "ImageAxis",
     "ImageChannel",
     "ImageLayout",
     "ImageWriter",
     "Movie",
+    "PlateWriter",
     "SourceImage",
     "Tile",
     "TileSetWriter",

@@ -14,6 +14,7 @@ from ._clock import SimClock  # noqa: E402
 from ._config import SimulatorConfig  # noqa: E402
 from ._core import Simulation, build_simulated_core  # noqa: E402
 from ._micromanager import load_micromanager_core  # noqa: E402
+from ._plate_layout import WellLayout, well_layout  # noqa: E402
 from ._render import Renderer, ScopeState, numerical_aperture  # noqa: E402
 from ._sample import CellTable, Division, VirtualSample  # noqa: E402
 from ._sprites import outline_distance as nucleus_outline_distance  # noqa: E402
@@ -33,6 +34,7 @@ __all__ = [
     "Simulation",
     "SimulatorConfig",
     "VirtualSample",
+    "WellLayout",
     "build_simulated_core",
     "load_micromanager_core",
     "nucleus_outline_distance",
@@ -40,4 +42,5 @@ __all__ = [
     "quantize_size",
     "size_from_bin",
     "truth_labels",
+    "well_layout",
 ]

@@ -57,6 +57,19 @@ class SimulatorConfig(BaseModel):
     out_of_focus_fraction: float = Field(
         0.03, ge=0, le=1, description="Fraction of cells floating 4-20 µm above the focal plane."
     )
+    plate: str | None = Field(
+        None,
+        description=(
+            "A useq plate type (e.g. '96-well'): cells only in its wells, the slide an SBS "
+            "footprint (127.76 x 85.48 mm) unless slide_width_um/slide_height_um are given."
+        ),
+    )
+    plate_a1_um: tuple[float, float] | None = Field(
+        None, description="Stage position of A1's centre, µm (default: where an SBS plate has it)."
+    )
+    plate_rotation_deg: float = Field(
+        0.0, ge=-10, le=10, description="The plate's rotation on the stage, degrees anti-clockwise."
+    )
     focal_plane_z_um: float = Field(0.0, description="Z of the cell layer at the slide centre, µm.")
     tilt_x: float = Field(0.0, description="Slide tilt: dz/dx of the cell layer (µm per µm).")
     tilt_y: float = Field(0.0, description="Slide tilt: dz/dy of the cell layer (µm per µm).")
@@ -88,6 +101,14 @@ class SimulatorConfig(BaseModel):
         description="Light dose (ms at 100 % intensity) that halves a fluorophore's signal.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plate_footprint(cls, data: object) -> object:
+        """A plate makes the slide an SBS footprint unless its size is given."""
+        if isinstance(data, dict) and data.get("plate"):
+            data = {"slide_width_um": 127_760.0, "slide_height_um": 85_480.0, **data}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> SimulatorConfig:
         lo, hi = self.nucleus_radius_um
@@ -113,6 +134,12 @@ class SimulatorConfig(BaseModel):
                 )
         if missing := {"BF", *FLUORESCENCE_CHANNELS} - set(self.background_e_per_ms):
             raise ValueError(f"background_e_per_ms needs a value for {sorted(missing)}")
+        if self.plate is not None:
+            import useq
+
+            if self.plate not in useq.registered_well_plate_keys():
+                known = ", ".join(sorted(useq.registered_well_plate_keys()))
+                raise ValueError(f"unknown plate type {self.plate!r}; known types: {known}")
         return self
 
     def pixel_size_um(self, objective: str, binning: int = 1) -> float:

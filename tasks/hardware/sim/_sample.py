@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._config import FLUORESCENCE_CHANNELS, SimulatorConfig
+from ._plate_layout import WellLayout, well_layout
 from ._random import hash_normal, hash_uniform
 
 __all__ = ["CellTable", "Division", "VirtualSample"]
@@ -54,6 +55,7 @@ _FLUOR_INDEX = {name: i for i, name in enumerate(FLUORESCENCE_CHANNELS)}
     _S_RATIO,
     _S_ORIENT,
 ) = range(21)
+_S_WELL = 21
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class VirtualSample:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = cfg = config or SimulatorConfig()
+        self.wells: WellLayout | None = None if cfg.plate is None else well_layout(cfg)
         self._lock = threading.RLock()
         self._cells = _Cells()
         self._divisions: list[Division] = []
@@ -317,14 +320,22 @@ class VirtualSample:
 
     def _seed_founders(self) -> None:
         cfg = self.config
-        area_mm2 = cfg.slide_width_um * cfg.slide_height_um / 1e6
+        layout = self.wells
+        if layout is None:
+            area_mm2 = cfg.slide_width_um * cfg.slide_height_um / 1e6
+        else:
+            area_mm2 = layout.well_area_um2 * len(layout.centres_um) / 1e6
         n = round(cfg.nuclei_per_mm2 * area_mm2)
         ids = np.arange(1, n + 1, dtype=np.int64)
         self._next_id = n + 1
         lo, hi = cfg.nucleus_radius_um
         r0 = lo + (hi - lo) * self._u(ids, _S_R)
-        x = cfg.slide_width_um * self._u(ids, _S_X)
-        y = cfg.slide_height_um * self._u(ids, _S_Y)
+        if layout is None:
+            x = cfg.slide_width_um * self._u(ids, _S_X)
+            y = cfg.slide_height_um * self._u(ids, _S_Y)
+        else:
+            xy = layout.place(self._u(ids, _S_WELL), self._u(ids, _S_X), self._u(ids, _S_Y))
+            x, y = xy[:, 0].copy(), xy[:, 1].copy()
         # clustered cells sit against a free (unclustered) partner, touching or slightly overlapping
         clustered = self._u(ids, _S_CLUSTER) < cfg.cluster_fraction
         free = np.flatnonzero(~clustered)
