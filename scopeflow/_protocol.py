@@ -292,7 +292,9 @@ class CommandAck(_Frozen):
 class Refusal(_Frozen):
     """Why a command was refused (HTTP 422 body ``detail``)."""
 
-    error: Literal["envelope_violation", "invalid_command", "hardware_error", "conflict"]
+    error: Literal[
+        "envelope_violation", "invalid_command", "hardware_error", "conflict", "too_large"
+    ]
     message: str
     limit: str | None = None
     value: Any = None
@@ -361,6 +363,15 @@ class FrameHeader(_Frozen):
         None,
         description="Simulated microscope only: the sample's clock when the frame was exposed "
         "(the time to ask /v1/truth about)",
+    )
+    intensity: float | None = Field(
+        None, description="Illumination intensity (%) in force when the frame was taken"
+    )
+    power_mw: float | None = Field(
+        None, description="The channel's power at the sample at 100 % (the envelope's value)"
+    )
+    dose_mj: float | None = Field(
+        None, description="Light dose charged for the exposure that produced this frame"
     )
 
     @classmethod

@@ -12,20 +12,25 @@ from scopeflow import new_command_id
 
 from ._async_client import AsyncEdgeClient
 from ._client import EdgeClient
+from ._dose import DoseLedger, Exposure
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
 from ._stream_session import Transport
 
 if TYPE_CHECKING:
     from ._agent import EdgeAgent
+    from ._guard import EnvelopeGuard
     from ._process import EdgeProcess
     from ._serve import EdgeServiceOptions, serve_edge
 
 __all__ = [
     "AsyncEdgeClient",
+    "DoseLedger",
     "EdgeAgent",
     "EdgeClient",
     "EdgeProcess",
     "EdgeServiceOptions",
+    "EnvelopeGuard",
+    "Exposure",
     "HardwareContext",
     "SafetyEnvelope",
     "Transport",
@@ -36,6 +41,7 @@ __all__ = [
 
 _LAZY = {
     "EdgeAgent": "._agent",
+    "EnvelopeGuard": "._guard",
     "EdgeProcess": "._process",
     "EdgeServiceOptions": "._serve",
     "serve_edge": "._serve",

@@ -105,6 +105,13 @@ def serve_edge(
     elif microscope is not None:
         raise TypeError("serve_edge: the request already names its microscope")
     settings = request.service
+    if request.microscope.mm_config is not None and settings.envelope_file is None:
+        raise ConfigurationError(
+            "a real microscope (--mm-config) needs its own safety envelope: the simulator's "
+            "limits say nothing about this stage, its objectives or its light sources; write "
+            "one (stage limits, allowed channels with their power at the sample, exposure and "
+            "dose budget; see SafetyEnvelope) and pass it with --envelope FILE"
+        )
     logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)  # it logs every event
     core, truth, default_envelope = build_core(request.microscope)
     envelope = load_envelope(settings.envelope_file) if settings.envelope_file else default_envelope
@@ -139,6 +146,8 @@ def serve_edge(
         lifespan="off",
         ws_per_message_deflate=False,  # deflating 8 MiB of noisy pixels costs ~1 s a frame
         ws_max_size=2**20,
+        limit_concurrency=settings.limits.max_connections,
+        timeout_keep_alive=settings.limits.keep_alive_s,
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down on SIGINT and SIGTERM, then raises the signal again; SIGTERM's default
