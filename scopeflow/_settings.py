@@ -56,6 +56,9 @@ class EdgeLimits(BaseModel):
         gt=0,
         description="Simulator: /v1/truth answers up to this far ahead of the sample's clock",
     )
+    max_truth_area_mm2: float = Field(
+        100.0, gt=0, description="Simulator: largest region /v1/truth lists the cells of"
+    )
     max_connections: int = Field(
         1000, ge=8, description="Open HTTP connections and requests (503 above it)"
     )

@@ -68,7 +68,13 @@ from ._engine import DeviceFault, LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
 from ._guard import EnvelopeGuard
 from ._hub import FrameHub
-from ._limits import check_event_count, check_queue_room, check_truth_time, expand_events
+from ._limits import (
+    check_event_count,
+    check_queue_room,
+    check_truth_region,
+    check_truth_time,
+    expand_events,
+)
 
 __all__ = ["EdgeAgent", "SampleTruth", "TruthProvider"]
 
@@ -524,7 +530,10 @@ class EdgeAgent:
     ) -> dict[str, Any]:
         if self._truth is None:
             raise HardwareError("ground truth exists only for the simulated microscope")
-        check_truth_time(t_s, self._truth.clock(), self.settings.limits.truth_horizon_s)
+        limits, env = self.settings.limits, self.envelope
+        check_truth_time(t_s, self._truth.clock(), limits.truth_horizon_s)
+        slide = (env.x_limits_um[0], env.y_limits_um[0], env.x_limits_um[1], env.y_limits_um[1])
+        check_truth_region(region, slide, limits.max_truth_area_mm2)
         return self._truth.cells(region, t_s)
 
     def inject_faults(self, snap: int, stage: int, *, clear: bool = False) -> dict[str, int]:

@@ -59,10 +59,11 @@ _BUSY = {503: _doc(RefusalBody, "The microscope failed while doing it (hardware_
 RESPONSES: dict[str, dict[int | str, dict[str, Any]]] = {
     "open": {},
     "read": {**_AUTH},
-    "query": {**_AUTH, **_INVALID, **_BUSY},
+    "query": {400: _doc(Problem, "The body cannot be read as JSON"), **_AUTH, **_INVALID, **_BUSY},
     "frame": {**_AUTH, 404: _doc(Problem, "No such frame yet"), **_INVALID},
     "status": {**_AUTH, 404: _doc(Problem, "No such command in this session"), **_INVALID},
     "submit": {
+        400: _doc(Problem, "The body cannot be read as JSON"),
         **_AUTH,
         409: _doc(RefusalBody, "The command id was used before for a different command"),
         **_TOO_LARGE,

@@ -26,6 +26,7 @@ __all__ = [
     "BodyLimit",
     "check_event_count",
     "check_queue_room",
+    "check_truth_region",
     "check_truth_time",
     "expand_events",
     "json_safe",
@@ -107,24 +108,58 @@ def _content_length(scope: Scope) -> int | None:
 
 def expand_events(sequence: useq.MDASequence, max_events: int) -> list[useq.MDAEvent]:
     """The events of ``sequence``; refused when there are more than ``max_events`` or useq
-    cannot compute them."""
+    cannot compute them. The count is bounded from each plan's size first: useq lays a grid out
+    in arrays, so a grid of 10^15 fields would be allocated before its first event."""
     try:
-        events = list(itertools.islice(iter(sequence), max_events + 1))
-    except (ArithmeticError, ValueError, TypeError) as exc:
+        bound = _count_bound(sequence)
+        if bound <= max_events:
+            events = list(itertools.islice(iter(sequence), max_events + 1))
+        else:
+            events = []
+    except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:
         raise InvalidRequest(
             f"the sequence cannot be expanded into events ({type(exc).__name__}: {exc}); check "
             "its plans (a time plan needs an interval above 0 with a duration, or loops)",
             limit="sequence",
             value=None,
         ) from exc
-    if len(events) > max_events:
+    if bound > max_events or len(events) > max_events:
         raise InvalidRequest(
-            f"the sequence expands to more than {max_events} events (max_events_per_request); "
-            "split it into several sequences, each under a new command id",
+            f"the sequence expands to more than {max_events} events (up to {bound:.3g} by its "
+            "plans; max_events_per_request); split it into several sequences, each under a new "
+            "command id",
             limit="max_events_per_request",
-            value=max_events + 1,
+            value=bound if bound > max_events else len(events),
         )
     return events
+
+
+def _count_bound(sequence: useq.MDASequence) -> int:
+    """An upper bound of the events ``sequence`` expands to, from its plans' sizes alone."""
+    times = sequence.time_plan.num_timepoints() if sequence.time_plan is not None else 1
+    zs = sequence.z_plan.num_positions() if sequence.z_plan is not None else 1
+    channels = len(sequence.channels) or 1
+    grid = _grid_positions(sequence.grid_plan)
+    positions = 0
+    for position in sequence.stage_positions or (None,):
+        sub = getattr(position, "sequence", None)
+        positions += _count_bound(sub) if sub is not None else 1
+    return max(times, 1) * max(zs, 1) * channels * grid * max(positions, 1)
+
+
+def _grid_positions(plan: object) -> int:
+    if plan is None:
+        return 1
+    count = getattr(plan, "num_positions", None)
+    if count is None:
+        return 1
+    fov = {
+        name: getattr(plan, name, None) or 1.0
+        for name in ("fov_width", "fov_height")
+        if hasattr(plan, name)
+    }
+    sized = plan.model_copy(update=fov) if fov else plan  # type: ignore[attr-defined]
+    return int(sized.num_positions())
 
 
 def check_event_count(events: Iterable[object], max_events: int) -> None:
@@ -160,6 +195,23 @@ def check_truth_time(t_s: float | None, now_s: float, horizon_s: float) -> None:
             "ask about the sample_time_s of a frame, or leave t_s out for now",
             limit="truth_horizon_s",
             value=json_safe(t_s),
+        )
+
+
+def check_truth_region(
+    region: tuple[float, float, float, float] | None,
+    whole: tuple[float, float, float, float],
+    max_mm2: float,
+) -> None:
+    """Listing cells costs time per cell: bound the region (None: the whole slide)."""
+    x0, y0, x1, y1 = region if region is not None else whole
+    area_mm2 = abs(x1 - x0) * abs(y1 - y0) / 1e6
+    if not area_mm2 <= max_mm2:
+        raise InvalidRequest(
+            f"the region asked about is {area_mm2:.4g} mm², over max_truth_area_mm2 {max_mm2:g}; "
+            "ask about a smaller region (x0, y0, x1, y1 in µm), e.g. a field of view",
+            limit="max_truth_area_mm2",
+            value=json_safe(area_mm2),
         )
 
 
