@@ -112,7 +112,7 @@ def run(positive: int, negative: int, seed_value: int) -> dict[str, Any]:
         envelope = Path(tmp) / "envelope.yaml"
         envelope.write_text(ENVELOPE)
         args = ["--camera-size", "32", "--envelope", str(envelope)]
-        with EdgeProcess(Path(tmp) / "edge", extra_args=args) as edge:
+        with EdgeProcess(Path(tmp) / "edge", extra_args=args, startup_timeout=240) as edge:
             token = edge.token_file.read_text().strip()
             t0 = time.perf_counter()
             report = fuzz(

@@ -189,7 +189,8 @@ class SafetyEnvelope(BaseModel):
         target = (stage[0] if x is None else x, stage[1] if y is None else y)
         target3 = (*target, stage[2] if z is None else z)
         if (x, y, z) != target3:
-            self.check_position(*target3, f"{where} (with the axes it leaves where they are)")
+            where = f"{where} (the stage stays where it is on axes not given)"
+            self.check_position(*target3, where)
         return target3
 
     def check_budget(self, used_mj: float, reserved_mj: float, extra_mj: float) -> None:
