@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -87,15 +88,16 @@ def fuzz(url: str, token: str, *, positive: int, negative: int, seed_value: int)
             def send(case: Any) -> None:
                 label = case.operation.label
                 mode_name = case.meta.generation.mode.value if case.meta else "unknown"
-                if isinstance(case.body, dict) and "command_id" in case.body:
-                    case.body["command_id"] = f"fuzz-{uuid.uuid4().hex}"
+                _unique_command_id(case)
                 try:
                     response = case.call_and_validate(
                         headers=headers, excluded_checks=[positive_data_acceptance], timeout=60
                     )
                 except (Exception, BaseExceptionGroup) as exc:  # recorded, the run goes on
-                    failures.append({"operation": label, "mode": mode_name, "error": str(exc)})
-                    statuses[f"{label} failed check"] += 1
+                    error = str(exc)
+                    failures.append({"operation": label, "mode": mode_name, "error": error})
+                    status = re.search(r"^\[(\d{3})\]", error, re.MULTILINE)
+                    statuses[f"{label} {status.group(1) if status else 'no'} failed check"] += 1
                     return
                 statuses[f"{label} {response.status_code}"] += 1
 
@@ -104,6 +106,18 @@ def fuzz(url: str, token: str, *, positive: int, negative: int, seed_value: int)
             except Unsatisfiable:  # nothing to make invalid (an operation without inputs)
                 continue
     return {"statuses": dict(sorted(statuses.items())), "failures": failures}
+
+
+_COMMAND_ID = re.compile(r"[A-Za-z0-9._:\-]{1,80}")
+
+
+def _unique_command_id(case: Any) -> None:
+    """A valid command id made unique (a repeat would only meet the idempotency check); an
+    invalid one is the point of a negative case and stays as it is."""
+    body = case.body
+    given = body.get("command_id") if isinstance(body, dict) else None
+    if isinstance(given, str) and _COMMAND_ID.fullmatch(given):
+        body["command_id"] = f"{given}-{uuid.uuid4().hex}"
 
 
 def run(positive: int, negative: int, seed_value: int) -> dict[str, Any]:
@@ -121,11 +135,13 @@ def run(positive: int, negative: int, seed_value: int) -> dict[str, Any]:
             report["seconds"] = round(time.perf_counter() - t0, 1)
             report.update(_aftermath(edge, token))
             alive = edge.alive()
+            if report["failures"]:  # the edge's side of a failure (a traceback for a 5xx)
+                report["edge_log_tail"] = edge.stderr_lines[-80:]
         report["edge_alive_after"] = alive
     counts = report["statuses"]
     report["requests"] = sum(counts.values())
     report["responses_5xx"] = sum(
-        n for key, n in counts.items() if key.rsplit(" ", 1)[-1].startswith("5")
+        n for key, n in counts.items() if re.search(r" 5\d\d( failed check)?$", key)
     )
     report["failed_checks"] = len(report["failures"])
     report["settings"] = {"positive": positive, "negative": negative, "seed": seed_value}

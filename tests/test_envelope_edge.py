@@ -330,6 +330,8 @@ def test_actions_and_positions_are_checked(tclient: EdgeClient, event: dict, lim
          "time plan"),
         ("/v1/sequences", {"sequence": {"time_plan": {"interval": 1, "loops": 1_000_000}}},
          "max_events_per_request"),
+        ("/v1/sequences", {"sequence": {"time_plan": {"interval": 1, "loops": 10**400}}},
+         "10^400"),
         ("/v1/sequences", {"sequence": {"grid_plan": {"rows": 100_000, "columns": 100_000}}},
          "smaller plate or grid"),
         ("/v1/sequences", {"sequence": {"grid_plan": {"top": 0, "bottom": 1e16, "left": 0,

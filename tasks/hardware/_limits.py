@@ -125,13 +125,20 @@ def expand_events(sequence: useq.MDASequence, max_events: int) -> list[useq.MDAE
         ) from exc
     if bound > max_events or len(events) > max_events:
         raise InvalidRequest(
-            f"the sequence expands to more than {max_events} events (up to {bound:.3g} by its "
-            "plans; max_events_per_request); split it into several sequences, each under a new "
-            "command id",
+            f"the sequence expands to more than {max_events} events (up to {_about(bound)} by "
+            "its plans; max_events_per_request); split it into several sequences, each under a "
+            "new command id",
             limit="max_events_per_request",
-            value=bound if bound > max_events else len(events),
+            value=min(bound, _INT64) if bound > max_events else len(events),
         )
     return events
+
+
+_INT64 = 2**63 - 1
+
+
+def _about(count: int) -> str:
+    return f"{count:,}" if count < 10**12 else f"10^{len(str(count)) - 1}"
 
 
 def _count_bound(sequence: useq.MDASequence) -> int:
