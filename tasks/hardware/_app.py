@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from scopeflow import (
     PROTOCOL_VERSION,
@@ -44,6 +44,8 @@ _Finite = Annotated[float | None, Query(allow_inf_nan=False)]
 
 class SimFaults(BaseModel):
     """Failures to inject into the simulated microscope (``POST /v1/sim/faults``)."""
+
+    model_config = ConfigDict(strict=True)  # counts are JSON integers: ``true`` is not 1
 
     snap: int = Field(0, ge=0, le=1000, description="The next N snaps raise a camera error")
     stage: int = Field(0, ge=0, le=1000, description="The next N XY moves raise a stage error")
