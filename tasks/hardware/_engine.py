@@ -264,7 +264,7 @@ class LockedMDAEngine(MDAEngine):
         with self._hardware_lock:
             if isinstance(event.action, useq.AcquireImage | None):
                 refused = self._admit(event)
-                if refused is not None:
+                if refused is not None:  # told under the lock: check and exposure stay one step
                     self._failed(event, refused, 1)
                     return
             if isinstance(payloads, Generator):

@@ -38,7 +38,9 @@ class SafetyEnvelope(BaseModel):
     max_exposure_ms: float = Field(2_000.0, gt=0)
     max_intensity_percent: float = Field(100.0, ge=0, le=100)
     light_dose_budget_mj: float = Field(
-        100_000.0, ge=0, description="Total light dose allowed in this edge session"
+        100_000.0,
+        ge=0,
+        description="Total light dose allowed for this data dir (used dose kept in dose.json)",
     )
     channel_power_mw: Mapping[str, float] = Field(
         default_factory=lambda: {"BF": 0.0, "DAPI": 20.0, "GFP": 30.0},
