@@ -133,11 +133,14 @@ def run(positive: int, negative: int, seed_value: int) -> dict[str, Any]:
                 edge.url, token, positive=positive, negative=negative, seed_value=seed_value
             )
             report["seconds"] = round(time.perf_counter() - t0, 1)
-            report.update(_aftermath(edge, token))
             alive = edge.alive()
-            if report["failures"]:  # the edge's side of a failure (a traceback for a 5xx)
-                report["edge_log_tail"] = edge.stderr_lines[-80:]
+            if alive:
+                report.update(_aftermath(edge, token))
+            if report["failures"] or not alive:  # the edge's side (a traceback for a 5xx)
+                report["edge_log_tail"] = edge.stderr_lines[-120:]
+                report["edge_exit"] = None if alive else edge.stop()
         report["edge_alive_after"] = alive
+    report.setdefault("frames_outside_envelope", None)
     counts = report["statuses"]
     report["requests"] = sum(counts.values())
     report["responses_5xx"] = sum(

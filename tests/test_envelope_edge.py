@@ -306,6 +306,7 @@ def test_a_start_outside_refuses_acquisition_until_a_move_brings_the_stage_insid
         ({"action": {"type": "hardware_autofocus", "max_retries": 1000}},
          "max_autofocus_retries"),
         ({"slm_image": {"data": [[1, 0], [0, 1]]}}, "allowed_actions"),
+        ({"roi": [0, 0, 10**9, 10**9]}, "allowed_actions"),
         ({"keep_shutter_open": True, "channel": "BF"}, "allow_keep_shutter_open"),
         ({"z_pos": 500.0}, "z_limits_um"),
     ],

@@ -49,7 +49,8 @@ class SafetyEnvelope(BaseModel):
     allowed_actions: frozenset[str] = Field(
         frozenset({"acquire_image", "hardware_autofocus"}),
         description="useq action types remote events may carry; 'slm_image' lets events "
-        "carry an SLM pattern (off by default: a pattern is light the dose cannot account for)",
+        "carry an SLM pattern (off by default: a pattern is light the dose cannot account for), "
+        "'roi' a camera region of interest (off by default: the camera allocates any size)",
     )
     autofocus_offset_limits: tuple[float, float] = Field(
         (-100.0, 100.0),
@@ -254,6 +255,8 @@ class SafetyEnvelope(BaseModel):
                 _check_allowed(
                     "slm_image", self.allowed_actions, "allowed_actions", "action", where
                 )
+            if event.roi is not None:  # a camera ROI of any size: the camera allocates it
+                _check_allowed("roi", self.allowed_actions, "allowed_actions", "action", where)
             if event.keep_shutter_open and not self.allow_keep_shutter_open:
                 raise EnvelopeViolation(
                     f"{where}: keep_shutter_open lights the sample between frames, which the "
