@@ -6,6 +6,7 @@ ScopeflowError
  ├── HardwareError             the microscope (or its driver) failed while doing something
  ├── EnvelopeViolation         a command falls outside the safety envelope; nothing was done
  ├── CommandConflict           a command id was reused with a different payload
+ ├── InvalidRequest            a well-formed request the edge cannot carry out as given (422)
  ├── JournalError              the frame journal cannot be written or read
  ├── ConversionError           a vendor file cannot be converted to OME-Zarr
  ├── LoopStalled               a live loop waits for frames the edge no longer sends
@@ -34,6 +35,7 @@ __all__ = [
     "EdgeUnavailable",
     "EnvelopeViolation",
     "HardwareError",
+    "InvalidRequest",
     "JournalError",
     "LoopStalled",
     "MicroManagerNotInstalled",
@@ -77,6 +79,20 @@ class EnvelopeViolation(ScopeflowError):
 
 class CommandConflict(ScopeflowError):
     """Raised when a command id that was already used arrives with a different payload."""
+
+
+class InvalidRequest(ScopeflowError):
+    """Raised when a well-formed request cannot be carried out as given: a sequence useq cannot
+    expand (a time plan with a zero interval), more events than the edge takes per request or
+    holds queued, a time the simulator does not answer about. Nothing was done.
+
+    ``limit`` names the bound or the part of the request, ``value`` the offending value.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: object) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
 
 
 class JournalError(ScopeflowError):

@@ -176,6 +176,42 @@ def _check_event_policies(events: list[useq.MDAEvent]) -> None:
                 raise ValueError(f"event {i}: metadata.on_error: {reason}") from None
 
 
+_MAX_GRID_CELLS = 1_000_000
+_ARITHMETIC = (TypeError, ArithmeticError, MemoryError, RecursionError)
+
+
+def _bounded_layouts(data: Any, depth: int = 0) -> None:
+    """Refuse a plate or grid of more than a million cells before useq lays it out in arrays
+    (it allocates every cell while validating)."""
+    if depth > 32:
+        raise ValueError("the request is nested more than 32 levels deep; flatten it")
+    if isinstance(data, dict):
+        rows, columns = data.get("rows"), data.get("columns")
+        if isinstance(rows, int) and isinstance(columns, int) and rows * columns > _MAX_GRID_CELLS:
+            raise ValueError(
+                f"a layout of {rows} x {columns} cells is over {_MAX_GRID_CELLS:,}; use a "
+                "smaller plate or grid"
+            )
+        for value in data.values():
+            _bounded_layouts(value, depth + 1)
+    elif isinstance(data, list):
+        for value in data:
+            _bounded_layouts(value, depth + 1)
+
+
+def _validated_safely(data: Any, handler: Any, what: str) -> Any:
+    """Validate through ``handler``; an error useq raises while computing (a division by zero,
+    an allocation too large, a wrong type deep inside) is a refusal (422), not a crash."""
+    _bounded_layouts(data)
+    try:
+        return handler(data)
+    except _ARITHMETIC as exc:
+        raise ValueError(
+            f"the {what} cannot be computed ({type(exc).__name__}: {str(exc)[:200]}); check its "
+            "plans and values"
+        ) from None
+
+
 class SubmitEvents(_Frozen):
     """Append acquisition events to the edge's queue (they run after what is queued).
 
@@ -196,6 +232,11 @@ class SubmitEvents(_Frozen):
         _check_event_policies(self.events)
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _safely(cls, data: Any, handler: Any) -> Any:
+        return _validated_safely(data, handler, "events")
+
 
 class SubmitSequence(_Frozen):
     """Append a whole useq `MDASequence` to the edge's queue (frames name ``command_id``)."""
@@ -206,6 +247,11 @@ class SubmitSequence(_Frozen):
     on_error: ErrorPolicy | None = Field(
         None, description="Failure policy of the sequence's events (default: retry once, abort)"
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _safely(cls, data: Any, handler: Any) -> Any:
+        return _validated_safely(data, handler, "sequence")
 
 
 class MoveStage(_Frozen):
@@ -304,6 +350,7 @@ class Refusal(_Frozen):
         "unauthorized",
         "forbidden",
         "leased",
+        "too_large",
     ]
     message: str
     limit: str | None = None
@@ -374,6 +421,15 @@ class FrameHeader(_Frozen):
         None,
         description="Simulated microscope only: the sample's clock when the frame was exposed "
         "(the time to ask /v1/truth about)",
+    )
+    intensity: float | None = Field(
+        None, description="Illumination intensity (%) in force when the frame was taken"
+    )
+    power_mw: float | None = Field(
+        None, description="The channel's power at the sample at 100 % (the envelope's value)"
+    )
+    dose_mj: float | None = Field(
+        None, description="Light dose charged for the exposure that produced this frame"
     )
 
     @classmethod

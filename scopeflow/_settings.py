@@ -23,6 +23,7 @@ from pydantic_settings import (
 __all__ = [
     "BUILTIN_COMPUTE_PROFILES",
     "ComputeProfile",
+    "EdgeLimits",
     "EdgeMicroscopeSettings",
     "EdgeServeRequest",
     "EdgeServerSettings",
@@ -36,6 +37,33 @@ __all__ = [
     "SlurmComputeProfile",
     "load_settings",
 ]
+
+
+class EdgeLimits(BaseModel):
+    """Bounds on the work one request or client can make the edge do (each refusal names the
+    field to raise: ``SCOPEFLOW_EDGE__LIMITS__<FIELD>``)."""
+
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest HTTP request body (413 above it)"
+    )
+    max_events_per_request: int = Field(
+        100_000, ge=1, description="Events one submitted command may queue (a sequence's count)"
+    )
+    max_queued_events: int = Field(
+        200_000, ge=1, description="Events the queue holds; a command that would pass it waits"
+    )
+    truth_horizon_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Simulator: /v1/truth answers up to this far ahead of the sample's clock",
+    )
+    max_truth_area_mm2: float = Field(
+        100.0, gt=0, description="Simulator: largest region /v1/truth lists the cells of"
+    )
+    max_connections: int = Field(
+        1000, ge=8, description="Open HTTP connections and requests (503 above it)"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections close after")
 
 
 class EdgeServerSettings(BaseModel):
@@ -98,6 +126,7 @@ class EdgeServerSettings(BaseModel):
         description="Refuse control requests (423) unless their sender holds the microscope's "
         "lease (POST /v1/lease)",
     )
+    limits: EdgeLimits = Field(default_factory=EdgeLimits, description="Work per request")
 
 
 class EdgeMicroscopeSettings(BaseModel):

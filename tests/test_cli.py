@@ -23,9 +23,19 @@ def test_help_lists_the_commands() -> None:
         assert option in serve.stdout
 
 
+def _envelope(tmp_path: Path) -> str:
+    """A real microscope needs its own envelope (refused without one: tests/test_envelope_edge)."""
+    envelope = tmp_path / "envelope.yaml"
+    envelope.write_text("x_limits_um: [0, 1000]\ny_limits_um: [0, 1000]\n")
+    return str(envelope)
+
+
 def test_mm_config_that_does_not_exist_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "scope.cfg"
-    result = _scopeflow("edge", "serve", "--mm-config", str(missing), "--data-dir", str(tmp_path))
+    result = _scopeflow(
+        "edge", "serve", "--mm-config", str(missing), "--data-dir", str(tmp_path),
+        "--envelope", _envelope(tmp_path),
+    )  # fmt: skip
     assert result.returncode == 2
     assert str(missing) in result.stderr
 
@@ -33,7 +43,10 @@ def test_mm_config_that_does_not_exist_names_the_file(tmp_path: Path) -> None:
 def test_mm_config_without_micro_manager_says_how_to_install_it(tmp_path: Path) -> None:
     config = tmp_path / "scope.cfg"
     config.write_text("Property,Core,Initialize,1\n")
-    result = _scopeflow("edge", "serve", "--mm-config", str(config), "--data-dir", str(tmp_path))
+    result = _scopeflow(
+        "edge", "serve", "--mm-config", str(config), "--data-dir", str(tmp_path),
+        "--envelope", _envelope(tmp_path),
+    )  # fmt: skip
     assert result.returncode == 2
     assert "mmcore install" in result.stderr
 

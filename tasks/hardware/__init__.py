@@ -15,6 +15,7 @@ from ._audit import AuditLog
 from ._auth import LEGACY_USER, UsersFile
 from ._client import EdgeClient
 from ._command_scope import CommandScope, command_scope, current_command
+from ._dose import DoseLedger, Exposure
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
 from ._filedrop_bridge import FileDropBridge
 from ._filedrop_protocol import (
@@ -32,6 +33,7 @@ from ._tls import SelfSignedPair, make_self_signed
 
 if TYPE_CHECKING:
     from ._agent import EdgeAgent
+    from ._guard import EnvelopeGuard
     from ._openapi import edge_openapi
     from ._process import EdgeProcess
     from ._serve import EdgeServiceOptions, serve_edge
@@ -43,6 +45,7 @@ __all__ = [
     "AsyncLeaseHold",
     "AuditLog",
     "CommandScope",
+    "DoseLedger",
     "DropCommand",
     "DropHello",
     "DropLayout",
@@ -52,6 +55,8 @@ __all__ = [
     "EdgeClient",
     "EdgeProcess",
     "EdgeServiceOptions",
+    "EnvelopeGuard",
+    "Exposure",
     "FileDropBridge",
     "HardwareContext",
     "LeaseHold",
@@ -73,6 +78,7 @@ __all__ = [
 
 _LAZY = {
     "EdgeAgent": "._agent",
+    "EnvelopeGuard": "._guard",
     "EdgeProcess": "._process",
     "EdgeServiceOptions": "._serve",
     "edge_openapi": "._openapi",

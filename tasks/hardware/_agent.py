@@ -64,9 +64,18 @@ from tasks.storage import FrameJournal
 
 from ._command_log import CommandLog
 from ._command_scope import command_scope
+from ._dose import DoseLedger
 from ._engine import DeviceFault, LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
+from ._guard import EnvelopeGuard
 from ._hub import FrameHub
+from ._limits import (
+    check_event_count,
+    check_queue_room,
+    check_truth_region,
+    check_truth_time,
+    expand_events,
+)
 
 __all__ = ["EdgeAgent", "SampleTruth", "TruthProvider"]
 
@@ -190,8 +199,14 @@ class EdgeAgent:
             _JOURNAL_QUEUE_FRAMES
         )
         self._dose_lock = threading.Lock()
-        self._dose_used_nj = 0
-        self._dose_reserved_nj = 0
+        self._dose_reserved_nj = 0  # estimates of queued events; charged when taken (guard)
+        self.guard = EnvelopeGuard(
+            core,
+            envelope,
+            DoseLedger(settings.data_dir),
+            channel_group=settings.channel_group,
+            intensity_property=settings.intensity_property,
+        )
         self._frames_acquired = 0
         self._current: useq.MDAEvent | None = None
         self._current_item: _Queued | None = None
@@ -199,7 +214,7 @@ class EdgeAgent:
         self._shutdown = threading.Event()
         self.last_error: str | None = None
 
-        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock, self))
+        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock, self, self.guard))
         core.mda.events.frameReady.connect(self._on_frame)
         self._acq_thread = threading.Thread(target=self._acquire_loop, name="acquire", daemon=True)
         self._journal_thread = threading.Thread(
@@ -234,10 +249,11 @@ class EdgeAgent:
     # commands -------------------------------------------------------------------------------
 
     def submit_events(self, request: SubmitEvents) -> CommandAck:
+        check_event_count(request.events, self.settings.limits.max_events_per_request)
         return self._run_command(request, request.events)
 
     def submit_sequence(self, request: SubmitSequence) -> CommandAck:
-        events = list(request.sequence)
+        events = expand_events(request.sequence, self.settings.limits.max_events_per_request)
         if events:
             events[0] = events[0].model_copy(update={"reset_event_timer": True})
         return self._run_command(request, events)
@@ -251,9 +267,11 @@ class EdgeAgent:
             policies = [ErrorPolicy.for_event(e, request.on_error) for e in events]
             context = self._hardware_context()
             doses = self.envelope.check_events(events, context)
+            limits = self.settings.limits
+            check_queue_room(self._events.qsize(), len(events), limits.max_queued_events)
             with self._dose_lock:
                 self.envelope.check_budget(
-                    self._dose_used_nj / 1e6, self._dose_reserved_nj / 1e6, sum(doses)
+                    self.guard.ledger.used_mj, self._dose_reserved_nj / 1e6, sum(doses)
                 )
                 self._dose_reserved_nj += sum(_nj(d) for d in doses)
             # nothing of this command can come before what is published now
@@ -296,6 +314,7 @@ class EdgeAgent:
             case MoveStage(x=x, y=y, z=z):
                 env.check_position(x, y, z, "move_stage")
                 with self._hw_lock, _hardware("move the stage"):
+                    env.check_move(self.guard.stage(), x, y, z, "move_stage")
                     # wait for the moved devices only: waitForSystem polls every device
                     if x is not None or y is not None:
                         cx, cy = core.getXYPosition()
@@ -484,7 +503,7 @@ class EdgeAgent:
         device, prop = self.settings.intensity_property
         with self._dose_lock:
             dose = DoseAccount(
-                used_mj=self._dose_used_nj / 1e6,
+                used_mj=self.guard.ledger.used_mj,
                 reserved_mj=self._dose_reserved_nj / 1e6,
                 budget_mj=self.envelope.light_dose_budget_mj,
             )
@@ -513,6 +532,10 @@ class EdgeAgent:
     ) -> dict[str, Any]:
         if self._truth is None:
             raise HardwareError("ground truth exists only for the simulated microscope")
+        limits, env = self.settings.limits, self.envelope
+        check_truth_time(t_s, self._truth.clock(), limits.truth_horizon_s)
+        slide = (env.x_limits_um[0], env.y_limits_um[0], env.x_limits_um[1], env.y_limits_um[1])
+        check_truth_region(region, slide, limits.max_truth_area_mm2)
         return self._truth.cells(region, t_s)
 
     def inject_faults(self, snap: int, stage: int, *, clear: bool = False) -> dict[str, int]:
@@ -529,6 +552,7 @@ class EdgeAgent:
             intensity=_float_property(self.core, device, prop),
             channel_group=self.settings.channel_group,
             intensity_property=(device, prop),
+            stage=self.guard.stage(),
         )
 
     # acquisition thread -----------------------------------------------------------------------
@@ -583,9 +607,8 @@ class EdgeAgent:
                 item.run.stopped = True
                 self._drop(item)
                 return
-            with self._dose_lock:
+            with self._dose_lock:  # the guard charges the dose in force when the frame is taken
                 self._dose_reserved_nj -= item.dose_nj
-                self._dose_used_nj += item.dose_nj
             self._current, self._current_item = item.event, item
             with command_scope(item.command_id, item.number, item.tag):
                 yield item.event
@@ -626,6 +649,7 @@ class EdgeAgent:
             "command_id": item.command_id if item is not None else None,
             "tag": item.tag if item is not None else None,
             "sample_time_s": self._truth.clock() if self._truth is not None else None,
+            **(exposure.meta() if (exposure := self.guard.last_exposure) is not None else {}),
         }
         self._frames_acquired += 1
         self._journal_q.put(

@@ -11,8 +11,9 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from scopeflow import (
     PROTOCOL_VERSION,
@@ -28,17 +29,22 @@ from scopeflow import (
 )
 
 from ._agent import EdgeAgent
+from ._api_errors import RESPONSES, validation_refused
 from ._gate import EdgeGate
+from ._limits import BodyLimit
 from ._refusals import REFUSED_ERRORS, refusal_for
 from ._security_app import install_security
 
 __all__ = ["create_app"]
 
 _WS_POLICY_VIOLATION = 1008
+_Finite = Annotated[float | None, Query(allow_inf_nan=False)]
 
 
 class SimFaults(BaseModel):
     """Failures to inject into the simulated microscope (``POST /v1/sim/faults``)."""
+
+    model_config = ConfigDict(strict=True)  # counts are JSON integers: ``true`` is not 1
 
     snap: int = Field(0, ge=0, le=1000, description="The next N snaps raise a camera error")
     stage: int = Field(0, ge=0, le=1000, description="The next N XY moves raise a stage error")
@@ -68,12 +74,14 @@ def create_app(
 
     for refused in REFUSED_ERRORS:
         app.add_exception_handler(refused, _refused)
+    app.add_exception_handler(RequestValidationError, validation_refused)
+    app.add_middleware(BodyLimit, max_bytes=agent.settings.limits.max_body_bytes)
 
     @app.get("/healthz", tags=["meta"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: answers while workers are busy
         return {"status": "ok"}
 
-    @app.get("/v1/info", tags=["meta"])
+    @app.get("/v1/info", tags=["meta"], responses=RESPONSES["read"])
     def info() -> dict[str, Any]:
         return {
             "protocol": PROTOCOL_VERSION,
@@ -84,23 +92,28 @@ def create_app(
             "envelope": agent.envelope.model_dump(mode="json"),
         }
 
-    @app.get("/v1/state", tags=["state"])
+    @app.get("/v1/state", tags=["state"], responses=RESPONSES["read"])
     def state() -> EdgeState:
         return agent.state()
 
-    @app.post("/v1/events", tags=["acquisition"])
+    @app.post("/v1/events", tags=["acquisition"], responses=RESPONSES["submit"])
     def submit_events(request: SubmitEvents) -> CommandAck:
         return agent.submit_events(request)
 
-    @app.post("/v1/sequences", tags=["acquisition"])
+    @app.post("/v1/sequences", tags=["acquisition"], responses=RESPONSES["submit"])
     def submit_sequence(request: SubmitSequence) -> CommandAck:
         return agent.submit_sequence(request)
 
-    @app.post("/v1/commands", tags=["acquisition"])
+    @app.post("/v1/commands", tags=["acquisition"], responses=RESPONSES["submit"])
     def command(request: CommandRequest) -> CommandAck:
         return agent.command(request)
 
-    @app.get("/v1/commands/{command_id}", tags=["acquisition"], response_model=CommandStatus)
+    @app.get(
+        "/v1/commands/{command_id}",
+        tags=["acquisition"],
+        response_model=CommandStatus,
+        responses=RESPONSES["status"],
+    )
     def command_status(command_id: str) -> Response | CommandStatus:
         status = agent.command_status(command_id)
         if status is None:
@@ -115,24 +128,37 @@ def create_app(
 
     if agent.simulated:
 
-        @app.post("/v1/sim/faults", tags=["simulation"])
+        @app.post("/v1/sim/faults", tags=["simulation"], responses=RESPONSES["query"])
         def sim_faults(faults: SimFaults) -> dict[str, int]:
             """Make the simulated camera or stage fail (pending counts are returned)."""
             return agent.inject_faults(faults.snap, faults.stage, clear=faults.clear)
 
-    @app.get("/v1/truth", tags=["simulation"])
+    @app.get("/v1/truth", tags=["simulation"], responses=RESPONSES["query"])
     def truth(
-        x0: float | None = None,
-        y0: float | None = None,
-        x1: float | None = None,
-        y1: float | None = None,
-        t_s: float | None = None,
+        x0: _Finite = None,
+        y0: _Finite = None,
+        x1: _Finite = None,
+        y1: _Finite = None,
+        t_s: _Finite = None,
     ) -> dict[str, Any]:
         corners = (x0, y0, x1, y1)
         region = None if any(c is None for c in corners) else corners
         return agent.truth(region, t_s)  # type: ignore[arg-type]
 
-    @app.get("/v1/frames/{index}", tags=["frames"])
+    @app.get(
+        "/v1/frames/{index}",
+        tags=["frames"],
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+                "description": "The frame: its SFF1 prefix and header, then its pixels",
+            },
+            **RESPONSES["frame"],
+        },
+    )
     def frame(index: int) -> Response:
         if not 0 <= index < agent.hub.count:
             return JSONResponse(

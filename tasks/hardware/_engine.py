@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -21,10 +21,12 @@ import useq
 from pymmcore_plus import CMMCorePlus
 from pymmcore_plus.mda import MDAEngine, SkipEvent
 
+from scopeflow import EnvelopeViolation
+
 if TYPE_CHECKING:
     from pymmcore_plus.mda._protocol import PImagePayload  # private: no public name upstream
 
-__all__ = ["DeviceFault", "FailureHandler", "LockedMDAEngine"]
+__all__ = ["DeviceFault", "EventGuard", "FailureHandler", "LockedMDAEngine"]
 
 _AGAIN = "submit the failed events again under a new command id"
 _CAMERA = "power, cable, driver, trigger and exposure settings"
@@ -54,16 +56,38 @@ class FailureHandler(Protocol):
         ...
 
 
+class EventGuard(Protocol):
+    """The safety envelope at run time (`tasks.hardware._guard.EnvelopeGuard`): each method
+    raises `EnvelopeViolation` to refuse; called under the hardware lock."""
+
+    def before_setup(self, event: useq.MDAEvent, z_correction: float) -> None:
+        """Before anything moves for ``event``."""
+        ...
+
+    def before_exposure(self, event: useq.MDAEvent) -> object:
+        """Right before the light goes on for ``event`` (charges its dose)."""
+        ...
+
+
 class LockedMDAEngine(MDAEngine):
     """Holds ``lock`` while an event sets up and executes, so a direct command never interleaves;
-    a device error fails the event (after its retries) instead of being logged."""
+    a device error fails the event (after its retries) instead of being logged; a ``guard``
+    refuses, without retries, an event the envelope does not allow as the microscope is now.
+
+    A stop leaves the stage where it is (inside the envelope): pymmcore-plus would move it back
+    to where the run began, a position no command asked for."""
 
     def __init__(
-        self, mmc: CMMCorePlus, lock: threading.RLock, failures: FailureHandler | None = None
+        self,
+        mmc: CMMCorePlus,
+        lock: threading.RLock,
+        failures: FailureHandler | None = None,
+        guard: EventGuard | None = None,
     ) -> None:
-        super().__init__(mmc)
+        super().__init__(mmc, restore_initial_state=False)
         self._hardware_lock = lock
         self._failures = failures
+        self._guard = guard
         self._shutter_managed = False
 
     def setup_sequence(self, sequence: useq.MDASequence) -> Any:
@@ -74,6 +98,12 @@ class LockedMDAEngine(MDAEngine):
     # setup -------------------------------------------------------------------------------------
 
     def setup_event(self, event: useq.MDAEvent) -> None:
+        if self._guard is not None:
+            with self._hardware_lock:
+                fault = self._guarded(self._guard.before_setup, event, self._correction(event))
+            if fault is not None:
+                self._failed(event, fault, 1)
+                raise SkipEvent(num_frames=0, reason=fault.error)
         if not _plain(event):
             with self._hardware_lock:
                 super().setup_event(event)
@@ -102,11 +132,8 @@ class LockedMDAEngine(MDAEngine):
                 return _device_fault(f"moving XY stage {device!r}", device, exc, _STAGE)
         if event.z_pos is not None:
             device = core.getFocusDevice()
-            # the offset a hardware-autofocus event found at this position (pymmcore-plus keeps
-            # it on the engine; absent, nothing to correct)
-            correction = getattr(self, "_z_correction", {}).get(event.index.get("p"), 0.0)
             try:
-                core.setZPosition(event.z_pos + correction)
+                core.setZPosition(event.z_pos + self._correction(event))
                 core.waitForDevice(device)
             except Exception as exc:
                 return _device_fault(f"moving focus drive {device!r}", device, exc, _STAGE)
@@ -145,7 +172,7 @@ class LockedMDAEngine(MDAEngine):
     def exec_event(self, event: useq.MDAEvent) -> Iterable[PImagePayload | None]:
         if _plain(event) and isinstance(event.action, useq.AcquireImage | None):
             return self._snap(event)
-        return self._locked(super().exec_event(event))
+        return self._locked(event, super().exec_event(event))
 
     def _snap(self, event: useq.MDAEvent) -> Iterator[Any]:
         core = self.mmcore
@@ -154,6 +181,10 @@ class LockedMDAEngine(MDAEngine):
         for attempts in range(1, self._retries(event) + 2):  # noqa: B007 - used after the loop
             with self._hardware_lock:
                 camera = core.getCameraDevice()
+                refused = self._admit(event)  # under the lock: nothing changes before the snap
+                if refused is not None:
+                    fault = refused
+                    break
                 try:
                     payloads = self._snap_once(event)
                 except Exception as exc:
@@ -210,8 +241,32 @@ class LockedMDAEngine(MDAEngine):
             raise RuntimeError(f"{fault.error}; {fault.fix}")
         self._failures.event_failed(event, fault, attempts)
 
-    def _locked(self, payloads: Iterable[PImagePayload | None]) -> Iterator[Any]:
+    def _correction(self, event: useq.MDAEvent) -> float:
+        """The offset a hardware-autofocus event found at this position (pymmcore-plus keeps it
+        on the engine; absent, nothing to correct)."""
+        return getattr(self, "_z_correction", {}).get(event.index.get("p"), 0.0)
+
+    def _admit(self, event: useq.MDAEvent) -> DeviceFault | None:
+        if self._guard is None:
+            return None
+        return self._guarded(self._guard.before_exposure, event)
+
+    def _guarded(self, check: Callable[..., object], *args: Any) -> DeviceFault | None:
+        try:
+            check(*args)
+        except EnvelopeViolation as exc:
+            return DeviceFault("setup", None, f"refused by the safety envelope: {exc}", _AGAIN)
+        return None
+
+    def _locked(
+        self, event: useq.MDAEvent, payloads: Iterable[PImagePayload | None]
+    ) -> Iterator[Any]:
         with self._hardware_lock:
+            if isinstance(event.action, useq.AcquireImage | None):
+                refused = self._admit(event)
+                if refused is not None:  # told under the lock: check and exposure stay one step
+                    self._failed(event, refused, 1)
+                    return
             if isinstance(payloads, Generator):
                 yield from payloads  # keeps the runner's pause/cancel sends reaching the engine
             else:

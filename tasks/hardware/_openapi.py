@@ -11,6 +11,11 @@ __all__ = ["edge_openapi"]
 class _SchemaOnly:
     simulated = True  # declare the simulation routes too (served by simulated edges only)
 
+    def __init__(self) -> None:
+        from scopeflow import EdgeServerSettings
+
+        self.settings = EdgeServerSettings()  # the default limits (body size) the app installs
+
 
 def edge_openapi() -> dict[str, Any]:
     """What ``GET /openapi.json`` of an edge answers (simulated edges add ``/v1/sim/faults``)."""

@@ -15,12 +15,20 @@ from scopeflow import (
     CommandRequest,
     EnvelopeViolation,
     HardwareError,
+    InvalidRequest,
     Refusal,
 )
 
+from ._limits import json_safe
+
 __all__ = ["REFUSED_ERRORS", "answer_command", "refusal_for"]
 
-REFUSED_ERRORS: tuple[type[Exception], ...] = (EnvelopeViolation, CommandConflict, HardwareError)
+REFUSED_ERRORS: tuple[type[Exception], ...] = (
+    EnvelopeViolation,
+    InvalidRequest,
+    CommandConflict,
+    HardwareError,
+)
 """The errors `refusal_for` turns into a refusal; any other error is a bug (HTTP 500)."""
 
 
@@ -28,7 +36,14 @@ def refusal_for(exc: Exception) -> tuple[int, Refusal] | None:
     """The HTTP status and refusal body for an edge-side error, or None if it is unexpected."""
     if isinstance(exc, EnvelopeViolation):
         return 422, Refusal(
-            error="envelope_violation", message=str(exc), limit=exc.limit, value=exc.value
+            error="envelope_violation",
+            message=str(exc),
+            limit=exc.limit,
+            value=json_safe(exc.value),
+        )
+    if isinstance(exc, InvalidRequest):
+        return 422, Refusal(
+            error="invalid_command", message=str(exc), limit=exc.limit, value=json_safe(exc.value)
         )
     if isinstance(exc, CommandConflict):
         return 409, Refusal(error="conflict", message=str(exc))

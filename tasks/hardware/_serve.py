@@ -141,6 +141,13 @@ def serve_edge(
     elif microscope is not None:
         raise TypeError("serve_edge: the request already names its microscope")
     settings = request.service
+    if request.microscope.mm_config is not None and settings.envelope_file is None:
+        raise ConfigurationError(
+            "a real microscope (--mm-config) needs its own safety envelope: the simulator's "
+            "limits say nothing about this stage, its objectives or its light sources; write "
+            "one (stage limits, allowed channels with their power at the sample, exposure and "
+            "dose budget; see SafetyEnvelope) and pass it with --envelope FILE"
+        )
     logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)  # it logs every event
     tls = settings.tls_cert is not None or settings.tls_key is not None
     check_plaintext_allowed(settings.host, tls=tls, insecure=settings.insecure)
@@ -195,6 +202,8 @@ def serve_edge(
         ws_max_size=2**20,
         ssl_certfile=settings.tls_cert if tls else None,
         ssl_keyfile=settings.tls_key if tls else None,
+        limit_concurrency=settings.limits.max_connections,
+        timeout_keep_alive=settings.limits.keep_alive_s,
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down on SIGINT and SIGTERM, then raises the signal again; SIGTERM's default
