@@ -119,8 +119,9 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         if status is None:
             return JSONResponse(
                 {
-                    "detail": f"no command {command_id!r} was queued in this edge session "
-                    f"({agent.session_id}); only submitted events and sequences have a status"
+                    "detail": f"no command {command_id!r} was queued on this edge (this "
+                    f"session {agent.session_id} or an earlier one on its data dir); only "
+                    "submitted events and sequences have a status"
                 },
                 status_code=404,
             )

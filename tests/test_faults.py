@@ -1,0 +1,150 @@
+"""Faults on real processes: an edge killed with SIGKILL and restarted, a device that hangs,
+stream connections cut, stream clients that leave, SIGTERM.
+
+Every edge here is a real ``scopeflow edge serve --simulate`` child process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import useq
+
+from scopeflow import CommandDone, EventFailed, Frame, checksum
+from tasks.hardware import EdgeClient, EdgeProcess
+from tasks.storage import FrameJournal
+
+from .conftest import validate_store
+
+SMALL = ["--camera-size", "64"]
+
+
+def _token(edge: EdgeProcess) -> str:
+    return edge.token_file.read_text().strip()
+
+
+def _wait_for(predicate, timeout: float, what: str, poll: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(poll)
+
+
+def _journal_frames(root: Path) -> list[dict]:
+    """Every frame of a journal, read back and checked against its checksum."""
+    metas = []
+    with FrameJournal.open(root) as journal:
+        for index in range(len(journal)):
+            meta = journal.read_meta(index)["meta"]
+            assert checksum(journal.read(index)) == meta["checksum"], f"frame {index} corrupt"
+            metas.append(meta)
+    return metas
+
+
+# the edge killed with SIGKILL mid-acquisition, restarted on the same data dir -------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_edge_killed_mid_acquisition_reports_the_lost_work_after_a_restart(
+    tmp_path: Path, seed: int
+) -> None:
+    data_dir = tmp_path / "edge"
+    n = 60
+    cid = f"killed-{seed}-{uuid.uuid4().hex[:6]}"
+    sequence = {
+        "channels": [{"config": "DAPI", "exposure": 5.0}],
+        "time_plan": {"interval": 0.05, "loops": n},
+    }
+    first = EdgeProcess(data_dir, extra_args=[*SMALL, "--seed", str(seed)]).start()
+    try:
+        with EdgeClient(first.url, token_file=first.token_file) as client:
+            ack = client.submit_sequence(sequence, command_id=cid, tag="doomed")
+            assert ack.queued_events == n and not ack.repeat
+            kill_after = 10 + 7 * seed  # a different moment for each seed
+            _wait_for(lambda: client.state().frames_journaled >= kill_after, 30, "frames")
+            assert first.pid is not None
+            os.kill(first.pid, signal.SIGKILL)
+            first.stop()  # reaps it
+    finally:
+        first.stop()
+    old_journal = first.journal
+
+    second = EdgeProcess(data_dir, extra_args=[*SMALL, "--seed", str(seed)]).start()
+    try:
+        assert second.journal != old_journal  # a new session
+        with EdgeClient(second.url, token_file=second.token_file) as client:
+            # every frame journaled before the kill reads back with its checksum
+            metas = _journal_frames(old_journal)
+            mine = [m for m in metas if m["command_id"] == cid]
+            assert len(mine) == len(metas) >= kill_after
+            with FrameJournal.open(old_journal) as journal:
+                stores = journal.stores
+            for store in stores:
+                validate_store(store)
+
+            status = client.command_status(cid)
+            assert status.state == "interrupted" and status.done is None
+            assert status.events == n and status.session != client.info()["session"]
+            assert status.ran is not None and status.ran + status.not_run == n
+            # "ran" is written after the frames are journaled: the kill may fall in between
+            assert status.ran <= len(mine) <= status.ran + 1
+            assert status.not_run >= n - len(mine) - 1 > 0
+
+            # a repeat of the id: the stored acknowledgement and the truth about its work
+            again = client.submit_sequence(sequence, command_id=cid, tag="doomed")
+            assert again.repeat and again.queued_events == n
+            assert again.work is not None and again.work.state == "interrupted"
+            assert again.work.not_run == status.not_run
+            assert f"{status.not_run} were NOT run" in again.detail
+            assert "new command id" in again.detail
+
+            # nothing was resumed behind the user's back; the edge works
+            time.sleep(0.5)
+            assert client.state().frames_journaled == 0
+            fresh = client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 3)
+            assert client.wait_until_idle().frames_journaled == 3
+            assert client.command_status(fresh.command_id).state == "done"
+    finally:
+        second.stop()
+    # the restart settled the crash once: a third start reports the same, not again as new
+    third = EdgeProcess(data_dir, extra_args=SMALL).start()
+    try:
+        with EdgeClient(third.url, token_file=third.token_file) as client:
+            assert client.command_status(cid) == status
+            done = client.command_status(fresh.command_id)
+            assert done.state == "done" and done.done is not None and done.done.frames == 3
+    finally:
+        assert third.stop() == 0
+
+
+def test_a_clean_stop_reports_the_dropped_events_as_stopped_not_interrupted(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "edge"
+    cid = f"stopped-{uuid.uuid4().hex[:6]}"
+    sequence = {"channels": ["DAPI"], "time_plan": {"interval": 0.1, "loops": 200}}
+    edge = EdgeProcess(data_dir, extra_args=SMALL).start()
+    with EdgeClient(edge.url, token_file=edge.token_file) as client:
+        client.submit_sequence(sequence, command_id=cid)
+        _wait_for(lambda: client.state().frames_journaled >= 3, 30, "frames")
+    assert edge.stop(sig=signal.SIGTERM) == 0, "\n".join(edge.stderr_lines[-20:])
+    again = EdgeProcess(data_dir, extra_args=SMALL).start()
+    try:
+        with EdgeClient(again.url, token_file=again.token_file) as client:
+            status = client.command_status(cid)
+            assert status.state == "done" and status.done is not None
+            assert status.done.outcome == "stopped"
+            assert status.done.frames + status.done.dropped == 200 and status.done.dropped > 0
+            ack = client.submit_sequence(sequence, command_id=cid)
+            assert ack.repeat and "stopped" in ack.detail and ack.work == status
+    finally:
+        again.stop()
