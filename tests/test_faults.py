@@ -6,6 +6,7 @@ Every edge here is a real ``scopeflow edge serve --simulate`` child process on 1
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -148,3 +149,57 @@ def test_a_clean_stop_reports_the_dropped_events_as_stopped_not_interrupted(
             assert ack.repeat and "stopped" in ack.detail and ack.work == status
     finally:
         again.stop()
+
+
+# stream clients that leave, SIGTERM -------------------------------------------------------------
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_stream_threads_of_clients_that_left_are_released(tmp_path: Path) -> None:
+    with EdgeProcess(tmp_path / "edge", extra_args=SMALL) as edge:
+        assert edge.pid is not None
+        with EdgeClient(edge.url, token_file=edge.token_file) as client:
+            client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)] * 2)
+            client.wait_until_idle()
+            time.sleep(0.5)
+            baseline = _threads(edge.pid)
+            token = _token(edge)
+            for round_ in range(3):
+                socks = []
+                for _ in range(25):  # idle streams (waiting for frame 2, which never comes)
+                    sock = socket.create_connection(("127.0.0.1", edge.stream_port), timeout=10)
+                    sock.sendall(json.dumps({"token": token, "from": 2}).encode() + b"\n")
+                    assert b'"ok":true' in sock.recv(4096).replace(b" ", b"")
+                    socks.append(sock)
+                _wait_for(lambda: _threads(edge.pid) >= baseline + 25, 10, "handler threads")
+                for sock in socks:
+                    sock.close()
+                _wait_for(lambda: _threads(edge.pid) <= baseline, 10, f"release ({round_})")
+            # the edge still serves a stream
+            client.submit_events([useq.MDAEvent(channel="DAPI", exposure=5)])
+            frame = next(iter(client.frames(2, stop=3, transport="tcp", verify=True)))
+            assert frame.index == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_acquisition_shuts_down_cleanly(tmp_path: Path, sig: int) -> None:
+    """SIGTERM (what systemd, Kubernetes and Slurm send) does what Ctrl-C does: every frame
+    taken is journaled, the unrun events are reported as dropped, exit code 0."""
+    data_dir = tmp_path / "edge"
+    edge = EdgeProcess(data_dir, extra_args=SMALL).start()
+    sequence = {"channels": ["DAPI"], "time_plan": {"interval": 0.05, "loops": 500}}
+    with EdgeClient(edge.url, token_file=edge.token_file) as client:
+        client.submit_sequence(sequence, command_id="signalled")
+        _wait_for(lambda: client.state().frames_journaled >= 5, 30, "frames")
+    assert edge.stop(sig=sig) == 0, "\n".join(edge.stderr_lines[-20:])
+    assert any('"event": "stopped"' in line for line in edge.stderr_lines)
+    metas = _journal_frames(edge.journal)
+    with FrameJournal.open(edge.journal) as journal:
+        for store in journal.stores:
+            validate_store(store)
+    queue_log = (data_dir / "queue.jsonl").read_text()
+    assert '"end": true' in queue_log.splitlines()[-1]  # a clean end: nothing to settle
+    assert f'"frames": {len(metas)}' in queue_log  # the CommandDone: every frame accounted

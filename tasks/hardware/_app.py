@@ -180,9 +180,12 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         loop = asyncio.get_running_loop()
         index = start
         cursor = agent.hub.notice_cursor(start) if notices else None
+        left = asyncio.ensure_future(websocket.receive())  # a client sends nothing but its close
         try:
             while not agent.hub.closed:
                 found = await loop.run_in_executor(None, agent.hub.next_message, index, cursor, 0.5)
+                if left.done():  # an idle stream's client left: no send would notice it
+                    return
                 if found is None:
                     continue
                 if not isinstance(found, Frame):
@@ -194,6 +197,8 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
                 index += 1
         except WebSocketDisconnect:
             return
+        finally:
+            left.cancel()
         await websocket.close()
 
     return app

@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import logging
 import socket
+import select
 import socketserver
 import threading
 from collections.abc import Callable
@@ -114,6 +115,8 @@ class FrameStreamServer:
                     while not hub.closed:
                         frame = hub.next_message(index, cursor, timeout=0.5)
                         if frame is None:
+                            if _peer_left(sock):  # idle: no send would notice it gone
+                                return
                             continue
                         if not isinstance(frame, Frame):
                             sock.sendall(encode_notice(frame))
@@ -132,6 +135,18 @@ class FrameStreamServer:
                     log.info("stream client left at frame %d: %s", index, exc)
 
         return Handler
+
+
+def _peer_left(sock: socket.socket) -> bool:
+    """Whether the client of an idle frame stream closed its end (it sends nothing after its
+    hello, so a readable socket means end of file, a reset, or garbage: all end the stream)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def _serve_commands(sock: socket.socket, run: Callable[[CommandRequest], CommandAck]) -> None:
