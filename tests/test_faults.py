@@ -13,17 +13,17 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import useq
 
-from scopeflow import CommandDone, EventFailed, Frame, checksum
+from scopeflow import CommandDone, Frame, checksum
 from tasks.hardware import EdgeClient, EdgeProcess
 from tasks.storage import FrameJournal
 
+from ._proxy import CuttableProxy
 from .conftest import validate_store
 
 SMALL = ["--camera-size", "64"]
@@ -38,6 +38,15 @@ def _wait_for(predicate, timeout: float, what: str, poll: float = 0.02) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
         time.sleep(poll)
+
+
+def _inject_faults(edge: EdgeProcess, **faults: int) -> None:
+    response = httpx.post(
+        f"{edge.url}/v1/sim/faults",
+        json=faults,
+        headers={"Authorization": f"Bearer {_token(edge)}"},
+    )
+    assert response.status_code == 200, response.text
 
 
 def _journal_frames(root: Path) -> list[dict]:
@@ -203,3 +212,58 @@ def test_a_signal_mid_acquisition_shuts_down_cleanly(tmp_path: Path, sig: int) -
     queue_log = (data_dir / "queue.jsonl").read_text()
     assert '"end": true' in queue_log.splitlines()[-1]  # a clean end: nothing to settle
     assert f'"frames": {len(metas)}' in queue_log  # the CommandDone: every frame accounted
+
+
+# the stream connection cut 10 times in a 1,000-frame run ----------------------------------------
+
+
+def _stream_until_done(client: EdgeClient, cid: str, on_frame=None) -> list:
+    """Every frame and notice from 0 to ``cid``'s CommandDone, as comparable tuples."""
+    seen: list = []
+    for message in client.frames(0, transport="tcp", verify=True, notices=True):
+        if isinstance(message, Frame):
+            seen.append(("frame", message.index, message.header.checksum, message.header.tag))
+            if on_frame is not None:
+                on_frame(len([s for s in seen if s[0] == "frame"]))
+        else:
+            seen.append((message.type, message.position, message.command_id))
+            if isinstance(message, CommandDone) and message.command_id == cid:
+                return seen
+    raise AssertionError("the stream ended before the command did")
+
+
+def test_a_1000_frame_run_loses_and_repeats_nothing_when_its_stream_is_cut_10_times(
+    tmp_path: Path,
+) -> None:
+    n, cuts_at = 1000, set(range(50, 1000, 100))
+    with EdgeProcess(tmp_path / "edge", extra_args=SMALL) as edge:
+        with EdgeClient(edge.url, token_file=edge.token_file) as client:
+            _inject_faults(edge, snap=1)  # a notice in the run too (skipped event 0)
+            cid = "cut-run"
+            client.submit_events(
+                [useq.MDAEvent(channel="DAPI", exposure=1)] * n, command_id=cid, on_error="skip"
+            )
+            undisturbed: list = []
+            reader = threading.Thread(
+                target=lambda: undisturbed.extend(_stream_until_done(client, cid)), daemon=True
+            )
+            reader.start()
+            proxy = CuttableProxy(edge.stream_port)
+            try:
+                with EdgeClient(edge.url, token_file=edge.token_file) as cut_client:
+                    cut_client._stream_port = proxy.port  # the stream goes through the proxy
+
+                    def cut(frames: int) -> None:
+                        if frames in cuts_at:
+                            proxy.cut()
+
+                    disturbed = _stream_until_done(cut_client, cid, on_frame=cut)
+                    assert proxy.connections == 1 + len(cuts_at)  # every cut was resumed
+            finally:
+                proxy.close()
+            reader.join(60)
+            assert not reader.is_alive()
+    frames = [s for s in disturbed if s[0] == "frame"]
+    assert [f[1] for f in frames] == list(range(n - 1))  # 0 lost, 0 repeated (1 skipped)
+    assert disturbed == undisturbed  # same frames, same checksums, same notices in place
+    assert [s[0] for s in disturbed if s[0] != "frame"] == ["event_failed", "command_done"]
