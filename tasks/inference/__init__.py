@@ -17,6 +17,7 @@ from ._backend_core import (
     InferenceBackend,
     InferenceError,
     InferenceFuture,
+    WorkerLost,
     chunk_indices,
 )
 from ._bioimageio import export_bioimageio_package
@@ -69,6 +70,7 @@ __all__ = [
     "BlurBaseline",
     "InferenceBackend",
     "InferenceError",
+    "WorkerLost",
     "InferenceFuture",
     "InstanceScores",
     "ObjectTable",
