@@ -19,7 +19,7 @@ import httpx
 import pytest
 import useq
 
-from scopeflow import CommandDone, Frame, checksum
+from scopeflow import CommandDone, EventFailed, Frame, checksum
 from tasks.hardware import EdgeClient, EdgeProcess
 from tasks.storage import FrameJournal
 
@@ -267,3 +267,74 @@ def test_a_1000_frame_run_loses_and_repeats_nothing_when_its_stream_is_cut_10_ti
     assert [f[1] for f in frames] == list(range(n - 1))  # 0 lost, 0 repeated (1 skipped)
     assert disturbed == undisturbed  # same frames, same checksums, same notices in place
     assert [s[0] for s in disturbed if s[0] != "frame"] == ["event_failed", "command_done"]
+
+
+# a device that never finishes its move: the core's wait times out ------------------------------
+
+CORE_TIMEOUT_S = 5.0  # Micro-Manager's default device timeout (CMMCore.getTimeoutMs)
+
+
+def _notices_until_done(client: EdgeClient, start: int, cid: str, t0: float) -> list:
+    out: list = []
+    for message in client.frames(start, transport="tcp", notices=True):
+        out.append((time.monotonic() - t0, message))
+        if isinstance(message, CommandDone) and message.command_id == cid:
+            return out
+    raise AssertionError("the stream ended before the command did")
+
+
+def test_a_stage_that_hangs_times_out_and_the_failure_reaches_the_client_at_once(
+    tmp_path: Path,
+) -> None:
+    with (
+        EdgeProcess(tmp_path / "edge", extra_args=SMALL) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        here = client.state().stage
+        moves = [
+            useq.MDAEvent(x_pos=here.x + dx, y_pos=here.y, channel="DAPI", exposure=2)
+            for dx in (0.0, 40.0)
+        ]
+        # skip: the hung event fails after one timeout, the next one runs
+        _inject_faults(edge, hang=1)
+        t0 = time.monotonic()
+        ack = client.submit_events(moves, command_id="hang-skip", on_error="skip")
+        seen: list = []
+        reader = threading.Thread(
+            target=lambda: seen.extend(_notices_until_done(client, 0, "hang-skip", t0)),
+            daemon=True,
+        )
+        reader.start()
+        time.sleep(1.0)  # mid-hang: the edge answers, says what it is doing
+        with httpx.Client(timeout=2.0) as http:
+            assert http.get(f"{edge.url}/healthz").status_code == 200
+        assert client.state().run_state == "acquiring"
+        reader.join(CORE_TIMEOUT_S + 10)
+        assert not reader.is_alive(), "the command never ended: something hangs"
+        (t_failed, failed), (_, frame), (_, done) = seen
+        assert isinstance(failed, EventFailed) and isinstance(frame, Frame)
+        assert (failed.step, failed.device, failed.action, failed.attempts) == (
+            "setup", "XY", "skipped", 1,
+        )  # fmt: skip
+        assert "timed out" in failed.error and "'XY'" in failed.fix
+        assert "new command id" in failed.fix
+        # the core gives up after its timeout; the client hears of it within a second
+        assert CORE_TIMEOUT_S <= t_failed < CORE_TIMEOUT_S + 1.0, t_failed
+        assert frame.header.stage.x == pytest.approx(here.x + 40.0)
+        assert (done.outcome, done.frames, done.failed) == ("partial", 1, 1)
+
+        # retry: the second attempt moves, nothing is lost
+        _inject_faults(edge, hang=1)
+        start = client.state().frames_journaled
+        t0 = time.monotonic()
+        ack = client.submit_events(moves, command_id="hang-retry", on_error="retry:1")
+        retried = [
+            (t, m)
+            for t, m in _notices_until_done(client, ack.stream_from, "hang-retry", t0)
+            if (m.header.command_id if isinstance(m, Frame) else m.command_id) == "hang-retry"
+        ]
+        kinds = [type(m).__name__ for _, m in retried]
+        assert kinds == ["Frame", "Frame", "CommandDone"], kinds
+        assert retried[-1][1].outcome == "completed"
+        assert [m.index for _, m in retried[:2]] == [start, start + 1]
+        assert client.wait_until_idle().last_error is None

@@ -75,14 +75,14 @@ log = logging.getLogger(__name__)
 TruthProvider = Callable[[tuple[float, float, float, float] | None, float | None], dict[str, Any]]
 
 
-FaultInjector = Callable[[int, int, bool], dict[str, int]]
+FaultInjector = Callable[[int, int, bool, int], dict[str, int]]
 
 
 @dataclass(frozen=True)
 class SampleTruth:
     """A simulated sample's ground truth: cells in a region at a time, and the sample's clock
     (stamped on every frame, so a consumer can ask for the truth of the instant it saw);
-    ``faults(snap, stage, clear)`` makes the simulated camera or stage fail (tests)."""
+    ``faults(snap, stage, clear, hang)`` makes the simulated camera or stage fail (tests)."""
 
     cells: TruthProvider
     clock: Callable[[], float]
@@ -534,11 +534,14 @@ class EdgeAgent:
             raise HardwareError("ground truth exists only for the simulated microscope")
         return self._truth.cells(region, t_s)
 
-    def inject_faults(self, snap: int, stage: int, *, clear: bool = False) -> dict[str, int]:
-        """Simulated microscope only: the next ``snap`` snaps and ``stage`` XY moves fail."""
+    def inject_faults(
+        self, snap: int, stage: int, *, hang: int = 0, clear: bool = False
+    ) -> dict[str, int]:
+        """Simulated microscope only: the next ``snap`` snaps and ``stage`` XY moves fail, the
+        next ``hang`` XY moves never finish (the core's wait for the stage times out)."""
         if self._truth is None or self._truth.faults is None:
             raise HardwareError("faults can be injected only into the simulated microscope")
-        return self._truth.faults(snap, stage, clear)
+        return self._truth.faults(snap, stage, clear, hang)
 
     def _hardware_context(self) -> HardwareContext:
         device, prop = self.settings.intensity_property

@@ -43,6 +43,9 @@ class SimFaults(BaseModel):
 
     snap: int = Field(0, ge=0, le=1000, description="The next N snaps raise a camera error")
     stage: int = Field(0, ge=0, le=1000, description="The next N XY moves raise a stage error")
+    hang: int = Field(
+        0, ge=0, le=1000, description="The next N XY moves never finish: the wait times out"
+    )
     clear: bool = Field(False, description="Drop the failures still pending first")
 
 
@@ -132,7 +135,9 @@ def create_app(agent: EdgeAgent, token: str, *, stream_port: int | None = None) 
         @app.post("/v1/sim/faults", tags=["simulation"])
         def sim_faults(faults: SimFaults) -> dict[str, int]:
             """Make the simulated camera or stage fail (pending counts are returned)."""
-            return agent.inject_faults(faults.snap, faults.stage, clear=faults.clear)
+            return agent.inject_faults(
+                faults.snap, faults.stage, hang=faults.hang, clear=faults.clear
+            )
 
     @app.get("/v1/truth", tags=["simulation"])
     def truth(
