@@ -251,6 +251,7 @@ def summarise_tracking(
         "analysis": outcome.analysis,
         "loop_latency_ms": {k: round(v, 2) for k, v in latency.items()},
         "refused": outcome.loop["refused"],
+        "resumed": _resumed(outcome),
         "stores": [str(s) for s in stores],
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -305,6 +306,16 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
         outcome = track_cells(params, run_id, run_dir, first, backend)
         stores = store_tracks(params, outcome, backend)
     return summarise_tracking(params, outcome, stores, started)
+
+
+def _resumed(outcome: TrackingOutcome) -> dict[str, int]:
+    """Provenance of a run that was resumed after a crash: how often, and how many of the
+    commands its replay sent were repeats the edge recognised (nothing ran twice)."""
+    records = DecisionLog.read(outcome.decisions_path)
+    return {
+        "times": sum(r.get("type") == "resume" for r in records),
+        "commands_repeated": outcome.loop["repeats"],
+    }
 
 
 def _segment_as_in_the_loop(
