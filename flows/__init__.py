@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
+from ._demo_ui import DemoUI
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
@@ -25,6 +26,7 @@ __all__ = [
     "DEMO_DENSITY",
     "DEMO_REGION",
     "DatasetParams",
+    "DemoUI",
     "DetailSettings",
     "OverviewSettings",
     "Region",

@@ -55,7 +55,7 @@ def test_a_worker_killed_mid_inference_loses_and_repeats_no_frame(kind: str) -> 
             undisturbed = backend.segment(frames)
             killed: list[int] = []
 
-            def kill(seed: int = seed) -> None:
+            def kill(seed: int = seed, pids: list[int] = pids, killed: list[int] = killed) -> None:
                 pid = _busy_worker_pid(backend, kind, pids)
                 time.sleep(0.05 * seed)
                 os.kill(pid, signal.SIGKILL)

@@ -236,33 +236,35 @@ def test_a_1000_frame_run_loses_and_repeats_nothing_when_its_stream_is_cut_10_ti
     tmp_path: Path,
 ) -> None:
     n, cuts_at = 1000, set(range(50, 1000, 100))
-    with EdgeProcess(tmp_path / "edge", extra_args=SMALL) as edge:
-        with EdgeClient(edge.url, token_file=edge.token_file) as client:
-            _inject_faults(edge, snap=1)  # a notice in the run too (skipped event 0)
-            cid = "cut-run"
-            client.submit_events(
-                [useq.MDAEvent(channel="DAPI", exposure=1)] * n, command_id=cid, on_error="skip"
-            )
-            undisturbed: list = []
-            reader = threading.Thread(
-                target=lambda: undisturbed.extend(_stream_until_done(client, cid)), daemon=True
-            )
-            reader.start()
-            proxy = CuttableProxy(edge.stream_port)
-            try:
-                with EdgeClient(edge.url, token_file=edge.token_file) as cut_client:
-                    cut_client._stream_port = proxy.port  # the stream goes through the proxy
+    with (
+        EdgeProcess(tmp_path / "edge", extra_args=SMALL) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        _inject_faults(edge, snap=1)  # a notice in the run too (skipped event 0)
+        cid = "cut-run"
+        client.submit_events(
+            [useq.MDAEvent(channel="DAPI", exposure=1)] * n, command_id=cid, on_error="skip"
+        )
+        undisturbed: list = []
+        reader = threading.Thread(
+            target=lambda: undisturbed.extend(_stream_until_done(client, cid)), daemon=True
+        )
+        reader.start()
+        proxy = CuttableProxy(edge.stream_port)
+        try:
+            with EdgeClient(edge.url, token_file=edge.token_file) as cut_client:
+                cut_client._stream_port = proxy.port  # the stream goes through the proxy
 
-                    def cut(frames: int) -> None:
-                        if frames in cuts_at:
-                            proxy.cut()
+                def cut(frames: int) -> None:
+                    if frames in cuts_at:
+                        proxy.cut()
 
-                    disturbed = _stream_until_done(cut_client, cid, on_frame=cut)
-                    assert proxy.connections == 1 + len(cuts_at)  # every cut was resumed
-            finally:
-                proxy.close()
-            reader.join(60)
-            assert not reader.is_alive()
+                disturbed = _stream_until_done(cut_client, cid, on_frame=cut)
+                assert proxy.connections == 1 + len(cuts_at)  # every cut was resumed
+        finally:
+            proxy.close()
+        reader.join(60)
+        assert not reader.is_alive()
     frames = [s for s in disturbed if s[0] == "frame"]
     assert [f[1] for f in frames] == list(range(n - 1))  # 0 lost, 0 repeated (1 skipped)
     assert disturbed == undisturbed  # same frames, same checksums, same notices in place

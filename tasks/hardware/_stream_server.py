@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import socket
 import select
+import socket
 import socketserver
 import threading
 from collections.abc import Callable

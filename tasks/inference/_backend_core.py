@@ -268,8 +268,11 @@ class BackendBase(Closeable):
         self, frames: Sequence[Any], *, pixel_size_um: float | None = None, objects: bool = False
     ) -> list[Any]:
         """Segment ``frames`` in chunks spread over the workers, results in the order given."""
+
         def submit(chunk: range) -> InferenceFuture:
-            return self._submit_chunk([frames[i] for i in chunk], pixel_size_um, chunk.start, objects)
+            return self._submit_chunk(
+                [frames[i] for i in chunk], pixel_size_um, chunk.start, objects
+            )
 
         chunks = chunk_indices(len(frames), self._worker_count())
         futures = [submit(chunk) for chunk in chunks]
