@@ -340,3 +340,87 @@ def test_a_stage_that_hangs_times_out_and_the_failure_reaches_the_client_at_once
         assert retried[-1][1].outcome == "completed"
         assert [m.index for _, m in retried[:2]] == [start, start + 1]
         assert client.wait_until_idle().last_error is None
+
+
+# device errors reaching the closed loop (what a flow's live phase runs) -------------------------
+
+
+class _Timed:
+    """A frame source that notes when each notice reached the loop (wall clock, ns)."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self.notices: list[tuple[int, object]] = []
+
+    def frames(self):
+        for item in self._source.frames():
+            if isinstance(item, EventFailed | CommandDone):
+                self.notices.append((time.time_ns(), item))
+            yield item
+
+    def stop(self) -> None:
+        self._source.stop()
+
+
+@pytest.mark.parametrize(
+    ("fault", "device", "words"),
+    [("snap", "Camera", "camera"), ("stage", "XY", "stage"), ("hang", "XY", "timed out")],
+)
+def test_a_device_error_reaches_the_loop_within_a_second_and_nothing_hangs(
+    tmp_path: Path, fault: str, device: str, words: str
+) -> None:
+    from tasks.decisions import TrackingPolicy, TrackingRules
+    from tasks.live import (
+        Analyzer,
+        AnalyzerSettings,
+        CommandSink,
+        DecisionLog,
+        EdgeStreamSource,
+        LoopSettings,
+        run_loop,
+    )
+
+    with (
+        EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "128"]) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        here = client.state().stage
+        rules = TrackingRules(time_points=4, interval_s=0.3, channel="DAPI", exposure_ms=5.0)
+        policy = TrackingPolicy([("p", here.x + 30.0, here.y)], rules)
+        # the default policy tries once more: two failures exhaust it
+        _inject_faults(edge, **{fault: 2})
+        run_id = f"fault-{fault}"
+        sink = CommandSink(client, run_id=run_id, phase="track")
+        log = DecisionLog(tmp_path / "decisions.jsonl", run_id=run_id, phase="track", first_frame=0)
+        analyzer = Analyzer(None, AnalyzerSettings(fallback_model="classical"))
+        source = _Timed(EdgeStreamSource(client, start=0, command_prefix=sink.prefix))
+        finished: list = []
+
+        def loop() -> None:
+            try:
+                finished.append(
+                    run_loop(source, analyzer, policy, sink, log, LoopSettings(frame_timeout_s=30))
+                )
+            except BaseException as exc:
+                finished.append(exc)
+
+        runner = threading.Thread(target=loop, daemon=True)
+        runner.start()
+        runner.join(2 * CORE_TIMEOUT_S + 30)
+        analyzer.close()
+        sink.close()
+        log.close()
+        assert not runner.is_alive(), "the loop hangs after a device error"
+        (report,) = finished
+        assert not isinstance(report, BaseException), report
+        failed = [(t, n) for t, n in source.notices if isinstance(n, EventFailed)]
+        assert failed, "the failure never reached the loop"
+        t_seen, notice = failed[0]
+        assert notice.device == device and words in notice.error.lower()
+        assert device in notice.fix and "new command id" in notice.fix
+        assert (notice.attempts, notice.action) == (2, "aborted")  # the policy applied
+        assert (t_seen - notice.t_ns) / 1e9 < 1.0  # from the failure to the loop
+        assert notice in report.failures
+        logged = [r for r in DecisionLog.read(tmp_path / "decisions.jsonl")]
+        assert any(r.get("type") == "event_failed" for r in logged)
+        assert client.wait_until_idle().last_error is None  # one command failed, not the edge
