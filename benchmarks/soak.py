@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from tasks.hardware import EdgeClient, EdgeProcess
 
 RESULTS = Path(__file__).parent / "results" / "soak.json"
 CHUNK_S = 30.0  # one submitted sequence: 30 s of frames
+# generous: on a loaded shared machine the edge may answer late; how late is reported
+HTTP_TIMEOUT_S = 300.0
 
 
 def rss_mib(pid: int) -> float:
@@ -52,8 +55,11 @@ def consume(url: str, token_file: str, stop: int, progress: str) -> None:
     """The consumer process: every frame from 0 to ``stop`` over TCP, checksums verified."""
     received = repeats = 0
     last = -1
-    with EdgeClient(url, token_file=Path(token_file)) as client:
-        for frame in client.frames(0, stop=stop, transport="tcp", verify=True):
+    with EdgeClient(url, token_file=Path(token_file), timeout=HTTP_TIMEOUT_S) as client:
+        frames = client.frames(
+            0, stop=stop, transport="tcp", verify=True, reconnect_timeout=HTTP_TIMEOUT_S
+        )
+        for frame in frames:
             repeats += frame.index <= last
             last = max(last, frame.index)
             received += 1
@@ -76,12 +82,15 @@ def run(minutes: float, fps: float, size: int, sample_s: float, warmup_s: float)
                 [sys.executable, __file__, "--consume", edge.url, str(edge.token_file),
                  str(total), str(progress)]
             )  # fmt: skip
-            with EdgeClient(edge.url, token_file=edge.token_file) as client:
+            with EdgeClient(edge.url, token_file=edge.token_file, timeout=HTTP_TIMEOUT_S) as client:
                 submitted = 0
+                slowest_state_s = 0.0
                 t0 = time.monotonic()
                 next_sample = 0.0
                 while True:
+                    asked = time.monotonic()
                     state = client.state()
+                    slowest_state_s = max(slowest_state_s, time.monotonic() - asked)
                     if submitted < total and state.queue_depth < per_chunk:
                         n = min(per_chunk, total - submitted)
                         client.submit_sequence(
@@ -119,6 +128,8 @@ def run(minutes: float, fps: float, size: int, sample_s: float, warmup_s: float)
         "dropped_before_journal": total - journaled,
         "dropped_after_journal": journaled - seen["received"],
         "repeated": seen.get("repeats"),
+        "slowest_state_answer_s": slowest_state_s,
+        "load_average_at_end": list(os.getloadavg()),
         "edge_rss_mib": {
             "first": edge_rss[0][1],
             "last": edge_rss[-1][1],
