@@ -142,7 +142,11 @@ def run(minutes: float, fps: float, size: int, sample_s: float, warmup_s: float)
             "max": max(m for _, m in consumer_rss),
             "slope_mib_per_h": slope_mib_per_h(consumer_rss, warmup_s),
         },
-        "samples": {"edge": edge_rss, "consumer": consumer_rss, "every_s": sample_s},
+        "samples": {
+            "edge": [(round(t, 1), round(m, 2)) for t, m in edge_rss],
+            "consumer": [(round(t, 1), round(m, 2)) for t, m in consumer_rss],
+            "every_s": sample_s,
+        },
         "warmup_s": warmup_s,
     }
 
@@ -165,7 +169,9 @@ def main() -> None:
     result["note"] = args.note
     result["machine"] = describe_machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    samples = json.dumps(result["samples"])  # one line: hundreds of (t, MiB) pairs
+    text = json.dumps({**result, "samples": "@samples@"}, indent=2)
+    args.out.write_text(text.replace('"@samples@"', samples) + "\n")
     summary = {k: v for k, v in result.items() if k not in ("samples", "machine")}
     print(json.dumps(summary, indent=2))
 

@@ -277,9 +277,10 @@ CORE_TIMEOUT_S = 5.0  # Micro-Manager's default device timeout (CMMCore.getTimeo
 
 
 def _notices_until_done(client: EdgeClient, start: int, cid: str, t0: float) -> list:
+    """(s since ``t0``, message, wall clock ns when it came) up to ``cid``'s CommandDone."""
     out: list = []
     for message in client.frames(start, transport="tcp", notices=True):
-        out.append((time.monotonic() - t0, message))
+        out.append((time.monotonic() - t0, message, time.time_ns()))
         if isinstance(message, CommandDone) and message.command_id == cid:
             return out
     raise AssertionError("the stream ended before the command did")
@@ -313,15 +314,16 @@ def test_a_stage_that_hangs_times_out_and_the_failure_reaches_the_client_at_once
         assert client.state().run_state == "acquiring"
         reader.join(CORE_TIMEOUT_S + 10)
         assert not reader.is_alive(), "the command never ended: something hangs"
-        (t_failed, failed), (_, frame), (_, done) = seen
+        (t_failed, failed, came_ns), (_, frame, _), (_, done, _) = seen
         assert isinstance(failed, EventFailed) and isinstance(frame, Frame)
         assert (failed.step, failed.device, failed.action, failed.attempts) == (
             "setup", "XY", "skipped", 1,
         )  # fmt: skip
         assert "timed out" in failed.error and "'XY'" in failed.fix
         assert "new command id" in failed.fix
-        # the core gives up after its timeout; the client hears of it within a second
-        assert CORE_TIMEOUT_S <= t_failed < CORE_TIMEOUT_S + 1.0, t_failed
+        # the core gave up after its timeout; the client heard of it within a second
+        assert t_failed >= CORE_TIMEOUT_S
+        assert (came_ns - failed.t_ns) / 1e9 < 1.0
         assert frame.header.stage.x == pytest.approx(here.x + 40.0)
         assert (done.outcome, done.frames, done.failed) == ("partial", 1, 1)
 
@@ -332,7 +334,7 @@ def test_a_stage_that_hangs_times_out_and_the_failure_reaches_the_client_at_once
         ack = client.submit_events(moves, command_id="hang-retry", on_error="retry:1")
         retried = [
             (t, m)
-            for t, m in _notices_until_done(client, ack.stream_from, "hang-retry", t0)
+            for t, m, _ in _notices_until_done(client, ack.stream_from, "hang-retry", t0)
             if (m.header.command_id if isinstance(m, Frame) else m.command_id) == "hang-retry"
         ]
         kinds = [type(m).__name__ for _, m in retried]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import select
 import socket
 import socketserver
 import threading
@@ -141,9 +140,8 @@ def _peer_left(sock: socket.socket) -> bool:
     """Whether the client of an idle frame stream closed its end (it sends nothing after its
     hello, so a readable socket means end of file, a reset, or garbage: all end the stream)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):  # nothing to read: still there
         return False
     except OSError:
         return True
