@@ -429,7 +429,8 @@ class EdgeAgent:
             self._event_finished(item.run, "failed" if failed else "ran")
 
     def _event_finished(self, run: _CommandRun, how: str) -> None:
-        self._after_journal(lambda: self.queue_log.finished(run.command_id, how))
+        if how != "dropped":  # a dropped event is not run: the queue log needs no line for it
+            self._after_journal(lambda: self.queue_log.finished(run.command_id, how))
         with self._runs_lock:
             run.finished += 1
             run.failed += how == "failed"

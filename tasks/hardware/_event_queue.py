@@ -5,9 +5,10 @@
 - ``{"session", "start"}`` / ``{"session", "end"}``: an edge session began / shut down cleanly;
 - ``{"accepted": command_id, "session", "tag", "events", "stream_from"}``: a command's events
   entered the queue (written before they do);
-- ``{"finished": command_id, "how"}`` (ran / failed / dropped): one of its events is over;
-  ``ran`` is written by the journal thread after the event's frames are in the journal, so a
-  ``ran`` line means the frames are on disk;
+- ``{"finished": command_id, "how"}`` (ran / failed): one of its events is over; ``ran`` is
+  written by the journal thread after the event's frames are in the journal, so a ``ran`` line
+  means the frames are on disk (dropped events get no line: until the command's ``done`` they
+  count as not run, which they are);
 - ``{"failure": EventFailed}`` and ``{"done": CommandDone}``: its notices.
 
 After a crash (a session with a start and no end) the events accepted and not finished were
