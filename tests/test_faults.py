@@ -133,7 +133,7 @@ def test_an_edge_killed_mid_acquisition_reports_the_lost_work_after_a_restart(
             done = client.command_status(fresh.command_id)
             assert done.state == "done" and done.done is not None and done.done.frames == 3
     finally:
-        assert third.stop() == 0
+        assert third.stop() == 0, "\n".join(third.stderr_lines[-40:])
 
 
 def test_a_clean_stop_reports_the_dropped_events_as_stopped_not_interrupted(
