@@ -23,6 +23,7 @@ from ._acquire_plan import (
 from ._acquire_store import FieldStores, FrameRecord
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
+from ._demo_ui import DemoUI
 from ._em_qc_demo import run_em_qc_demo
 from ._em_qc_params import EMQCParams
 from ._omero_tasks import queue_for_omero, register_in_omero
@@ -41,6 +42,7 @@ __all__ = [
     "AcquireParams",
     "AnalysisHook",
     "DatasetParams",
+    "DemoUI",
     "DetailSettings",
     "EMQCParams",
     "FieldGrid",

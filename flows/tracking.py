@@ -278,6 +278,7 @@ def summarise_tracking(
         "loop_latency_ms": {k: round(v, 2) for k, v in latency.items()},
         "queueing_ms": {k: round(v, 2) for k, v in waiting.items()},
         "refused": outcome.loop["refused"],
+        "resumed": _resumed(outcome),
         "stores": [str(s) for s in stores],
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -405,6 +406,16 @@ def _far_apart(targets: list[Detection], count: int, separation_um: float) -> li
         if len(chosen) == count:
             break
     return chosen
+
+
+def _resumed(outcome: TrackingOutcome) -> dict[str, int]:
+    """Provenance of a run that was resumed after a crash: how often, and how many of the
+    commands its replay sent were repeats the edge recognised (nothing ran twice)."""
+    records = DecisionLog.read(outcome.decisions_path)
+    return {
+        "times": sum(r.get("type") == "resume" for r in records),
+        "commands_repeated": outcome.loop["repeats"],
+    }
 
 
 def _segment_as_in_the_loop(

@@ -335,6 +335,12 @@ class CommandAck(_Frozen):
         description="Queued events: every frame and notice of this command comes at or after "
         "this stream position (a client streams from here to find them)",
     )
+    work: CommandStatus | None = Field(
+        None,
+        description="A repeated id of a submitted command: what became of its events so far "
+        "(run, failed, not run after an edge crash), so a retry never mistakes lost work for "
+        "accepted work",
+    )
 
 
 class Refusal(_Frozen):
@@ -507,15 +513,29 @@ def parse_notice(data: str | bytes) -> EventFailed | CommandDone:
 
 
 class CommandStatus(_Frozen):
-    """What ``GET /v1/commands/{command_id}`` returns for a queued command of this session."""
+    """What ``GET /v1/commands/{command_id}`` returns for a submitted command (of this edge
+    session, or of an earlier one on the same data dir: ``session`` says which)."""
 
     command_id: str
     tag: str | None
-    state: Literal["queued", "done"]
+    state: Literal["queued", "done", "interrupted"] = Field(
+        description="queued: events still to run; done: every event ran, failed or was "
+        "dropped (see ``done``); interrupted: the edge stopped without a clean shutdown "
+        "(a crash, kill -9, power loss) before running ``not_run`` of its events: they were "
+        "not run and never will be (submit them again under a new command id)"
+    )
     events: int
-    stream_from: int
+    stream_from: int = Field(description="Stream position in the command's ``session``")
     failures: list[EventFailed]
     done: CommandDone | None = None
+    ran: int | None = Field(
+        None, description="Events that ran with their frames journaled (interrupted commands)"
+    )
+    not_run: int = Field(0, description="Events lost to an edge crash: accepted, never run")
+    session: str | None = Field(None, description="The edge session that accepted the command")
+
+
+CommandAck.model_rebuild()
 
 
 # the TCP stream port's handshake --------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -126,6 +127,13 @@ def edge_serve(
         _fail(exc)
     except KeyboardInterrupt:
         pass
+    # the edge closed everything it owns (journal, logs, ring, core); interpreter finalization
+    # with a daemon thread still inside C++ code aborted now and then ("FATAL: exception not
+    # rethrown", exit -6, about 1 stop in 12 after a crash-restart): end here instead
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @edge_app.command("openapi")
@@ -158,6 +166,17 @@ def demo(
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
     seed: Annotated[int, typer.Option(help="Tracking, em-qc, plate: simulator seed.")] = 0,
+    ui: Annotated[
+        bool,
+        typer.Option(
+            "--ui",
+            help="Report to a Prefect server whose UI stays up after the demo, to look at the "
+            "run (its URL is printed); Ctrl-C stops it.",
+        ),
+    ] = False,
+    ui_port: Annotated[
+        int, typer.Option(help="--ui: the server's port on 127.0.0.1 (0: any free port).")
+    ] = 4200,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
@@ -165,12 +184,15 @@ def demo(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # a loaded acquisition PC starts the temporary server slowly (20 s is Prefect's default)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows import run_demo, run_em_qc_demo, run_tracking_demo
+    from flows import DemoUI, run_demo, run_em_qc_demo, run_tracking_demo
 
     if experiment not in DEMOS:
         _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
         return
+    server = DemoUI(data_dir, ui_port) if ui else None
     try:
+        if server is not None:
+            server.start()
         if experiment == "plate":
             from flows import run_plate_demo
 
@@ -191,11 +213,23 @@ def demo(
             )
         else:
             summary = run_demo(data_dir, backend=backend, model=model or "classical", quiet=as_json)
+        if server is not None:
+            summary["ui_url"] = server.flow_run_url(experiment)
+        if as_json:
+            typer.echo(json.dumps(summary))
+        if server is not None:
+            typer.secho(
+                f"Prefect UI: {summary['ui_url']} (the server keeps running; Ctrl-C stops it)",
+                fg=typer.colors.GREEN,
+                err=True,
+            )
+            server.serve_until_interrupted()
     except ScopeflowError as exc:
         _fail(exc)
         return
-    if as_json:
-        typer.echo(json.dumps(summary))
+    finally:
+        if server is not None:
+            server.close()
 
 
 run_app = typer.Typer(help="Run an experiment flow against an edge agent.", no_args_is_help=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import socket
@@ -32,6 +31,7 @@ from scopeflow import (
 )
 from tasks.hardware import AsyncEdgeClient, EdgeClient, EdgeProcess
 
+from ._proxy import CuttableProxy
 from .conftest import validate_store
 
 CENTRE = (5_000.0, 5_000.0)
@@ -281,66 +281,13 @@ def test_pause_resume_and_stop(client: EdgeClient) -> None:
 # stream -------------------------------------------------------------------------------------
 
 
-class _CuttableProxy:
-    """A TCP forwarder on 127.0.0.1 whose connections the test can cut (a dropped link).
-
-    ``hello``, when given, rewrites each client's hello line (a JSON object) on its way through.
-    """
-
-    def __init__(self, target_port: int, hello=None) -> None:
-        self._target = target_port
-        self._hello = hello
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self._listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self._target))
-            self._conns += [down, up]
-            if self._hello is not None:
-                line = b""
-                while not line.endswith(b"\n"):
-                    line += down.recv(1)
-                up.sendall(json.dumps(self._hello(json.loads(line))).encode() + b"\n")
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(1 << 20):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        for s in self._conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        self._conns.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self._listener.close()
-
-
 def test_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats(
     edge: EdgeProcess, client: EdgeClient
 ) -> None:
     start = client.state().frames_journaled
     n = 30
     client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * n)
-    proxy = _CuttableProxy(edge.stream_port)
+    proxy = CuttableProxy(edge.stream_port)
     try:
         via_proxy = EdgeClient(edge.url, token_file=edge.token_file)
         via_proxy._stream_port = proxy.port
@@ -419,7 +366,7 @@ def test_async_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats
     start = client.state().frames_journaled
     n = 30
     client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * n)
-    proxy = _CuttableProxy(edge.stream_port)
+    proxy = CuttableProxy(edge.stream_port)
 
     async def main() -> list[int]:
         seen = []
@@ -447,7 +394,7 @@ def test_both_clients_refuse_a_gap_in_the_frame_stream(
     start = client.state().frames_journaled
     client.submit_events([useq.MDAEvent(channel="BF", exposure=5)] * 3)
     client.wait_until_idle()
-    skipping = _CuttableProxy(edge.stream_port, hello=_skip_one)
+    skipping = CuttableProxy(edge.stream_port, hello=_skip_one)
     gap = rf"stream gap: expected frame {start}, got {start + 1}"
 
     async def main() -> list[int]:
@@ -844,7 +791,7 @@ def test_a_resumed_stream_still_carries_the_notices_once(
         Frame,
         CommandDone,
     ]
-    proxy = _CuttableProxy(edge.stream_port)
+    proxy = CuttableProxy(edge.stream_port)
     try:
         with EdgeClient(edge.url, token_file=edge.token_file) as via_proxy:
             via_proxy._stream_port = proxy.port

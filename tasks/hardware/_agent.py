@@ -67,6 +67,7 @@ from ._command_scope import command_scope
 from ._dose import DoseLedger
 from ._engine import DeviceFault, LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
+from ._event_queue import QueueLog, repeat_ack
 from ._guard import EnvelopeGuard
 from ._hub import FrameHub
 from ._limits import (
@@ -84,14 +85,14 @@ log = logging.getLogger(__name__)
 TruthProvider = Callable[[tuple[float, float, float, float] | None, float | None], dict[str, Any]]
 
 
-FaultInjector = Callable[[int, int, bool], dict[str, int]]
+FaultInjector = Callable[[int, int, bool, int], dict[str, int]]
 
 
 @dataclass(frozen=True)
 class SampleTruth:
     """A simulated sample's ground truth: cells in a region at a time, and the sample's clock
     (stamped on every frame, so a consumer can ask for the truth of the instant it saw);
-    ``faults(snap, stage, clear)`` makes the simulated camera or stage fail (tests)."""
+    ``faults(snap, stage, clear, hang)`` makes the simulated camera or stage fail (tests)."""
 
     cells: TruthProvider
     clock: Callable[[], float]
@@ -182,6 +183,7 @@ class EdgeAgent:
             prewrite=settings.journal_prewrite,
         )
         self.commands = CommandLog(settings.data_dir / "commands.jsonl")
+        self.queue_log = QueueLog(settings.data_dir, self.session_id)  # settles a crash's work
         self.hub = FrameHub(self._read_back, settings.ring_mib * 1024 * 1024)
         self.ring = (
             ShmRing.create(settings.shm_slots, _frame_bytes(core)) if settings.shm_slots else None
@@ -210,6 +212,7 @@ class EdgeAgent:
         self._frames_acquired = 0
         self._current: useq.MDAEvent | None = None
         self._current_item: _Queued | None = None
+        self._current_frames_from = 0
         self._stop_run = threading.Event()
         self._shutdown = threading.Event()
         self.last_error: str | None = None
@@ -241,6 +244,7 @@ class EdgeAgent:
         self.hub.close()
         self.journal.close()
         self.commands.close()
+        self.queue_log.close()
         self._notices_log.close()
         if self.ring is not None:
             self.ring.close()
@@ -276,6 +280,7 @@ class EdgeAgent:
                 self._dose_reserved_nj += sum(_nj(d) for d in doses)
             # nothing of this command can come before what is published now
             run = _CommandRun(command_id, request.tag, len(events), self.hub.count)
+            self.queue_log.accepted(command_id, request.tag, len(events), run.stream_from)
             with self._runs_lock:
                 self._runs[command_id] = run
             with self._queue_lock:
@@ -292,7 +297,8 @@ class EdgeAgent:
             )
 
         with self._command_lock:
-            return self.commands.run_once(command_id, request.model_dump_json(), enqueue)
+            ack = self.commands.run_once(command_id, request.model_dump_json(), enqueue)
+        return repeat_ack(ack, self.command_status(command_id))
 
     def command(self, request: CommandRequest) -> CommandAck:
         def execute() -> CommandAck:
@@ -436,9 +442,16 @@ class EdgeAgent:
         self._current = self._current_item = None
         failed, self._current_failed = self._current_failed, False
         if item is not None:
+            cancelled = self._stop_run.is_set() or self._shutdown.is_set()
+            if not failed and cancelled and item.run.frames == self._current_frames_from:
+                item.run.stopped = True  # a stop cancelled it before its snap: it did not run
+                self._event_finished(item.run, "dropped")
+                return
             self._event_finished(item.run, "failed" if failed else "ran")
 
     def _event_finished(self, run: _CommandRun, how: str) -> None:
+        if how != "dropped":  # a dropped event is not run: the queue log needs no line for it
+            self._after_journal(lambda: self.queue_log.finished(run.command_id, how))
         with self._runs_lock:
             run.finished += 1
             run.failed += how == "failed"
@@ -447,6 +460,13 @@ class EdgeAgent:
                 return
             counts = {"frames": run.frames, "failed": run.failed, "dropped": run.dropped}
         self._notify(CommandDone, run, outcome=run.outcome(), events=run.events, **counts)
+
+    def _after_journal(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the journal thread once the frames queued before it are journaled."""
+        if threading.current_thread() is self._journal_thread:
+            step()
+        else:
+            self._journal_q.put(step)
 
     def _notify(
         self, kind: type[EventFailed] | type[CommandDone], run: _CommandRun, **fields: Any
@@ -465,6 +485,7 @@ class EdgeAgent:
                 draft.run.failures.append(notice)
             else:
                 draft.run.done = notice
+        self.queue_log.notice(notice)
         try:
             self._notices_log.write(notice.model_dump_json() + "\n")
             self._notices_log.flush()
@@ -476,8 +497,8 @@ class EdgeAgent:
         """A queued command's progress and outcome (None: not queued in this session)."""
         with self._runs_lock:
             run = self._runs.get(command_id)
-            if run is None:
-                return None
+            if run is None:  # an earlier session's (or none)
+                return self.queue_log.status(command_id)
             return CommandStatus(
                 command_id=run.command_id,
                 tag=run.tag,
@@ -486,6 +507,7 @@ class EdgeAgent:
                 stream_from=run.stream_from,
                 failures=list(run.failures),
                 done=run.done,
+                session=self.session_id,
             )
 
     # state ----------------------------------------------------------------------------------
@@ -538,11 +560,14 @@ class EdgeAgent:
         check_truth_region(region, slide, limits.max_truth_area_mm2)
         return self._truth.cells(region, t_s)
 
-    def inject_faults(self, snap: int, stage: int, *, clear: bool = False) -> dict[str, int]:
-        """Simulated microscope only: the next ``snap`` snaps and ``stage`` XY moves fail."""
+    def inject_faults(
+        self, snap: int, stage: int, *, hang: int = 0, clear: bool = False
+    ) -> dict[str, int]:
+        """Simulated microscope only: the next ``snap`` snaps and ``stage`` XY moves fail, the
+        next ``hang`` XY moves never finish (the core's wait for the stage times out)."""
         if self._truth is None or self._truth.faults is None:
             raise HardwareError("faults can be injected only into the simulated microscope")
-        return self._truth.faults(snap, stage, clear)
+        return self._truth.faults(snap, stage, clear, hang)
 
     def _hardware_context(self) -> HardwareContext:
         device, prop = self.settings.intensity_property
@@ -610,6 +635,7 @@ class EdgeAgent:
             with self._dose_lock:  # the guard charges the dose in force when the frame is taken
                 self._dose_reserved_nj -= item.dose_nj
             self._current, self._current_item = item.event, item
+            self._current_frames_from = item.run.frames
             with command_scope(item.command_id, item.number, item.tag):
                 yield item.event
 
@@ -665,6 +691,9 @@ class EdgeAgent:
                 return
             if isinstance(item, _NoticeDraft):
                 self._publish_notice(item)
+                continue
+            if callable(item):  # bookkeeping that must follow the frames before it
+                item()
                 continue
             expected, pixels, partial = item  # type: ignore[misc]
             try:

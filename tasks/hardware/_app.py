@@ -48,6 +48,9 @@ class SimFaults(BaseModel):
 
     snap: int = Field(0, ge=0, le=1000, description="The next N snaps raise a camera error")
     stage: int = Field(0, ge=0, le=1000, description="The next N XY moves raise a stage error")
+    hang: int = Field(
+        0, ge=0, le=1000, description="The next N XY moves never finish: the wait times out"
+    )
     clear: bool = Field(False, description="Drop the failures still pending first")
 
 
@@ -119,8 +122,9 @@ def create_app(
         if status is None:
             return JSONResponse(
                 {
-                    "detail": f"no command {command_id!r} was queued in this edge session "
-                    f"({agent.session_id}); only submitted events and sequences have a status"
+                    "detail": f"no command {command_id!r} was queued on this edge (this "
+                    f"session {agent.session_id} or an earlier one on its data dir); only "
+                    "submitted events and sequences have a status"
                 },
                 status_code=404,
             )
@@ -131,7 +135,9 @@ def create_app(
         @app.post("/v1/sim/faults", tags=["simulation"], responses=RESPONSES["query"])
         def sim_faults(faults: SimFaults) -> dict[str, int]:
             """Make the simulated camera or stage fail (pending counts are returned)."""
-            return agent.inject_faults(faults.snap, faults.stage, clear=faults.clear)
+            return agent.inject_faults(
+                faults.snap, faults.stage, hang=faults.hang, clear=faults.clear
+            )
 
     @app.get("/v1/truth", tags=["simulation"], responses=RESPONSES["query"])
     def truth(
@@ -189,9 +195,12 @@ def create_app(
         loop = asyncio.get_running_loop()
         index = start
         cursor = agent.hub.notice_cursor(start) if notices else None
+        left = asyncio.ensure_future(websocket.receive())  # a client sends nothing but its close
         try:
             while not agent.hub.closed:
                 found = await loop.run_in_executor(None, agent.hub.next_message, index, cursor, 0.5)
+                if left.done():  # an idle stream's client left: no send would notice it
+                    return
                 if found is None:
                     continue
                 if not isinstance(found, Frame):
@@ -203,6 +212,8 @@ def create_app(
                 index += 1
         except WebSocketDisconnect:
             return
+        finally:
+            left.cancel()
         await websocket.close()
 
     return app

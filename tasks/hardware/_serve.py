@@ -87,10 +87,10 @@ def build_core(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
     )
 
-    def faults(snap: int, stage: int, clear: bool) -> dict[str, int]:
+    def faults(snap: int, stage: int, clear: bool, hang: int = 0) -> dict[str, int]:
         if clear:
             simulation.clear_faults()
-        return simulation.inject_faults(snap=snap, stage=stage)
+        return simulation.inject_faults(snap=snap, stage=stage, hang=hang)
 
     return core, SampleTruth(truth, simulation.clock.now, faults), envelope
 

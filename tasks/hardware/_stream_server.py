@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import socketserver
 import ssl
@@ -129,6 +130,8 @@ class FrameStreamServer:
                     while not hub.closed:
                         frame = hub.next_message(index, cursor, timeout=0.5)
                         if frame is None:
+                            if _peer_left(sock):  # idle: no send would notice it gone
+                                return
                             continue
                         if not isinstance(frame, Frame):
                             sock.sendall(encode_notice(frame))
@@ -147,6 +150,20 @@ class FrameStreamServer:
                     log.info("stream client left at frame %d: %s", index, exc)
 
         return Handler
+
+
+def _peer_left(sock: socket.socket) -> bool:
+    """Whether the client of an idle frame stream closed its end (it sends nothing after its
+    hello, so a readable socket means end of file, a reset, or garbage: all end the stream)."""
+    if isinstance(sock, ssl.SSLSocket):  # TLS cannot peek; a TLS record (close_notify) is one
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and not sock.pending()
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):  # nothing to read: still there
+        return False
+    except OSError:
+        return True
 
 
 def _serve_commands(sock: socket.socket, answer: Callable[[bytes], ChannelAnswer]) -> None:

@@ -17,6 +17,7 @@ from ._backend_core import (
     InferenceBackend,
     InferenceError,
     InferenceFuture,
+    WorkerLost,
     chunk_indices,
 )
 from ._bioimageio import export_bioimageio_package
@@ -74,6 +75,7 @@ __all__ = [
     "ObjectTable",
     "RestorationModel",
     "SegmentationModel",
+    "WorkerLost",
     "available_models",
     "available_restoration_models",
     "backend_for_profile",

@@ -27,6 +27,7 @@ __all__ = [
     "InferenceBackend",
     "InferenceError",
     "InferenceFuture",
+    "WorkerLost",
     "chunk_indices",
     "model_failure",
     "raised_here",
@@ -35,6 +36,8 @@ __all__ = [
 # ``segment(frames)`` sends at most this many frames per worker call, so a slow worker does
 # not hold a large share of a batch and a GPU model still gets batches for segment_batch.
 MAX_FRAMES_PER_CALL = 8
+# ``segment`` submits a chunk again this often when the worker running it died
+LOST_RETRIES = 2
 
 
 class BackendConfig(BaseModel):
@@ -108,6 +111,11 @@ class InferenceError(ScopeflowError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_error, (type(self), str(self), self.model, self.frame_index, self.reason))
+
+
+class WorkerLost(InferenceError):
+    """The worker running a frame died (a killed Ray actor, a lost Dask worker): the frame
+    itself is fine and can be submitted again (``segment`` does, ``LOST_RETRIES`` times)."""
 
 
 class BackendUnavailable(InferenceError, ComputeUnavailable):
@@ -260,13 +268,24 @@ class BackendBase(Closeable):
         self, frames: Sequence[Any], *, pixel_size_um: float | None = None, objects: bool = False
     ) -> list[Any]:
         """Segment ``frames`` in chunks spread over the workers, results in the order given."""
-        futures = [
-            self._submit_chunk([frames[i] for i in chunk], pixel_size_um, chunk.start, objects)
-            for chunk in chunk_indices(len(frames), self._worker_count())
-        ]
+
+        def submit(chunk: range) -> InferenceFuture:
+            return self._submit_chunk(
+                [frames[i] for i in chunk], pixel_size_um, chunk.start, objects
+            )
+
+        chunks = chunk_indices(len(frames), self._worker_count())
+        futures = [submit(chunk) for chunk in chunks]
         out: list[Any] = []
-        for future in futures:
-            out.extend(future.result())
+        for chunk, future in zip(chunks, futures, strict=True):
+            for attempt in range(LOST_RETRIES + 1):
+                try:
+                    out.extend(future.result())
+                    break
+                except WorkerLost:  # its worker died: the chunk goes to a live one
+                    if attempt == LOST_RETRIES:
+                        raise
+                    future = submit(chunk)
         return out
 
     def _submit_chunk(

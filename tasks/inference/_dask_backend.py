@@ -44,6 +44,7 @@ from ._backend_core import (
     BackendConfig,
     BackendUnavailable,
     InferenceError,
+    WorkerLost,
     model_failure,
     raised_here,
 )
@@ -136,7 +137,7 @@ class DaskFuture:
                 f"frame {self.frame_index} not segmented within {timeout} s by Dask"
             ) from None
         except (FutureCancelledError, KilledWorker) as exc:
-            raise InferenceError(
+            raise WorkerLost(
                 f"Dask lost frame {self.frame_index} for model {model!r}: "
                 f"{type(exc).__name__}: {exc}; the workers running it died (or its scattered "
                 "input was on a worker that died); submit the frame again",

@@ -36,6 +36,7 @@ from ._backend_core import (
     BackendConfig,
     BackendUnavailable,
     InferenceError,
+    WorkerLost,
     model_failure,
     raised_here,
 )
@@ -315,7 +316,7 @@ class RayBackend(BackendBase):
 
     def actor_died(
         self, slot: int, actor: Any, frame_index: int | None, exc: BaseException
-    ) -> InferenceError:
+    ) -> WorkerLost:
         """Replace the dead actor (once) and describe what died."""
         replaced = False
         with self._lock:
@@ -330,7 +331,7 @@ class RayBackend(BackendBase):
             if replaced or not self._closed
             else "the backend is closed"
         )
-        return InferenceError(
+        return WorkerLost(
             f"Ray actor {slot} running model {self.config.model!r} died while segmenting frame "
             f"{frame_index} ({type(exc).__name__}: {first_line}); {then}",
             model=self.config.model,

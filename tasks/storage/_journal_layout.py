@@ -15,7 +15,7 @@ from typing import Any
 
 from scopeflow import JournalError
 
-from ._log import Record
+from ._log import RecordTable
 from ._ngff import Compression
 from ._series import Series, SeriesKey, dumps_journal
 
@@ -51,7 +51,7 @@ class JournalState:
     created: str
     series: list[Series] = field(default_factory=list)
     by_key: dict[SeriesKey, Series] = field(default_factory=dict)
-    records: list[Record] = field(default_factory=list)
+    records: RecordTable = field(default_factory=RecordTable)
     log_end: int = 0
 
     @classmethod

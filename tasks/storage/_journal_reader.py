@@ -10,7 +10,7 @@ from typing import Any
 from scopeflow import JournalError
 
 from ._journal_layout import JournalState, read_doc
-from ._log import Record, complete_lines, parse_record
+from ._log import Record, RecordTable, complete_lines, parse_record
 from ._series import Series, load_series
 
 __all__ = ["load", "read_meta", "refresh"]
@@ -46,7 +46,7 @@ def load(state: JournalState, *, repair: bool = False) -> None:
         s.count = 0
     for r in records:
         state.series[r.series].count += 1
-    state.records = records
+    state.records = RecordTable(records)
     state.log_end = records[-1].offset + records[-1].length if records else 0
 
 

@@ -47,6 +47,9 @@ class JournalWriter:
         self._prewrite = prewrite
         self._log_fd: int | None = None
         self._dirty: set[str] = set()  # written since the last flush
+        # chunks written since the last flush, per series: (first t, last t); a set of their
+        # paths would grow by ~200 bytes a frame until the journal is flushed
+        self._dirty_chunks: dict[int, tuple[Series, int, int]] = {}
         self._warmer: ChunkWarmer | None = None
         self.broken: str | None = None  # why a failed write could not be undone
 
@@ -91,6 +94,8 @@ class JournalWriter:
         """fsync every file and folder written since the last call (raises OSError)."""
         root = self._state.root
         dirs: set[Path] = set()
+        for series, first, last in self._dirty_chunks.values():
+            self._dirty.update(series.chunk_str(t) for t in range(first, last + 1))
         for name in sorted(self._dirty):
             path = Path(name)
             if path.exists():
@@ -105,6 +110,7 @@ class JournalWriter:
             if d.exists():
                 fsync_dir(d)
         self._dirty.clear()
+        self._dirty_chunks.clear()
 
     def close(self) -> None:
         """Stop the pre-writer and close the log (no flush: call `fsync_all` first)."""
@@ -169,7 +175,8 @@ class JournalWriter:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise self._write_fail(index, Path(series.meta_path), exc) from exc
-        self._dirty.add(path)
+        first = self._dirty_chunks.get(series.number, (series, t, t))[1]
+        self._dirty_chunks[series.number] = (series, first, t)
         self._dirty.add(series.meta_path)
         self._warm_next(series, t + 1, nbytes)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
-__all__ = ["Record", "complete_lines", "parse_record"]
+__all__ = ["Record", "RecordTable", "complete_lines", "parse_record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,44 @@ class Record:
     series_index: int
     offset: int
     length: int
+
+
+class RecordTable:
+    """Every frame's `Record`, as four columns of 64-bit integers: 32 bytes a frame (a list of
+    Records costs ~110), so the index of a days-long acquisition stays small."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self._columns = tuple(array("q") for _ in range(4))
+        for record in records:
+            self.append(record)
+
+    def append(self, record: Record) -> None:
+        for column, value in zip(
+            self._columns,
+            (record.series, record.series_index, record.offset, record.length),
+            strict=True,
+        ):
+            column.append(value)
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+    @overload
+    def __getitem__(self, index: slice) -> RecordTable: ...
+    def __getitem__(self, index: int | slice) -> Record | RecordTable:
+        if isinstance(index, slice):
+            table = RecordTable()
+            table._columns = tuple(column[index] for column in self._columns)
+            return table
+        return Record(*(column[index] for column in self._columns))
+
+    def __iter__(self) -> Iterator[Record]:
+        for values in zip(*self._columns, strict=True):
+            yield Record(*values)
 
 
 def complete_lines(data: bytes, base: int) -> Iterator[tuple[int, bytes]]:

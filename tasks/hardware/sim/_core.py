@@ -83,10 +83,11 @@ class Simulation:
         self._rig = rig
         self._camera = camera
 
-    def inject_faults(self, *, snap: int = 0, stage: int = 0) -> dict[str, int]:
+    def inject_faults(self, *, snap: int = 0, stage: int = 0, hang: int = 0) -> dict[str, int]:
         """Make the next ``snap`` snaps and the next ``stage`` XY moves fail (a device error, as
-        a real camera or stage controller gives); returns the failures still pending."""
-        return self._rig.faults.add(snap=snap, stage=stage)
+        a real camera or stage controller gives), and the next ``hang`` XY moves never finish
+        (a device timeout); returns the failures still pending."""
+        return self._rig.faults.add(snap=snap, stage=stage, hang=hang)
 
     def clear_faults(self) -> dict[str, int]:
         return self._rig.faults.clear()

@@ -49,22 +49,26 @@ ALLOWED_BINNING = (1, 2, 4)
 
 class DeviceFaults:
     """Failures to inject into the simulated devices (tests of the edge's failure policy): the
-    next ``snap`` snaps raise, the next ``stage`` XY moves raise. Thread-safe."""
+    next ``snap`` snaps raise, the next ``stage`` XY moves raise, the next ``hang`` XY moves
+    never finish (the stage stays busy: the core's wait for it times out). Thread-safe."""
+
+    KINDS = ("snap", "stage", "hang")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending = {"snap": 0, "stage": 0}
+        self._pending = dict.fromkeys(self.KINDS, 0)
 
-    def add(self, *, snap: int = 0, stage: int = 0) -> dict[str, int]:
+    def add(self, *, snap: int = 0, stage: int = 0, hang: int = 0) -> dict[str, int]:
         """Queue more failures; returns what is pending now."""
         with self._lock:
             self._pending["snap"] += snap
             self._pending["stage"] += stage
+            self._pending["hang"] += hang
             return dict(self._pending)
 
     def clear(self) -> dict[str, int]:
         with self._lock:
-            self._pending = {"snap": 0, "stage": 0}
+            self._pending = dict.fromkeys(self.KINDS, 0)
             return dict(self._pending)
 
     def take(self, kind: str) -> bool:
@@ -86,6 +90,10 @@ class SimXYStage(XYStageDevice):
         self._x = config.slide_width_um / 2
         self._y = config.slide_height_um / 2
         self._origin = (0.0, 0.0)  # user coordinate = physical - origin
+        self._hung = False  # an injected hang: the last move never reports done
+
+    def busy(self) -> bool:
+        return self._hung
 
     @property
     def physical_position(self) -> tuple[float, float]:
@@ -100,6 +108,7 @@ class SimXYStage(XYStageDevice):
                 "simulated fault: the XY stage controller did not answer (injected with "
                 "POST /v1/sim/faults)"
             )
+        self._hung = self.faults.take("hang")
         px, py = x + self._origin[0], y + self._origin[1]
         x0, y0, x1, y1 = self._limits
         if not (x0 <= px <= x1 and y0 <= py <= y1):
@@ -115,7 +124,8 @@ class SimXYStage(XYStageDevice):
         self._x, self._y = self._limits[0], self._limits[1]
 
     def stop(self) -> None:
-        """Moves are instantaneous; nothing to stop."""
+        """Moves are instantaneous; a hung one is given up."""
+        self._hung = False
 
     def set_origin_x(self) -> None:
         self._origin = (self._x, self._origin[1])
