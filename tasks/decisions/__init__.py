@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from ._event_policy import (
+    EventRules,
+    EventState,
+    EventTriggeredPolicy,
+    FastProtocol,
+    GentleProtocol,
+    RoiState,
+)
+from ._events import DivisionDetector, EventDetector, EventView, RoundingDetector
 from ._geometry import FrameGeometry, tile_grid
 from ._linking import (
     LinkerSettings,
@@ -31,14 +40,24 @@ __all__ = [
     "Decision",
     "Detection",
     "Direct",
+    "DivisionDetector",
+    "EventDetector",
+    "EventRules",
+    "EventState",
+    "EventTriggeredPolicy",
+    "EventView",
+    "FastProtocol",
     "FrameGeometry",
     "FrameView",
+    "GentleProtocol",
     "LinkerSettings",
     "OnlineLinker",
     "OverviewPolicy",
     "OverviewState",
     "Policy",
     "PositionTrack",
+    "RoiState",
+    "RoundingDetector",
     "SelectionRules",
     "Track",
     "TrackingPolicy",
