@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from ._dataset_params import DatasetParams, RestoreDatasetParams, SegmentDatasetParams
 from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
+from ._event_demo import run_event_demo
+from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
+from ._event_truth import score_events_on_simulation
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
@@ -24,8 +27,12 @@ from ._tracking_truth import score_tracking_on_simulation
 __all__ = [
     "DEMO_DENSITY",
     "DEMO_REGION",
+    "ChannelExposure",
     "DatasetParams",
     "DetailSettings",
+    "EventTriggeredParams",
+    "FastSettings",
+    "GentleSettings",
     "OverviewSettings",
     "Region",
     "RestoreDatasetParams",
@@ -40,7 +47,9 @@ __all__ = [
     "queue_for_omero",
     "register_in_omero",
     "run_demo",
+    "run_event_demo",
     "run_tracking_demo",
+    "score_events_on_simulation",
     "score_targets",
     "score_tracking_on_simulation",
 ]

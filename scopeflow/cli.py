@@ -109,7 +109,7 @@ def edge_serve(
         pass
 
 
-DEMOS = ("targeted-imaging", "tracking")
+DEMOS = ("targeted-imaging", "tracking", "event-triggered")
 
 
 @app.command()
@@ -129,6 +129,9 @@ def demo(
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
     seed: Annotated[int, typer.Option(help="Tracking: simulator seed.")] = 0,
+    duration_s: Annotated[
+        float, typer.Option(help="Event-triggered: wall-clock seconds watched.")
+    ] = 60.0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
@@ -140,7 +143,19 @@ def demo(
         _fail(ScopeflowError(f"unknown demo {experiment!r}; choose one of {', '.join(DEMOS)}"))
         return
     try:
-        if experiment == "tracking":
+        if experiment == "event-triggered":
+            from flows import run_event_demo
+
+            summary = run_event_demo(
+                data_dir,
+                duration_s=duration_s,
+                positions=positions,
+                model=model or "classical",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
+        elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
                 time_points=time_points,
@@ -191,6 +206,19 @@ def run_tracking(
     from flows.tracking import tracking
 
     _run_flow(params, edge_url, token_file, TrackingParams, tracking)
+
+
+@run_app.command("event-triggered")
+def run_event_triggered(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Watch positions gently, image each detected event fast, against any edge."""
+    from flows import EventTriggeredParams
+    from flows.event_triggered import event_triggered
+
+    _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
 
 
 def _run_flow(

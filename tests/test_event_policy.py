@@ -30,13 +30,14 @@ BACKGROUND = [(20.0, 20.0), (20.0, 180.0), (180.0, 20.0), (180.0, 180.0)]  # out
 
 
 def objects(points: list[tuple[float, float, float]]) -> ObjectTable:
-    """(row, col, mean intensity) per object, plus four dim nuclei in the frame's corners."""
+    """(row, col, mean intensity) per object, plus four dim nuclei in the frame's corners; a
+    bright nucleus is small (rounded)."""
     rows = [(r, c, i) for r, c, i in points] + [(r, c, DIM) for r, c in BACKGROUND]
     n = len(rows)
     return ObjectTable(
         shape=(SIZE, SIZE),
         label=np.arange(1, n + 1, dtype=np.int32),
-        area_px=np.full(n, 80.0),
+        area_px=np.array([50.0 if r[2] == BRIGHT else 80.0 for r in rows]),
         centroid_row=np.array([r[0] for r in rows]),
         centroid_col=np.array([r[1] for r in rows]),
         mean_intensity=np.array([r[2] for r in rows]),
@@ -131,8 +132,10 @@ def test_a_rounded_nucleus_outside_the_roi_triggers_nothing() -> None:
     pol = policy()
     state = pol.initial_state()
     pol.first_commands(state)
-    outside = objects([(CENTRE, CENTRE, DIM), (CENTRE, CENTRE + 70, BRIGHT)])  # 35 µm away
-    state, decision = pol.decide(state, frame(0), outside)
+    before = objects([(CENTRE, CENTRE, DIM), (CENTRE, CENTRE + 70, DIM)])  # 35 µm away
+    outside = objects([(CENTRE, CENTRE, DIM), (CENTRE, CENTRE + 70, BRIGHT)])
+    state, _ = pol.decide(state, frame(0), before)
+    state, decision = pol.decide(state, frame(1), outside)
     assert decision.summary["fired"] == [] and state.positions[0].mode == "gentle"
 
 
@@ -140,27 +143,48 @@ def test_the_event_runs_fast_through_the_division_then_returns_to_gentle() -> No
     pol = policy()
     state = pol.initial_state()
     pol.first_commands(state)
-    state, d = pol.decide(state, frame(0), ROUNDED)
-    assert d.summary["switch"] == "to fast"
-    state, d = pol.decide(state, frame(1, m=1, z=1), ROUNDED)  # still rounded: fast goes on
-    assert only_acquire(d).due_s == 1.0 and d.summary["next_mode"] == "fast"
-    state, d = pol.decide(state, frame(2, m=1, z=1), DIVIDED)
+    state, d = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)
+    assert d.summary["switch"] == "to fast" and only_acquire(d).due_s == 4.0
+    state, d = pol.decide(state, frame(2, m=1, z=1), ROUNDED)  # still rounded: fast goes on
+    assert only_acquire(d).due_s == 5.0 and d.summary["fired"] == ["rounding"]
+    state, d = pol.decide(state, frame(3, m=1, z=1), DIVIDED)
     assert d.summary["fired"] == ["division"] and d.summary["next_mode"] == "fast"
-    state, d = pol.decide(state, frame(3, m=1, z=1), DIVIDED)  # quiet 1 = after_frames
-    assert d.summary["next_mode"] == "fast" and only_acquire(d).due_s == 3.0
-    state, d = pol.decide(state, frame(4, m=1, z=1), DIVIDED)
+    state, d = pol.decide(state, frame(4, m=1, z=1), DIVIDED)  # quiet 1 = after_frames
+    assert d.summary["next_mode"] == "fast" and only_acquire(d).due_s == 7.0
+    state, d = pol.decide(state, frame(5, m=1, z=1), DIVIDED)
     assert d.summary["switch"] == "to gentle: event over"
     command = only_acquire(d)
-    assert command.due_s == 7.0 and len(command.events) == 1 and command.events[0].index["m"] == 0
+    assert command.due_s == 11.0 and len(command.events) == 1
+    assert command.events[0].index["m"] == 0
+
+
+def test_with_end_on_an_event_lasts_until_the_division_even_if_rounding_flickers() -> None:
+    pol = policy(end_on=("division",), after_frames=1)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)
+    assert d.summary["switch"] == "to fast"
+    lost = objects([(CENTRE, CENTRE, DIM)])  # the rounded nucleus was missed in these frames
+    for t in (2, 3, 4, 5):
+        state, d = pol.decide(state, frame(t, m=1, z=1), lost)
+        assert d.summary["fired"] == [] and d.summary["next_mode"] == "fast"
+    state, d = pol.decide(state, frame(6, m=1, z=1), ROUNDED)
+    state, d = pol.decide(state, frame(7, m=1, z=1), DIVIDED)
+    assert d.summary["fired"] == ["division"] and d.summary["next_mode"] == "fast"
+    state, d = pol.decide(state, frame(8, m=1, z=1), DIVIDED)
+    assert d.summary["switch"] == "to gentle: event over"
 
 
 def test_frames_other_than_the_detection_plane_decide_nothing() -> None:
     pol = policy()
     state = pol.initial_state()
     pol.first_commands(state)
-    state, _ = pol.decide(state, frame(0), ROUNDED)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, _ = pol.decide(state, frame(1), ROUNDED)
     for c, z in ((1, 1), (0, 0), (0, 2)):
-        state, d = pol.decide(state, frame(1, m=1, c=c, z=z), QUIET)
+        state, d = pol.decide(state, frame(2, m=1, c=c, z=z), QUIET)
         assert d.commands == () and d.summary["role"] == "extra"
     assert state.positions[0].mode == "fast"
 
@@ -169,21 +193,22 @@ def test_a_time_limit_ends_a_long_event_and_a_cooldown_holds_off_the_next() -> N
     pol = policy(max_fast_s=3.0, cooldown_s=10.0)
     state = pol.initial_state()
     pol.first_commands(state)
-    state, _ = pol.decide(state, frame(0), ROUNDED)  # fast from 0 s
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, _ = pol.decide(state, frame(1), ROUNDED)  # fast from 4 s
     switches = []
-    for t in range(1, 7):
+    for t in range(2, 8):
         m = 1 if state.positions[0].mode == "fast" else 0
         state, d = pol.decide(state, frame(t, m=m, z=1 if m else 0), ROUNDED)
-        switches.append((only_acquire(d).due_s, d.summary["switch"]))
+        switches.append((only_acquire(d).due_s, d.summary["fired"], d.summary["switch"]))
     assert switches == [
-        (1.0, None),
-        (2.0, None),
-        (3.0, None),
-        (7.0, "to gentle: time limit"),  # 3 s fast, then gentle with a 10 s cooldown
-        (11.0, None),  # still rounded, but inside the cooldown
-        (15.0, None),
+        (5.0, ["rounding"], None),
+        (6.0, ["rounding"], None),
+        (7.0, ["rounding"], None),
+        (11.0, ["rounding"], "to gentle: time limit"),  # 3 s fast; a 10 s cooldown
+        (15.0, ["rounding"], None),  # still rounded, but inside the cooldown
+        (19.0, ["rounding"], None),
     ]
-    state, d = pol.decide(state, frame(7), ROUNDED)  # 15 s >= 3 + 10: may trigger again
+    state, d = pol.decide(state, frame(8), ROUNDED)  # 19 s >= 7 + 10: may trigger again
     assert d.summary["switch"] == "to fast"
 
 
@@ -249,7 +274,7 @@ def test_the_same_frames_give_the_same_commands() -> None:
     assert runs[0] == runs[1]
 
 
-def test_the_division_detector_needs_a_rounded_nucleus_before() -> None:
+def test_rounding_is_a_turn_brighter_and_smaller_and_division_needs_it_before() -> None:
     rounding = RoundingDetector()
     detector = DivisionDetector(rounding)
     pol = policy()
@@ -259,10 +284,15 @@ def test_the_division_detector_needs_a_rounded_nucleus_before() -> None:
         v = pol._view(state.positions[0], frame(0), objs)
         return EventView(v.objects, v.x_um, v.y_um, v.in_roi, previous)
 
+    quiet = view_of(QUIET, None)
+    rounded = view_of(ROUNDED, quiet)
+    assert rounding.detect(rounded) and not rounding.detect(view_of(ROUNDED, None))
+    assert rounding.detect(view_of(ROUNDED, rounded))  # stays rounded
+    assert not rounding.detect(view_of(ROUNDED, view_of(ROUNDED, None)))  # never seen turning
     assert not detector.detect(view_of(DIVIDED, None))
-    assert not detector.detect(view_of(DIVIDED, view_of(QUIET, None)))
-    assert detector.detect(view_of(DIVIDED, view_of(ROUNDED, None)))
-    assert not detector.detect(view_of(ROUNDED, view_of(ROUNDED, None)))
+    assert not detector.detect(view_of(DIVIDED, quiet))
+    assert detector.detect(view_of(DIVIDED, rounded))
+    assert not detector.detect(view_of(ROUNDED, rounded))
 
 
 def test_protocols_that_make_no_sense_are_refused_with_the_fix() -> None:

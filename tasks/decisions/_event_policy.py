@@ -7,8 +7,10 @@ position alone switches to the fast protocol (more channels, a z-stack, a higher
 now on; it returns to the gentle one ``after_frames`` fast time points after the last frame any
 detector fired on, or after ``max_fast_s`` in any case (then no new trigger for
 ``cooldown_s``). A detector that raises stops its position (the reason is kept, the others go
-on). Frames are keyed ``p<position>-t<time point>``, so a re-run sends the same command ids;
-each event's index carries ``m`` (0 gentle, 1 fast) so the mode of every frame is on record.
+on). With ``end_on`` (e.g. the division detector) an event lasts until one of those detectors
+fires, then ``after_frames`` more. Frames are keyed ``p<position>-t<time point>``, so a re-run
+sends the same command ids; each event's index carries ``m`` (0 gentle, 1 fast) so the mode of
+every frame is on record.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class EventRules:
     after_frames: int = 2  # fast time points kept after the detectors fall silent
     max_fast_s: float = 30.0
     cooldown_s: float = 10.0
+    # detectors whose firing ends an event (then ``after_frames`` more); none: an event ends
+    # when every detector has been silent for ``after_frames`` time points
+    end_on: tuple[str, ...] = ()
+    history: int = 12  # previous frames a detector may look back through
 
     def __post_init__(self) -> None:
         if self.fast.interval_s >= self.gentle.interval_s:
@@ -97,6 +103,7 @@ class RoiState:
     due_s: dict[int, float] = field(default_factory=dict)  # time point -> when it was due
     fast_since_s: float | None = None
     quiet: int = 0
+    ending: bool = False
     cooldown_until_s: float = -np.inf
     previous: EventView | None = None
     triggers: list[dict[str, Any]] = field(default_factory=list)
@@ -167,7 +174,7 @@ class EventTriggeredPolicy:
             roi.mode = "stopped"
             roi.stop_reason = f"detector failed at t={t}: {type(exc).__name__}: {exc}"
             return state, Decision(summary={**summary, "stopped": roi.stop_reason})
-        roi.previous = EventView(view.objects, view.x_um, view.y_um, view.in_roi)
+        roi.previous = _truncated(view, self.rules.history)
         now = roi.due_s.get(t, 0.0)
         summary["fired"] = fired
         summary["switch"] = self._switch(roi, fired, now, t, frame)
@@ -186,18 +193,25 @@ class EventTriggeredPolicy:
         r = self.rules
         if roi.mode == "gentle":
             if fired and now >= roi.cooldown_until_s:
-                roi.mode, roi.fast_since_s, roi.quiet = "fast", now, 0
+                roi.mode, roi.fast_since_s, roi.quiet, roi.ending = "fast", now, 0, False
                 roi.triggers.append(
                     {"t": t, "frame": frame.index, "by": fired, "t_ready_ns": frame.t_ready_ns}
                 )
                 return "to fast"
             return None
-        roi.quiet = 0 if fired else roi.quiet + 1
+        if r.end_on:
+            roi.quiet += roi.ending
+            roi.ending = roi.ending or bool(set(fired) & set(r.end_on))
+        else:
+            roi.quiet = 0 if fired else roi.quiet + 1
         since = now if roi.fast_since_s is None else roi.fast_since_s
         if now - since >= r.max_fast_s:
             roi.mode, roi.cooldown_until_s = "gentle", now + r.cooldown_s
             return "to gentle: time limit"
-        if roi.quiet > r.after_frames:
+        over = (
+            roi.ending and roi.quiet >= r.after_frames if r.end_on else roi.quiet > r.after_frames
+        )
+        if over:
             roi.mode = "gentle"
             return "to gentle: event over"
         return None
@@ -250,3 +264,11 @@ class EventTriggeredPolicy:
             )
             for channel, exposure, c, z, offset in plan
         ]
+
+
+def _truncated(view: EventView, depth: int) -> EventView | None:
+    """``view`` with its chain of previous views cut after ``depth`` (0: None)."""
+    if depth <= 0:
+        return None
+    previous = view.previous and _truncated(view.previous, depth - 1)
+    return EventView(view.objects, view.x_um, view.y_um, view.in_roi, previous)

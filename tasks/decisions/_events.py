@@ -6,9 +6,9 @@ same position; it answers True while its event is visible. Detectors are pure an
 model ran on the workers already), so a user's own detector plugs in next to the built-in ones:
 any object with a ``name`` and a ``detect(view) -> bool`` method.
 
-- ``RoundingDetector``: a nucleus in the region is much brighter per pixel than the frame's
-  typical nucleus (chromatin condenses and the nucleus shrinks as a cell rounds up before
-  dividing).
+- ``RoundingDetector``: a nucleus in the region turned brighter per pixel and smaller than it
+  was in the previous frame (chromatin condenses and the nucleus shrinks as a cell rounds up
+  before dividing), and stays so.
 - ``DivisionDetector``: where the previous frame had a rounded nucleus, this frame has two or
   more nuclei and no rounded one (the cell divided between the frames).
 """
@@ -47,26 +47,55 @@ class EventDetector(Protocol):
 
 @dataclass(frozen=True)
 class RoundingDetector:
-    """A region nucleus at least ``intensity_ratio`` times as bright per pixel as the median
-    nucleus of the frame (needs ``min_objects`` nuclei of at least ``min_area_px`` for the
-    median to mean something)."""
+    """A region nucleus that turned brighter and smaller since the previous frame (brightness
+    relative to the frame's median nucleus up by ``jump`` or more, area down to ``shrink`` or
+    less) and is at least ``intensity_ratio`` times the median, or one that was rounded in the
+    previous frame and is still that bright. Needs ``min_objects`` nuclei of at least
+    ``min_area_px`` for the median to mean something; the previous frames come from the view's
+    ``previous`` chain (a nucleus already rounded in the first frame is not seen)."""
 
-    intensity_ratio: float = 1.6
+    intensity_ratio: float = 1.2
+    jump: float = 1.2
+    shrink: float = 0.85
+    match_um: float = 6.0
     min_area_px: float = 20.0
     min_objects: int = 4
     name: str = "rounding"
 
     def rounded(self, view: EventView) -> np.ndarray:
         """Which objects look rounded (bool per object)."""
-        objects = view.objects
-        usable = objects.area_px >= self.min_area_px
-        if int(usable.sum()) < self.min_objects:
-            return np.zeros(len(objects), bool)
-        reference = float(np.median(objects.mean_intensity[usable]))
-        return usable & (objects.mean_intensity >= self.intensity_ratio * reference)
+        out = np.zeros(len(view.objects), bool)
+        relative = self._relative(view)
+        before = view.previous
+        if relative is None or before is None:
+            return out
+        previous = self._relative(before)
+        if previous is None:
+            return out
+        was = self.rounded(before)
+        area, area_before = view.objects.area_px, before.objects.area_px
+        for k in np.flatnonzero(relative >= self.intensity_ratio):
+            distance = np.hypot(before.x_um - view.x_um[k], before.y_um - view.y_um[k])
+            j = int(np.argmin(distance)) if distance.size else -1
+            if j < 0 or distance[j] > self.match_um:
+                continue
+            turned = (
+                relative[k] >= self.jump * previous[j] and area[k] <= self.shrink * area_before[j]
+            )
+            out[k] = bool(was[j] or turned)
+        return out
 
     def detect(self, view: EventView) -> bool:
         return bool((self.rounded(view) & view.in_roi).any())
+
+    def _relative(self, view: EventView) -> np.ndarray | None:
+        """Brightness per pixel / the frame's median nucleus (0 for specks); None: too few."""
+        objects = view.objects
+        usable = objects.area_px >= self.min_area_px
+        if int(usable.sum()) < self.min_objects:
+            return None
+        reference = float(np.median(objects.mean_intensity[usable]))
+        return np.where(usable, objects.mean_intensity / max(reference, 1e-9), 0.0)
 
 
 @dataclass(frozen=True)
