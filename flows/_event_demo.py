@@ -18,26 +18,53 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tasks.hardware.sim import SimulatorConfig
+from tasks.hardware.sim import SimulatorConfig, VirtualSample
 
 from ._event_log import frames_by_position
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
 from ._event_truth import score_events_on_simulation
-from ._tracking_demo import pick_dividing_cells
+from ._tracking_demo import CAMERA, OBJECTIVE, REGION
+from ._tracking_params import TrackedPosition
 
-__all__ = ["run_event_demo"]
+__all__ = ["pick_dividing_cells_late", "run_event_demo"]
 
 TIME_SCALE = 120.0  # one real second is two simulated minutes: rounding lasts 7.5 s
-CAMERA = 512
-OBJECTIVE = "20x"
+
+
+def pick_dividing_cells_late(
+    config: SimulatorConfig, t_now_s: float, duration_s: float, count: int
+) -> list[TrackedPosition]:
+    """``count`` in-focus cells, far apart, each dividing between 50 % and 90 % of the run
+    (the flow's workers start after the pick, so early divisions would round up unwatched);
+    each position is where its cell will divide."""
+    import numpy as np
+
+    sample = VirtualSample(config)
+    t0, t1 = t_now_s + 0.5 * duration_s, t_now_s + 0.9 * duration_s
+    fov = CAMERA * config.pixel_size_um(OBJECTIVE)
+    chosen: list[TrackedPosition] = []
+    for division in sorted(sample.divisions(t0, t1, REGION), key=lambda d: d.parent_id):
+        cells = sample.cells_at(division.time_s - 1.0, REGION)
+        k = np.flatnonzero(cells.ids == division.parent_id)
+        if k.size == 0 or abs(cells.z_um[k[0]] - config.focal_plane_z_um) > 1.0:
+            continue
+        x, y = float(division.x_um), float(division.y_um)
+        if all(np.hypot(x - p.x_um, y - p.y_um) > 2 * fov for p in chosen):
+            chosen.append(TrackedPosition(name=f"cell-{division.parent_id}", x_um=x, y_um=y))
+        if len(chosen) == count:
+            return chosen
+    raise RuntimeError(
+        f"only {len(chosen)} cells divide in the demo region late in the run; use fewer "
+        "positions or a longer duration"
+    )
 
 
 def run_event_demo(
     data_dir: Path,
     *,
     duration_s: float = 60.0,
-    positions: int = 2,
+    positions: int = 3,
     model: str = "classical",
     backend: str = "ray",
     seed: int = 0,
@@ -63,7 +90,7 @@ def run_event_demo(
     try:
         with EdgeClient(edge.url, token_file=edge.token_file) as client:
             t_now = float(client.truth((0.0, 0.0, 1.0, 1.0))["t_s"])
-        chosen = pick_dividing_cells(config, t_now, duration_s * TIME_SCALE, positions)
+        chosen = pick_dividing_cells_late(config, t_now, duration_s * TIME_SCALE, positions)
         params = EventTriggeredParams(
             positions=chosen,
             objective=OBJECTIVE,
@@ -84,6 +111,7 @@ def run_event_demo(
             [(p.name, p.x_um, p.y_um) for p in chosen],
             roi_um=params.roi_um,
             max_spacing_s=1.5 * params.fast.interval_s * TIME_SCALE,
+            rounding_s=config.rounding_min * 60.0,
         )
     finally:
         edge.stop()

@@ -1,8 +1,9 @@
 """Score an event-triggered run on a simulated edge against the simulator's ground truth.
 
 The simulator is deterministic for a given configuration and seed, so this process rebuilds the
-same sample and lists every division whose place lies in a position's region of interest while
-the run watched it. A division counts as captured when the two detection frames around its
+same sample and lists every division whose place lies in a position's region of interest and
+whose event (the cell rounding up, ``rounding_s`` before it divides) began while the run watched
+it. A division counts as captured when the two detection frames around its
 moment were both taken in the fast protocol, no further apart than ``max_spacing_s`` of sample
 time (the fast rate, with slack): the division itself was imaged at the fast rate.
 """
@@ -26,6 +27,7 @@ def score_events_on_simulation(
     *,
     roi_um: float,
     max_spacing_s: float,
+    rounding_s: float,
 ) -> dict[str, Any]:
     """``events_true``, ``events_captured``, ``captured_fraction`` and each event's record."""
     sample = VirtualSample(config)
@@ -37,7 +39,8 @@ def score_events_on_simulation(
         if len(rows) < 2:
             continue
         region = (x - half, y - half, x + half, y + half)
-        for division in sample.divisions(rows[0][0], rows[-1][0], region):
+        # events that begin (the cell rounds up) while the position is watched
+        for division in sample.divisions(rows[0][0] + rounding_s, rows[-1][0], region):
             before = max((r for r in rows if r[0] <= division.time_s), key=lambda r: r[0])
             after = min((r for r in rows if r[0] > division.time_s), key=lambda r: r[0])
             spacing = after[0] - before[0]

@@ -293,6 +293,10 @@ def test_rounding_is_a_turn_brighter_and_smaller_and_division_needs_it_before() 
     assert not detector.detect(view_of(DIVIDED, quiet))
     assert detector.detect(view_of(DIVIDED, rounded))
     assert not detector.detect(view_of(ROUNDED, rounded))
+    bright_daughters = objects([(CENTRE - 8, CENTRE, BRIGHT), (CENTRE + 8, CENTRE, BRIGHT)])
+    bright_daughters.area_px[:2] = 80.0  # bright, but as large as interphase nuclei
+    assert not rounding.detect(view_of(bright_daughters, rounded))
+    assert detector.detect(view_of(bright_daughters, rounded))
 
 
 def test_protocols_that_make_no_sense_are_refused_with_the_fix() -> None:

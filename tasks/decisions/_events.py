@@ -50,9 +50,10 @@ class RoundingDetector:
     """A region nucleus that turned brighter and smaller since the previous frame (brightness
     relative to the frame's median nucleus up by ``jump`` or more, area down to ``shrink`` or
     less) and is at least ``intensity_ratio`` times the median, or one that was rounded in the
-    previous frame and is still that bright. Needs ``min_objects`` nuclei of at least
-    ``min_area_px`` for the median to mean something; the previous frames come from the view's
-    ``previous`` chain (a nucleus already rounded in the first frame is not seen)."""
+    previous frame, is still that bright and has not grown by more than 1 / ``shrink``. Needs
+    ``min_objects`` nuclei of at least ``min_area_px`` for the median to mean something; the
+    previous frames come from the view's ``previous`` chain (a nucleus already rounded in the
+    first frame is not seen)."""
 
     intensity_ratio: float = 1.2
     jump: float = 1.2
@@ -79,10 +80,11 @@ class RoundingDetector:
             j = int(np.argmin(distance)) if distance.size else -1
             if j < 0 or distance[j] > self.match_um:
                 continue
-            turned = (
-                relative[k] >= self.jump * previous[j] and area[k] <= self.shrink * area_before[j]
-            )
-            out[k] = bool(was[j] or turned)
+            if was[j]:  # still rounded unless it grew back (daughters are larger)
+                out[k] = bool(area[k] * self.shrink <= area_before[j])
+            else:
+                turned = relative[k] >= self.jump * previous[j]
+                out[k] = bool(turned and area[k] <= self.shrink * area_before[j])
         return out
 
     def detect(self, view: EventView) -> bool:
