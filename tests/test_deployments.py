@@ -24,6 +24,7 @@ DEPLOYMENTS = {
     "convert-folder/convert-inbox-nightly",
     "segment-dataset/segment-dataset-on-conversion",
     "targeted-imaging/targeted-imaging-scope-2",
+    "event-triggered/event-triggered-divisions",
 }
 
 
@@ -88,6 +89,11 @@ def test_deployments_schedule_and_conversion_trigger(
         from flows import TrackDatasetParams, TrackingParams
 
         TrackingParams.model_validate(live.parameters["params"])  # the deployed params are valid
+        from flows import EventTriggeredParams
+
+        events = deployed["event-triggered/event-triggered-divisions"]
+        assert events.work_pool_name == "microscope-scope-1"
+        EventTriggeredParams.model_validate(events.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(
