@@ -61,7 +61,7 @@ def test_the_light_dose_is_at_most_30_percent_of_always_fast_on_every_seed(
     "divisions imaged at the fast rate (78 %: 1/3, 3/3, 3/3), goal 90 %; seed 0 misses a cell "
     "whose segmented nucleus barely changes as it rounds up, and a false trigger on merged "
     "nuclei runs into the time limit just before another division (README: Event-triggered)",
-))
+)
 def test_at_least_90_percent_of_true_events_are_imaged_at_the_fast_rate(
     runs: list[dict[str, Any]],
 ) -> None:
