@@ -86,8 +86,9 @@ def run_event_demo(
     ]  # fmt: skip
     with console.status("starting the simulated edge agent and Prefect..."):
         edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-        flow(name="warm-up")(lambda: None)()  # Prefect's local server starts here, not mid-run
     try:
+        with console.status("starting Prefect..."):  # its local server: here, not mid-run
+            flow(name="warm-up")(lambda: None)()
         with EdgeClient(edge.url, token_file=edge.token_file) as client:
             t_now = float(client.truth((0.0, 0.0, 1.0, 1.0))["t_s"])
         chosen = pick_dividing_cells_late(config, t_now, duration_s * TIME_SCALE, positions)
