@@ -26,6 +26,9 @@ from ._demo import DEMO_DENSITY, DEMO_REGION, demo_params, run_demo
 from ._demo_ui import DemoUI
 from ._em_qc_demo import run_em_qc_demo
 from ._em_qc_params import EMQCParams
+from ._event_demo import run_event_demo
+from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
+from ._event_truth import score_events_on_simulation
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
@@ -41,14 +44,18 @@ __all__ = [
     "DEMO_REGION",
     "AcquireParams",
     "AnalysisHook",
+    "ChannelExposure",
     "DatasetParams",
     "DemoUI",
     "DetailSettings",
     "EMQCParams",
+    "EventTriggeredParams",
+    "FastSettings",
     "FieldGrid",
     "FieldPlan",
     "FieldStores",
     "FrameRecord",
+    "GentleSettings",
     "OverviewSettings",
     "PlateScreenParams",
     "PositionsFromOverview",
@@ -70,8 +77,10 @@ __all__ = [
     "register_in_omero",
     "run_demo",
     "run_em_qc_demo",
+    "run_event_demo",
     "run_plate_demo",
     "run_tracking_demo",
+    "score_events_on_simulation",
     "score_targets",
     "score_tracking_on_simulation",
     "shorten_sequence",

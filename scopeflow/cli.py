@@ -144,7 +144,7 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "em-qc", "plate")
+DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate")
 
 
 @app.command()
@@ -165,7 +165,7 @@ def demo(
     ] = None,
     time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
     positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
-    seed: Annotated[int, typer.Option(help="Tracking, em-qc, plate: simulator seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Simulator seed (all but targeted-imaging).")] = 0,
     ui: Annotated[
         bool,
         typer.Option(
@@ -177,6 +177,9 @@ def demo(
     ui_port: Annotated[
         int, typer.Option(help="--ui: the server's port on 127.0.0.1 (0: any free port).")
     ] = 4200,
+    duration_s: Annotated[
+        float, typer.Option(help="Event-triggered: wall-clock seconds watched.")
+    ] = 60.0,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
@@ -201,6 +204,18 @@ def demo(
             )
         elif experiment == "em-qc":
             summary = run_em_qc_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
+        elif experiment == "event-triggered":
+            from flows import run_event_demo
+
+            summary = run_event_demo(
+                data_dir,
+                duration_s=duration_s,
+                positions=positions,
+                model=model or "classical",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
         elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
@@ -278,6 +293,19 @@ def run_plate(
     from flows.plate_screen import plate_screen
 
     _run_flow(params, edge_url, token_file, PlateScreenParams, plate_screen)
+
+
+@run_app.command("event-triggered")
+def run_event_triggered(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Watch positions gently, image each detected event fast, against any edge."""
+    from flows import EventTriggeredParams
+    from flows.event_triggered import event_triggered
+
+    _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
 
 
 def _run_flow(

@@ -28,6 +28,7 @@ DEPLOYMENTS = {
     "targeted-imaging/targeted-imaging-scope-2",
     "process-acquisition/process-acquisition-on-finish",  # tests/test_automations.py runs them
     "respond-to-anomaly/requeue-tile-on-anomaly",
+    "event-triggered/event-triggered-divisions",
 }
 
 
@@ -102,6 +103,11 @@ def test_deployments_schedule_and_conversion_trigger(
         mda = deployed["acquire/acquire-mda-sequence"]
         assert mda.work_pool_name == "microscope-scope-1"
         AcquireParams.model_validate(mda.parameters["params"])
+        from flows import EventTriggeredParams
+
+        events = deployed["event-triggered/event-triggered-divisions"]
+        assert events.work_pool_name == "microscope-scope-1"
+        EventTriggeredParams.model_validate(events.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from ._event_policy import (
+    EventRules,
+    EventState,
+    EventTriggeredPolicy,
+    FastProtocol,
+    GentleProtocol,
+    RoiState,
+)
+from ._events import DivisionDetector, EventDetector, EventView, RoundingDetector
 from ._geometry import FrameGeometry, tile_grid
 from ._lap_links import two_frame_links
 from ._linking import (
@@ -43,8 +52,16 @@ __all__ = [
     "Decision",
     "Detection",
     "Direct",
+    "DivisionDetector",
+    "EventDetector",
+    "EventRules",
+    "EventState",
+    "EventTriggeredPolicy",
+    "EventView",
+    "FastProtocol",
     "FrameGeometry",
     "FrameView",
+    "GentleProtocol",
     "LinkerSettings",
     "MeasureState",
     "OnlineLinker",
@@ -54,6 +71,8 @@ __all__ = [
     "PlateField",
     "Policy",
     "PositionTrack",
+    "RoiState",
+    "RoundingDetector",
     "SelectionRules",
     "SequenceMeasurePolicy",
     "Track",

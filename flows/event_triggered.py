@@ -1,0 +1,350 @@
+"""Event-triggered protocol switching: watch gently, image each event fast, then go back.
+
+Phases are Prefect tasks; the per-frame work is the closed-loop core (``tasks.live``) inside the
+``watch`` task: the edge's frames go to the workers as references, a small object table comes
+back, the pure ``EventTriggeredPolicy`` (``tasks.decisions``) runs the detectors on each
+position's region of interest and sends that position's next time point in the gentle or the
+fast protocol, with a command id made of the run, the position and the time point (a retry or a
+re-run under the same ``run_id`` repeats no acquisition). Then each position's frames are stored
+as OME-Zarr (one (t, y, x) series per mode stretch, channel and plane), and the summary (events,
+light dose against an always-fast protocol, trigger latency) becomes artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from scopeflow import ConfigurationError, EnvelopeViolation
+from tasks.decisions import EventState, EventTriggeredPolicy
+from tasks.hardware import EdgeClient, SafetyEnvelope
+from tasks.inference import InferenceBackend, backend_for_profile, make_backend
+from tasks.live import (
+    Analyzer,
+    AnalyzerSettings,
+    CommandSink,
+    DecisionLog,
+    EdgeStreamSource,
+    LoopSettings,
+    run_loop,
+)
+from tasks.storage import write_zstack
+
+from ._event_log import frames_by_position, trigger_latencies_ms
+from ._event_params import EventTriggeredParams
+from ._event_plots import render_timeline_png
+
+__all__ = ["EventOutcome", "event_triggered"]
+
+PHASE = "event"
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What the watch phase leaves for the next ones (small: paths and numbers)."""
+
+    run_dir: Path
+    decisions_path: Path
+    loop: dict[str, Any]
+    positions: list[dict[str, Any]]  # name, triggers, stop reason
+    dose_before_mj: float
+
+
+def _client(params: EventTriggeredParams) -> EdgeClient:
+    return EdgeClient.connect(
+        microscope=params.microscope,
+        url=params.edge_url,
+        token_file=params.edge_token_file,
+        ca_file=params.edge_ca_file,
+    )
+
+
+@task(name="prepare-event-triggered", cache_policy=NO_CACHE)
+def prepare_event_triggered(params: EventTriggeredParams) -> tuple[int, float]:
+    """Check both protocols and the positions against the edge's envelope (an envelope that
+    forbids the fast protocol stops the run here, before anything moves), switch the objective;
+    returns the index the run's frames start from and the edge's light dose so far."""
+    with _client(params) as edge:
+        edge.wait_until_idle()
+        envelope = SafetyEnvelope.model_validate(edge.info()["envelope"])
+        if envelope.allowed_objectives and params.objective not in envelope.allowed_objectives:
+            raise ConfigurationError(
+                f"objective {params.objective!r} is not allowed by the edge's envelope "
+                f"({', '.join(sorted(envelope.allowed_objectives))}); choose one of those"
+            )
+        policy = EventTriggeredPolicy(_positions(params), params.rules())
+        for mode in ("gentle", "fast"):
+            for event in policy.events_per_time_point(mode):
+                try:
+                    envelope.check_channel(event.channel.config, f"the {mode} protocol")
+                    envelope.check_exposure(event.exposure or 0.0, f"the {mode} protocol")
+                    for p in params.positions:
+                        envelope.check_position(p.x_um, p.y_um, event.z_pos, f"position {p.name}")
+                except EnvelopeViolation as exc:
+                    raise ConfigurationError(
+                        f"the edge's envelope forbids the {mode} protocol: {exc}; change the "
+                        "params file (nothing was acquired)"
+                    ) from exc
+        edge.set_objective(params.objective)
+        state = edge.state()
+        return state.frames_journaled, state.light_dose.used_mj
+
+
+@task(name="watch", cache_policy=NO_CACHE)
+def watch(
+    params: EventTriggeredParams,
+    run_id: str,
+    run_dir: Path,
+    first_frame: int,
+    dose_before_mj: float,
+    backend: InferenceBackend | None,
+) -> EventOutcome:
+    """The live loop: every time point's detection frame analysed and the next one chosen."""
+    policy = EventTriggeredPolicy(_positions(params), params.rules(), params.event_detectors())
+    local_model, local_options = _local_model(params)
+    analyzer = Analyzer(
+        backend,
+        AnalyzerSettings(
+            deadline_ms=params.deadline_ms if backend is not None else None,
+            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
+            fallback_model=local_model,
+            fallback_options=local_options,
+        ),
+    )
+    decisions_path = run_dir / "decisions.jsonl"
+    try:
+        with _client(params) as edge:
+            sink = CommandSink(edge, run_id=run_id, phase=PHASE)
+            log = DecisionLog(decisions_path, run_id=run_id, phase=PHASE, first_frame=first_frame)
+            source = EdgeStreamSource(
+                edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
+            )
+            try:
+                report = run_loop(
+                    source,
+                    analyzer,
+                    policy,
+                    sink,
+                    log,
+                    LoopSettings(budget_ms=params.fast.interval_s * 1e3),
+                )
+            finally:
+                sink.close()
+                log.close()
+    finally:
+        analyzer.close()
+    state: EventState = report.state
+    positions = [
+        {"name": roi.name, "triggers": roi.triggers, "stopped": roi.stop_reason}
+        for roi in state.positions
+    ]
+    create_markdown_artifact(
+        f"# Loop latency, run {run_id}\n\n{report.markdown()}\n",
+        key="event-loop-latency",
+        description="Frame ready -> decision -> command, split",
+    )
+    return EventOutcome(run_dir, decisions_path, report.summary(), positions, dose_before_mj)
+
+
+@task(name="store-events", cache_policy=NO_CACHE)
+def store_events(params: EventTriggeredParams, outcome: EventOutcome) -> list[Path]:
+    """One OME-Zarr (t, y, x) per position, mode stretch, channel and plane, from the edge's
+    frames (their sample times and edge indices in the store's attributes)."""
+    names = [p.name for p in params.positions]
+    series: dict[tuple[int, int, str, int], list[dict[str, Any]]] = {}
+    stretch: dict[int, int] = {}
+    last_mode: dict[int, int] = {}
+    for record in DecisionLog.read(outcome.decisions_path):
+        if record.get("type") != "decision":
+            continue
+        index = record["event_index"]
+        p, m = int(index.get("p", 0)), int(index.get("m", 0))
+        if last_mode.get(p) != m:
+            stretch[p] = stretch.get(p, -1) + 1
+            last_mode[p] = m
+        channel = _channel(params, index)
+        series.setdefault((p, stretch[p], channel, int(index.get("z", 0))), []).append(record)
+    stores: list[Path] = []
+    with _client(params) as edge:
+        for (p, k, channel, z), records in sorted(series.items()):
+            frames = [edge.frame(r["frame"]) for r in records]
+            fast = bool(records[0]["event_index"].get("m", 0))
+            mode = "fast" if fast else "gentle"
+            store = (
+                outcome.run_dir / "positions" / names[p] / f"{k:03d}-{mode}-{channel}-z{z}.ome.zarr"
+            )
+            store.parent.mkdir(parents=True, exist_ok=True)
+            stores.append(
+                write_zstack(
+                    store,
+                    np.stack([f.pixels for f in frames]),
+                    pixel_size_um=frames[0].header.pixel_size_um,
+                    t_step_s=params.fast.interval_s if fast else params.gentle.interval_s,
+                    name=f"{names[p]} {mode} {channel} z{z}",
+                    channel=channel,
+                    attributes={
+                        "mode": mode,
+                        "time_points": [r["event_index"].get("t", 0) for r in records],
+                        "sample_time_s": [r["sample_time_s"] for r in records],
+                        "edge_frames": [r["frame"] for r in records],
+                    },
+                )
+            )
+    return stores
+
+
+@task(name="summarise-event-triggered", cache_policy=NO_CACHE)
+def summarise_event_triggered(
+    params: EventTriggeredParams, outcome: EventOutcome, stores: list[Path], started: float
+) -> dict[str, Any]:
+    """Time points per mode, light dose against the always-fast protocol, trigger latency,
+    and the artifacts a person looks at."""
+    policy = EventTriggeredPolicy(_positions(params), params.rules())
+    with _client(params) as edge:
+        envelope = SafetyEnvelope.model_validate(edge.info()["envelope"])
+        edge_state = edge.state()
+    dose_now, intensity = edge_state.light_dose.used_mj, edge_state.intensity
+
+    def dose(mode: str) -> float:
+        return sum(
+            envelope.dose_mj(e.channel.config, e.exposure or 0.0, intensity)
+            for e in policy.events_per_time_point(mode)  # type: ignore[arg-type]
+        )
+
+    per_position = frames_by_position(outcome.decisions_path)
+    fast_tp = sum(sum(1 for _, m, _ in rows if m) for rows in per_position.values())
+    gentle_tp = sum(sum(1 for _, m, _ in rows if not m) for rows in per_position.values())
+    steps_fast = int(params.duration_s // params.fast.interval_s) + 1
+    steps_gentle = int(params.duration_s // params.gentle.interval_s) + 1
+    n = len(params.positions)
+    always_fast = n * steps_fast * dose("fast")
+    measured = dose_now - outcome.dose_before_mj
+    latencies = trigger_latencies_ms(outcome.decisions_path)
+    rows = [
+        {
+            "position": p["name"],
+            "triggers": len(p["triggers"]),
+            "fast_time_points": sum(1 for _, m, _ in per_position.get(i, []) if m),
+            "gentle_time_points": sum(1 for _, m, _ in per_position.get(i, []) if not m),
+            "stopped": p["stopped"],
+        }
+        for i, p in enumerate(outcome.positions)
+    ]
+    summary = {
+        "run_dir": str(outcome.run_dir),
+        "positions": n,
+        "triggers": sum(len(p["triggers"]) for p in outcome.positions),
+        "time_points_gentle": gentle_tp,
+        "time_points_fast": fast_tp,
+        "dose_mj": round(measured, 3),
+        "dose_frames_mj": round(gentle_tp * dose("gentle") + fast_tp * dose("fast"), 3),
+        "dose_always_fast_mj": round(always_fast, 3),
+        "dose_always_gentle_mj": round(n * steps_gentle * dose("gentle"), 3),
+        "dose_ratio": round(measured / always_fast, 4) if always_fast else None,
+        "trigger_latency_ms": _percentiles(latencies),
+        "stopped": {p["name"]: p["stopped"] for p in outcome.positions if p["stopped"]},
+        "fallback_decisions": outcome.loop["fallback_decisions"],
+        "refused": outcome.loop["refused"],
+        "stores": [str(s) for s in stores],
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    create_table_artifact(rows, key="event-positions", description="Triggers per position")
+    png = render_timeline_png(
+        {p["name"]: per_position.get(i, []) for i, p in enumerate(outcome.positions)}
+    )
+    (outcome.run_dir / "timeline.png").write_bytes(png)
+    create_image_artifact(
+        "data:image/png;base64," + base64.b64encode(png).decode(),
+        key="event-timeline",
+        description="Gentle (grey) and fast (red) time points per position",
+    )
+    create_markdown_artifact(
+        "# Event-triggered imaging\n\n| measure | value |\n| --- | --- |\n"
+        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k != "stores"),
+        key="event-summary",
+        description="Events, light dose against always-fast, trigger latency",
+    )
+    return summary
+
+
+@flow(name="event-triggered", log_prints=True)
+def event_triggered(params: EventTriggeredParams) -> dict[str, Any]:
+    """Prepare -> watch (the live loop) -> store -> summarise."""
+    started = time.perf_counter()
+    run_id = params.run_id or _default_run_id()
+    run_dir = params.output_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params.compute_profile()  # an unknown profile fails here, before the microscope moves
+    params.event_detectors()  # so does a detector that cannot load
+    with contextlib.ExitStack() as stack:
+        edge = stack.enter_context(_client(params))
+        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+        first, dose_before = prepare_event_triggered(params)
+        backend = _open_backend(params)
+        if backend is not None:
+            stack.enter_context(backend)
+        outcome = watch(params, run_id, run_dir, first, dose_before, backend)
+        stores = store_events(params, outcome)
+    return summarise_event_triggered(params, outcome, stores, started)
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "n": 0}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "p99": round(float(np.percentile(values, 99)), 1),
+        "n": len(values),
+    }
+
+
+def _positions(params: EventTriggeredParams) -> list[tuple[str, float, float]]:
+    return [(p.name, p.x_um, p.y_um) for p in params.positions]
+
+
+def _channel(params: EventTriggeredParams, index: dict[str, int]) -> str:
+    if not index.get("m", 0):
+        return params.gentle.channel
+    return params.fast.channels[int(index.get("c", 0))].channel
+
+
+def _open_backend(params: EventTriggeredParams) -> InferenceBackend | None:
+    profile = params.compute_profile()
+    if profile is not None:
+        return backend_for_profile(profile, params.model, params.model_options)
+    if params.backend is None:
+        return None
+    return make_backend(
+        params.backend.model_copy(
+            update={"model": params.model, "model_options": params.model_options}
+        )
+    )
+
+
+def _local_model(params: EventTriggeredParams) -> tuple[str | None, dict[str, Any]]:
+    if params.backend is None and params.profile is None:
+        return params.model, dict(params.model_options)
+    if params.fallback_model is None:
+        return None, {}
+    same = params.fallback_model == params.model
+    return params.fallback_model, dict(params.model_options) if same else {}
+
+
+def _default_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    run = flow_run.id
+    return f"event-{run}" if run else time.strftime("event-%Y%m%dT%H%M%S")

@@ -1,0 +1,308 @@
+"""The event-triggered policy and its detectors, without a microscope: pure inputs, checked
+outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from scopeflow import ObjectTable
+from tasks.decisions import (
+    Acquire,
+    DivisionDetector,
+    EventDetector,
+    EventRules,
+    EventTriggeredPolicy,
+    EventView,
+    FastProtocol,
+    FrameView,
+    GentleProtocol,
+    RoundingDetector,
+)
+
+PX = 0.5
+SIZE = 200
+CENTRE = SIZE / 2
+DIM, BRIGHT = 100.0, 250.0
+BACKGROUND = [(20.0, 20.0), (20.0, 180.0), (180.0, 20.0), (180.0, 180.0)]  # outside the ROI
+
+
+def objects(points: list[tuple[float, float, float]]) -> ObjectTable:
+    """(row, col, mean intensity) per object, plus four dim nuclei in the frame's corners; a
+    bright nucleus is small (rounded)."""
+    rows = [(r, c, i) for r, c, i in points] + [(r, c, DIM) for r, c in BACKGROUND]
+    n = len(rows)
+    return ObjectTable(
+        shape=(SIZE, SIZE),
+        label=np.arange(1, n + 1, dtype=np.int32),
+        area_px=np.array([50.0 if r[2] == BRIGHT else 80.0 for r in rows]),
+        centroid_row=np.array([r[0] for r in rows]),
+        centroid_col=np.array([r[1] for r in rows]),
+        mean_intensity=np.array([r[2] for r in rows]),
+        bbox=np.zeros((n, 4), np.int64),
+    )
+
+
+def frame(t: int, *, p: int = 0, m: int = 0, c: int = 0, z: int = 0, ready: int = 0) -> FrameView:
+    return FrameView(
+        index=100 * p + t,
+        command_id=f"run.event.p{p:03d}-t{t:05d}",
+        stage_x_um=1000.0 * (p + 1),
+        stage_y_um=500.0,
+        stage_z_um=0.0,
+        width=SIZE,
+        height=SIZE,
+        pixel_size_um=PX,
+        affine=(PX, 0.0, 0.0, 0.0, PX, 0.0),
+        event_index={"t": t, "p": p, "c": c, "z": z, "m": m},
+        t_ready_ns=ready,
+    )
+
+
+QUIET = objects([(CENTRE, CENTRE, DIM)])
+ROUNDED = objects([(CENTRE, CENTRE, BRIGHT)])
+DIVIDED = objects([(CENTRE - 8, CENTRE, DIM), (CENTRE + 8, CENTRE, DIM)])
+
+
+def rules(**kw: object) -> EventRules:
+    base: dict[str, object] = {
+        "duration_s": 100.0,
+        "gentle": GentleProtocol("DAPI", 10.0, 4.0),
+        "fast": FastProtocol((("DAPI", 50.0), ("GFP", 40.0)), (-1.0, 0.0, 1.0), 1.0),
+        "roi_um": 40.0,
+        "after_frames": 1,
+        "max_fast_s": 30.0,
+        "cooldown_s": 10.0,
+    }
+    return EventRules(**(base | kw))  # type: ignore[arg-type]
+
+
+def policy(**kw: object) -> EventTriggeredPolicy:
+    return EventTriggeredPolicy([("a", 1000.0, 500.0), ("b", 2000.0, 500.0)], rules(**kw))
+
+
+def only_acquire(decision) -> Acquire:
+    (command,) = decision.commands
+    assert isinstance(command, Acquire)
+    return command
+
+
+def test_every_position_starts_gentle_at_time_zero() -> None:
+    pol = policy()
+    commands = pol.first_commands(pol.initial_state())
+    assert [c.key for c in commands] == ["p000-t00000", "p001-t00000"]
+    for command in commands:
+        (event,) = command.events
+        assert (event.channel.config, event.exposure, command.due_s) == ("DAPI", 10.0, 0.0)
+        assert event.index["m"] == 0
+
+
+def test_quiet_frames_keep_the_gentle_rate() -> None:
+    pol = policy()
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, decision = pol.decide(state, frame(0), QUIET)
+    command = only_acquire(decision)
+    assert command.key == "p000-t00001" and command.due_s == 4.0 and len(command.events) == 1
+    assert decision.summary["fired"] == [] and decision.summary["next_mode"] == "gentle"
+
+
+def test_a_rounded_nucleus_in_the_roi_switches_that_position_to_fast_at_once() -> None:
+    pol = policy()
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, decision = pol.decide(state, frame(1, ready=7), ROUNDED)
+    command = only_acquire(decision)
+    assert decision.summary["switch"] == "to fast" and decision.summary["fired"] == ["rounding"]
+    assert command.due_s == 4.0  # the trigger frame's own time: sent now
+    assert len(command.events) == 6  # 2 channels x 3 planes
+    assert {e.index["m"] for e in command.events} == {1}
+    assert sorted({e.z_pos for e in command.events}) == [-1.0, 0.0, 1.0]
+    assert all(e.x_pos == 1000.0 and e.y_pos == 500.0 for e in command.events)
+    assert state.positions[0].triggers == [
+        {"t": 1, "frame": 1, "by": ["rounding"], "t_ready_ns": 7}
+    ]
+    assert state.positions[1].mode == "gentle"  # the other position is not touched
+
+
+def test_a_rounded_nucleus_outside_the_roi_triggers_nothing() -> None:
+    pol = policy()
+    state = pol.initial_state()
+    pol.first_commands(state)
+    before = objects([(CENTRE, CENTRE, DIM), (CENTRE, CENTRE + 70, DIM)])  # 35 µm away
+    outside = objects([(CENTRE, CENTRE, DIM), (CENTRE, CENTRE + 70, BRIGHT)])
+    state, _ = pol.decide(state, frame(0), before)
+    state, decision = pol.decide(state, frame(1), outside)
+    assert decision.summary["fired"] == [] and state.positions[0].mode == "gentle"
+
+
+def test_the_event_runs_fast_through_the_division_then_returns_to_gentle() -> None:
+    pol = policy()
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, d = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)
+    assert d.summary["switch"] == "to fast" and only_acquire(d).due_s == 4.0
+    state, d = pol.decide(state, frame(2, m=1, z=1), ROUNDED)  # still rounded: fast goes on
+    assert only_acquire(d).due_s == 5.0 and d.summary["fired"] == ["rounding"]
+    state, d = pol.decide(state, frame(3, m=1, z=1), DIVIDED)
+    assert d.summary["fired"] == ["division"] and d.summary["next_mode"] == "fast"
+    state, d = pol.decide(state, frame(4, m=1, z=1), DIVIDED)  # quiet 1 = after_frames
+    assert d.summary["next_mode"] == "fast" and only_acquire(d).due_s == 7.0
+    state, d = pol.decide(state, frame(5, m=1, z=1), DIVIDED)
+    assert d.summary["switch"] == "to gentle: event over"
+    command = only_acquire(d)
+    assert command.due_s == 11.0 and len(command.events) == 1
+    assert command.events[0].index["m"] == 0
+
+
+def test_with_end_on_an_event_lasts_until_the_division_even_if_rounding_flickers() -> None:
+    pol = policy(end_on=("division",), after_frames=1)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)
+    assert d.summary["switch"] == "to fast"
+    lost = objects([(CENTRE, CENTRE, DIM)])  # the rounded nucleus was missed in these frames
+    for t in (2, 3, 4, 5):
+        state, d = pol.decide(state, frame(t, m=1, z=1), lost)
+        assert d.summary["fired"] == [] and d.summary["next_mode"] == "fast"
+    state, d = pol.decide(state, frame(6, m=1, z=1), ROUNDED)
+    state, d = pol.decide(state, frame(7, m=1, z=1), DIVIDED)
+    assert d.summary["fired"] == ["division"] and d.summary["next_mode"] == "fast"
+    state, d = pol.decide(state, frame(8, m=1, z=1), DIVIDED)
+    assert d.summary["switch"] == "to gentle: event over"
+
+
+def test_frames_other_than_the_detection_plane_decide_nothing() -> None:
+    pol = policy()
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, _ = pol.decide(state, frame(1), ROUNDED)
+    for c, z in ((1, 1), (0, 0), (0, 2)):
+        state, d = pol.decide(state, frame(2, m=1, c=c, z=z), QUIET)
+        assert d.commands == () and d.summary["role"] == "extra"
+    assert state.positions[0].mode == "fast"
+
+
+def test_a_time_limit_ends_a_long_event_and_a_cooldown_holds_off_the_next() -> None:
+    pol = policy(max_fast_s=3.0, cooldown_s=10.0)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, _ = pol.decide(state, frame(1), ROUNDED)  # fast from 4 s
+    switches = []
+    for t in range(2, 8):
+        m = 1 if state.positions[0].mode == "fast" else 0
+        state, d = pol.decide(state, frame(t, m=m, z=1 if m else 0), ROUNDED)
+        switches.append((only_acquire(d).due_s, d.summary["fired"], d.summary["switch"]))
+    assert switches == [
+        (5.0, ["rounding"], None),
+        (6.0, ["rounding"], None),
+        (7.0, ["rounding"], None),
+        (11.0, ["rounding"], "to gentle: time limit"),  # 3 s fast; a 10 s cooldown
+        (15.0, ["rounding"], None),  # still rounded, but inside the cooldown
+        (19.0, ["rounding"], None),
+    ]
+    state, d = pol.decide(state, frame(8), ROUNDED)  # 19 s >= 7 + 10: may trigger again
+    assert d.summary["switch"] == "to fast"
+
+
+def test_nothing_is_scheduled_past_the_run_duration() -> None:
+    pol = policy(duration_s=6.0)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, d = pol.decide(state, frame(0), QUIET)
+    assert only_acquire(d).due_s == 4.0
+    state, d = pol.decide(state, frame(1), QUIET)
+    assert d.commands == ()
+
+
+@dataclass(frozen=True)
+class Broken:
+    name: str = "broken"
+
+    def detect(self, view: EventView) -> bool:
+        raise RuntimeError("model file missing")
+
+
+def test_a_detector_that_raises_stops_its_position_only_with_the_reason() -> None:
+    pol = EventTriggeredPolicy(
+        [("a", 1000.0, 500.0), ("b", 2000.0, 500.0)], rules(), (RoundingDetector(), Broken())
+    )
+    assert isinstance(Broken(), EventDetector)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, d = pol.decide(state, frame(0), QUIET)
+    assert d.commands == ()
+    assert "RuntimeError: model file missing" in d.summary["stopped"]
+    assert state.positions[0].mode == "stopped" and state.positions[1].mode == "gentle"
+    state, d = pol.decide(state, frame(1), QUIET)
+    assert d.commands == () and d.summary["stopped"]
+
+
+def test_a_user_detector_plugs_in_next_to_the_built_in_ones() -> None:
+    @dataclass(frozen=True)
+    class Crowded:
+        name: str = "crowded"
+
+        def detect(self, view: EventView) -> bool:
+            return int(view.in_roi.sum()) >= 2
+
+    pol = EventTriggeredPolicy([("a", 1000.0, 500.0)], rules(), (RoundingDetector(), Crowded()))
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, d = pol.decide(state, frame(0), DIVIDED)
+    assert d.summary["fired"] == ["crowded"] and d.summary["switch"] == "to fast"
+
+
+def test_the_same_frames_give_the_same_commands() -> None:
+    runs = []
+    for _ in range(2):
+        pol = policy()
+        state = pol.initial_state()
+        keys = [c.key for c in pol.first_commands(state)]
+        for t, objs in enumerate((QUIET, ROUNDED, ROUNDED, DIVIDED)):
+            m = 1 if state.positions[0].mode == "fast" else 0
+            state, d = pol.decide(state, frame(t, m=m, z=1 if m else 0), objs)
+            keys += [(c.key, c.due_s, len(c.events)) for c in d.commands]
+        runs.append(keys)
+    assert runs[0] == runs[1]
+
+
+def test_rounding_is_a_turn_brighter_and_smaller_and_division_needs_it_before() -> None:
+    rounding = RoundingDetector()
+    detector = DivisionDetector(rounding)
+    pol = policy()
+
+    def view_of(objs: ObjectTable, previous: EventView | None) -> EventView:
+        state = pol.initial_state()
+        v = pol._view(state.positions[0], frame(0), objs)
+        return EventView(v.objects, v.x_um, v.y_um, v.in_roi, previous)
+
+    quiet = view_of(QUIET, None)
+    rounded = view_of(ROUNDED, quiet)
+    assert rounding.detect(rounded) and not rounding.detect(view_of(ROUNDED, None))
+    assert rounding.detect(view_of(ROUNDED, rounded))  # stays rounded
+    assert not rounding.detect(view_of(ROUNDED, view_of(ROUNDED, None)))  # never seen turning
+    assert not detector.detect(view_of(DIVIDED, None))
+    assert not detector.detect(view_of(DIVIDED, quiet))
+    assert detector.detect(view_of(DIVIDED, rounded))
+    assert not detector.detect(view_of(ROUNDED, rounded))
+    bright_daughters = objects([(CENTRE - 8, CENTRE, BRIGHT), (CENTRE + 8, CENTRE, BRIGHT)])
+    bright_daughters.area_px[:2] = 80.0  # bright, but as large as interphase nuclei
+    assert not rounding.detect(view_of(bright_daughters, rounded))
+    assert detector.detect(view_of(bright_daughters, rounded))
+
+
+def test_protocols_that_make_no_sense_are_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="must be shorter"):
+        rules(fast=FastProtocol(interval_s=5.0))
+    with pytest.raises(ValueError, match=r"must include 0\.0"):
+        FastProtocol(z_offsets_um=(-1.0, 1.0))
+    with pytest.raises(ValueError, match="at least one"):
+        FastProtocol(channels=())
