@@ -105,7 +105,7 @@ class Analyzer:
             else None
         )
         self._recovered = threading.Event()
-        self._workers = backend.config.workers if backend is not None else 1
+        self._workers = _worker_count(backend)
         self._done_remote: deque[int] = deque(maxlen=4 * max(1, self.settings.max_in_flight))
 
     @property
@@ -267,3 +267,12 @@ class Analyzer:
         with self._lock:
             self._in_flight -= 1
             self._lock.notify()
+
+
+def _worker_count(backend: object | None) -> int:
+    """How many workers serve ``backend``: an inference backend's ``config.workers``, or the
+    ``workers`` of another analysis (QC metrics)."""
+    if backend is None:
+        return 1
+    config = getattr(backend, "config", None)
+    return int(getattr(config, "workers", None) or getattr(backend, "workers", 1))
