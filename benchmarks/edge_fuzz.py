@@ -106,12 +106,20 @@ def fuzz(url: str, token: str, *, positive: int, negative: int, seed_value: int)
                     # a lease taken by the fuzzer would answer every later control request
                     # with 423 before its body is read (holders are checked before input)
                     _give_lease_back(url, headers)
+                if label == "POST /v1/sim/faults":
+                    # injected faults (up to 1,000 hung stage moves) would turn the later cases
+                    # into fault tests (tests/test_faults.py has those), not input tests
+                    _clear_faults(url, headers)
 
             try:
                 send()
             except Unsatisfiable:  # nothing to make invalid (an operation without inputs)
                 continue
     return {"statuses": dict(sorted(statuses.items())), "failures": failures}
+
+
+def _clear_faults(url: str, headers: dict[str, str]) -> None:
+    httpx.post(f"{url}/v1/sim/faults", json={"clear": True}, headers=headers, timeout=10)
 
 
 def _give_lease_back(url: str, headers: dict[str, str]) -> None:
