@@ -275,4 +275,6 @@ def _worker_count(backend: object | None) -> int:
     if backend is None:
         return 1
     config = getattr(backend, "config", None)
-    return int(getattr(config, "workers", None) or getattr(backend, "workers", 1))
+    if config is not None:
+        return config.workers
+    return int(getattr(backend, "workers", 1))
