@@ -40,6 +40,7 @@ from tasks.decisions import (
     TrackingRules,
     TrackingState,
 )
+from tasks.hardware import EdgeClient
 from tasks.inference import (
     BackendConfig,
     InferenceBackend,
@@ -49,11 +50,13 @@ from tasks.inference import (
     make_backend,
 )
 from tasks.live import (
+    Analyzer,
+    AnalyzerSettings,
+    CommandSink,
     DecisionLog,
+    EdgeStreamSource,
     LoopSettings,
-    analyzer_for,
-    local_model_choice,
-    run_edge_phase,
+    run_loop,
 )
 from tasks.storage import write_ctc_result, write_zstack
 
@@ -84,11 +87,20 @@ class TrackingOutcome:
     mosaic_path: Path | None = None  # the overview the positions came from, if any
 
 
+def _client(params: TrackingParams) -> EdgeClient:
+    return EdgeClient.connect(
+        microscope=params.microscope,
+        url=params.edge_url,
+        token_file=params.edge_token_file,
+        ca_file=params.edge_ca_file,
+    )
+
+
 @task(name="prepare-tracking", cache_policy=NO_CACHE)
 def prepare_tracking(params: TrackingParams) -> int:
     """Check the positions and objective against the edge's envelope, switch the objective;
     returns the index the run's frames start from."""
-    with params.connect() as edge:
+    with _client(params) as edge:
         edge.wait_until_idle()
         envelope = edge.info()["envelope"]
         allowed = envelope.get("allowed_objectives")
@@ -134,25 +146,37 @@ def track_cells(
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in positions], rules)
     local_model, local_options = _local_model(params)
     analysis = _where_analysis_ran(params, backend)
-    analyzer = analyzer_for(
+    analyzer = Analyzer(
         backend,
-        deadline_ms=params.deadline_ms,
-        local_model=local_model,
-        local_options=local_options,
+        AnalyzerSettings(
+            deadline_ms=params.deadline_ms if backend is not None else None,
+            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
+            fallback_model=local_model,
+            fallback_options=local_options,
+        ),
     )
     decisions_path = run_dir / "decisions.jsonl"
-    with params.connect() as edge:
-        report = run_edge_phase(
-            edge,
-            analyzer,
-            policy,
-            run_id=run_id,
-            phase=PHASE,
-            decisions_path=decisions_path,
-            first_frame=first_frame,
-            transport=params.transport,
-            settings=LoopSettings(budget_ms=params.interval_s * 1e3),
-        )
+    try:
+        with _client(params) as edge:
+            sink = CommandSink(edge, run_id=run_id, phase=PHASE)
+            log = DecisionLog(decisions_path, run_id=run_id, phase=PHASE, first_frame=first_frame)
+            source = EdgeStreamSource(
+                edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
+            )
+            try:
+                report = run_loop(
+                    source,
+                    analyzer,
+                    policy,
+                    sink,
+                    log,
+                    LoopSettings(budget_ms=params.interval_s * 1e3),
+                )
+            finally:
+                sink.close()
+                log.close()
+    finally:
+        analyzer.close()
     tracks_path = run_dir / "tracks.json"
     tracks_path.write_text(json.dumps(_tracks_document(report.state), indent=1))
     create_markdown_artifact(
@@ -175,7 +199,7 @@ def store_tracks(
     local_model, local_options = _local_model(params)
     local = load_model(local_model, **local_options) if local_model is not None else None
     stores: list[Path] = []
-    with params.connect() as edge:
+    with _client(params) as edge:
         for p, position in enumerate(tracks["positions"]):
             indices = frames.get(p, {})
             if not indices:
@@ -260,7 +284,7 @@ def summarise_tracking(
     }
     create_table_artifact(rows, key="tracking-tracks", description="Tracks per position")
     frames, _ = _frames_by_position(outcome.decisions_path)
-    with params.connect() as edge:
+    with _client(params) as edge:
         last = {
             position["name"]: edge.frame(frames[p][max(frames[p])])
             for p, position in enumerate(tracks["positions"])
@@ -307,7 +331,7 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     mosaic = None
     with contextlib.ExitStack() as stack:
         # one run controls the microscope at a time: its tasks' clients speak for the lease
-        edge = stack.enter_context(params.connect())
+        edge = stack.enter_context(_client(params))
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         if params.positions == "from_overview":  # the workers segment the overview too
             backend = _open_backend(params)
@@ -485,10 +509,12 @@ def _where_analysis_ran(params: TrackingParams, backend: InferenceBackend | None
 
 def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:
     """The model this process runs: the fallback beside remote workers, else the model."""
-    remote = params.backend is not None or params.profile is not None
-    return local_model_choice(
-        params.model, params.model_options, params.fallback_model, remote=remote
-    )
+    if params.backend is None and params.profile is None:
+        return params.model, dict(params.model_options)
+    if params.fallback_model is None:
+        return None, {}
+    same = params.fallback_model == params.model
+    return params.fallback_model, dict(params.model_options) if same else {}
 
 
 def _relabel(labels: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
