@@ -12,6 +12,8 @@ from tasks.compute import get_profile
 from tasks.inference import BackendConfig
 from tasks.storage import Compression
 
+from ._edge_params import MicroscopeConnection
+
 __all__ = ["AcquireParams", "AnalysisHook"]
 
 
@@ -46,7 +48,7 @@ class AnalysisHook(BaseModel):
         return None if self.profile is None else get_profile(self.profile)
 
 
-class AcquireParams(BaseModel):
+class AcquireParams(MicroscopeConnection):
     """Run a useq-schema MDASequence through an edge agent into OME-Zarr images with its axes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,23 +72,6 @@ class AcquireParams(BaseModel):
         None,
         pattern=r"^[A-Za-z0-9._\-]+$",
         description="Give a crashed run's id to resume it: the edge runs the sequence once",
-    )
-    edge_url: str = "http://127.0.0.1:8765"
-    edge_token_file: Path | None = None
-    edge_ca_file: Path | None = Field(
-        None, description="CA that signed an https edge's certificate (else the system's)"
-    )
-    microscope: str | None = Field(
-        None,
-        description="Microscope by name from the settings' registry ([microscopes.NAME]); "
-        "wins over edge_url / edge_token_file / edge_ca_file",
-    )
-    lease_ttl_s: float = Field(
-        30.0,
-        ge=1.0,
-        le=3600.0,
-        description="The run leases the microscope (holder: its run id); the lease runs out "
-        "this long after the run's process dies",
     )
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
     frames_from: Literal["auto", "journal", "stream"] = Field(

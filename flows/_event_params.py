@@ -21,6 +21,7 @@ from tasks.decisions import (
 )
 from tasks.inference import BackendConfig
 
+from ._edge_params import MicroscopeConnection
 from ._tracking_params import TrackedPosition
 
 __all__ = ["ChannelExposure", "EventTriggeredParams", "FastSettings", "GentleSettings"]
@@ -60,7 +61,7 @@ class FastSettings(BaseModel):
     interval_s: float = Field(1.0, gt=0, description="Wall-clock seconds between time points")
 
 
-class EventTriggeredParams(BaseModel):
+class EventTriggeredParams(MicroscopeConnection):
     """Watch positions gently; image each detected event fast; go back when it is over."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -105,13 +106,6 @@ class EventTriggeredParams(BaseModel):
         pattern=r"^[A-Za-z0-9._\-]+$",
         description="Give a crashed run's id to resume it: no command already run is repeated",
     )
-    edge_url: str = "http://127.0.0.1:8765"
-    edge_token_file: Path | None = None
-    edge_ca_file: Path | None = None
-    microscope: str | None = Field(
-        None, description="Microscope by name from the settings' registry ([microscopes.NAME])"
-    )
-    lease_ttl_s: float = Field(30.0, ge=1.0, le=3600.0)
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
     output_dir: Path = Path("scopeflow-data")
 

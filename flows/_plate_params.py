@@ -12,6 +12,7 @@ from tasks.compute import get_profile
 from tasks.decisions import SelectionRules
 from tasks.inference import BackendConfig
 
+from ._edge_params import MicroscopeConnection
 from ._targeted_params import DetailSettings, OverviewSettings
 
 __all__ = ["FieldGrid", "PlateScreenParams"]
@@ -29,7 +30,7 @@ class FieldGrid(BaseModel):
     overlap: float = Field(0.1, ge=0, lt=0.5, description="Fraction of the field tiles share")
 
 
-class PlateScreenParams(BaseModel):
+class PlateScreenParams(MicroscopeConnection):
     """A multi-well plate: which plate, where it lies on the stage, which wells, and the
     targeted imaging (overview fields -> targets -> detail z-stacks) done in each well."""
 
@@ -60,23 +61,6 @@ class PlateScreenParams(BaseModel):
     )
     profile: str | None = Field(
         None, description="Compute profile the model's workers run on (used instead of backend)"
-    )
-    edge_url: str = "http://127.0.0.1:8765"
-    edge_token_file: Path | None = None
-    edge_ca_file: Path | None = Field(
-        None, description="CA that signed an https edge's certificate (else the system's)"
-    )
-    microscope: str | None = Field(
-        None,
-        description="Microscope by name from the settings' registry ([microscopes.NAME]); "
-        "wins over edge_url / edge_token_file / edge_ca_file",
-    )
-    lease_ttl_s: float = Field(
-        30.0,
-        ge=1.0,
-        le=3600.0,
-        description="The run leases the microscope (holder: its run id); the lease runs out "
-        "this long after the run's process dies",
     )
     transport: Literal["auto", "shm", "tcp", "websocket"] = Field(
         "tcp",

@@ -12,6 +12,8 @@ from tasks.compute import get_profile
 from tasks.decisions import SelectionRules
 from tasks.inference import BackendConfig
 
+from ._edge_params import MicroscopeConnection
+
 __all__ = ["DetailSettings", "OverviewSettings", "Region", "TargetedImagingParams"]
 
 
@@ -68,7 +70,7 @@ class DetailSettings(BaseModel):
         return [-half + i * self.z_step_um for i in range(n)]
 
 
-class TargetedImagingParams(BaseModel):
+class TargetedImagingParams(MicroscopeConnection):
     """Everything a targeted-imaging run needs; the same for the simulator and a microscope."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,23 +90,6 @@ class TargetedImagingParams(BaseModel):
             "[compute_profiles] in the settings file: slurm, pbs, ray/KubeRay); used instead of "
             "`backend` when set"
         ),
-    )
-    edge_url: str = "http://127.0.0.1:8765"
-    edge_token_file: Path | None = None
-    edge_ca_file: Path | None = Field(
-        None, description="CA that signed an https edge's certificate (else the system's)"
-    )
-    microscope: str | None = Field(
-        None,
-        description="Microscope by name from the settings' registry ([microscopes.NAME]); "
-        "wins over edge_url / edge_token_file / edge_ca_file",
-    )
-    lease_ttl_s: float = Field(
-        30.0,
-        ge=1.0,
-        le=3600.0,
-        description="The run leases the microscope (holder: its run id); the lease runs out "
-        "this long after the run's process dies",
     )
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
     output_dir: Path = Path("scopeflow-data")

@@ -12,6 +12,7 @@ from tasks.compute import get_profile
 from tasks.decisions import SelectionRules
 from tasks.inference import BackendConfig
 
+from ._edge_params import MicroscopeConnection
 from ._targeted_params import OverviewSettings, Region
 
 __all__ = ["PositionsFromOverview", "TrackedPosition", "TrackingParams"]
@@ -44,7 +45,7 @@ class PositionsFromOverview(BaseModel):
     )
 
 
-class TrackingParams(BaseModel):
+class TrackingParams(MicroscopeConnection):
     """Multi-position live tracking: segment, link, re-centre on the followed cell."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,23 +94,6 @@ class TrackingParams(BaseModel):
         None,
         pattern=r"^[A-Za-z0-9._\-]+$",
         description="Give a crashed run's id to resume it: no command already run is repeated",
-    )
-    edge_url: str = "http://127.0.0.1:8765"
-    edge_token_file: Path | None = None
-    edge_ca_file: Path | None = Field(
-        None, description="CA that signed an https edge's certificate (else the system's)"
-    )
-    microscope: str | None = Field(
-        None,
-        description="Microscope by name from the settings' registry ([microscopes.NAME]); "
-        "wins over edge_url / edge_token_file / edge_ca_file",
-    )
-    lease_ttl_s: float = Field(
-        30.0,
-        ge=1.0,
-        le=3600.0,
-        description="The run leases the microscope (holder: its run id); the lease runs out "
-        "this long after the run's process dies",
     )
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
     output_dir: Path = Path("scopeflow-data")

@@ -42,15 +42,10 @@ from tasks.decisions import SequenceMeasurePolicy
 from tasks.hardware import EdgeClient
 from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
-    Analyzer,
-    AnalyzerSettings,
-    CommandSink,
-    DecisionLog,
-    EdgeStreamSource,
-    FrameSource,
-    LoopSettings,
+    analyzer_for,
     command_id,
-    run_loop,
+    local_model_choice,
+    run_edge_phase,
 )
 
 from ._acquire_hooks import SelectedFrames, position_frame_selector
@@ -116,15 +111,6 @@ def planned_events(params: AcquireParams) -> tuple[useq.MDASequence, list[useq.M
     return sequence, events
 
 
-def _client(params: AcquireParams) -> EdgeClient:
-    return EdgeClient.connect(
-        microscope=params.microscope,
-        url=params.edge_url,
-        token_file=params.edge_token_file,
-        ca_file=params.edge_ca_file,
-    )
-
-
 @task(name="prepare-acquisition", cache_policy=NO_CACHE)
 def prepare_acquisition(params: AcquireParams) -> PreparedAcquisition:
     """Read and check the sequence against the edge's envelope; nothing moves here."""
@@ -132,7 +118,7 @@ def prepare_acquisition(params: AcquireParams) -> PreparedAcquisition:
     fields = plan_fields(_timed_events(params, events))
     if params.analysis is not None:
         params.analysis.compute_profile()  # an unknown profile fails here, before anything runs
-    with _client(params) as edge:
+    with params.connect() as edge:
         info = edge.info()
         state = edge.state()
         check_envelope(events, info["envelope"], state.model_dump(mode="json"))
@@ -194,7 +180,7 @@ def acquire_sequence(
         )
     writer = _StoreWriter(params, stores, cid, journal if local else None)
     analysis = None
-    with _client(params) as edge:
+    with params.connect() as edge:
         if params.analysis is None:
             ack = _submit(edge, events, cid, params)
             start = ack.stream_from if ack.stream_from is not None else prepared.first_frame
@@ -298,7 +284,7 @@ class _StoreWriter:
 
     def _run(self, first: int) -> None:
         try:
-            with _client(self._params) as edge:
+            with self._params.connect() as edge:
                 for item in self._frames(edge, first):
                     if isinstance(item, FrameRecord):
                         self._stores.add(item)
@@ -371,30 +357,23 @@ def _analyse(
         if backend is not None:
             stack.enter_context(backend)
             engine = str(backend.info()["kind"])
-        local = hook.fallback_model if backend is not None else hook.model
-        analyzer = Analyzer(
-            backend,
-            AnalyzerSettings(
-                deadline_ms=hook.deadline_ms if backend is not None else None,
-                max_in_flight=2 * (backend.config.workers if backend is not None else 1),
-                fallback_model=local,
-                fallback_options=dict(hook.model_options) if local == hook.model else {},
-            ),
+        local, options = local_model_choice(
+            hook.model, hook.model_options, hook.fallback_model, remote=backend is not None
         )
-        stack.callback(analyzer.close)
-        sink = CommandSink(edge, run_id=run_id, phase=PHASE)
-        stack.callback(sink.close)
-        log = DecisionLog(
-            run_dir / "decisions.jsonl", run_id=run_id, phase=PHASE, first_frame=first_frame
-        )
-        stack.callback(log.close)
-        source: FrameSource = EdgeStreamSource(
-            edge, start=first_frame, command_prefix=sink.prefix, transport=params.transport
+        analyzer = analyzer_for(
+            backend, deadline_ms=hook.deadline_ms, local_model=local, local_options=options
         )
         wanted = position_frame_selector(plans, hook.channel) if hook.scope == "position" else None
-        source = SelectedFrames(source, wanted)
-        report = run_loop(
-            source, analyzer, SequenceMeasurePolicy(events), sink, log, LoopSettings()
+        report = run_edge_phase(
+            edge,
+            analyzer,
+            SequenceMeasurePolicy(events),
+            run_id=run_id,
+            phase=PHASE,
+            decisions_path=run_dir / "decisions.jsonl",
+            first_frame=first_frame,
+            transport=params.transport,
+            select=lambda source: SelectedFrames(source, wanted),
         )
     if report.refused:
         raise ConfigurationError(
@@ -509,7 +488,7 @@ def acquire(params: AcquireParams) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         # one run controls the microscope at a time: its tasks' clients speak for the lease
-        edge = stack.enter_context(_client(params))
+        edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         prepared = prepare_acquisition(params)
         outcome = acquire_sequence(params, prepared, run_id, run_dir)

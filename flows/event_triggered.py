@@ -30,16 +30,14 @@ from prefect.cache_policies import NO_CACHE
 
 from scopeflow import ConfigurationError, EnvelopeViolation
 from tasks.decisions import EventState, EventTriggeredPolicy
-from tasks.hardware import EdgeClient, SafetyEnvelope
+from tasks.hardware import SafetyEnvelope
 from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
-    Analyzer,
-    AnalyzerSettings,
-    CommandSink,
     DecisionLog,
-    EdgeStreamSource,
     LoopSettings,
-    run_loop,
+    analyzer_for,
+    local_model_choice,
+    run_edge_phase,
 )
 from tasks.storage import write_zstack
 
@@ -63,21 +61,12 @@ class EventOutcome:
     dose_before_mj: float
 
 
-def _client(params: EventTriggeredParams) -> EdgeClient:
-    return EdgeClient.connect(
-        microscope=params.microscope,
-        url=params.edge_url,
-        token_file=params.edge_token_file,
-        ca_file=params.edge_ca_file,
-    )
-
-
 @task(name="prepare-event-triggered", cache_policy=NO_CACHE)
 def prepare_event_triggered(params: EventTriggeredParams) -> tuple[int, float]:
     """Check both protocols and the positions against the edge's envelope (an envelope that
     forbids the fast protocol stops the run here, before anything moves), switch the objective;
     returns the index the run's frames start from and the edge's light dose so far."""
-    with _client(params) as edge:
+    with params.connect() as edge:
         edge.wait_until_idle()
         envelope = SafetyEnvelope.model_validate(edge.info()["envelope"])
         if envelope.allowed_objectives and params.objective not in envelope.allowed_objectives:
@@ -115,37 +104,25 @@ def watch(
     """The live loop: every time point's detection frame analysed and the next one chosen."""
     policy = EventTriggeredPolicy(_positions(params), params.rules(), params.event_detectors())
     local_model, local_options = _local_model(params)
-    analyzer = Analyzer(
+    analyzer = analyzer_for(
         backend,
-        AnalyzerSettings(
-            deadline_ms=params.deadline_ms if backend is not None else None,
-            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
-            fallback_model=local_model,
-            fallback_options=local_options,
-        ),
+        deadline_ms=params.deadline_ms,
+        local_model=local_model,
+        local_options=local_options,
     )
     decisions_path = run_dir / "decisions.jsonl"
-    try:
-        with _client(params) as edge:
-            sink = CommandSink(edge, run_id=run_id, phase=PHASE)
-            log = DecisionLog(decisions_path, run_id=run_id, phase=PHASE, first_frame=first_frame)
-            source = EdgeStreamSource(
-                edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
-            )
-            try:
-                report = run_loop(
-                    source,
-                    analyzer,
-                    policy,
-                    sink,
-                    log,
-                    LoopSettings(budget_ms=params.fast.interval_s * 1e3),
-                )
-            finally:
-                sink.close()
-                log.close()
-    finally:
-        analyzer.close()
+    with params.connect() as edge:
+        report = run_edge_phase(
+            edge,
+            analyzer,
+            policy,
+            run_id=run_id,
+            phase=PHASE,
+            decisions_path=decisions_path,
+            first_frame=first_frame,
+            transport=params.transport,
+            settings=LoopSettings(budget_ms=params.fast.interval_s * 1e3),
+        )
     state: EventState = report.state
     positions = [
         {"name": roi.name, "triggers": roi.triggers, "stopped": roi.stop_reason}
@@ -178,7 +155,7 @@ def store_events(params: EventTriggeredParams, outcome: EventOutcome) -> list[Pa
         channel = _channel(params, index)
         series.setdefault((p, stretch[p], channel, int(index.get("z", 0))), []).append(record)
     stores: list[Path] = []
-    with _client(params) as edge:
+    with params.connect() as edge:
         for (p, k, channel, z), records in sorted(series.items()):
             frames = [edge.frame(r["frame"]) for r in records]
             fast = bool(records[0]["event_index"].get("m", 0))
@@ -213,7 +190,7 @@ def summarise_event_triggered(
     """Time points per mode, light dose against the always-fast protocol, trigger latency,
     and the artifacts a person looks at."""
     policy = EventTriggeredPolicy(_positions(params), params.rules())
-    with _client(params) as edge:
+    with params.connect() as edge:
         envelope = SafetyEnvelope.model_validate(edge.info()["envelope"])
         edge_state = edge.state()
     dose_now, intensity = edge_state.light_dose.used_mj, edge_state.intensity
@@ -290,7 +267,7 @@ def event_triggered(params: EventTriggeredParams) -> dict[str, Any]:
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
     params.event_detectors()  # so does a detector that cannot load
     with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(_client(params))
+        edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         first, dose_before = prepare_event_triggered(params)
         backend = _open_backend(params)
@@ -335,12 +312,11 @@ def _open_backend(params: EventTriggeredParams) -> InferenceBackend | None:
 
 
 def _local_model(params: EventTriggeredParams) -> tuple[str | None, dict[str, Any]]:
-    if params.backend is None and params.profile is None:
-        return params.model, dict(params.model_options)
-    if params.fallback_model is None:
-        return None, {}
-    same = params.fallback_model == params.model
-    return params.fallback_model, dict(params.model_options) if same else {}
+    """The model this process runs: the fallback beside remote workers, else the model."""
+    remote = params.backend is not None or params.profile is not None
+    return local_model_choice(
+        params.model, params.model_options, params.fallback_model, remote=remote
+    )
 
 
 def _default_run_id() -> str:

@@ -40,7 +40,6 @@ from ._plate_params import PlateScreenParams
 from ._plate_summary import PlateRecord, summarise_plate
 from .targeted_imaging import (
     OverviewPlan,
-    _client,
     _log,
     _open_backend,
     _run_id,
@@ -102,7 +101,7 @@ def plan_plate(params: PlateScreenParams) -> PlatePlan:
         picked = [well_index(w, kind) for w in params.wells]
         selected = (tuple(r for r, _ in picked), tuple(c for _, c in picked))
     ov = params.overview
-    with _client(params) as edge:
+    with params.connect() as edge:
         edge.wait_until_idle()
         edge.set_objective(ov.objective)
         state = edge.state()
@@ -207,7 +206,7 @@ def store_plate(
         },
     )
     frames = [r["frame"] for r in DecisionLog.read(overview_log) if r.get("type") == "decision"]
-    with _client(params) as edge:
+    with params.connect() as edge:
         for index in sorted(frames):
             frame = edge.frame(index)
             h = frame.header
@@ -264,7 +263,7 @@ def plate_screen(params: PlateScreenParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     # one run controls the microscope at a time: its tasks' clients speak for the lease
-    with _client(params) as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
+    with params.connect() as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
         plan = plan_plate(params)
         with _open_backend(params) as backend:
             analysis = _where_analysis_ran(params, backend)

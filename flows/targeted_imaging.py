@@ -34,14 +34,10 @@ from tasks.decisions import (
 from tasks.hardware import EdgeClient, Transport
 from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
-    Analyzer,
-    AnalyzerSettings,
-    CommandSink,
     DecisionLog,
-    EdgeStreamSource,
-    LoopSettings,
+    analyzer_for,
     command_id,
-    run_loop,
+    run_edge_phase,
 )
 from tasks.storage import write_zstack
 
@@ -56,14 +52,7 @@ class TargetedRun(Protocol):
     """What the overview and detail phases need of a flow's parameters (targeted imaging's,
     or a plate screen's, which runs the same phases per well)."""
 
-    @property
-    def edge_url(self) -> str: ...
-    @property
-    def edge_token_file(self) -> Path | None: ...
-    @property
-    def edge_ca_file(self) -> Path | None: ...
-    @property
-    def microscope(self) -> str | None: ...
+    def connect(self) -> EdgeClient: ...
     @property
     def transport(self) -> Transport: ...
     @property
@@ -100,20 +89,11 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
-def _client(params: TargetedRun) -> EdgeClient:
-    return EdgeClient.connect(
-        microscope=params.microscope,
-        url=params.edge_url,
-        token_file=params.edge_token_file,
-        ca_file=params.edge_ca_file,
-    )
-
-
 @task(name="plan-overview", cache_policy=NO_CACHE)
 def plan_overview(params: TargetedImagingParams) -> OverviewPlan:
     """Switch to the overview objective and lay the tiles over the region."""
     ov = params.overview
-    with _client(params) as edge:
+    with params.connect() as edge:
         edge.wait_until_idle()
         edge.set_objective(ov.objective)
         state = edge.state()
@@ -150,25 +130,21 @@ def segment_overview(
     that come back become detections in stage coordinates. ``mosaic``: save the tiles binned
     side by side (a plate's fields are too far apart for one mosaic)."""
     policy = OverviewPolicy(plan.events)
-    analyzer = Analyzer(backend, AnalyzerSettings(max_in_flight=2 * backend.config.workers))
-    with _client(params) as edge:
-        sink = CommandSink(edge, run_id=run_id, phase="overview")
-        log = DecisionLog(
-            run_dir / "overview-decisions.jsonl",
+    decisions_path = run_dir / "overview-decisions.jsonl"
+    with params.connect() as edge:
+        report = run_edge_phase(
+            edge,
+            analyzer_for(backend),
+            policy,
             run_id=run_id,
             phase="overview",
+            decisions_path=decisions_path,
             first_frame=edge.state().frames_journaled,
+            transport=params.transport,
         )
-        source = EdgeStreamSource(
-            edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
-        )
-        try:
-            report = run_loop(source, analyzer, policy, sink, log, LoopSettings())
-        finally:
-            analyzer.close()
-            sink.close()
-            log.close()
-        frames = [r["frame"] for r in DecisionLog.read(log.path) if r.get("type") == "decision"]
+        records = DecisionLog.read(decisions_path)
+        first_frame = next(int(r["first_frame"]) for r in records if r.get("type") == "start")
+        frames = [r["frame"] for r in records if r.get("type") == "decision"]
         mosaic_path = run_dir / "overview_mosaic.npz"
         if mosaic:
             _save_mosaic(edge, frames, plan, mosaic_path)
@@ -182,7 +158,7 @@ def segment_overview(
     return OverviewResult(
         state.detections,
         mosaic_path,
-        log.first_frame,
+        first_frame,
         list(report.latency["loop"]),
         list(report.latency["waiting"]),
     )
@@ -242,7 +218,7 @@ def post_detail_acquisitions(
         for k, dz in enumerate(offsets)
     ]
     detail_id = command_id(run_id, "detail", "stacks")
-    with _client(params) as edge:
+    with params.connect() as edge:
         edge.wait_until_idle()
         edge.set_objective(det.objective, command_id=command_id(run_id, "detail", "objective"))
         pixel_size = edge.state().pixel_size_um
@@ -268,7 +244,7 @@ def store_detail_stacks(
         return stores
     out = run_dir / "targets"
     out.mkdir(parents=True, exist_ok=True)
-    with _client(params) as edge:
+    with params.connect() as edge:
         for target, stack, h, indices in detail_stacks(
             edge, detail_id, first_frame, per_target, params.transport
         ):
@@ -332,7 +308,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     # one run controls the microscope at a time: its tasks' clients speak for the lease
-    with _client(params) as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
+    with params.connect() as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
         plan = plan_overview(params)
         with _open_backend(params) as backend:
             analysis = _where_analysis_ran(params, backend)

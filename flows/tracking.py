@@ -40,7 +40,6 @@ from tasks.decisions import (
     TrackingRules,
     TrackingState,
 )
-from tasks.hardware import EdgeClient
 from tasks.inference import (
     BackendConfig,
     InferenceBackend,
@@ -50,13 +49,11 @@ from tasks.inference import (
     make_backend,
 )
 from tasks.live import (
-    Analyzer,
-    AnalyzerSettings,
-    CommandSink,
     DecisionLog,
-    EdgeStreamSource,
     LoopSettings,
-    run_loop,
+    analyzer_for,
+    local_model_choice,
+    run_edge_phase,
 )
 from tasks.storage import write_ctc_result, write_zstack
 
@@ -87,20 +84,11 @@ class TrackingOutcome:
     mosaic_path: Path | None = None  # the overview the positions came from, if any
 
 
-def _client(params: TrackingParams) -> EdgeClient:
-    return EdgeClient.connect(
-        microscope=params.microscope,
-        url=params.edge_url,
-        token_file=params.edge_token_file,
-        ca_file=params.edge_ca_file,
-    )
-
-
 @task(name="prepare-tracking", cache_policy=NO_CACHE)
 def prepare_tracking(params: TrackingParams) -> int:
     """Check the positions and objective against the edge's envelope, switch the objective;
     returns the index the run's frames start from."""
-    with _client(params) as edge:
+    with params.connect() as edge:
         edge.wait_until_idle()
         envelope = edge.info()["envelope"]
         allowed = envelope.get("allowed_objectives")
@@ -146,37 +134,25 @@ def track_cells(
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in positions], rules)
     local_model, local_options = _local_model(params)
     analysis = _where_analysis_ran(params, backend)
-    analyzer = Analyzer(
+    analyzer = analyzer_for(
         backend,
-        AnalyzerSettings(
-            deadline_ms=params.deadline_ms if backend is not None else None,
-            max_in_flight=2 * (backend.config.workers if backend is not None else 1),
-            fallback_model=local_model,
-            fallback_options=local_options,
-        ),
+        deadline_ms=params.deadline_ms,
+        local_model=local_model,
+        local_options=local_options,
     )
     decisions_path = run_dir / "decisions.jsonl"
-    try:
-        with _client(params) as edge:
-            sink = CommandSink(edge, run_id=run_id, phase=PHASE)
-            log = DecisionLog(decisions_path, run_id=run_id, phase=PHASE, first_frame=first_frame)
-            source = EdgeStreamSource(
-                edge, start=log.first_frame, command_prefix=sink.prefix, transport=params.transport
-            )
-            try:
-                report = run_loop(
-                    source,
-                    analyzer,
-                    policy,
-                    sink,
-                    log,
-                    LoopSettings(budget_ms=params.interval_s * 1e3),
-                )
-            finally:
-                sink.close()
-                log.close()
-    finally:
-        analyzer.close()
+    with params.connect() as edge:
+        report = run_edge_phase(
+            edge,
+            analyzer,
+            policy,
+            run_id=run_id,
+            phase=PHASE,
+            decisions_path=decisions_path,
+            first_frame=first_frame,
+            transport=params.transport,
+            settings=LoopSettings(budget_ms=params.interval_s * 1e3),
+        )
     tracks_path = run_dir / "tracks.json"
     tracks_path.write_text(json.dumps(_tracks_document(report.state), indent=1))
     create_markdown_artifact(
@@ -199,7 +175,7 @@ def store_tracks(
     local_model, local_options = _local_model(params)
     local = load_model(local_model, **local_options) if local_model is not None else None
     stores: list[Path] = []
-    with _client(params) as edge:
+    with params.connect() as edge:
         for p, position in enumerate(tracks["positions"]):
             indices = frames.get(p, {})
             if not indices:
@@ -284,7 +260,7 @@ def summarise_tracking(
     }
     create_table_artifact(rows, key="tracking-tracks", description="Tracks per position")
     frames, _ = _frames_by_position(outcome.decisions_path)
-    with _client(params) as edge:
+    with params.connect() as edge:
         last = {
             position["name"]: edge.frame(frames[p][max(frames[p])])
             for p, position in enumerate(tracks["positions"])
@@ -331,7 +307,7 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
     mosaic = None
     with contextlib.ExitStack() as stack:
         # one run controls the microscope at a time: its tasks' clients speak for the lease
-        edge = stack.enter_context(_client(params))
+        edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         if params.positions == "from_overview":  # the workers segment the overview too
             backend = _open_backend(params)
@@ -509,12 +485,10 @@ def _where_analysis_ran(params: TrackingParams, backend: InferenceBackend | None
 
 def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:
     """The model this process runs: the fallback beside remote workers, else the model."""
-    if params.backend is None and params.profile is None:
-        return params.model, dict(params.model_options)
-    if params.fallback_model is None:
-        return None, {}
-    same = params.fallback_model == params.model
-    return params.fallback_model, dict(params.model_options) if same else {}
+    remote = params.backend is not None or params.profile is not None
+    return local_model_choice(
+        params.model, params.model_options, params.fallback_model, remote=remote
+    )
 
 
 def _relabel(labels: np.ndarray, mapping: dict[str, int]) -> np.ndarray:

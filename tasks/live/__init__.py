@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._analyzer import Analysis, Analyzer, AnalyzerSettings, ModeSwitch
 from ._completeness import VENDOR_PROFILES, CompletionRule, VendorProfile, structure_complete
 from ._decision_log import DecisionLog
+from ._edge_phase import analyzer_for, local_model_choice, run_edge_phase
 from ._folder_source import FileListSource, FileRef, WatchedFolderSource
 from ._ledger import IngestLedger, LedgerEntry
 from ._loop import LoopSettings, run_loop
@@ -42,7 +43,10 @@ __all__ = [
     "SentCommand",
     "VendorProfile",
     "WatchedFolderSource",
+    "analyzer_for",
     "command_id",
+    "local_model_choice",
+    "run_edge_phase",
     "run_loop",
     "structure_complete",
 ]
