@@ -30,8 +30,9 @@ from tasks.live import (
 )
 
 SLOW = "tests.inference_test_models:SlowWhileFlagged"
-INTERVAL_S = 0.4
-DEADLINE_MS = 150.0
+# wide apart from the slowed model (1 s) so a loaded CI machine does not blur fast and slow
+INTERVAL_S = 0.6
+DEADLINE_MS = 400.0
 
 
 def _policy(client: EdgeClient, time_points: int) -> TrackingPolicy:
@@ -113,7 +114,7 @@ def test_late_workers_fall_back_to_the_local_model_and_come_back(client, tmp_pat
     assert "local" in where[8:20]  # slowed: the local model decided
     assert where[-3:] == ["remote"] * 3  # recovered: back on the workers
     switches = [(s.to, s.reason) for s in report.switches]
-    assert switches[0][0] == "local" and "within 150 ms" in switches[0][1]
+    assert switches[0][0] == "local" and f"within {DEADLINE_MS:.0f} ms" in switches[0][1]
     assert switches[-1][0] == "remote"
     assert report.on_time_fraction() >= 0.95
     assert records[-1]["type"] == "end" and records[-1]["fallback_decisions"] == where.count(

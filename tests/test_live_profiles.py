@@ -159,6 +159,7 @@ def test_a_tracking_run_puts_its_workers_on_a_compute_profile(
         time_points=3,
         interval_s=1.0,
         profile="local",
+        deadline_ms=10_000,  # where the model runs is checked here, not how fast (benchmarks)
         edge_url=edge.url,
         edge_token_file=edge.token_file,
         output_dir=tmp_path,
