@@ -76,7 +76,7 @@ class EventTriggeredParams(MicroscopeConnection):
     after_frames: int = Field(
         2, ge=0, description="Fast time points kept after the detectors fall silent"
     )
-    max_fast_s: float = Field(12.0, gt=0, description="Longest fast stretch per event")
+    max_fast_s: float = Field(10.0, gt=0, description="Longest fast stretch per event")
     cooldown_s: float = Field(4.0, ge=0, description="No new trigger this long after a limit")
     detectors: list[str] = Field(
         default_factory=lambda: ["rounding", "division"],

@@ -5,12 +5,14 @@ time point's first frame (channel 0 at the focal plane) is shown to the detector
 to the position's region of interest (a square of ``roi_um`` around it). When one fires, that
 position alone switches to the fast protocol (more channels, a z-stack, a higher rate) from
 now on; it returns to the gentle one ``after_frames`` fast time points after the last frame any
-detector fired on, or after ``max_fast_s`` in any case (then no new trigger for
-``cooldown_s``). A detector that raises stops its position (the reason is kept, the others go
-on). With ``end_on`` (e.g. the division detector) an event lasts until one of those detectors
-fires, then ``after_frames`` more. Frames are keyed ``p<position>-t<time point>``, so a re-run
-sends the same command ids; each event's index carries ``m`` (0 gentle, 1 fast) so the mode of
-every frame is on record.
+detector fired on, or after ``max_fast_s`` in any case (then the objects the event fired on are
+muted for ``cooldown_s``: a trigger elsewhere in the region switches at once, so one false
+trigger does not hide another cell's event; a detector that cannot say which objects it fired
+on mutes the whole region). A detector that raises stops its position (the reason is kept,
+the others go on). With ``end_on`` (e.g. the division detector) an event lasts until one of
+those detectors fires, then ``after_frames`` more. Frames are keyed
+``p<position>-t<time point>``, so a re-run sends the same command ids; each event's index
+carries ``m`` (0 gentle, 1 fast) so the mode of every frame is on record.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class EventRules:
     # when every detector has been silent for ``after_frames`` time points
     end_on: tuple[str, ...] = ()
     history: int = 12  # previous frames a detector may look back through
+    mute_um: float = 8.0  # after a time limit, fires this close to the event's objects wait
 
     def __post_init__(self) -> None:
         if self.fast.interval_s >= self.gentle.interval_s:
@@ -105,6 +108,8 @@ class RoiState:
     quiet: int = 0
     ending: bool = False
     cooldown_until_s: float = -np.inf
+    spots: list[tuple[float, float]] | None = None  # where this event's detectors fired
+    muted: list[tuple[float, float]] | None = None  # None: the whole region while cooling
     previous: EventView | None = None
     triggers: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str | None = None
@@ -169,7 +174,7 @@ class EventTriggeredPolicy:
             raise ValueError(f"event detection needs an ObjectTable, got {type(result).__name__}")
         view = self._view(roi, frame, result)
         try:
-            fired = [d.name for d in self.detectors if d.detect(view)]
+            fired, spots = self._detect(view)
         except Exception as exc:  # a user's detector: its position stops, the others go on
             roi.mode = "stopped"
             roi.stop_reason = f"detector failed at t={t}: {type(exc).__name__}: {exc}"
@@ -177,7 +182,7 @@ class EventTriggeredPolicy:
         roi.previous = _truncated(view, self.rules.history)
         now = roi.due_s.get(t, 0.0)
         summary["fired"] = fired
-        summary["switch"] = self._switch(roi, fired, now, t, frame)
+        summary["switch"] = self._switch(roi, fired, spots, now, t, frame)
         summary["next_mode"] = roi.mode
         interval = (
             self.rules.fast.interval_s if roi.mode == "fast" else self.rules.gentle.interval_s
@@ -187,18 +192,60 @@ class EventTriggeredPolicy:
             return state, Decision(summary=summary)
         return state, Decision((self._acquire(state, p, t + 1, due),), summary)
 
+    def _detect(self, view: EventView) -> tuple[list[str], list[tuple[float, float]] | None]:
+        """The detectors that fired, and where (None: one that fired cannot say where)."""
+        fired: list[str] = []
+        spots: list[tuple[float, float]] | None = []
+        for detector in self.detectors:
+            where = getattr(detector, "where", None)
+            if where is None:
+                if detector.detect(view):
+                    fired.append(detector.name)
+                    spots = None
+                continue
+            mask = np.asarray(where(view), bool) & view.in_roi
+            if mask.any():
+                fired.append(detector.name)
+                if spots is not None:
+                    spots += [
+                        (float(x), float(y))
+                        for x, y in zip(view.x_um[mask], view.y_um[mask], strict=True)
+                    ]
+        return fired, spots
+
+    def _muted(self, roi: RoiState, spots: list[tuple[float, float]] | None, now: float) -> bool:
+        """Whether these fires wait: cooling down after a time limit, and every spot near
+        one of the event's objects (or no spots to tell)."""
+        if now >= roi.cooldown_until_s:
+            return False
+        if spots is None or roi.muted is None:
+            return True
+        return all(
+            any(np.hypot(x - mx, y - my) <= self.rules.mute_um for mx, my in roi.muted)
+            for x, y in spots
+        )
+
     def _switch(
-        self, roi: RoiState, fired: list[str], now: float, t: int, frame: FrameView
+        self,
+        roi: RoiState,
+        fired: list[str],
+        spots: list[tuple[float, float]] | None,
+        now: float,
+        t: int,
+        frame: FrameView,
     ) -> str | None:
         r = self.rules
         if roi.mode == "gentle":
-            if fired and now >= roi.cooldown_until_s:
+            if fired and not self._muted(roi, spots, now):
                 roi.mode, roi.fast_since_s, roi.quiet, roi.ending = "fast", now, 0, False
+                roi.spots = None if spots is None else list(spots)
                 roi.triggers.append(
                     {"t": t, "frame": frame.index, "by": fired, "t_ready_ns": frame.t_ready_ns}
                 )
                 return "to fast"
             return None
+        if fired:
+            roi.spots = None if spots is None or roi.spots is None else roi.spots + spots
         if r.end_on:
             roi.quiet += roi.ending
             roi.ending = roi.ending or bool(set(fired) & set(r.end_on))
@@ -207,6 +254,7 @@ class EventTriggeredPolicy:
         since = now if roi.fast_since_s is None else roi.fast_since_s
         if now - since >= r.max_fast_s:
             roi.mode, roi.cooldown_until_s = "gentle", now + r.cooldown_s
+            roi.muted = roi.spots
             return "to gentle: time limit"
         over = (
             roi.ending and roi.quiet >= r.after_frames if r.end_on else roi.quiet > r.after_frames
