@@ -27,7 +27,7 @@ from ._event_truth import score_events_on_simulation
 from ._tracking_demo import CAMERA, OBJECTIVE, REGION
 from ._tracking_params import TrackedPosition
 
-__all__ = ["pick_dividing_cells_late", "run_event_demo"]
+__all__ = ["divisions_kept", "pick_dividing_cells_late", "run_event_demo"]
 
 TIME_SCALE = 120.0  # one real second is two simulated minutes: rounding lasts 7.5 s
 
@@ -69,8 +69,13 @@ def run_event_demo(
     backend: str = "ray",
     seed: int = 0,
     quiet: bool = False,
+    photodamage_dose: dict[str, float] | None = None,
+    always_fast: bool = False,
 ) -> dict[str, Any]:
-    """Run the event-triggered flow on the simulator end to end; its summary with scores."""
+    """Run the event-triggered flow on the simulator end to end; its summary with scores.
+    ``photodamage_dose``: the simulated cells stop dividing past this light dose per channel
+    (ms at 100 %); ``always_fast``: the static always-fast protocol instead (same positions,
+    the ``always`` detector, no time limit), to compare with."""
     from prefect import flow
 
     from tasks.hardware import EdgeClient, EdgeProcess
@@ -84,6 +89,14 @@ def run_event_demo(
     edge_args = [
         "--camera-size", str(CAMERA), "--time-scale", str(TIME_SCALE), "--seed", str(seed),
     ]  # fmt: skip
+    if photodamage_dose:
+        doses = ",".join(f"{k}={v:g}" for k, v in photodamage_dose.items())
+        edge_args += ["--photodamage-dose", doses]
+    protocol: dict[str, Any] = (
+        {"detectors": ["always"], "end_on": [], "max_fast_s": 2 * duration_s, "cooldown_s": 0}
+        if always_fast
+        else {}
+    )
     with console.status("starting the simulated edge agent and Prefect..."):
         edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
     try:
@@ -102,6 +115,7 @@ def run_event_demo(
             edge_url=edge.url,
             edge_token_file=edge.token_file,
             output_dir=run_dir,
+            **protocol,
         )
         with console.status(f"watching {positions} cells for {duration_s:g} s..."):
             summary = event_triggered(params)
@@ -114,6 +128,8 @@ def run_event_demo(
             max_spacing_s=1.5 * params.fast.interval_s * TIME_SCALE,
             rounding_s=config.rounding_min * 60.0,
         )
+        with EdgeClient(edge.url, token_file=edge.token_file) as client:
+            truth["divisions_kept"] = divisions_kept(client, truth["events"])
     finally:
         edge.stop()
     per_position = frames_by_position(decisions)
@@ -126,9 +142,26 @@ def run_event_demo(
     (Path(summary["run_dir"]) / "timeline-truth.png").write_bytes(png)
     summary.update(truth)
     summary["seed"] = seed
+    summary["protocol"] = "always-fast" if always_fast else "event-triggered"
+    summary["photodamage_dose"] = photodamage_dose
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     _print(console, summary)
     return summary
+
+
+def divisions_kept(client: Any, events: list[dict[str, Any]]) -> int:
+    """Of the true events (divisions due in the watched regions when no light harms the
+    cells), how many happened on the edge's simulated sample: a parent still alive after its
+    division time was stopped by photodamage. Marks each event's ``divided``."""
+    kept = 0
+    for event in events:
+        x, y = event["x_um"], event["y_um"]
+        region = (x - 30.0, y - 30.0, x + 30.0, y + 30.0)
+        cells = client.truth(region, event["time_s"] + 1.0)["cells"]
+        divided = not any(c["id"] == event["cell"] for c in cells)
+        event["divided"] = divided
+        kept += divided
+    return kept
 
 
 def _print(console: Console, summary: dict[str, Any]) -> None:

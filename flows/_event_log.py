@@ -23,10 +23,13 @@ def frames_by_position(decisions: Path) -> dict[int, list[tuple[float, int, int]
     return {p: sorted(rows) for p, rows in out.items()}
 
 
-def trigger_latencies_ms(decisions: Path) -> list[float]:
-    """Trigger frame ready -> the first frame of the fast time point it asked for ready."""
+def trigger_latencies_ms(decisions: Path) -> list[dict[str, float]]:
+    """Per trigger: ``total`` (the trigger frame ready at the edge -> the first frame of the
+    fast time point it asked for ready at the edge), ``model`` (the model's own time on the
+    trigger frame) and ``beyond_model`` (``total`` less ``model``: transport, queueing, the
+    decision, the command, the edge's switch and the fast frame's acquisition)."""
     ready: dict[tuple[int, int], int] = {}
-    triggers: list[tuple[int, int, int]] = []
+    triggers: list[tuple[int, int, int, float]] = []
     for record in DecisionLog.read(decisions):
         if record.get("type") != "decision":
             continue
@@ -36,7 +39,11 @@ def trigger_latencies_ms(decisions: Path) -> list[float]:
         key = (int(summary["p"]), int(summary["t"]))
         ready.setdefault(key, int(summary["t_ready_ns"]))
         if summary.get("switch") == "to fast":
-            triggers.append((key[0], key[1], int(summary["t_ready_ns"])))
-    return [
-        (ready[(p, t + 1)] - t_ready) / 1e6 for p, t, t_ready in triggers if (p, t + 1) in ready
-    ]
+            model = float((record.get("latency_ms") or {}).get("model", 0.0))
+            triggers.append((key[0], key[1], int(summary["t_ready_ns"]), model))
+    out = []
+    for p, t, t_ready, model in triggers:
+        if (p, t + 1) in ready:
+            total = (ready[(p, t + 1)] - t_ready) / 1e6
+            out.append({"total": total, "model": model, "beyond_model": total - model})
+    return out

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scopeflow import ComputeProfile, ConfigurationError
 from tasks.compute import get_profile
 from tasks.decisions import (
+    AlwaysDetector,
     DivisionDetector,
     EventDetector,
     EventRules,
@@ -25,6 +26,9 @@ from ._edge_params import MicroscopeConnection
 from ._tracking_params import TrackedPosition
 
 __all__ = ["ChannelExposure", "EventTriggeredParams", "FastSettings", "GentleSettings"]
+
+
+BUILT_IN = ("rounding", "division", "always")
 
 
 class GentleSettings(BaseModel):
@@ -81,8 +85,9 @@ class EventTriggeredParams(MicroscopeConnection):
     detectors: list[str] = Field(
         default_factory=lambda: ["rounding", "division"],
         min_length=1,
-        description="Built-in 'rounding' / 'division', or 'package.module:factory' for your "
-        "own (a callable returning an object with `name` and `detect(view) -> bool`)",
+        description="Built-in 'rounding' / 'division' ('always': every frame, the always-fast "
+        "protocol for comparisons), or 'package.module:factory' for your own (a callable "
+        "returning an object with `name` and `detect(view) -> bool`)",
     )
     end_on: list[str] = Field(
         default_factory=lambda: ["division"],
@@ -112,7 +117,7 @@ class EventTriggeredParams(MicroscopeConnection):
     @model_validator(mode="after")
     def _protocols_make_sense(self) -> EventTriggeredParams:
         self.rules()  # raises ValueError (shown as a validation error) with the fix
-        if all(d in ("rounding", "division") for d in self.detectors):
+        if all(d in BUILT_IN for d in self.detectors):
             _check_end_on(self.end_on, set(self.detectors), ValueError)
         return self
 
@@ -144,6 +149,8 @@ class EventTriggeredParams(MicroscopeConnection):
                 out.append(rounding)
             elif name == "division":
                 out.append(DivisionDetector(rounding))
+            elif name == "always":
+                out.append(AlwaysDetector())
             else:
                 out.append(_load_detector(name))
         _check_end_on(self.end_on, {d.name for d in out}, ConfigurationError)

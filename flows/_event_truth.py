@@ -50,6 +50,8 @@ def score_events_on_simulation(
                     "position": name,
                     "cell": int(division.parent_id),
                     "time_s": round(float(division.time_s), 1),
+                    "x_um": round(float(division.x_um), 1),
+                    "y_um": round(float(division.y_um), 1),
                     "spacing_s": round(spacing, 1),
                     "captured": captured,
                 }

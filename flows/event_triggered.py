@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
     DecisionLog,
     LoopSettings,
+    SentCommand,
     analyzer_for,
     local_model_choice,
     run_edge_phase,
@@ -45,7 +47,7 @@ from ._event_log import frames_by_position, trigger_latencies_ms
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
 
-__all__ = ["EventOutcome", "event_triggered"]
+__all__ = ["EventOutcome", "event_triggered", "trigger_latency_summary"]
 
 PHASE = "event"
 
@@ -124,9 +126,10 @@ def watch(
             settings=LoopSettings(budget_ms=params.fast.interval_s * 1e3),
         )
     state: EventState = report.state
+    refused = _refused_positions(report.refused)
     positions = [
-        {"name": roi.name, "triggers": roi.triggers, "stopped": roi.stop_reason}
-        for roi in state.positions
+        {"name": roi.name, "triggers": roi.triggers, "stopped": roi.stop_reason or refused.get(p)}
+        for p, roi in enumerate(state.positions)
     ]
     create_markdown_artifact(
         f"# Loop latency, run {run_id}\n\n{report.markdown()}\n",
@@ -231,7 +234,7 @@ def summarise_event_triggered(
         "dose_always_fast_mj": round(always_fast, 3),
         "dose_always_gentle_mj": round(n * steps_gentle * dose("gentle"), 3),
         "dose_ratio": round(measured / always_fast, 4) if always_fast else None,
-        "trigger_latency_ms": _percentiles(latencies),
+        "trigger_latency_ms": trigger_latency_summary(latencies),
         "stopped": {p["name"]: p["stopped"] for p in outcome.positions if p["stopped"]},
         "fallback_decisions": outcome.loop["fallback_decisions"],
         "refused": outcome.loop["refused"],
@@ -278,14 +281,36 @@ def event_triggered(params: EventTriggeredParams) -> dict[str, Any]:
     return summarise_event_triggered(params, outcome, stores, started)
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def trigger_latency_summary(latencies: list[dict[str, float]]) -> dict[str, Any]:
+    """``p50``/``p99``: trigger frame ready -> first fast frame ready, beyond the model's time
+    on the trigger frame (ms); ``total_*`` with the model's time; ``model_p50``; ``n``."""
+    if not latencies:
         return {"p50": None, "p99": None, "n": 0}
+
+    def q(part: str, pct: float) -> float:
+        return round(float(np.percentile([r[part] for r in latencies], pct)), 1)
+
     return {
-        "p50": round(float(np.percentile(values, 50)), 1),
-        "p99": round(float(np.percentile(values, 99)), 1),
-        "n": len(values),
+        "p50": q("beyond_model", 50),
+        "p99": q("beyond_model", 99),
+        "n": len(latencies),
+        "total_p50": q("total", 50),
+        "total_p99": q("total", 99),
+        "model_p50": q("model", 50),
+        "measure": "trigger frame ready -> first fast frame ready, less the model's time",
     }
+
+
+def _refused_positions(refused: list[SentCommand]) -> dict[int, str]:
+    """Position -> why the edge refused its first refused time point (e.g. the light dose
+    budget ran out: that position's branch ends there, its frames so far are kept)."""
+    out: dict[int, str] = {}
+    for sent in refused:
+        key = re.search(r"p(\d+)-t(\d+)$", sent.command_id)
+        if key is not None:
+            p, t = int(key.group(1)), int(key.group(2))
+            out.setdefault(p, f"the edge refused time point {t}: {sent.refused}")
+    return out
 
 
 def _positions(params: EventTriggeredParams) -> list[tuple[str, float, float]]:

@@ -84,6 +84,10 @@ def edge_serve(
     require_lease: Annotated[
         bool, typer.Option(help="Refuse control requests without the microscope's lease.")
     ] = False,
+    photodamage_dose: Annotated[
+        str | None,
+        typer.Option(help="Simulated photodamage, e.g. DAPI=1000,GFP=2000 (ms at 100 %)."),
+    ] = None,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
     from tasks.hardware import serve_edge
@@ -119,6 +123,7 @@ def edge_serve(
         nuclei_per_mm2=density,
         plate=plate,
         plate_rotation_deg=plate_rotation,
+        photodamage_dose=_channel_doses(photodamage_dose),
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:
@@ -134,6 +139,17 @@ def edge_serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _channel_doses(text: str | None) -> dict[str, float] | None:
+    """``DAPI=1000,GFP=2000`` -> {"DAPI": 1000.0, "GFP": 2000.0}."""
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        _fail(ConfigurationError(f"--photodamage-dose {text!r}: write CHANNEL=DOSE,..."))
+        raise
 
 
 @edge_app.command("openapi")

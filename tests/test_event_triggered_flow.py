@@ -141,3 +141,67 @@ def test_params_that_make_no_sense_are_refused_with_the_fix(tmp_path: Path) -> N
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(base | {"duration_s": 30.0}))
     assert EventTriggeredParams.model_validate(yaml.safe_load(path.read_text())).duration_s == 30
+
+
+def test_a_detector_that_raises_stops_its_position_and_the_loop_goes_on(
+    prefect_harness, edge: EdgeProcess, tmp_path: Path
+) -> None:
+    """A user's detector raises at one position: that frame's decision logs the error and the
+    position stops with the reason; the other position runs to the end; frames are kept."""
+    from flows.event_triggered import event_triggered
+
+    params = _params(
+        edge,
+        tmp_path,
+        positions=[
+            {"name": "west", "x_um": 4000.0, "y_um": 5000.0},
+            {"name": "east", "x_um": 7000.0, "y_um": 5000.0},
+        ],
+        duration_s=6.0,
+        gentle={"interval_s": 1.0},
+        fast={"interval_s": 0.5},
+        detectors=["tests.event_detector_plugins:failing_east"],
+        end_on=[],
+    )
+    summary = event_triggered(params)
+    assert "RuntimeError: mitosis model crashed" in summary["stopped"]["east"]
+    assert "west" not in summary["stopped"]
+    records = [
+        r
+        for r in DecisionLog.read(Path(summary["run_dir"]) / "decisions.jsonl")
+        if r["type"] == "decision"
+    ]
+    east = [r for r in records if r["event_index"]["p"] == 1]
+    west = [r for r in records if r["event_index"]["p"] == 0]
+    assert [r["event_index"]["t"] for r in east] == [0, 1, 2]  # frames up to the failure kept
+    assert "mitosis model crashed" in east[-1]["decision"]["stopped"] and not east[-1]["commands"]
+    assert [r["event_index"]["t"] for r in west] == list(range(7))  # 0..6 s, every second
+    assert any("/west/" in s for s in summary["stores"])
+    assert any("/east/" in s for s in summary["stores"])
+
+
+def test_a_dose_budget_exhausted_mid_run_stops_with_the_reason_and_keeps_the_frames(
+    prefect_harness, tmp_path: Path
+) -> None:
+    """The edge's light dose budget runs out after four gentle frames (0.1 mJ each): the
+    fifth time point is refused, the position stops with the edge's reason naming the limit,
+    the four frames and their decisions are stored, and nothing more was acquired."""
+    from flows.event_triggered import event_triggered
+
+    envelope = tmp_path / "envelope.yaml"
+    envelope.write_text("light_dose_budget_mj: 0.45\n")
+    args = ["--camera-size", "512", "--envelope", str(envelope)]
+    with EdgeProcess(tmp_path / "edge", extra_args=args) as edge:
+        params = _params(edge, tmp_path, duration_s=5.0, gentle={"interval_s": 0.5},
+                         fast={"interval_s": 0.25})  # fmt: skip
+        summary = event_triggered(params)
+        with EdgeClient(edge.url, token_file=edge.token_file) as client:
+            state = client.state()
+    assert "light_dose_budget_mj" in summary["stopped"]["a"]
+    assert "refused time point 4" in summary["stopped"]["a"]
+    assert state.frames_journaled == 4 and summary["time_points_gentle"] == 4
+    assert summary["dose_mj"] == pytest.approx(0.4, rel=1e-3)
+    store = next(Path(s) for s in summary["stores"])
+    validate_store(store)
+    attrs = json.loads((store / "zarr.json").read_text())["attributes"]["scopeflow"]
+    assert attrs["time_points"] == [0, 1, 2, 3]

@@ -10,7 +10,13 @@ from ._event_policy import (
     GentleProtocol,
     RoiState,
 )
-from ._events import DivisionDetector, EventDetector, EventView, RoundingDetector
+from ._events import (
+    AlwaysDetector,
+    DivisionDetector,
+    EventDetector,
+    EventView,
+    RoundingDetector,
+)
 from ._geometry import FrameGeometry, tile_grid
 from ._lap_links import two_frame_links
 from ._linking import (
@@ -48,6 +54,7 @@ from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingSta
 
 __all__ = [
     "Acquire",
+    "AlwaysDetector",
     "Command",
     "Decision",
     "Detection",

@@ -13,6 +13,7 @@ those objects after an event ran into its time limit, not the whole region.
   before dividing), is compact (a rounded nucleus is round), and stays so. Merge-aware: a
   segmented blob of touching nuclei that splits also leaves a smaller object behind, so a
   shrink explained by a split needs a larger brightness jump.
+- ``AlwaysDetector``: every frame (the always-fast protocol, for comparisons).
 - ``DivisionDetector``: where one of the last few frames had a rounded nucleus, this frame has
   two or more nuclei and no rounded one (the cell divided).
 """
@@ -26,7 +27,7 @@ import numpy as np
 
 from scopeflow import ObjectTable
 
-__all__ = ["DivisionDetector", "EventDetector", "EventView", "RoundingDetector"]
+__all__ = ["AlwaysDetector", "DivisionDetector", "EventDetector", "EventView", "RoundingDetector"]
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,15 @@ class RoundingDetector:
 
 @dataclass(frozen=True)
 class DivisionDetector:
-    """Two or more nuclei, none rounded, within ``max_distance_um`` of where one of the last
-    ``lookback`` frames had a rounded region nucleus (daughters often stay merged in the
-    segmentation for a frame or two after the division)."""
+    """Two or more nuclei, none rounded, each at least ``daughter_area`` times the rounded
+    one's area, within ``max_distance_um`` of where one of the last ``lookback`` frames had a
+    rounded region nucleus (daughters often stay merged in the segmentation for a frame or two
+    after the division; a rounded nucleus's condensed chromatin, split by the segmentation,
+    gives smaller pieces)."""
 
     rounding: RoundingDetector = RoundingDetector()
-    max_distance_um: float = 12.0
+    max_distance_um: float = 7.0
+    daughter_area: float = 0.8
     lookback: int = 3
     name: str = "division"
 
@@ -138,8 +142,10 @@ class DivisionDetector:
             if before is None:
                 break
             was = self.rounding.rounded(before) & before.in_roi
-            for x, y in zip(before.x_um[was], before.y_um[was], strict=True):
+            for k in np.flatnonzero(was):
+                x, y, area = before.x_um[k], before.y_um[k], before.objects.area_px[k]
                 near = np.hypot(view.x_um - x, view.y_um - y) <= self.max_distance_um
+                near &= view.objects.area_px >= self.daughter_area * area
                 if int(near.sum()) >= 2 and not (near & now).any():
                     out |= near
             before = before.previous
@@ -147,6 +153,17 @@ class DivisionDetector:
 
     def detect(self, view: EventView) -> bool:
         return bool(self.where(view).any())
+
+
+@dataclass(frozen=True)
+class AlwaysDetector:
+    """Fires on every frame: with no ``end_on`` and a ``max_fast_s`` of the run's length, the
+    static always-fast protocol that event-triggered imaging is compared with."""
+
+    name: str = "always"
+
+    def detect(self, view: EventView) -> bool:
+        return True
 
 
 def _nearest(view: EventView, before: EventView) -> tuple[np.ndarray, np.ndarray]:

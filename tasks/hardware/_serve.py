@@ -76,6 +76,7 @@ def build_core(
         time_scale=microscope.time_scale,
         **({"nuclei_per_mm2": microscope.nuclei_per_mm2} if microscope.nuclei_per_mm2 else {}),
         **_plate_options(microscope),
+        photodamage_dose=microscope.photodamage_dose,
     )
     core, simulation = build_simulated_core(config)
 

@@ -100,6 +100,11 @@ class SimulatorConfig(BaseModel):
         default_factory=lambda: {"DAPI": 20_000.0, "GFP": 8_000.0},
         description="Light dose (ms at 100 % intensity) that halves a fluorophore's signal.",
     )
+    photodamage_dose: dict[str, float] | None = Field(
+        None,
+        description="Photodamage: the dose (ms at 100 % intensity) of each channel's light that "
+        "stops a cell dividing (weighted sum over channels reaches 1); None: no photodamage.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +137,16 @@ class SimulatorConfig(BaseModel):
                     f"channel_presets: {preset!r} selects {light!r}; use one of "
                     f"{['BF', *FLUORESCENCE_CHANNELS]}"
                 )
+        bad = {
+            ch: dose
+            for ch, dose in (self.photodamage_dose or {}).items()
+            if ch not in FLUORESCENCE_CHANNELS or dose <= 0
+        }
+        if bad:
+            raise ValueError(
+                f"photodamage_dose {bad}: give a positive dose (ms at 100 % intensity) per "
+                f"channel of {list(FLUORESCENCE_CHANNELS)}"
+            )
         if missing := {"BF", *FLUORESCENCE_CHANNELS} - set(self.background_e_per_ms):
             raise ValueError(f"background_e_per_ms needs a value for {sorted(missing)}")
         if self.plate is not None:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._config import FLUORESCENCE_CHANNELS, SimulatorConfig
+from ._photodamage import arrested
 from ._plate_layout import WellLayout, well_layout
 from ._random import hash_normal, hash_uniform
 
@@ -151,6 +152,7 @@ class _Cells:
         "shape": (np.int32, ()),
         "orient": (np.int8, ()),
         "divided": (np.bool_, ()),
+        "arrested": (np.bool_, ()),  # photodamage stopped it dividing (see _photodamage)
         "F": (np.float64, (len(_F),)),  # the float columns below, packed for one-shot gathers
     }
 
@@ -311,6 +313,7 @@ class VirtualSample:
             bright=bright,
             dose=dose,
             divided=np.zeros(ids.size, bool),
+            arrested=np.zeros(ids.size, bool),
         )
         bound = 2.0 * np.abs(amp).sum(axis=2).max(axis=1) + sep_dist
         self._margin_um = max(self._margin_um, float(bound.max(initial=0.0)))
@@ -399,10 +402,10 @@ class VirtualSample:
                 c = self._cells
                 # no daughter born in this batch can divide before horizon
                 horizon = min(t, self._next_div + self._min_cycle())
-                due = np.flatnonzero(~c.divided & (c.div <= horizon))
+                due = np.flatnonzero(~c.divided & ~c.arrested & (c.div <= horizon))
                 due = due[np.lexsort((c.id[due], c.div[due]))]
                 self._divide(due)
-                pending = ~self._cells.divided
+                pending = ~self._cells.divided & ~self._cells.arrested
                 self._next_div = float(self._cells.div[pending].min(initial=math.inf))
             self._advanced_to = max(self._advanced_to, t)
 
@@ -411,6 +414,12 @@ class VirtualSample:
             return
         cfg = self.config
         c = self._cells
+        if cfg.photodamage_dose is not None:
+            stopped = arrested(c.dose[idx], cfg)
+            c.arrays["arrested"][idx[stopped]] = True
+            idx = idx[~stopped]
+            if idx.size == 0:
+                return
         t_div = c.div[idx].copy()
         px, py = self._positions(idx, t_div)
         m = idx.size
@@ -491,7 +500,7 @@ class VirtualSample:
         c = self._cells
         idx = self._candidates(region)
         f = c.F[idx]
-        alive = (f[:, _F["birth"]] <= t) & (f[:, _F["div"]] > t)
+        alive = (f[:, _F["birth"]] <= t) & ((f[:, _F["div"]] > t) | c.arrested[idx])
         if region is not None:
             m = self._margin_um
             ax, ay = f[:, _F["ax"]], f[:, _F["ay"]]
@@ -520,7 +529,8 @@ class VirtualSample:
         cfg = self.config
         c = self._cells
         birth, div, r0 = f[:, _F["birth"]], f[:, _F["div"]], f[:, _F["r0"]]
-        phase = (t >= div - cfg.rounding_min * 60.0).astype(np.int8)
+        # an arrested cell rounded up on time, then fell back to interphase at its division
+        phase = ((t >= div - cfg.rounding_min * 60.0) & (t < div)).astype(np.int8)
         rounded = phase == 1
         progress = np.clip((t - birth) / (div - birth), 0.0, 1.0)
         growth = np.cbrt((1.0 + progress).astype(np.float32)).astype(np.float64)
