@@ -158,7 +158,7 @@ def divisions_kept(client: Any, events: list[dict[str, Any]]) -> int:
         x, y = event["x_um"], event["y_um"]
         region = (x - 30.0, y - 30.0, x + 30.0, y + 30.0)
         cells = client.truth(region, event["time_s"] + 1.0)["cells"]
-        divided = not any(c["id"] == event["cell"] for c in cells)
+        divided = not any(c["ids"] == event["cell"] for c in cells)
         event["divided"] = divided
         kept += divided
     return kept
