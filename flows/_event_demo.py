@@ -35,13 +35,13 @@ TIME_SCALE = 120.0  # one real second is two simulated minutes: rounding lasts 7
 def pick_dividing_cells_late(
     config: SimulatorConfig, t_now_s: float, duration_s: float, count: int
 ) -> list[TrackedPosition]:
-    """``count`` in-focus cells, far apart, each dividing between 50 % and 90 % of the run
-    (the flow's workers start after the pick, so early divisions would round up unwatched);
-    each position is where its cell will divide."""
+    """``count`` in-focus cells, far apart, each dividing between 60 % and 95 % of the run
+    (the flow and its workers start after the pick, 15-50 s on a busy machine, so early
+    divisions would round up unwatched); each position is where its cell will divide."""
     import numpy as np
 
     sample = VirtualSample(config)
-    t0, t1 = t_now_s + 0.5 * duration_s, t_now_s + 0.9 * duration_s
+    t0, t1 = t_now_s + 0.6 * duration_s, t_now_s + 0.95 * duration_s
     fov = CAMERA * config.pixel_size_um(OBJECTIVE)
     chosen: list[TrackedPosition] = []
     for division in sorted(sample.divisions(t0, t1, REGION), key=lambda d: d.parent_id):

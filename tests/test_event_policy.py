@@ -306,3 +306,82 @@ def test_protocols_that_make_no_sense_are_refused_with_the_fix() -> None:
         FastProtocol(z_offsets_um=(-1.0, 1.0))
     with pytest.raises(ValueError, match="at least one"):
         FastProtocol(channels=())
+
+
+OTHER_QUIET = objects([(CENTRE, CENTRE, BRIGHT), (CENTRE + 30, CENTRE, DIM)])
+OTHER_ROUNDED = objects([(CENTRE, CENTRE, BRIGHT), (CENTRE + 30, CENTRE, BRIGHT)])
+
+
+def test_a_time_limit_mutes_only_that_events_objects_so_another_cell_still_triggers() -> None:
+    pol = policy(max_fast_s=2.0, cooldown_s=10.0)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, d = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)  # due 4 s: to fast
+    for t in (2, 3):
+        state, d = pol.decide(state, frame(t, m=1, z=1), OTHER_QUIET)
+        assert d.summary["next_mode"] == "fast"
+    state, d = pol.decide(state, frame(4, m=1, z=1), OTHER_QUIET)  # 6 s: 2 s fast
+    assert d.summary["switch"] == "to gentle: time limit"
+    state, d = pol.decide(state, frame(5), OTHER_QUIET)  # the same nucleus: muted
+    assert d.summary["fired"] == ["rounding"] and d.summary["switch"] is None
+    state, d = pol.decide(state, frame(6), OTHER_ROUNDED)  # another one, 15 µm away
+    assert d.summary["switch"] == "to fast"  # while the first still cools down (until 16 s)
+    assert len(state.positions[0].triggers) == 2
+
+
+def test_a_detector_without_where_mutes_the_whole_region_after_a_time_limit() -> None:
+    @dataclass(frozen=True)
+    class Bright:
+        name: str = "bright"
+
+        def detect(self, view: EventView) -> bool:
+            return bool((view.objects.mean_intensity[view.in_roi] >= BRIGHT).any())
+
+    pol = EventTriggeredPolicy(
+        [("a", 1000.0, 500.0)], rules(max_fast_s=2.0, cooldown_s=10.0), (Bright(),)
+    )
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, d = pol.decide(state, frame(0), ROUNDED)
+    assert d.summary["switch"] == "to fast"
+    for t in (1, 2, 3):
+        state, d = pol.decide(state, frame(t, m=1, z=1), ROUNDED)
+    assert d.summary["switch"] == "to gentle: time limit"
+    state, d = pol.decide(state, frame(4), OTHER_ROUNDED)
+    assert d.summary["fired"] == ["bright"] and d.summary["switch"] is None
+
+
+def test_rounding_is_seen_with_two_nuclei_in_the_field_and_division_needs_daughters() -> None:
+    def table(points: list[tuple[float, float, float, float]]) -> ObjectTable:
+        n = len(points)
+        return ObjectTable(
+            shape=(SIZE, SIZE),
+            label=np.arange(1, n + 1, dtype=np.int32),
+            area_px=np.array([p[3] for p in points]),
+            centroid_row=np.array([p[0] for p in points]),
+            centroid_col=np.array([p[1] for p in points]),
+            mean_intensity=np.array([p[2] for p in points]),
+            bbox=np.zeros((n, 4), np.int64),
+        )
+
+    def view(t: ObjectTable, previous: EventView | None) -> EventView:
+        rows, cols = t.centroid_row * PX, t.centroid_col * PX
+        return EventView(t, cols, rows, np.ones(len(t), bool), previous)
+
+    rounding = RoundingDetector()
+    division = DivisionDetector(rounding)
+    far = (20.0, 20.0, DIM, 80.0)  # the only other nucleus in a sparse field
+    quiet = view(table([(CENTRE, CENTRE, DIM, 80.0), far]), None)
+    rounded = view(table([(CENTRE, CENTRE, BRIGHT, 50.0), far]), quiet)
+    assert rounding.detect(rounded)
+    pieces = view(
+        table([(CENTRE - 4, CENTRE, DIM, 20.0), (CENTRE + 4, CENTRE, DIM, 20.0), far]), rounded
+    )
+    assert not division.detect(pieces)  # condensed chromatin split by the segmentation
+    daughters = view(
+        table([(CENTRE - 6, CENTRE, DIM, 70.0), (CENTRE + 6, CENTRE, DIM, 70.0), far]), rounded
+    )
+    assert division.detect(daughters)
+    later = view(daughters.objects, daughters)
+    assert not division.detect(later)  # the division fires on the first frame showing it

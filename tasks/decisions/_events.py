@@ -121,11 +121,11 @@ class RoundingDetector:
 
 @dataclass(frozen=True)
 class DivisionDetector:
-    """Two or more nuclei, none rounded, each at least ``daughter_area`` times the rounded
-    one's area, within ``max_distance_um`` of where one of the last ``lookback`` frames had a
-    rounded region nucleus (daughters often stay merged in the segmentation for a frame or two
-    after the division; a rounded nucleus's condensed chromatin, split by the segmentation,
-    gives smaller pieces)."""
+    """The first frame with two or more nuclei, none rounded, each at least ``daughter_area``
+    times the rounded one's area, within ``max_distance_um`` of where one of the last
+    ``lookback`` frames had a rounded region nucleus (daughters often stay merged in the
+    segmentation for a frame or two after the division; a rounded nucleus's condensed
+    chromatin, split by the segmentation, gives smaller pieces)."""
 
     rounding: RoundingDetector = RoundingDetector()
     max_distance_um: float = 7.0
@@ -134,9 +134,10 @@ class DivisionDetector:
     name: str = "division"
 
     def where(self, view: EventView) -> np.ndarray:
-        """The daughters: the nuclei near a rounding that gave way to two or more."""
+        """The daughters: the nuclei near a rounding that gave way to two or more, on the
+        first frame that shows it."""
         out = np.zeros(len(view.objects), bool)
-        now = self.rounding.rounded(view)
+        since: list[EventView] = []  # frames between the rounded one and this one
         before = view.previous
         for _ in range(self.lookback):
             if before is None:
@@ -144,12 +145,20 @@ class DivisionDetector:
             was = self.rounding.rounded(before) & before.in_roi
             for k in np.flatnonzero(was):
                 x, y, area = before.x_um[k], before.y_um[k], before.objects.area_px[k]
-                near = np.hypot(view.x_um - x, view.y_um - y) <= self.max_distance_um
-                near &= view.objects.area_px >= self.daughter_area * area
-                if int(near.sum()) >= 2 and not (near & now).any():
-                    out |= near
+                if not any(self._daughters(v, x, y, area).any() for v in since):
+                    out |= self._daughters(view, x, y, area)
+            since.append(before)
             before = before.previous
         return out
+
+    def _daughters(self, view: EventView, x: float, y: float, area: float) -> np.ndarray:
+        """Two or more nuclei of at least ``daughter_area`` x ``area`` near (x, y), none
+        rounded: those nuclei (else none)."""
+        near = np.hypot(view.x_um - x, view.y_um - y) <= self.max_distance_um
+        big = near & (view.objects.area_px >= self.daughter_area * area)
+        if int(big.sum()) < 2 or (near & self.rounding.rounded(view)).any():
+            return np.zeros(len(view.objects), bool)
+        return big
 
     def detect(self, view: EventView) -> bool:
         return bool(self.where(view).any())
