@@ -7,8 +7,6 @@ OME-Zarr under ``<data_dir>/<run>/`` and stops everything it started, also on Ct
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from rich.table import Table
 
 from tasks.decisions import SelectionRules
 
+from ._demo_scope import simulated_scope
 from ._targeted_params import Region, TargetedImagingParams
 
 __all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
@@ -44,26 +43,17 @@ def run_demo(
     data_dir: Path, *, backend: str = "ray", model: str = "classical", quiet: bool = False
 ) -> dict[str, Any]:
     """Run targeted imaging end to end on the simulator; return the flow's summary."""
-    from tasks.hardware import EdgeProcess
-
     from .targeted_imaging import targeted_imaging
 
-    console = Console(stderr=True, quiet=quiet)
-    started = time.perf_counter()
-    run_dir = data_dir / datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%SZ")
     edge_args = ["--camera-size", str(DEMO_CAMERA), "--density", str(DEMO_DENSITY)]
-    with console.status("starting the simulated edge agent..."):
-        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-    try:
-        params = demo_params(edge.url, edge.token_file, run_dir, backend).model_copy(
-            update={"model": model}
-        )
-        with console.status("running targeted imaging (Prefect flow, Ray/Dask workers)..."):
+    with simulated_scope(data_dir, "demo", edge_args, quiet=quiet, warm_prefect=False) as scope:
+        params = demo_params(
+            scope.edge.url, scope.edge.token_file, scope.run_dir, backend
+        ).model_copy(update={"model": model})
+        with scope.console.status("running targeted imaging (Prefect flow, Ray/Dask workers)..."):
             summary = targeted_imaging(params)
-    finally:
-        edge.stop()
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
-    _print_summary(console, summary)
+    summary["wall_s"] = scope.wall_s()
+    _print_summary(scope.console, summary)
     return summary
 
 

@@ -10,16 +10,12 @@ against an always-fast protocol.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from tasks.hardware.sim import SimulatorConfig, VirtualSample
 
+from ._demo_scope import print_summary, simulated_scope
 from ._event_log import frames_by_position
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
@@ -71,27 +67,16 @@ def run_event_demo(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run the event-triggered flow on the simulator end to end; its summary with scores."""
-    from prefect import flow
-
-    from tasks.hardware import EdgeClient, EdgeProcess
-
     from .event_triggered import event_triggered
 
-    console = Console(stderr=True, quiet=quiet)
-    started = time.perf_counter()
-    run_dir = data_dir / datetime.now(UTC).strftime(f"event-demo-s{seed}-%Y%m%dT%H%M%SZ")
     config = SimulatorConfig(seed=seed, width=CAMERA, height=CAMERA, time_scale=TIME_SCALE)
     edge_args = [
         "--camera-size", str(CAMERA), "--time-scale", str(TIME_SCALE), "--seed", str(seed),
     ]  # fmt: skip
-    with console.status("starting the simulated edge agent and Prefect..."):
-        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-    try:
-        with console.status("starting Prefect..."):  # its local server: here, not mid-run
-            flow(name="warm-up")(lambda: None)()
-        with EdgeClient(edge.url, token_file=edge.token_file) as client:
-            t_now = float(client.truth((0.0, 0.0, 1.0, 1.0))["t_s"])
-        chosen = pick_dividing_cells_late(config, t_now, duration_s * TIME_SCALE, positions)
+    with simulated_scope(data_dir, f"event-demo-s{seed}", edge_args, quiet=quiet) as scope:
+        chosen = pick_dividing_cells_late(
+            config, scope.sample_time_s(), duration_s * TIME_SCALE, positions
+        )
         params = EventTriggeredParams(
             positions=chosen,
             objective=OBJECTIVE,
@@ -99,11 +84,10 @@ def run_event_demo(
             model=model,
             model_options={} if model != "classical" else {"working_radius_px": 4.0},
             backend={"kind": backend, "workers": 1},
-            edge_url=edge.url,
-            edge_token_file=edge.token_file,
-            output_dir=run_dir,
+            output_dir=scope.run_dir,
+            **scope.connection(),
         )
-        with console.status(f"watching {positions} cells for {duration_s:g} s..."):
+        with scope.console.status(f"watching {positions} cells for {duration_s:g} s..."):
             summary = event_triggered(params)
         decisions = Path(summary["run_dir"]) / "decisions.jsonl"
         truth = score_events_on_simulation(
@@ -114,8 +98,6 @@ def run_event_demo(
             max_spacing_s=1.5 * params.fast.interval_s * TIME_SCALE,
             rounding_s=config.rounding_min * 60.0,
         )
-    finally:
-        edge.stop()
     per_position = frames_by_position(decisions)
     marks: dict[str, list[float]] = {}
     for event in truth["events"]:
@@ -126,16 +108,8 @@ def run_event_demo(
     (Path(summary["run_dir"]) / "timeline-truth.png").write_bytes(png)
     summary.update(truth)
     summary["seed"] = seed
-    summary["wall_s"] = round(time.perf_counter() - started, 1)
-    _print(console, summary)
+    summary["wall_s"] = scope.wall_s()
+    print_summary(
+        scope.console, "scopeflow demo: event-triggered", summary, skip={"stores", "events"}
+    )
     return summary
-
-
-def _print(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title="scopeflow demo: event-triggered")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        if key not in ("stores", "events"):
-            table.add_row(key, str(value))
-    console.print(table)
