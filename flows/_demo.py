@@ -7,10 +7,12 @@ OME-Zarr under ``<data_dir>/<run>/`` and stops everything it started, also on Ct
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +21,10 @@ from tasks.decisions import SelectionRules
 
 from ._targeted_params import Region, TargetedImagingParams
 
-__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
+if TYPE_CHECKING:
+    from tasks.hardware import EdgeProcess
+
+__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo", "simulated_edge"]
 
 DEMO_DENSITY = 20.0  # nuclei per mm²: sparse, where targeted imaging beats tiling
 DEMO_REGION = (4_200.0, 4_200.0, 5_800.0, 5_800.0)
@@ -78,3 +83,24 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
         elif key != "run_id":
             table.add_row(key, str(value))
     console.print(table)
+
+
+@contextlib.contextmanager
+def simulated_edge(
+    run_dir: Path, edge_args: list[str], console: Console, *, warm_prefect: bool = True
+) -> Iterator[EdgeProcess]:
+    """A simulated edge agent for a demo (stopped on exit, also on error), with Prefect's
+    local server started first when ``warm_prefect`` (here, not mid-run)."""
+    from prefect import flow
+
+    from tasks.hardware import EdgeProcess
+
+    with console.status("starting the simulated edge agent..."):
+        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
+    try:
+        if warm_prefect:
+            with console.status("starting Prefect..."):
+                flow(name="warm-up")(lambda: None)()
+        yield edge
+    finally:
+        edge.stop()

@@ -71,6 +71,10 @@ def edge_serve(
     plate_rotation: Annotated[
         float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
     ] = 0.0,
+    sim_config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of further simulator settings (SimulatorConfig fields)."),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: TLS everywhere.")
     ] = None,
@@ -119,6 +123,7 @@ def edge_serve(
         nuclei_per_mm2=density,
         plate=plate,
         plate_rotation_deg=plate_rotation,
+        sim_config=sim_config,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:
