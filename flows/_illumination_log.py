@@ -49,6 +49,10 @@ def stop_reasons(decisions: Path) -> dict[int, str]:
             for command in record.get("commands", []):
                 if command.get("refused"):
                     _note(reasons, command["id"], f"refused by the edge: {command['refused']}")
+        elif kind == "end":  # commands sent later than their decision: refused when due
+            for line in record.get("refused", []):
+                command_id, _, why = str(line).partition(": ")
+                _note(reasons, command_id, f"refused by the edge: {why}")
         elif kind == "event_failed":
             _note(reasons, record.get("command_id"), f"failed at the edge: {record['error']}")
     return reasons
