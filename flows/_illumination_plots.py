@@ -95,6 +95,8 @@ def _panel(
             y1 - (f(v) - v_lo) / (v_hi - v_lo) * (y1 - y0),
         )
 
+    for t in (t_lo, t_hi):
+        d.text((xy(t, values[0])[0] - 4, y1 + 4), f"{t:g}", fill="black")  # type: ignore[attr-defined]
     for k in range(3):
         v = v_lo + k * (v_hi - v_lo) / 2
         label = f"{10**v:.3g}" if log else f"{v:.3g}"
