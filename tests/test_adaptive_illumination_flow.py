@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flows import AdaptiveIlluminationParams, run_illumination_demo
 from scopeflow import ConfigurationError
@@ -204,3 +205,57 @@ def test_a_budget_exhausted_mid_run_stops_with_the_reason_and_survives_a_killed_
     assert again["frames"] < summary["frames"]  # at most what the little left allows
     assert set(again["stopped"]) == {"a", "b"}
     assert all("light dose" in why for why in again["stopped"].values())
+
+
+def test_run_from_a_params_file_holds_the_static_protocols_light(
+    prefect_harness, edge: EdgeProcess, tmp_path: Path
+) -> None:
+    """`scopeflow run adaptive-illumination --params FILE.yaml`, with `adapt: false`: the same
+    light at every frame (the static protocol the flow is compared with)."""
+    from typer.testing import CliRunner
+
+    from scopeflow.cli import app
+
+    params = {
+        "positions": [{"name": "a", "x_um": 5000.0, "y_um": 5000.0}],
+        "time_points": 3,
+        "interval_s": 0.3,
+        "adapt": False,
+        "start": {"exposure_ms": 8.0, "intensity_percent": 3.0},
+        "backend": None,
+        "output_dir": str(tmp_path),
+    }
+    path = tmp_path / "illumination.yaml"
+    path.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(
+        app,
+        ["run", "adaptive-illumination", "--params", str(path), "--edge-url", edge.url,
+         "--token-file", str(edge.token_file)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 3
+    records = DecisionLog.read(Path(summary["run_dir"]) / "decisions.jsonl")
+    settings = {
+        (r["decision"]["exposure_ms"], r["decision"]["intensity_percent"])
+        for r in records
+        if r["type"] == "decision"
+    }
+    assert settings == {(8.0, 3.0)}
+    assert summary["dose_mj"] == pytest.approx(3 * 20.0 * 0.03 * 8.0 / 1000, rel=1e-3)
+
+
+def test_params_that_make_no_sense_are_refused_with_the_fix(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scopeflow.cli import app
+
+    base = {"positions": [{"name": "a", "x_um": 1.0, "y_um": 1.0}]}
+    with pytest.raises(ValueError, match="inside the exposure and intensity ranges"):
+        AdaptiveIlluminationParams.model_validate(base | {"start": {"exposure_ms": 900.0}})
+    with pytest.raises(ValueError, match=r"extra_forbidden|Extra inputs"):
+        AdaptiveIlluminationParams.model_validate(base | {"target": 5})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(base | {"target_snr": -1}))
+    result = CliRunner().invoke(app, ["run", "adaptive-illumination", "--params", str(path)])
+    assert result.exit_code == 2 and "target_snr" in result.output
