@@ -139,6 +139,23 @@ def _params(edge: EdgeProcess, tmp_path: Path, **kw: Any) -> AdaptiveIlluminatio
     return AdaptiveIlluminationParams.model_validate(base | kw)
 
 
+def _empty_positions(count: int) -> list[dict[str, Any]]:
+    """Positions of the default simulated slide (seed 0) with no cell within 45 µm."""
+    import numpy as np
+
+    from tasks.hardware.sim import SimulatorConfig, VirtualSample
+
+    cells = VirtualSample(SimulatorConfig(seed=0)).cells_at(0.0, (4000, 4000, 6000, 6000))
+    out: list[dict[str, Any]] = []
+    for x in np.arange(4200.0, 5800.0, 100.0):
+        if len(out) == count:
+            break
+        if np.hypot(cells.x_um - x, cells.y_um - 5000.0).min() > 45.0:
+            out.append({"name": f"empty-{len(out)}", "x_um": float(x), "y_um": 5000.0})
+    assert len(out) == count
+    return out
+
+
 def test_an_envelope_that_forbids_the_light_stops_the_run_before_any_light(
     prefect_harness, tmp_path: Path
 ) -> None:
@@ -173,10 +190,13 @@ def test_a_budget_exhausted_mid_run_stops_with_the_reason_and_survives_a_killed_
     from flows.adaptive_illumination import adaptive_illumination
 
     data_dir = tmp_path / "edge"
-    budget = 0.12  # mJ: a few frames at the start light (10 ms at 2 %: 0.004 mJ) and more
+    # two places without a cell: the policy, finding none, asks 4-fold more light each frame
+    # (10 ms at 2 %: 0.004 mJ, then 0.016, 0.064, ...), so the budget runs out by construction
+    empty = _empty_positions(2)
+    budget = 0.12
     edge = _edge(data_dir, budget=budget)
     try:
-        summary = adaptive_illumination(_params(edge, tmp_path / "run1"))
+        summary = adaptive_illumination(_params(edge, tmp_path / "run1", positions=empty))
     finally:
         edge.stop(sig=signal.SIGKILL)  # killed, not asked to stop: the ledger is on disk
     assert 0 < summary["frames"] < 2 * 12, summary
@@ -196,14 +216,14 @@ def test_a_budget_exhausted_mid_run_stops_with_the_reason_and_survives_a_killed_
         with EdgeClient(edge.url, token_file=edge.token_file) as client:
             state = client.state()
             assert state.light_dose.used_mj == pytest.approx(summary["dose_used_on_edge_mj"])
-        again = adaptive_illumination(_params(edge, tmp_path / "run2"))
+        again = adaptive_illumination(_params(edge, tmp_path / "run2", positions=empty))
         with EdgeClient(edge.url, token_file=edge.token_file) as client:
             assert client.state().light_dose.used_mj <= budget + 1e-9
     finally:
         edge.stop()
     assert again["dose_mj"] <= budget - summary["dose_used_on_edge_mj"] + 1e-9
     assert again["frames"] < summary["frames"]  # at most what the little left allows
-    assert set(again["stopped"]) == {"a", "b"}
+    assert set(again["stopped"]) == {"empty-0", "empty-1"}
     assert all("light dose" in why for why in again["stopped"].values())
 
 
