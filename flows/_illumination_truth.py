@@ -33,6 +33,8 @@ from tasks.hardware.sim import truth_labels as sim_truth_labels
 __all__ = [
     "BACKGROUND_GAP_UM",
     "FollowedCell",
+    "frame_state",
+    "remaining_brightness",
     "replay_static_protocol",
     "static_protocol_light",
     "truth_snr",
