@@ -164,6 +164,11 @@ class EdgeMicroscopeSettings(BaseModel):
     plate_rotation_deg: float = Field(
         0.0, description="Rotation of the simulated plate on the stage, degrees anti-clockwise"
     )
+    sim_config: Path | None = Field(
+        None,
+        description="YAML of further SimulatorConfig fields (e.g. brightness_sigma, "
+        "bleach_half_dose) for the simulated microscope",
+    )
 
 
 class EdgeServeRequest(BaseModel):

@@ -71,6 +71,10 @@ def edge_serve(
     plate_rotation: Annotated[
         float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
     ] = 0.0,
+    sim_config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of further simulator settings (SimulatorConfig fields)."),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: TLS everywhere.")
     ] = None,
@@ -119,6 +123,7 @@ def edge_serve(
         nuclei_per_mm2=density,
         plate=plate,
         plate_rotation_deg=plate_rotation,
+        sim_config=sim_config,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:
@@ -144,7 +149,14 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate")
+DEMOS = (
+    "targeted-imaging",
+    "tracking",
+    "event-triggered",
+    "em-qc",
+    "plate",
+    "adaptive-illumination",
+)
 
 
 @app.command()
@@ -163,8 +175,12 @@ def demo(
         str | None,
         typer.Option(help="Segmentation model (default: classical; unet for tracking)."),
     ] = None,
-    time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
-    positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
+    time_points: Annotated[
+        int, typer.Option(help="Tracking: time points (adaptive-illumination: 20 by default).")
+    ] = 100,
+    positions: Annotated[
+        int, typer.Option(help="Tracking: positions (adaptive-illumination: 6 by default).")
+    ] = 2,
     seed: Annotated[int, typer.Option(help="Simulator seed (all but targeted-imaging).")] = 0,
     ui: Annotated[
         bool,
@@ -211,6 +227,18 @@ def demo(
                 data_dir,
                 duration_s=duration_s,
                 positions=positions,
+                model=model or "classical",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
+        elif experiment == "adaptive-illumination":
+            from flows import run_illumination_demo
+
+            summary = run_illumination_demo(
+                data_dir,
+                positions=positions if positions != 2 else 6,
+                time_points=time_points if time_points != 100 else 20,
                 model=model or "classical",
                 backend=backend,
                 seed=seed,
@@ -306,6 +334,20 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("adaptive-illumination")
+def run_adaptive_illumination(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Image each position's cell at a target SNR with the least light, within the edge's
+    light-dose budget, against any edge."""
+    from flows import AdaptiveIlluminationParams
+    from flows.adaptive_illumination import adaptive_illumination
+
+    _run_flow(params, edge_url, token_file, AdaptiveIlluminationParams, adaptive_illumination)
 
 
 def _run_flow(

@@ -12,6 +12,13 @@ from ._event_policy import (
 )
 from ._events import DivisionDetector, EventDetector, EventView, RoundingDetector
 from ._geometry import FrameGeometry, tile_grid
+from ._illumination import (
+    AdaptiveIlluminationPolicy,
+    IlluminationRules,
+    IlluminationState,
+    LightSetting,
+    PositionLight,
+)
 from ._lap_links import two_frame_links
 from ._linking import (
     LinkerSettings,
@@ -48,6 +55,7 @@ from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingSta
 
 __all__ = [
     "Acquire",
+    "AdaptiveIlluminationPolicy",
     "Command",
     "Decision",
     "Detection",
@@ -62,6 +70,9 @@ __all__ = [
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
+    "IlluminationRules",
+    "IlluminationState",
+    "LightSetting",
     "LinkerSettings",
     "MeasureState",
     "OnlineLinker",
@@ -70,6 +81,7 @@ __all__ = [
     "PlateCalibration",
     "PlateField",
     "Policy",
+    "PositionLight",
     "PositionTrack",
     "RoiState",
     "RoundingDetector",

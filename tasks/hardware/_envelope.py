@@ -44,7 +44,9 @@ class SafetyEnvelope(BaseModel):
     )
     channel_power_mw: Mapping[str, float] = Field(
         default_factory=lambda: {"BF": 0.0, "DAPI": 20.0, "GFP": 30.0},
-        description="Light power at the sample at 100 % intensity; a channel not listed counts 0",
+        description="Light power at the sample at 100 % intensity; every allowed channel "
+        "needs one (0 for a channel that puts no light on the sample), else the envelope is "
+        "refused",
     )
     allowed_actions: frozenset[str] = Field(
         frozenset({"acquire_image", "hardware_autofocus"}),

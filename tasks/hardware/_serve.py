@@ -70,6 +70,7 @@ def build_core(
             "--mm-config FILE for a Micro-Manager configuration"
         )
     config = SimulatorConfig(
+        **_sim_config_file(microscope.sim_config),
         seed=microscope.seed,
         width=microscope.camera_width,
         height=microscope.camera_height,
@@ -93,6 +94,48 @@ def build_core(
         return simulation.inject_faults(snap=snap, stage=stage, hang=hang)
 
     return core, SampleTruth(truth, simulation.clock.now, faults), envelope
+
+
+_OPTION_FIELDS = {
+    "seed": "--seed",
+    "width": "--camera-size",
+    "height": "--camera-size",
+    "time_scale": "--time-scale",
+    "nuclei_per_mm2": "--density",
+    "plate": "--plate",
+    "plate_rotation_deg": "--plate-rotation",
+}
+
+
+def _sim_config_file(path: Path | None) -> dict[str, object]:
+    """Further simulator settings from a YAML file; a field an option sets is refused."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"simulator config {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(
+            f"simulator config {path} must be a mapping of SimulatorConfig fields, not "
+            f"{type(data).__name__}"
+        )
+    if clash := sorted(set(data) & set(_OPTION_FIELDS)):
+        options = ", ".join(sorted({_OPTION_FIELDS[k] for k in clash}))
+        raise ConfigurationError(
+            f"simulator config {path} sets {clash}: give them as {options} instead"
+        )
+    from pydantic import ValidationError
+
+    from .sim import SimulatorConfig
+
+    try:
+        SimulatorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"simulator config {path}: {exc}") from exc
+    return data
 
 
 def _plate_options(microscope: EdgeMicroscopeSettings) -> dict[str, object]:

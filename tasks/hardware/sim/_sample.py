@@ -346,8 +346,13 @@ class VirtualSample:
             gap = (r0[ci] + r0[partner]) * (0.85 + 0.13 * self._u(ids[ci], _S_GAP))
             x[ci] = np.clip(x[partner] + gap * np.cos(ang), 0, cfg.slide_width_um)
             y[ci] = np.clip(y[partner] + gap * np.sin(ang), 0, cfg.slide_height_um)
+        sigma = cfg.brightness_sigma
         bright = np.stack(
-            [np.exp(0.25 * self._n(ids, _S_BDAPI)), np.exp(0.5 * self._n(ids, _S_BGFP))], axis=1
+            [
+                np.exp(sigma["DAPI"] * self._n(ids, _S_BDAPI)),
+                np.exp(sigma["GFP"] * self._n(ids, _S_BGFP)),
+            ],
+            axis=1,
         )
         cycle = self._cycle_length(ids)
         birth = -cycle * self._u(ids, _S_AGE)
