@@ -228,10 +228,10 @@ def test_a_stimulation_moves_to_its_position_first_and_the_audit_names_it(
 
 
 def test_the_default_envelope_refuses_every_device(tmp_path: Path) -> None:
-    with EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "32"]).start() as edge:
-        with EdgeClient(edge.url, token_file=edge.token_file) as client:
-            run = pump_event(PumpRun(reservoir="medium", volume_ul=1, flow_ul_per_min=10))
-            with pytest.raises(EdgeRejected) as info:
-                client.submit_events([run], command_id="pump-default")
-            assert info.value.detail["limit"] == "allowed_actions"
-            assert info.value.status_code == 422
+    edge = EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "32"]).start()
+    with edge, EdgeClient(edge.url, token_file=edge.token_file) as client:
+        run = pump_event(PumpRun(reservoir="medium", volume_ul=1, flow_ul_per_min=10))
+        with pytest.raises(EdgeRejected) as info:
+            client.submit_events([run], command_id="pump-default")
+        assert info.value.detail["limit"] == "allowed_actions"
+        assert info.value.status_code == 422

@@ -33,6 +33,7 @@ from ._plates import (
     well_index,
 )
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
+from ._stimulate_policy import StimulateOnEventPolicy, StimulationPlan, StimulationState
 from ._targets import (
     Detection,
     SelectionRules,
@@ -75,6 +76,9 @@ __all__ = [
     "RoundingDetector",
     "SelectionRules",
     "SequenceMeasurePolicy",
+    "StimulateOnEventPolicy",
+    "StimulationPlan",
+    "StimulationState",
     "Track",
     "TrackingPolicy",
     "TrackingRules",
