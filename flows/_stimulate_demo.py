@@ -3,8 +3,9 @@ simulated microscope with a syringe pump and a DMD, and score the run on its gro
 
 Starts a simulated edge agent whose envelope allows the pump (medium and drug, volume and flow
 limits) and the DMD (intensity, duration and dose limits), picks cells that will divide during
-the run (as the event-triggered demo does), runs the ``stimulate_on_event`` flow, shows one
-refusal (a pump run over the volume limit: 422, nothing pumped), and scores: were the cells the
+the run (as the event-triggered demo does), runs the ``stimulate_on_event`` flow (the drug goes
+in at 92 % of the run), shows one refusal (a pump run over the volume limit: 422, nothing
+pumped), and scores: were the cells the
 DMD lit on the event when it lit them (rounded up, or a daughter of a division within the last
 two gentle time points), how far their reporter rose, and how many divisions the drug
 prevented (the simulator's sample is deterministic on its biological clock, so a copy here
@@ -43,6 +44,7 @@ devices:
 """
 DRUG_HORIZON_S = 3_000.0  # simulated seconds after the drug over which divisions are counted
 EVENT_WINDOW_S = 2 * 4.0 * TIME_SCALE  # a lit daughter of a division this recent: on the event
+PERFUSE_AT = 0.92  # the drug goes in after the picked cells divided (50-90 % of the run)
 REPORTER_AFTER_S = 300.0  # the reporter is read this long (simulated) after its pattern
 
 
@@ -138,7 +140,7 @@ def run_stimulation_demo(
             model=model,
             model_options={} if model != "classical" else {"working_radius_px": 4.0},
             backend={"kind": backend, "workers": 1},
-            perfusion=PerfusionSettings(reservoir="drug", after_events=positions),
+            perfusion=PerfusionSettings(reservoir="drug", at_s=PERFUSE_AT * duration_s),
             edge_url=edge.url,
             edge_token_file=edge.token_file,
             output_dir=run_dir,

@@ -3,7 +3,7 @@ external devices do on an event (loadable from YAML with ``scopeflow run stimula
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scopeflow import PumpRun
 from tasks.decisions import StimulationPlan
@@ -25,7 +25,8 @@ class StimulationSettings(BaseModel):
 
 
 class PerfusionSettings(BaseModel):
-    """One pump run once ``after_events`` events were seen (e.g. add a drug or a fixative)."""
+    """One pump run once ``after_events`` events were seen, or at ``at_s`` seconds into the
+    watch (e.g. add a drug or a fixative); give one of the two."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -33,7 +34,17 @@ class PerfusionSettings(BaseModel):
     reservoir: str = Field("drug", description="Reservoir (syringe) to draw from")
     volume_ul: float = Field(150.0, gt=0)
     flow_ul_per_min: float = Field(600.0, gt=0)
-    after_events: int = Field(1, ge=1, description="Events seen before the pump runs")
+    after_events: int | None = Field(None, ge=1, description="Events seen before the pump runs")
+    at_s: float | None = Field(None, ge=0, description="Or: seconds into the watch it runs at")
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> PerfusionSettings:
+        if (self.after_events is None) == (self.at_s is None):
+            raise ValueError(
+                "perfusion needs one trigger: after_events (the pump runs once that many events "
+                "were seen) or at_s (seconds into the watch), not both or neither"
+            )
+        return self
 
     def run(self) -> PumpRun:
         return PumpRun(
@@ -61,5 +72,6 @@ class StimulateOnEventParams(EventTriggeredParams):
             intensity=s.intensity,
             duration_ms=s.duration_ms,
             perfusion=None if p is None else p.run(),
-            perfuse_after_events=1 if p is None else p.after_events,
+            perfuse_after_events=1 if p is None or p.after_events is None else p.after_events,
+            perfuse_at_s=None if p is None else p.at_s,
         )

@@ -6,7 +6,8 @@ a drug once enough events were seen.
 policy first sends a stimulation pattern (a useq ``CustomAction``, see `scopeflow.Stimulate`)
 with one spot on each cell of the region that looks rounded (else on the region's cell nearest
 the position), at that position, due at once so it comes before the fast frames. After
-``perfuse_after_events`` events in all, it sends one pump run (`scopeflow.PumpRun`). Keys
+``perfuse_after_events`` events in all (or at ``perfuse_at_s``), it sends one pump run
+(`scopeflow.PumpRun`). Keys
 (``stim-p<position>-t<time point>``, ``perfuse``) make the command ids, so a re-run sends
 nothing twice. Pure: no hardware, no network.
 """
@@ -37,6 +38,7 @@ class StimulationPlan:
     duration_ms: float = 500.0
     perfusion: PumpRun | None = None
     perfuse_after_events: int = 1
+    perfuse_at_s: float | None = None  # the pump runs at this time (loop seconds) instead
 
     def __post_init__(self) -> None:
         Stimulate(  # the same checks the edge makes of a pattern's own values
@@ -47,6 +49,8 @@ class StimulationPlan:
         )
         if self.perfuse_after_events < 1:
             raise ValueError("perfuse_after_events must be 1 or more (events before the pump)")
+        if self.perfuse_at_s is not None and not self.perfuse_at_s >= 0:
+            raise ValueError("perfuse_at_s must be 0 or more (seconds after the loop starts)")
 
 
 @dataclass
@@ -74,7 +78,12 @@ class StimulateOnEventPolicy:
         return StimulationState(self.inner.initial_state(), stimulations=[])
 
     def first_commands(self, state: StimulationState) -> tuple[Command, ...]:
-        return self.inner.first_commands(state.inner)
+        commands = self.inner.first_commands(state.inner)
+        perfusion, at = self.plan.perfusion, self.plan.perfuse_at_s
+        if perfusion is None or at is None:
+            return commands
+        state.perfused = True  # by the clock, not by the events
+        return (*commands, Acquire("perfuse", (pump_event(perfusion),), due_s=at))
 
     def decide(
         self, state: StimulationState, frame: FrameView, result: Any
