@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scopeflow import (
     EdgeRejected,
@@ -235,3 +237,56 @@ def test_the_default_envelope_refuses_every_device(tmp_path: Path) -> None:
             client.submit_events([run], command_id="pump-default")
         assert info.value.detail["limit"] == "allowed_actions"
         assert info.value.status_code == 422
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.builds(
+            PumpRun,
+            reservoir=st.sampled_from(["medium", "drug", "fixative"]),
+            volume_ul=st.floats(1.0, 400.0),
+            flow_ul_per_min=st.floats(200.0, 800.0),
+        ),
+        st.builds(
+            Stimulate,
+            spots=st.lists(
+                st.builds(
+                    StimulationSpot,
+                    x_um=st.floats(3_900.0, 4_100.0),
+                    y_um=st.floats(3_900.0, 4_100.0),
+                    radius_um=st.floats(1.0, 60.0),
+                ),
+                min_size=1,
+                max_size=3,
+            ).map(tuple),
+            intensity=st.floats(0.0, 100.0),
+            duration_ms=st.floats(1.0, 3_000.0),
+        ),
+    )
+)
+def test_no_accepted_device_action_exceeds_the_envelope_on_the_edge(
+    devices_edge: EdgeProcess, action: PumpRun | Stimulate
+) -> None:
+    with EdgeClient(devices_edge.url, token_file=devices_edge.token_file) as client:
+        client.move_stage(4_000.0, 4_000.0, command_id=_cid("prop-move"))
+        client.wait_until_idle()
+        before = _devices(client)
+        event = pump_event(action) if isinstance(action, PumpRun) else stimulation_event(action)
+        try:
+            client.submit_events([event], command_id=_cid("prop"))
+        except EdgeRejected as exc:
+            assert exc.status_code == 422 and exc.detail["limit"].startswith("devices.")
+            after = _devices(client)
+            assert after["perfusion"]["infusions"] == before["perfusion"]["infusions"]
+            assert after["stimulation"]["patterns"] == before["stimulation"]["patterns"]
+            return
+        client.wait_until_idle()
+        after = _devices(client)
+    for infusion in after["perfusion"]["infusions"]:  # every run that happened, accepted or not
+        assert infusion["reservoir"] in ("medium", "drug")
+        assert infusion["volume_ul"] <= 300 and infusion["flow_ul_per_min"] <= 600
+    for pattern in after["stimulation"]["patterns"]:
+        assert pattern["intensity"] <= 80 and pattern["duration_ms"] <= 2_000
+        delivered = POWER_MW * pattern["on_fraction"] * pattern["intensity"] / 100
+        assert delivered * pattern["duration_ms"] / 1_000 <= 0.5 * 1.0001  # max_dose_mj
