@@ -27,7 +27,6 @@ from tasks.live import DecisionLog
 from ._stimulate_params import StimulateOnEventParams
 from .event_triggered import (
     _open_backend,
-    _positions,
     prepare_event_triggered,
     store_events,
     summarise_event_triggered,
@@ -102,7 +101,8 @@ def stimulate_on_event(params: StimulateOnEventParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
-    inner = EventTriggeredPolicy(_positions(params), params.rules(), params.event_detectors())
+    positions = [(p.name, p.x_um, p.y_um) for p in params.positions]
+    inner = EventTriggeredPolicy(positions, params.rules(), params.event_detectors())
     policy = StimulateOnEventPolicy(inner, params.plan())
     with contextlib.ExitStack() as stack:
         edge = stack.enter_context(params.connect())
