@@ -34,6 +34,8 @@ from ._illumination_params import AdaptiveIlluminationParams, StartLight
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
+from ._stimulate_demo import run_stimulation_demo
+from ._stimulate_params import PerfusionSettings, StimulateOnEventParams, StimulationSettings
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
 from ._track_params import TrackDatasetParams
@@ -60,6 +62,7 @@ __all__ = [
     "FrameRecord",
     "GentleSettings",
     "OverviewSettings",
+    "PerfusionSettings",
     "PlateScreenParams",
     "PositionsFromOverview",
     "Region",
@@ -67,6 +70,8 @@ __all__ = [
     "RunRecord",
     "SegmentDatasetParams",
     "StartLight",
+    "StimulateOnEventParams",
+    "StimulationSettings",
     "TargetedImagingParams",
     "TrackDatasetParams",
     "TrackedPosition",
@@ -85,6 +90,7 @@ __all__ = [
     "run_event_demo",
     "run_illumination_demo",
     "run_plate_demo",
+    "run_stimulation_demo",
     "run_tracking_demo",
     "score_events_on_simulation",
     "score_targets",

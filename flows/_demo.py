@@ -18,7 +18,7 @@ from tasks.decisions import SelectionRules
 from ._demo_scope import simulated_scope
 from ._targeted_params import Region, TargetedImagingParams
 
-__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
+__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo", "start_demo_edge"]
 
 DEMO_DENSITY = 20.0  # nuclei per mm²: sparse, where targeted imaging beats tiling
 DEMO_REGION = (4_200.0, 4_200.0, 5_800.0, 5_800.0)
@@ -55,6 +55,24 @@ def run_demo(
     summary["wall_s"] = scope.wall_s()
     _print_summary(scope.console, summary)
     return summary
+
+
+def start_demo_edge(console: Console, edge_dir: Path, edge_args: list[str]) -> Any:
+    """A simulated edge agent on 127.0.0.1 (an `EdgeProcess`, started; the caller stops it),
+    then Prefect's local server warmed up here rather than mid-run."""
+    from prefect import flow
+
+    from tasks.hardware import EdgeProcess
+
+    with console.status("starting the simulated edge agent..."):
+        edge = EdgeProcess(edge_dir, extra_args=edge_args).start()
+    try:
+        with console.status("starting Prefect..."):
+            flow(name="warm-up")(lambda: None)()
+    except BaseException:
+        edge.stop()
+        raise
+    return edge
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:

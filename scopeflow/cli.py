@@ -156,6 +156,7 @@ DEMOS = (
     "em-qc",
     "plate",
     "adaptive-illumination",
+    "stimulation",
 )
 
 
@@ -224,6 +225,18 @@ def demo(
             from flows import run_event_demo
 
             summary = run_event_demo(
+                data_dir,
+                duration_s=duration_s,
+                positions=positions,
+                model=model or "classical",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
+        elif experiment == "stimulation":
+            from flows import run_stimulation_demo
+
+            summary = run_stimulation_demo(
                 data_dir,
                 duration_s=duration_s,
                 positions=positions,
@@ -334,6 +347,19 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("stimulate-on-event")
+def run_stimulate_on_event(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Event-triggered imaging that stimulates each event's cell (DMD) and perfuses (pump)."""
+    from flows import StimulateOnEventParams
+    from flows.stimulate_on_event import stimulate_on_event
+
+    _run_flow(params, edge_url, token_file, StimulateOnEventParams, stimulate_on_event)
 
 
 @run_app.command("adaptive-illumination")

@@ -30,6 +30,7 @@ DEPLOYMENTS = {
     "respond-to-anomaly/requeue-tile-on-anomaly",
     "event-triggered/event-triggered-divisions",
     "adaptive-illumination/adaptive-illumination-live-cells",
+    "stimulate-on-event/stimulate-on-event-optogenetics",
 }
 
 

@@ -40,6 +40,7 @@ from ._plates import (
     well_index,
 )
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
+from ._stimulate_policy import StimulateOnEventPolicy, StimulationPlan, StimulationState
 from ._targets import (
     Detection,
     SelectionRules,
@@ -87,6 +88,9 @@ __all__ = [
     "RoundingDetector",
     "SelectionRules",
     "SequenceMeasurePolicy",
+    "StimulateOnEventPolicy",
+    "StimulationPlan",
+    "StimulationState",
     "Track",
     "TrackingPolicy",
     "TrackingRules",

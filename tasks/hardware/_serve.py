@@ -58,7 +58,12 @@ def build_core(
 ) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
     """The microscope core: the simulator, a real Micro-Manager configuration, or a vendor
     macro over the file-drop protocol."""
-    from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
+    from .sim import (
+        SimulatorConfig,
+        add_external_devices,
+        build_simulated_core,
+        load_micromanager_core,
+    )
 
     if microscope.driver == "file-drop":
         return _filedrop_core(microscope, service or EdgeServerSettings())
@@ -79,10 +84,12 @@ def build_core(
         **_plate_options(microscope),
     )
     core, simulation = build_simulated_core(config)
+    devices = add_external_devices(core, simulation)  # a pump and a DMD; the envelope allows
 
     def truth(region: tuple[float, float, float, float] | None, t_s: float | None) -> dict:
         t = simulation.clock.now() if t_s is None else t_s
-        return {"t_s": t, "cells": simulation.truth(region=region, t_s=t).to_records()}
+        cells = simulation.truth(region=region, t_s=t).to_records()
+        return {"t_s": t, "cells": cells, "devices": devices.truth(t)}
 
     envelope = SafetyEnvelope(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
