@@ -29,9 +29,13 @@ from ._em_qc_params import EMQCParams
 from ._event_demo import run_event_demo
 from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
 from ._event_truth import score_events_on_simulation
+from ._illumination_demo import pick_cells_by_brightness, run_illumination_demo
+from ._illumination_params import AdaptiveIlluminationParams, StartLight
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
+from ._stimulate_demo import run_stimulation_demo
+from ._stimulate_params import PerfusionSettings, StimulateOnEventParams, StimulationSettings
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
 from ._targeted_summary import RunRecord, score_targets
 from ._track_params import TrackDatasetParams
@@ -43,6 +47,7 @@ __all__ = [
     "DEMO_DENSITY",
     "DEMO_REGION",
     "AcquireParams",
+    "AdaptiveIlluminationParams",
     "AnalysisHook",
     "ChannelExposure",
     "DatasetParams",
@@ -57,12 +62,16 @@ __all__ = [
     "FrameRecord",
     "GentleSettings",
     "OverviewSettings",
+    "PerfusionSettings",
     "PlateScreenParams",
     "PositionsFromOverview",
     "Region",
     "RestoreDatasetParams",
     "RunRecord",
     "SegmentDatasetParams",
+    "StartLight",
+    "StimulateOnEventParams",
+    "StimulationSettings",
     "TargetedImagingParams",
     "TrackDatasetParams",
     "TrackedPosition",
@@ -71,6 +80,7 @@ __all__ = [
     "image_events",
     "load_sequence",
     "normalised_event",
+    "pick_cells_by_brightness",
     "pick_dividing_cells",
     "plan_fields",
     "queue_for_omero",
@@ -78,7 +88,9 @@ __all__ = [
     "run_demo",
     "run_em_qc_demo",
     "run_event_demo",
+    "run_illumination_demo",
     "run_plate_demo",
+    "run_stimulation_demo",
     "run_tracking_demo",
     "score_events_on_simulation",
     "score_targets",

@@ -7,8 +7,6 @@ OME-Zarr under ``<data_dir>/<run>/`` and stops everything it started, also on Ct
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,10 @@ from rich.table import Table
 
 from tasks.decisions import SelectionRules
 
+from ._demo_scope import simulated_scope
 from ._targeted_params import Region, TargetedImagingParams
 
-__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
+__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo", "start_demo_edge"]
 
 DEMO_DENSITY = 20.0  # nuclei per mm²: sparse, where targeted imaging beats tiling
 DEMO_REGION = (4_200.0, 4_200.0, 5_800.0, 5_800.0)
@@ -44,27 +43,36 @@ def run_demo(
     data_dir: Path, *, backend: str = "ray", model: str = "classical", quiet: bool = False
 ) -> dict[str, Any]:
     """Run targeted imaging end to end on the simulator; return the flow's summary."""
-    from tasks.hardware import EdgeProcess
-
     from .targeted_imaging import targeted_imaging
 
-    console = Console(stderr=True, quiet=quiet)
-    started = time.perf_counter()
-    run_dir = data_dir / datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%SZ")
     edge_args = ["--camera-size", str(DEMO_CAMERA), "--density", str(DEMO_DENSITY)]
-    with console.status("starting the simulated edge agent..."):
-        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-    try:
-        params = demo_params(edge.url, edge.token_file, run_dir, backend).model_copy(
-            update={"model": model}
-        )
-        with console.status("running targeted imaging (Prefect flow, Ray/Dask workers)..."):
+    with simulated_scope(data_dir, "demo", edge_args, quiet=quiet, warm_prefect=False) as scope:
+        params = demo_params(
+            scope.edge.url, scope.edge.token_file, scope.run_dir, backend
+        ).model_copy(update={"model": model})
+        with scope.console.status("running targeted imaging (Prefect flow, Ray/Dask workers)..."):
             summary = targeted_imaging(params)
-    finally:
-        edge.stop()
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
-    _print_summary(console, summary)
+    summary["wall_s"] = scope.wall_s()
+    _print_summary(scope.console, summary)
     return summary
+
+
+def start_demo_edge(console: Console, edge_dir: Path, edge_args: list[str]) -> Any:
+    """A simulated edge agent on 127.0.0.1 (an `EdgeProcess`, started; the caller stops it),
+    then Prefect's local server warmed up here rather than mid-run."""
+    from prefect import flow
+
+    from tasks.hardware import EdgeProcess
+
+    with console.status("starting the simulated edge agent..."):
+        edge = EdgeProcess(edge_dir, extra_args=edge_args).start()
+    try:
+        with console.status("starting Prefect..."):
+            flow(name="warm-up")(lambda: None)()
+    except BaseException:
+        edge.stop()
+        raise
+    return edge
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:

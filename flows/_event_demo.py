@@ -10,16 +10,15 @@ against an always-fast protocol.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+import yaml
 
+from tasks.hardware import EdgeClient
 from tasks.hardware.sim import SimulatorConfig, VirtualSample
 
+from ._demo_scope import print_summary, simulated_scope
 from ._event_log import frames_by_position
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
@@ -76,35 +75,26 @@ def run_event_demo(
     ``photodamage_dose``: the simulated cells stop dividing past this light dose per channel
     (ms at 100 %); ``always_fast``: the static always-fast protocol instead (same positions,
     the ``always`` detector, no time limit), to compare with."""
-    from prefect import flow
-
-    from tasks.hardware import EdgeClient, EdgeProcess
-
     from .event_triggered import event_triggered
 
-    console = Console(stderr=True, quiet=quiet)
-    started = time.perf_counter()
-    run_dir = data_dir / datetime.now(UTC).strftime(f"event-demo-s{seed}-%Y%m%dT%H%M%SZ")
     config = SimulatorConfig(seed=seed, width=CAMERA, height=CAMERA, time_scale=TIME_SCALE)
     edge_args = [
         "--camera-size", str(CAMERA), "--time-scale", str(TIME_SCALE), "--seed", str(seed),
     ]  # fmt: skip
-    if photodamage_dose:
-        doses = ",".join(f"{k}={v:g}" for k, v in photodamage_dose.items())
-        edge_args += ["--photodamage-dose", doses]
     protocol: dict[str, Any] = (
         {"detectors": ["always"], "end_on": [], "max_fast_s": 2 * duration_s, "cooldown_s": 0}
         if always_fast
         else {}
     )
-    with console.status("starting the simulated edge agent and Prefect..."):
-        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-    try:
-        with console.status("starting Prefect..."):  # its local server: here, not mid-run
-            flow(name="warm-up")(lambda: None)()
-        with EdgeClient(edge.url, token_file=edge.token_file) as client:
-            t_now = float(client.truth((0.0, 0.0, 1.0, 1.0))["t_s"])
-        chosen = pick_dividing_cells_late(config, t_now, duration_s * TIME_SCALE, positions)
+    if photodamage_dose:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        sim_config = data_dir / f"event-demo-s{seed}-photodamage.yaml"
+        sim_config.write_text(yaml.safe_dump({"photodamage_dose": dict(photodamage_dose)}))
+        edge_args += ["--sim-config", str(sim_config)]
+    with simulated_scope(data_dir, f"event-demo-s{seed}", edge_args, quiet=quiet) as scope:
+        chosen = pick_dividing_cells_late(
+            config, scope.sample_time_s(), duration_s * TIME_SCALE, positions
+        )
         params = EventTriggeredParams(
             positions=chosen,
             objective=OBJECTIVE,
@@ -112,12 +102,11 @@ def run_event_demo(
             model=model,
             model_options={} if model != "classical" else {"working_radius_px": 4.0},
             backend={"kind": backend, "workers": 1},
-            edge_url=edge.url,
-            edge_token_file=edge.token_file,
-            output_dir=run_dir,
+            output_dir=scope.run_dir,
+            **scope.connection(),
             **protocol,
         )
-        with console.status(f"watching {positions} cells for {duration_s:g} s..."):
+        with scope.console.status(f"watching {positions} cells for {duration_s:g} s..."):
             summary = event_triggered(params)
         decisions = Path(summary["run_dir"]) / "decisions.jsonl"
         truth = score_events_on_simulation(
@@ -128,10 +117,8 @@ def run_event_demo(
             max_spacing_s=1.5 * params.fast.interval_s * TIME_SCALE,
             rounding_s=config.rounding_min * 60.0,
         )
-        with EdgeClient(edge.url, token_file=edge.token_file) as client:
+        with EdgeClient(**_client_args(scope.connection())) as client:
             truth["divisions_kept"] = divisions_kept(client, truth["events"])
-    finally:
-        edge.stop()
     per_position = frames_by_position(decisions)
     marks: dict[str, list[float]] = {}
     for event in truth["events"]:
@@ -144,12 +131,14 @@ def run_event_demo(
     summary["seed"] = seed
     summary["protocol"] = "always-fast" if always_fast else "event-triggered"
     summary["photodamage_dose"] = photodamage_dose
-    summary["wall_s"] = round(time.perf_counter() - started, 1)
-    _print(console, summary)
+    summary["wall_s"] = scope.wall_s()
+    print_summary(
+        scope.console, "scopeflow demo: event-triggered", summary, skip={"stores", "events"}
+    )
     return summary
 
 
-def divisions_kept(client: Any, events: list[dict[str, Any]]) -> int:
+def divisions_kept(client: EdgeClient, events: list[dict[str, Any]]) -> int:
     """Of the true events (divisions due in the watched regions when no light harms the
     cells), how many happened on the edge's simulated sample: a parent still alive after its
     division time was stopped by photodamage. Marks each event's ``divided``."""
@@ -164,11 +153,5 @@ def divisions_kept(client: Any, events: list[dict[str, Any]]) -> int:
     return kept
 
 
-def _print(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title="scopeflow demo: event-triggered")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        if key not in ("stores", "events"):
-            table.add_row(key, str(value))
-    console.print(table)
+def _client_args(connection: dict[str, Any]) -> dict[str, Any]:
+    return {"url": connection["edge_url"], "token_file": connection["edge_token_file"]}

@@ -7,14 +7,12 @@ under ``<data_dir>/<run>/`` and stops what it started, also on Ctrl-C or error.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from ._demo_scope import simulated_scope
 from ._plate_params import PlateScreenParams
 
 __all__ = ["PLATE_DEMO_CALIBRATION", "run_plate_demo"]
@@ -34,18 +32,18 @@ def run_plate_demo(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run a plate screen end to end on the simulator; return the flow's summary."""
-    from tasks.hardware import EdgeProcess
-
     from .plate_screen import plate_screen
 
-    console = Console(stderr=True, quiet=quiet)
-    started = time.perf_counter()
-    run_dir = data_dir / datetime.now(UTC).strftime("plate-demo-%Y%m%dT%H%M%SZ")
     edge_args = ["--plate", "96-well", "--camera-size", "512", "--density", "40",
                  "--seed", str(seed)]  # fmt: skip
-    with console.status("starting the simulated edge agent (a 96-well plate)..."):
-        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-    try:
+    with simulated_scope(
+        data_dir,
+        "plate-demo",
+        edge_args,
+        quiet=quiet,
+        what="the simulated edge agent (a 96-well plate)",
+        warm_prefect=False,
+    ) as scope:
         params = PlateScreenParams(
             calibration=PLATE_DEMO_CALIBRATION,
             wells=list(wells),
@@ -53,15 +51,15 @@ def run_plate_demo(
             rules={"max_targets": 500, "max_area_um2": 600},
             model=model,
             backend={"kind": backend, "workers": 1},
-            edge_url=edge.url,
-            edge_token_file=edge.token_file,
-            output_dir=run_dir,
+            output_dir=scope.run_dir,
+            **scope.connection(),
         )
-        with console.status(f"screening {len(wells)} wells (Prefect flow, {backend} workers)..."):
+        with scope.console.status(
+            f"screening {len(wells)} wells (Prefect flow, {backend} workers)..."
+        ):
             summary = plate_screen(params)
-    finally:
-        edge.stop()
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
+    summary["wall_s"] = scope.wall_s()
+    console = scope.console
     table = Table(title=f"scopeflow demo: plate screen {summary['run_id']}")
     table.add_column("measure")
     table.add_column("value", justify="right")

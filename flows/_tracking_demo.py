@@ -9,17 +9,14 @@ against the simulator's ground truth (CTC TRA with py-ctcmetrics).
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from tasks.hardware.sim import SimulatorConfig, VirtualSample
 
+from ._demo_scope import print_summary, simulated_scope
 from ._tracking_params import TrackedPosition, TrackingParams
 from ._tracking_truth import score_tracking_on_simulation
 
@@ -67,27 +64,15 @@ def run_tracking_demo(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run the tracking flow on the simulator end to end; return its summary with scores."""
-    from prefect import flow
-
-    from tasks.hardware import EdgeClient, EdgeProcess
-
     from .tracking import tracking
 
-    console = Console(stderr=True, quiet=quiet)
-    started = time.perf_counter()
-    run_dir = data_dir / datetime.now(UTC).strftime("tracking-demo-%Y%m%dT%H%M%SZ")
     config = SimulatorConfig(seed=seed, width=CAMERA, height=CAMERA, time_scale=TIME_SCALE)
     edge_args = [
         "--camera-size", str(CAMERA), "--time-scale", str(TIME_SCALE), "--seed", str(seed),
     ]  # fmt: skip
-    with console.status("starting the simulated edge agent and Prefect..."):
-        edge = EdgeProcess(run_dir / "edge", extra_args=edge_args).start()
-        flow(name="warm-up")(lambda: None)()  # Prefect's local server starts here, not mid-run
-    try:
-        with EdgeClient(edge.url, token_file=edge.token_file) as client:
-            t_now = float(client.truth((0.0, 0.0, 1.0, 1.0))["t_s"])
+    with simulated_scope(data_dir, "tracking-demo", edge_args, quiet=quiet) as scope:
         chosen = pick_dividing_cells(
-            config, t_now, time_points * interval_s * TIME_SCALE, positions
+            config, scope.sample_time_s(), time_points * interval_s * TIME_SCALE, positions
         )
         params = TrackingParams(
             positions=chosen,
@@ -101,29 +86,16 @@ def run_tracking_demo(
             # (both positions' frames queue on one worker), the local model the rest
             deadline_ms=0.8 * interval_s * 1e3,
             link_distance_um=6.0,
-            edge_url=edge.url,
-            edge_token_file=edge.token_file,
-            output_dir=run_dir,
+            output_dir=scope.run_dir,
+            **scope.connection(),
         )
-        with console.status(f"tracking {positions} cells over {time_points} time points..."):
+        with scope.console.status(f"tracking {positions} cells over {time_points} time points..."):
             summary = tracking(params)
-        with console.status("scoring the tracks against the simulator's ground truth..."):
+        with scope.console.status("scoring the tracks against the simulator's ground truth..."):
             truth = score_tracking_on_simulation(
                 Path(summary["run_dir"]), config, objective=OBJECTIVE, channel=params.channel
             )
-    finally:
-        edge.stop()
     summary.update(truth)
-    summary["wall_s"] = round(time.perf_counter() - started, 1)
-    _print(console, summary)
+    summary["wall_s"] = scope.wall_s()
+    print_summary(scope.console, "scopeflow demo: tracking", summary)
     return summary
-
-
-def _print(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title="scopeflow demo: tracking")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        if key != "stores":
-            table.add_row(key, str(value))
-    console.print(table)

@@ -30,7 +30,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from scopeflow import ConfigurationError, EnvelopeViolation
-from tasks.decisions import EventState, EventTriggeredPolicy
+from tasks.decisions import EventState, EventTriggeredPolicy, Policy
 from tasks.hardware import SafetyEnvelope
 from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
@@ -102,9 +102,12 @@ def watch(
     first_frame: int,
     dose_before_mj: float,
     backend: InferenceBackend | None,
+    policy: Policy[Any] | None = None,
 ) -> EventOutcome:
-    """The live loop: every time point's detection frame analysed and the next one chosen."""
-    policy = EventTriggeredPolicy(_positions(params), params.rules(), params.event_detectors())
+    """The live loop: every time point's detection frame analysed and the next one chosen
+    (``policy``: one that wraps the event-triggered policy, e.g. `StimulateOnEventPolicy`)."""
+    if policy is None:
+        policy = EventTriggeredPolicy(_positions(params), params.rules(), params.event_detectors())
     local_model, local_options = _local_model(params)
     analyzer = analyzer_for(
         backend,

@@ -20,6 +20,15 @@ from ._access import (
 from ._closing import (
     Closeable,
 )
+from ._device_actions import (
+    DeviceAction,
+    PumpRun,
+    Stimulate,
+    StimulationSpot,
+    device_action,
+    pump_event,
+    stimulation_event,
+)
 from ._errors import (
     ChunksFailed,
     CommandConflict,
@@ -141,6 +150,7 @@ __all__ = [
     "ComputeUnavailable",
     "ConfigurationError",
     "ConversionError",
+    "DeviceAction",
     "DirectCommand",
     "DoseAccount",
     "EdgeCertificateError",
@@ -182,6 +192,7 @@ __all__ = [
     "OmeroUnavailable",
     "Pause",
     "PbsComputeProfile",
+    "PumpRun",
     "RayComputeProfile",
     "Refusal",
     "Resume",
@@ -197,6 +208,8 @@ __all__ = [
     "ShmRingInfo",
     "SlurmComputeProfile",
     "StagePosition",
+    "Stimulate",
+    "StimulationSpot",
     "Stop",
     "StreamHello",
     "StreamHelloAnswer",
@@ -205,13 +218,16 @@ __all__ = [
     "WhoAmI",
     "checksum",
     "decode_frame",
+    "device_action",
     "encode_notice",
     "encode_prefix",
     "load_settings",
     "new_command_id",
     "parse_notice",
     "protocol_mismatch",
+    "pump_event",
     "recv_frame",
     "recv_message",
     "role_allows",
+    "stimulation_event",
 ]

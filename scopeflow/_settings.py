@@ -164,10 +164,10 @@ class EdgeMicroscopeSettings(BaseModel):
     plate_rotation_deg: float = Field(
         0.0, description="Rotation of the simulated plate on the stage, degrees anti-clockwise"
     )
-    photodamage_dose: dict[str, float] | None = Field(
+    sim_config: Path | None = Field(
         None,
-        description="Simulated photodamage: per channel, the dose (ms at 100 % intensity) that "
-        "stops a cell dividing; unset: none",
+        description="YAML of further SimulatorConfig fields (e.g. brightness_sigma, "
+        "bleach_half_dose) for the simulated microscope",
     )
 
 

@@ -71,6 +71,10 @@ def edge_serve(
     plate_rotation: Annotated[
         float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
     ] = 0.0,
+    sim_config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of further simulator settings (SimulatorConfig fields)."),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: TLS everywhere.")
     ] = None,
@@ -84,10 +88,6 @@ def edge_serve(
     require_lease: Annotated[
         bool, typer.Option(help="Refuse control requests without the microscope's lease.")
     ] = False,
-    photodamage_dose: Annotated[
-        str | None,
-        typer.Option(help="Simulated photodamage, e.g. DAPI=1000,GFP=2000 (ms at 100 %)."),
-    ] = None,
 ) -> None:
     """Serve the edge agent: HTTP commands, frame stream, OME-Zarr journal."""
     from tasks.hardware import serve_edge
@@ -123,7 +123,7 @@ def edge_serve(
         nuclei_per_mm2=density,
         plate=plate,
         plate_rotation_deg=plate_rotation,
-        photodamage_dose=_channel_doses(photodamage_dose),
+        sim_config=sim_config,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:
@@ -141,17 +141,6 @@ def edge_serve(
     os._exit(0)
 
 
-def _channel_doses(text: str | None) -> dict[str, float] | None:
-    """``DAPI=1000,GFP=2000`` -> {"DAPI": 1000.0, "GFP": 2000.0}."""
-    if not text:
-        return None
-    try:
-        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(","))}
-    except ValueError:
-        _fail(ConfigurationError(f"--photodamage-dose {text!r}: write CHANNEL=DOSE,..."))
-        raise
-
-
 @edge_app.command("openapi")
 def edge_openapi() -> None:
     """Print the edge's HTTP API as an OpenAPI document (JSON)."""
@@ -160,7 +149,15 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate")
+DEMOS = (
+    "targeted-imaging",
+    "tracking",
+    "event-triggered",
+    "em-qc",
+    "plate",
+    "adaptive-illumination",
+    "stimulation",
+)
 
 
 @app.command()
@@ -179,8 +176,12 @@ def demo(
         str | None,
         typer.Option(help="Segmentation model (default: classical; unet for tracking)."),
     ] = None,
-    time_points: Annotated[int, typer.Option(help="Tracking: time points.")] = 100,
-    positions: Annotated[int, typer.Option(help="Tracking: positions (cells).")] = 2,
+    time_points: Annotated[
+        int, typer.Option(help="Tracking: time points (adaptive-illumination: 20 by default).")
+    ] = 100,
+    positions: Annotated[
+        int, typer.Option(help="Tracking: positions (adaptive-illumination: 6 by default).")
+    ] = 2,
     seed: Annotated[int, typer.Option(help="Simulator seed (all but targeted-imaging).")] = 0,
     ui: Annotated[
         bool,
@@ -227,6 +228,30 @@ def demo(
                 data_dir,
                 duration_s=duration_s,
                 positions=positions,
+                model=model or "classical",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
+        elif experiment == "stimulation":
+            from flows import run_stimulation_demo
+
+            summary = run_stimulation_demo(
+                data_dir,
+                duration_s=duration_s,
+                positions=positions,
+                model=model or "classical",
+                backend=backend,
+                seed=seed,
+                quiet=as_json,
+            )
+        elif experiment == "adaptive-illumination":
+            from flows import run_illumination_demo
+
+            summary = run_illumination_demo(
+                data_dir,
+                positions=positions if positions != 2 else 6,
+                time_points=time_points if time_points != 100 else 20,
                 model=model or "classical",
                 backend=backend,
                 seed=seed,
@@ -322,6 +347,33 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("stimulate-on-event")
+def run_stimulate_on_event(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Event-triggered imaging that stimulates each event's cell (DMD) and perfuses (pump)."""
+    from flows import StimulateOnEventParams
+    from flows.stimulate_on_event import stimulate_on_event
+
+    _run_flow(params, edge_url, token_file, StimulateOnEventParams, stimulate_on_event)
+
+
+@run_app.command("adaptive-illumination")
+def run_adaptive_illumination(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Image each position's cell at a target SNR with the least light, within the edge's
+    light-dose budget, against any edge."""
+    from flows import AdaptiveIlluminationParams
+    from flows.adaptive_illumination import adaptive_illumination
+
+    _run_flow(params, edge_url, token_file, AdaptiveIlluminationParams, adaptive_illumination)
 
 
 def _run_flow(

@@ -29,6 +29,8 @@ DEPLOYMENTS = {
     "process-acquisition/process-acquisition-on-finish",  # tests/test_automations.py runs them
     "respond-to-anomaly/requeue-tile-on-anomaly",
     "event-triggered/event-triggered-divisions",
+    "adaptive-illumination/adaptive-illumination-live-cells",
+    "stimulate-on-event/stimulate-on-event-optogenetics",
 }
 
 

@@ -398,3 +398,18 @@ def test_choose_targets_keeps_what_lies_inside_by_the_rules() -> None:
     chosen = choose_targets(found, SelectionRules(min_area_um2=20), lambda x, y: x < 200)
     assert [d.x_um for d in chosen] == [0, 50]  # overlap merged, outside and debris left out
     assert choose_targets(found, SelectionRules(max_targets=1)) == [found[0]]
+
+
+@pytest.mark.slow
+def test_the_plate_demo_runs_from_the_command_line(tmp_path: Path) -> None:
+    """``scopeflow demo plate --json``: a user's first plate screen, scored on the truth."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scopeflow", "demo", "plate", "--json", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["wells"] == 8 and summary["fields"] == 32
+    assert summary["truth"]["wells_scored"] == 8
+    assert summary["truth"]["recall"] >= 0.9 and summary["truth"]["precision"] >= 0.9
+    validate_store(Path(summary["stores"]["plate"]))

@@ -18,6 +18,13 @@ from ._events import (
     RoundingDetector,
 )
 from ._geometry import FrameGeometry, tile_grid
+from ._illumination import (
+    AdaptiveIlluminationPolicy,
+    IlluminationRules,
+    IlluminationState,
+    LightSetting,
+    PositionLight,
+)
 from ._lap_links import two_frame_links
 from ._linking import (
     LinkerSettings,
@@ -39,6 +46,7 @@ from ._plates import (
     well_index,
 )
 from ._policy import Acquire, Command, Decision, Direct, FrameView, Policy
+from ._stimulate_policy import StimulateOnEventPolicy, StimulationPlan, StimulationState
 from ._targets import (
     Detection,
     SelectionRules,
@@ -54,6 +62,7 @@ from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingSta
 
 __all__ = [
     "Acquire",
+    "AdaptiveIlluminationPolicy",
     "AlwaysDetector",
     "Command",
     "Decision",
@@ -69,6 +78,9 @@ __all__ = [
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
+    "IlluminationRules",
+    "IlluminationState",
+    "LightSetting",
     "LinkerSettings",
     "MeasureState",
     "OnlineLinker",
@@ -77,11 +89,15 @@ __all__ = [
     "PlateCalibration",
     "PlateField",
     "Policy",
+    "PositionLight",
     "PositionTrack",
     "RoiState",
     "RoundingDetector",
     "SelectionRules",
     "SequenceMeasurePolicy",
+    "StimulateOnEventPolicy",
+    "StimulationPlan",
+    "StimulationState",
     "Track",
     "TrackingPolicy",
     "TrackingRules",

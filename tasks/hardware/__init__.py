@@ -15,6 +15,7 @@ from ._audit import AuditLog
 from ._auth import LEGACY_USER, UsersFile
 from ._client import EdgeClient
 from ._command_scope import CommandScope, command_scope, current_command
+from ._device_envelope import DeviceLimits, PumpLimits, StimulatorLimits
 from ._dose import DoseLedger, Exposure
 from ._envelope import HardwareContext, SafetyEnvelope, load_envelope
 from ._filedrop_bridge import FileDropBridge
@@ -27,6 +28,7 @@ from ._filedrop_protocol import (
     write_atomic,
 )
 from ._lease_client import AsyncLeaseHold, LeaseHold, current_holder
+from ._pattern import pattern_mask
 from ._registry import EdgeAddress, microscope_address
 from ._stream_session import Transport
 from ._tls import SelfSignedPair, make_self_signed
@@ -45,6 +47,7 @@ __all__ = [
     "AsyncLeaseHold",
     "AuditLog",
     "CommandScope",
+    "DeviceLimits",
     "DoseLedger",
     "DropCommand",
     "DropHello",
@@ -60,8 +63,10 @@ __all__ = [
     "FileDropBridge",
     "HardwareContext",
     "LeaseHold",
+    "PumpLimits",
     "SafetyEnvelope",
     "SelfSignedPair",
+    "StimulatorLimits",
     "Transport",
     "UsersFile",
     "command_scope",
@@ -72,6 +77,7 @@ __all__ = [
     "make_self_signed",
     "microscope_address",
     "new_command_id",
+    "pattern_mask",
     "serve_edge",
     "write_atomic",
 ]

@@ -64,6 +64,7 @@ from tasks.storage import FrameJournal
 
 from ._command_log import CommandLog
 from ._command_scope import command_scope
+from ._device_runner import DeviceActionRunner, field_of_view_um
 from ._dose import DoseLedger
 from ._engine import DeviceFault, LockedMDAEngine
 from ._envelope import HardwareContext, SafetyEnvelope
@@ -217,7 +218,8 @@ class EdgeAgent:
         self._shutdown = threading.Event()
         self.last_error: str | None = None
 
-        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock, self, self.guard))
+        devices = DeviceActionRunner(core, self.guard)
+        core.mda.set_engine(LockedMDAEngine(core, self._hw_lock, self, self.guard, devices))
         core.mda.events.frameReady.connect(self._on_frame)
         self._acq_thread = threading.Thread(target=self._acquire_loop, name="acquire", daemon=True)
         self._journal_thread = threading.Thread(
@@ -578,6 +580,7 @@ class EdgeAgent:
             channel_group=self.settings.channel_group,
             intensity_property=(device, prop),
             stage=self.guard.stage(),
+            field_um=field_of_view_um(self.core),
         )
 
     # acquisition thread -----------------------------------------------------------------------

@@ -22,6 +22,8 @@ from scopeflow import (
     CommandStatus,
     EdgeState,
     Frame,
+    PumpRun,
+    Stimulate,
     SubmitEvents,
     SubmitSequence,
     encode_prefix,
@@ -52,6 +54,29 @@ class SimFaults(BaseModel):
         0, ge=0, le=1000, description="The next N XY moves never finish: the wait times out"
     )
     clear: bool = Field(False, description="Drop the failures still pending first")
+
+
+_EVENTS_DOC = """Append acquisition events to the queue (they run after what is queued).
+
+**Device actions.** An event whose action is a useq `CustomAction` named `pump` (data:
+`PumpRun`) or `stimulate` (data: `Stimulate`, spots in stage µm) drives an external device:
+a syringe pump, or a DMD/SLM pattern registered to the camera's field. `custom` must be in
+the envelope's `allowed_actions` and the device in its `devices` allow-list. A request
+outside the envelope is refused whole with **422** `envelope_violation` and nothing moves; its
+`limit` names the bound: `devices.pumps` / `devices.stimulators` (device not allowed),
+`devices.pumps.<device>.allowed_reservoirs`, `.max_volume_ul`, `.max_flow_ul_per_min`,
+`devices.stimulators.<device>.max_intensity_percent`, `.max_duration_ms`, `.max_dose_mj`,
+`.field_of_view` (a spot not wholly inside the field at the event's stage position),
+`light_dose_budget_mj` (a pattern's dose counts in the budget); a custom action that is not
+a device action, or whose data does not validate, is **422** `invalid_command` with limit
+`custom_action`. A repeated command id runs nothing again."""
+
+_DEVICE_ACTION_SCHEMAS: dict[str, Any] = {
+    "x-device-actions": {
+        "pump": PumpRun.model_json_schema(),
+        "stimulate": Stimulate.model_json_schema(),
+    }
+}
 
 
 def create_app(
@@ -99,7 +124,13 @@ def create_app(
     def state() -> EdgeState:
         return agent.state()
 
-    @app.post("/v1/events", tags=["acquisition"], responses=RESPONSES["submit"])
+    @app.post(
+        "/v1/events",
+        tags=["acquisition"],
+        responses=RESPONSES["submit"],
+        description=_EVENTS_DOC,
+        openapi_extra=_DEVICE_ACTION_SCHEMAS,
+    )
     def submit_events(request: SubmitEvents) -> CommandAck:
         return agent.submit_events(request)
 

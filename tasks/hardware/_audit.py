@@ -18,16 +18,19 @@ __all__ = ["AuditLog", "command_fields"]
 
 _COMMAND_ID = re.compile(rb'"command_id"\s*:\s*"([^"\\]{1,200})"')
 _COMMAND_TYPE = re.compile(rb'"command"\s*:\s*\{[^{}]*?"type"\s*:\s*"([a-z_]{1,40})"')
+_DEVICE_ACTION = re.compile(rb'"type"\s*:\s*"custom"\s*,\s*"name"\s*:\s*"([a-z_]{1,40})"')
 
 
 def command_fields(body: bytes) -> dict[str, str]:
-    """The command id and direct-command type a request body names (from its first bytes;
-    absent when it names none)."""
+    """The command id, direct-command type and device actions (``pump``, ``stimulate``) a
+    request body names (from its first bytes; absent when it names none)."""
     fields = {}
     if match := _COMMAND_ID.search(body):
         fields["command_id"] = match.group(1).decode(errors="replace")
     if match := _COMMAND_TYPE.search(body):
         fields["command"] = match.group(1).decode()
+    if actions := sorted({m.decode() for m in _DEVICE_ACTION.findall(body)}):
+        fields["device_actions"] = ",".join(actions)  # a pump run, a stimulation on an event
     return fields
 
 

@@ -26,7 +26,7 @@ from scopeflow import EnvelopeViolation
 if TYPE_CHECKING:
     from pymmcore_plus.mda._protocol import PImagePayload  # private: no public name upstream
 
-__all__ = ["DeviceFault", "EventGuard", "FailureHandler", "LockedMDAEngine"]
+__all__ = ["DeviceActions", "DeviceFault", "EventGuard", "FailureHandler", "LockedMDAEngine"]
 
 _AGAIN = "submit the failed events again under a new command id"
 _CAMERA = "power, cable, driver, trigger and exposure settings"
@@ -69,6 +69,14 @@ class EventGuard(Protocol):
         ...
 
 
+class DeviceActions(Protocol):
+    """Runs a `useq.CustomAction` event (a pump run, a stimulation:
+    `tasks.hardware._device_runner.DeviceActionRunner`); called under the hardware lock,
+    raises `EnvelopeViolation` to refuse or the device's error."""
+
+    def run(self, event: useq.MDAEvent) -> None: ...
+
+
 class LockedMDAEngine(MDAEngine):
     """Holds ``lock`` while an event sets up and executes, so a direct command never interleaves;
     a device error fails the event (after its retries) instead of being logged; a ``guard``
@@ -83,11 +91,13 @@ class LockedMDAEngine(MDAEngine):
         lock: threading.RLock,
         failures: FailureHandler | None = None,
         guard: EventGuard | None = None,
+        devices: DeviceActions | None = None,
     ) -> None:
         super().__init__(mmc, restore_initial_state=False)
         self._hardware_lock = lock
         self._failures = failures
         self._guard = guard
+        self._devices = devices
         self._shutter_managed = False
 
     def setup_sequence(self, sequence: useq.MDASequence) -> Any:
@@ -170,6 +180,8 @@ class LockedMDAEngine(MDAEngine):
     # exec --------------------------------------------------------------------------------------
 
     def exec_event(self, event: useq.MDAEvent) -> Iterable[PImagePayload | None]:
+        if isinstance(event.action, useq.CustomAction) and self._devices is not None:
+            return self._act(event, self._devices)
         if _plain(event) and isinstance(event.action, useq.AcquireImage | None):
             return self._snap(event)
         return self._locked(event, super().exec_event(event))
@@ -230,6 +242,27 @@ class LockedMDAEngine(MDAEngine):
                 sub = event.model_copy(update={"index": {**event.index, "cam": cam}})
             payloads.append((image, sub, meta))
         return payloads
+
+    def _act(self, event: useq.MDAEvent, devices: DeviceActions) -> Iterator[Any]:
+        """A device action: run once (not retried: a pump that failed may have dispensed part
+        of its volume), no frame; a refusal or a device error fails the event."""
+        fault: DeviceFault | None = None
+        with self._hardware_lock:
+            try:
+                devices.run(event)
+            except EnvelopeViolation as exc:
+                fault = DeviceFault("run", None, f"refused by the safety envelope: {exc}", _AGAIN)
+            except Exception as exc:
+                device = str((event.action.data or {}).get("device") or "") or None  # type: ignore[union-attr]
+                fault = DeviceFault(
+                    "run",
+                    device,
+                    f"device action {event.action.name!r} failed: {exc}",  # type: ignore[union-attr]
+                    f"check device {device!r} ({_DEVICE}), then {_AGAIN}",
+                )
+        if fault is not None:
+            self._failed(event, fault, 1)
+        yield from ()
 
     # helpers -----------------------------------------------------------------------------------
 

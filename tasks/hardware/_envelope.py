@@ -20,7 +20,9 @@ import useq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from scopeflow import ConfigurationError, EnvelopeViolation
+from scopeflow import ConfigurationError, EnvelopeViolation, device_action
+
+from ._device_envelope import DeviceLimits
 
 __all__ = ["HardwareContext", "SafetyEnvelope", "load_envelope"]
 
@@ -44,7 +46,9 @@ class SafetyEnvelope(BaseModel):
     )
     channel_power_mw: Mapping[str, float] = Field(
         default_factory=lambda: {"BF": 0.0, "DAPI": 20.0, "GFP": 30.0},
-        description="Light power at the sample at 100 % intensity; a channel not listed counts 0",
+        description="Light power at the sample at 100 % intensity; every allowed channel "
+        "needs one (0 for a channel that puts no light on the sample), else the envelope is "
+        "refused",
     )
     allowed_actions: frozenset[str] = Field(
         frozenset({"acquire_image", "hardware_autofocus"}),
@@ -65,6 +69,13 @@ class SafetyEnvelope(BaseModel):
     allowed_properties: Mapping[str, frozenset[str]] = Field(
         default_factory=lambda: {"Illumination": frozenset({"Intensity"})},
         description="device -> properties that event.properties may set",
+    )
+
+    devices: DeviceLimits = Field(
+        default_factory=DeviceLimits,
+        description="External devices (syringe pumps, DMD/SLM stimulation) that events may "
+        "drive with a useq CustomAction ('custom' must be in allowed_actions too), each with "
+        "its limits; a device not listed here is refused",
     )
 
     @model_validator(mode="after")
@@ -292,6 +303,11 @@ class SafetyEnvelope(BaseModel):
                 if (device, prop) == context.intensity_property:
                     intensity = _number(value, f"{where}: {device}.{prop}")
                     self.check_intensity(intensity, where)
+            if isinstance(event.action, useq.CustomAction):  # a pump run, a stimulation
+                xy = None if stage is None else (stage[0], stage[1])
+                payload = device_action(event.action)
+                doses.append(self.devices.check(payload, xy, context.field_um, where))
+                continue
             acquires = action == "acquire_image"
             doses.append(self.dose_mj(channel, exposure, intensity) if acquires else 0.0)
         return doses
@@ -363,6 +379,7 @@ class HardwareContext:
     channel_group: str = "Channel"
     intensity_property: tuple[str, str] = ("Illumination", "Intensity")
     stage: tuple[float, float, float] | None = None  # where events without a position are taken
+    field_um: tuple[float, float] | None = None  # the camera's field of view (width, height)
 
 
 def load_envelope(path: Path | None) -> SafetyEnvelope:

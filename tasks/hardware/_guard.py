@@ -97,6 +97,28 @@ class EnvelopeGuard:
         self._last.exposure = exposure
         return exposure
 
+    def charge_device(self, dose_mj: float, what: str) -> None:
+        """Charge the light dose of a device action (a stimulation pattern) before its light
+        goes on, or refuse it (`tasks.hardware._device_runner`)."""
+        try:
+            charged = self.ledger.charge(dose_mj, self.envelope.light_dose_budget_mj)
+        except JournalError as exc:
+            raise EnvelopeViolation(
+                f"{exc}; no light is switched on while the dose cannot be recorded",
+                limit="light_dose_budget_mj",
+                value=None,
+            ) from exc
+        if not charged:
+            budget = self.envelope.light_dose_budget_mj
+            raise EnvelopeViolation(
+                f"light dose: {what} needs {dose_mj:.3g} mJ but only "
+                f"{budget - self.ledger.used_mj:.3g} mJ of the envelope's light_dose_budget_mj "
+                f"{budget:g} is left; lower its intensity, duration or area, or use a new "
+                "sample with a new budget (a new data dir)",
+                limit="light_dose_budget_mj",
+                value=round(dose_mj, 6),
+            )
+
     def _settings_in_force(self, frames: int) -> Exposure:
         core, env = self.core, self.envelope
         channel = core.getCurrentConfig(self._channel_group) or None

@@ -58,7 +58,12 @@ def build_core(
 ) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
     """The microscope core: the simulator, a real Micro-Manager configuration, or a vendor
     macro over the file-drop protocol."""
-    from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
+    from .sim import (
+        SimulatorConfig,
+        add_external_devices,
+        build_simulated_core,
+        load_micromanager_core,
+    )
 
     if microscope.driver == "file-drop":
         return _filedrop_core(microscope, service or EdgeServerSettings())
@@ -70,19 +75,21 @@ def build_core(
             "--mm-config FILE for a Micro-Manager configuration"
         )
     config = SimulatorConfig(
+        **_sim_config_file(microscope.sim_config),
         seed=microscope.seed,
         width=microscope.camera_width,
         height=microscope.camera_height,
         time_scale=microscope.time_scale,
         **({"nuclei_per_mm2": microscope.nuclei_per_mm2} if microscope.nuclei_per_mm2 else {}),
         **_plate_options(microscope),
-        photodamage_dose=microscope.photodamage_dose,
     )
     core, simulation = build_simulated_core(config)
+    devices = add_external_devices(core, simulation)  # a pump and a DMD; the envelope allows
 
     def truth(region: tuple[float, float, float, float] | None, t_s: float | None) -> dict:
         t = simulation.clock.now() if t_s is None else t_s
-        return {"t_s": t, "cells": simulation.truth(region=region, t_s=t).to_records()}
+        cells = simulation.truth(region=region, t_s=t).to_records()
+        return {"t_s": t, "cells": cells, "devices": devices.truth(t)}
 
     envelope = SafetyEnvelope(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
@@ -94,6 +101,48 @@ def build_core(
         return simulation.inject_faults(snap=snap, stage=stage, hang=hang)
 
     return core, SampleTruth(truth, simulation.clock.now, faults), envelope
+
+
+_OPTION_FIELDS = {
+    "seed": "--seed",
+    "width": "--camera-size",
+    "height": "--camera-size",
+    "time_scale": "--time-scale",
+    "nuclei_per_mm2": "--density",
+    "plate": "--plate",
+    "plate_rotation_deg": "--plate-rotation",
+}
+
+
+def _sim_config_file(path: Path | None) -> dict[str, object]:
+    """Further simulator settings from a YAML file; a field an option sets is refused."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"simulator config {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(
+            f"simulator config {path} must be a mapping of SimulatorConfig fields, not "
+            f"{type(data).__name__}"
+        )
+    if clash := sorted(set(data) & set(_OPTION_FIELDS)):
+        options = ", ".join(sorted({_OPTION_FIELDS[k] for k in clash}))
+        raise ConfigurationError(
+            f"simulator config {path} sets {clash}: give them as {options} instead"
+        )
+    from pydantic import ValidationError
+
+    from .sim import SimulatorConfig
+
+    try:
+        SimulatorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"simulator config {path}: {exc}") from exc
+    return data
 
 
 def _plate_options(microscope: EdgeMicroscopeSettings) -> dict[str, object]:

@@ -31,7 +31,7 @@ from ._care import (
 from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
 from ._care import PERCENTILES as RESTORATION_PERCENTILES
 from ._make_backend import backend_for_profile, make_backend
-from ._measure import measure_objects
+from ._measure import background_level, measure_objects
 from ._metrics import InstanceScores, instance_scores, iou_matrix, pool_scores
 from ._protocol import RestorationModel, SegmentationModel
 from ._registry import (
@@ -79,6 +79,7 @@ __all__ = [
     "available_models",
     "available_restoration_models",
     "backend_for_profile",
+    "background_level",
     "best_gaussian_blur",
     "build_restoration_net",
     "build_unet",

@@ -13,7 +13,7 @@ import numpy as np
 
 from scopeflow import ObjectTable
 
-__all__ = ["measure_objects"]
+__all__ = ["background_level", "measure_objects"]
 
 
 def measure_objects(labels: np.ndarray, image: np.ndarray, *, model_ms: float = 0.0) -> ObjectTable:
@@ -59,4 +59,22 @@ def measure_objects(labels: np.ndarray, image: np.ndarray, *, model_ms: float = 
         mean_intensity=mean_of(image.ravel()[where].astype(np.float64)),
         bbox=bbox,
         model_ms=model_ms,
+        extra=background_level(labels, image),
     )
+
+
+def background_level(labels: np.ndarray, image: np.ndarray) -> dict[str, float]:
+    """The frame's background, where no object is: ``background_mean`` and ``background_noise``
+    (its standard deviation), from the pixels within 4 robust sigmas (1.4826 x the median
+    absolute deviation) of the median, so the dim halo of blurred cells is left out. Read on a
+    regular subsample of at most ~65k pixels (about a millisecond at 2048²); empty for a frame
+    with no background."""
+    step = max(1, int(np.sqrt(labels.size / 65_536)))
+    values = np.asarray(image)[::step, ::step][np.asarray(labels)[::step, ::step] == 0]
+    if values.size < 16:
+        return {}
+    values = values.astype(np.float32)
+    median = float(np.median(values))
+    spread = max(1.4826 * float(np.median(np.abs(values - median))), 1.0)
+    kept = values[np.abs(values - median) <= 4.0 * spread]  # halo and stray objects out
+    return {"background_mean": float(kept.mean()), "background_noise": float(kept.std())}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._analyzer import Analysis, Analyzer, AnalyzerSettings, ModeSwitch
 from ._completeness import VENDOR_PROFILES, CompletionRule, VendorProfile, structure_complete
 from ._decision_log import DecisionLog
-from ._edge_phase import analyzer_for, local_model_choice, run_edge_phase
+from ._edge_phase import FALLBACK_OPTIONS, analyzer_for, local_model_choice, run_edge_phase
 from ._folder_source import FileListSource, FileRef, WatchedFolderSource
 from ._ledger import IngestLedger, LedgerEntry
 from ._loop import LoopSettings, run_loop
@@ -22,6 +22,7 @@ from ._sink import CommandSink, SentCommand, command_id
 from ._sources import EdgeStreamSource, FrameSource, JournalReplaySource, LiveFrame
 
 __all__ = [
+    "FALLBACK_OPTIONS",
     "VENDOR_PROFILES",
     "Analysis",
     "Analyzer",

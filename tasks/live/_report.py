@@ -17,6 +17,7 @@ __all__ = ["LoopReport"]
 
 PARTS = (
     "transport",
+    "edge",
     "queue",
     "inference",
     "model",
@@ -34,7 +35,8 @@ class LoopReport:
     ``waiting``: of that, the time the frame waited behind earlier frames (in the loop for a
     free worker, ``queue``, and on the workers); ``loop``: ``total`` less ``waiting``, what
     the loop itself takes for one frame (a backlog of frames queued faster than the workers
-    analyse them shows in ``waiting``, not here)."""
+    analyse them shows in ``waiting``, not here). ``edge``: of ``transport``, the edge's own
+    part (frame ready -> journaled, when the edge announces it)."""
 
     budget_ms: float | None = None
     latency: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PARTS})
@@ -60,6 +62,7 @@ class LoopReport:
         waiting = (analysis.submitted_ns - received) / 1e6 + analysis.waited_ms
         return {
             "transport": (received - h.t_ready_ns) / 1e6,
+            "edge": (h.t_journaled_ns - h.t_ready_ns) / 1e6,
             "queue": (analysis.submitted_ns - received) / 1e6,
             "inference": (analysis.done_ns - analysis.submitted_ns) / 1e6,
             "model": analysis.model_ms,

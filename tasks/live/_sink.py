@@ -15,6 +15,8 @@ import itertools
 import time
 from dataclasses import dataclass
 
+import useq
+
 from scopeflow import CommandAck, EdgeRejected
 from tasks.decisions import Acquire, Command, Direct
 from tasks.hardware import EdgeClient
@@ -98,10 +100,15 @@ class CommandSink:
                 ack = self._channel.command(command.command, command_id=cid)
             else:
                 ack = self._client.submit_events(list(command.events), command_id=cid)
-                expected = len(command.events)
+                expected = sum(_makes_a_frame(e) for e in command.events)
         except EdgeRejected as exc:
             return SentCommand(cid, _kind(command), None, str(exc), sent, time.time_ns(), 0)
         return SentCommand(cid, _kind(command), ack, None, sent, time.time_ns(), expected)
+
+
+def _makes_a_frame(event: useq.MDAEvent) -> bool:
+    """A device action or an autofocus event takes no frame: no one waits for one."""
+    return event.action is None or event.action.type == "acquire_image"
 
 
 def _kind(command: Command) -> str:

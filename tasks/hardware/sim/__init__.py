@@ -13,12 +13,15 @@ _root_level = logging.getLogger().level
 from ._clock import SimClock  # noqa: E402
 from ._config import SimulatorConfig  # noqa: E402
 from ._core import Simulation, build_simulated_core  # noqa: E402
+from ._external import EXTERNAL_DEVICE_LABELS, ExternalDevices, add_external_devices  # noqa: E402
 from ._micromanager import load_micromanager_core  # noqa: E402
+from ._perfusion import BiologyClock, PerfusionConfig, Reservoir  # noqa: E402
 from ._plate_layout import WellLayout, well_layout  # noqa: E402
 from ._render import Renderer, ScopeState, numerical_aperture  # noqa: E402
 from ._sample import CellTable, Division, VirtualSample  # noqa: E402
 from ._sprites import outline_distance as nucleus_outline_distance  # noqa: E402
 from ._sprites import quantize_size, size_from_bin  # noqa: E402
+from ._stimulation import StimulationConfig  # noqa: E402
 from ._truth_labels import truth_labels  # noqa: E402
 
 # pymmcore-plus sets the root logger to DEBUG when imported, which floods a user's terminal with
@@ -26,15 +29,22 @@ from ._truth_labels import truth_labels  # noqa: E402
 logging.getLogger().setLevel(_root_level)
 
 __all__ = [
+    "EXTERNAL_DEVICE_LABELS",
+    "BiologyClock",
     "CellTable",
     "Division",
+    "ExternalDevices",
+    "PerfusionConfig",
     "Renderer",
+    "Reservoir",
     "ScopeState",
     "SimClock",
     "Simulation",
     "SimulatorConfig",
+    "StimulationConfig",
     "VirtualSample",
     "WellLayout",
+    "add_external_devices",
     "build_simulated_core",
     "load_micromanager_core",
     "nucleus_outline_distance",

@@ -96,6 +96,11 @@ class SimulatorConfig(BaseModel):
         default_factory=lambda: {"BF": 400.0, "DAPI": 1.0, "GFP": 2.0},
         description="Background light per channel, electrons per pixel per ms.",
     )
+    brightness_sigma: dict[str, float] = Field(
+        default_factory=lambda: {"DAPI": 0.25, "GFP": 0.5},
+        description="Cell-to-cell spread of each label's brightness: the standard deviation of "
+        "its natural logarithm (log-normal; 0.7 gives dim and bright cells a factor ~4 apart).",
+    )
     bleach_half_dose: dict[str, float] = Field(
         default_factory=lambda: {"DAPI": 20_000.0, "GFP": 8_000.0},
         description="Light dose (ms at 100 % intensity) that halves a fluorophore's signal.",
@@ -128,9 +133,12 @@ class SimulatorConfig(BaseModel):
         for name, table in (
             ("signal_e_per_ms", self.signal_e_per_ms),
             ("bleach_half_dose", self.bleach_half_dose),
+            ("brightness_sigma", self.brightness_sigma),
         ):
             if missing := set(FLUORESCENCE_CHANNELS) - set(table):
                 raise ValueError(f"{name} needs a value for {sorted(missing)}")
+        if bad := {k: v for k, v in self.brightness_sigma.items() if not 0 <= v <= 3}:
+            raise ValueError(f"brightness_sigma {bad}: each spread must be between 0 and 3")
         for preset, light in self.channel_presets.items():
             if light not in ("BF", *FLUORESCENCE_CHANNELS):
                 raise ValueError(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -215,6 +216,11 @@ class VirtualSample:
         self._margin_um = 0.0
         self.shapes = self._make_shape_library()
         self._seed_founders()
+        # perturbations (a drug's biological clock, an optogenetic reporter: _perfusion,
+        # _stimulation); by default biology runs on the real clock and nothing is reported
+        self.biological_time: Callable[[float], float] = float
+        self.real_time: Callable[[float], float] = float
+        self.gfp_gain: Callable[[np.ndarray, float], np.ndarray] | None = None
 
     # --------------------------------------------------------------- construction
 
@@ -349,8 +355,13 @@ class VirtualSample:
             gap = (r0[ci] + r0[partner]) * (0.85 + 0.13 * self._u(ids[ci], _S_GAP))
             x[ci] = np.clip(x[partner] + gap * np.cos(ang), 0, cfg.slide_width_um)
             y[ci] = np.clip(y[partner] + gap * np.sin(ang), 0, cfg.slide_height_um)
+        sigma = cfg.brightness_sigma
         bright = np.stack(
-            [np.exp(0.25 * self._n(ids, _S_BDAPI)), np.exp(0.5 * self._n(ids, _S_BGFP))], axis=1
+            [
+                np.exp(sigma["DAPI"] * self._n(ids, _S_BDAPI)),
+                np.exp(sigma["GFP"] * self._n(ids, _S_BGFP)),
+            ],
+            axis=1,
         )
         cycle = self._cycle_length(ids)
         birth = -cycle * self._u(ids, _S_AGE)
@@ -519,9 +530,17 @@ class VirtualSample:
 
     def cells_at(self, t_s: float, region: Region | None = None) -> CellTable:
         """Cells alive at ``t_s`` whose centre lies in ``region`` = (x0, y0, x1, y1) µm."""
+        tau = self.biological_time(t_s)
         with self._lock:
-            idx, f, x, y = self._alive_in(t_s, region)
-            return self._table(t_s, idx, f, x, y)
+            idx, f, x, y = self._alive_in(tau, region)
+            table = self._table(tau, idx, f, x, y)
+        if tau != t_s:
+            table = replace(table, t_s=float(t_s))
+        if self.gfp_gain is not None:
+            table = replace(
+                table, brightness_gfp=table.brightness_gfp * self.gfp_gain(table.ids, t_s)
+            )
+        return table
 
     def _table(
         self, t: float, idx: np.ndarray, f: np.ndarray, x: np.ndarray, y: np.ndarray
@@ -574,9 +593,12 @@ class VirtualSample:
 
     def divisions(self, t0_s: float, t1_s: float, region: Region | None = None) -> list[Division]:
         """Divisions with ``t0_s <= time < t1_s`` (located in ``region`` if given)."""
+        tau0, tau1 = self.biological_time(t0_s), self.biological_time(t1_s)
         with self._lock:
-            self._advance(t1_s)
-            out = [d for d in self._divisions if t0_s <= d.time_s < t1_s]
+            self._advance(tau1)
+            out = [d for d in self._divisions if tau0 <= d.time_s < tau1]
+        if tau0 != t0_s or tau1 != t1_s:
+            out = [d._replace(time_s=self.real_time(d.time_s)) for d in out]
         if region is not None:
             x0, y0, x1, y1 = region
             out = [d for d in out if x0 <= d.x_um <= x1 and y0 <= d.y_um <= y1]
@@ -590,7 +612,7 @@ class VirtualSample:
         if channel not in _FLUOR_INDEX or dose <= 0:
             return 0
         with self._lock:
-            idx = self._alive_in(t_s, region)[0]
+            idx = self._alive_in(self.biological_time(t_s), region)[0]
             self._cells.arrays["F"][idx, _F_DOSE.start + _FLUOR_INDEX[channel]] += dose
             return int(idx.size)
 
