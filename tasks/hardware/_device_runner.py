@@ -5,8 +5,10 @@ it was queued; it is checked again here from the microscope as it is now (the st
 moved since), and a stimulation's light dose is charged to the dose ledger before the pattern
 is displayed. Then the device is driven through the core, as Micro-Manager devices are:
 
-- a pump (a generic device): ``Reservoir``, ``Volume_uL``, ``FlowRate_uL_per_min``, then
-  ``Command`` = ``Dispense``; the pump runs on while the next events image;
+- a pump (a generic device): its volume charged to the sample's `PumpLedger` (refused past the
+  envelope's cumulative limit), then ``Reservoir``, ``Volume_uL``, ``FlowRate_uL_per_min`` and
+  ``Command`` = ``Dispense``; the pump runs on while the next events image (a run it refuses,
+  e.g. while still dispensing, is refunded);
 - a patterning device (an SLM/DMD registered to the camera's field at binning 1): the spots
   drawn into a mask, ``setSLMImage``, ``setSLMExposure`` (the duration), its ``Intensity``,
   ``displaySLMImage``, and a wait until the pattern is over.
@@ -21,6 +23,7 @@ from scopeflow import PumpRun, Stimulate, device_action
 
 from ._guard import EnvelopeGuard
 from ._pattern import pattern_mask
+from ._pump_ledger import PumpLedger
 
 __all__ = ["DeviceActionRunner", "field_of_view_um"]
 
@@ -43,9 +46,17 @@ def _binning(core: CMMCorePlus) -> float:
 class DeviceActionRunner:
     """The engine's hook for `useq.CustomAction` events (see the module docstring)."""
 
-    def __init__(self, core: CMMCorePlus, guard: EnvelopeGuard) -> None:
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        guard: EnvelopeGuard,
+        pumps: PumpLedger,
+        time_scale: float = 1.0,
+    ) -> None:
         self.core = core
         self.guard = guard
+        self.pumps = pumps
+        self.time_scale = time_scale  # device seconds per second (a simulation may run faster)
 
     def run(self, event: useq.MDAEvent) -> None:
         """Check, charge and drive; raises `EnvelopeViolation` (nothing was driven) or the
@@ -57,7 +68,13 @@ class DeviceActionRunner:
         envelope.check_position(x, y, z, where)
         dose = envelope.devices.check(action, (x, y), field_of_view_um(self.core), where)
         if isinstance(action, PumpRun):
-            self._pump(action)
+            self.pumps.charge(action, envelope.devices.pumps)  # on disk before it pumps
+            try:
+                self._pump(action)
+            except BaseException:
+                self.pumps.refund(action)  # the pump refused it (still dispensing, a fault)
+                raise
+            self.pumps.dispensing(action, self.time_scale)
             return
         self.guard.charge_device(dose, f"the stimulation pattern on {action.device!r}")
         self._stimulate(action, (x, y))
