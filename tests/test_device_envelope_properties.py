@@ -140,7 +140,7 @@ def test_the_mask_lights_only_inside_its_spots(
             assert mask[row, col] == 255
 
 
-volumes = st.floats(min_value=0.5, max_value=400.0, allow_nan=False).map(lambda v: round(v, 3))
+volumes = st.floats(0.5, 400.0) | st.integers(1, 400).map(float)
 ledger_runs = st.builds(
     PumpRun,
     device=st.sampled_from(DEVICES[:2]),
@@ -213,7 +213,7 @@ def test_no_accepted_sequence_of_pump_runs_exceeds_the_cumulative_limits(
                 ledger = PumpLedger(Path(tmp))  # what is on disk is all there is
             for (device, reservoir), volume in pumped.items():
                 got = ledger.use(device).by_reservoir_ul.get(reservoir, 0.0)
-                assert math.isclose(got, volume, abs_tol=1e-6)
+                assert volume - 1e-9 <= got <= volume + 1e-3 * len(commands) * 4  # whole nL, up
         _within(ledger, pumps)
 
 

@@ -34,7 +34,13 @@ _Key = tuple[str, str]  # (pump, reservoir)
 
 
 def nanolitres(ul: float) -> int:
-    return round(ul * 1000)
+    """A run's volume in whole nL, rounded up (a run is never counted as less than it pumps)."""
+    return math.ceil(round(ul * 1000, 6))
+
+
+def _cap_nl(ul: float) -> int:
+    """A limit in whole nL, rounded down (what is counted never passes it)."""
+    return math.floor(round(ul * 1000, 6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +136,14 @@ class PumpLedger:
             return sum(nl for (p, r), nl in table.items() if p == pump and reservoir in (None, r))
 
         used, queued = total(self._used), total(self._reserved) if reserved else 0
-        if used + queued + adding <= nanolitres(cap_ul):
+        if used + queued + adding <= _cap_nl(cap_ul):
             return
         name = f"devices.pumps.{pump}.max_total_volume_ul"
         what = f"pump {pump!r}"
         if reservoir is not None:
             name += f"_by_reservoir.{reservoir}"
             what += f" from reservoir {reservoir!r}"
-        left = max(0, nanolitres(cap_ul) - used - queued) / 1000
+        left = max(0, _cap_nl(cap_ul) - used - queued) / 1000
         waiting = f", {queued / 1000:g} µL more in queued runs" if queued else ""
         raise EnvelopeViolation(
             f"cumulative volume: {adding / 1000:g} µL more by {what} would pass the envelope's "
