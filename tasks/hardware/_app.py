@@ -80,8 +80,8 @@ file deleted). Runs that, with the volume used and the runs still queued, would 
 (only pump runs between it and the pump's last run, and its `min_start_time` before that run's
 end) is refused with **422** limit `devices.pumps.<device>.busy` (`value`: `busy_until`, UTC,
 and `busy_for_s`, or `busy_until_s` on the command's timer) and the `min_start_time` that
-would fit; any other overlap is refused by the pump when the run comes up (a failed event,
-its volume refunded)."""
+would fit; any other overlap is refused when the run comes up (the pump's `Command` still
+reads `Dispense`): a failed event, nothing pumped or counted."""
 
 _DEVICE_ACTION_SCHEMAS: dict[str, Any] = {
     "x-device-actions": {

@@ -7,8 +7,8 @@ is displayed. Then the device is driven through the core, as Micro-Manager devic
 
 - a pump (a generic device): its volume charged to the sample's `PumpLedger` (refused past the
   envelope's cumulative limit), then ``Reservoir``, ``Volume_uL``, ``FlowRate_uL_per_min`` and
-  ``Command`` = ``Dispense``; the pump runs on while the next events image (a run it refuses,
-  e.g. while still dispensing, is refunded);
+  ``Command`` = ``Dispense``; the pump runs on while the next events image (a run that comes
+  up while ``Command`` still reads ``Dispense`` is refused, nothing charged);
 - a patterning device (an SLM/DMD registered to the camera's field at binning 1): the spots
   drawn into a mask, ``setSLMImage``, ``setSLMExposure`` (the duration), its ``Intensity``,
   ``displaySLMImage``, and a wait until the pattern is over.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import useq
 from pymmcore_plus import CMMCorePlus
 
-from scopeflow import PumpRun, Stimulate, device_action
+from scopeflow import HardwareError, PumpRun, Stimulate, device_action
 
 from ._guard import EnvelopeGuard
 from ._pattern import pattern_mask
@@ -68,16 +68,26 @@ class DeviceActionRunner:
         envelope.check_position(x, y, z, where)
         dose = envelope.devices.check(action, (x, y), field_of_view_um(self.core), where)
         if isinstance(action, PumpRun):
-            self.pumps.charge(action, envelope.devices.pumps)  # on disk before it pumps
-            try:
-                self._pump(action)
-            except BaseException:
-                self.pumps.refund(action)  # the pump refused it (still dispensing, a fault)
-                raise
+            self._check_idle(action)
+            # on disk before it pumps; a run that then fails in the pump stays counted (it may
+            # have pumped part of its volume)
+            self.pumps.charge(action, envelope.devices.pumps)
+            self._pump(action)
             self.pumps.dispensing(action, self.time_scale)
             return
         self.guard.charge_device(dose, f"the stimulation pattern on {action.device!r}")
         self._stimulate(action, (x, y))
+
+    def _check_idle(self, run: PumpRun) -> None:
+        """The last line of defence against overlapping runs: the pump's own ``Command`` reads
+        ``Dispense`` until its last run is in."""
+        if self.core.getProperty(run.device, "Command") == "Dispense":
+            busy = self.pumps.busy_for_s(run.device)
+            raise HardwareError(
+                f"pump {run.device!r} is still dispensing its last run (about {busy:.3g} s "
+                "more); nothing was pumped or counted: give this run a later min_start_time, "
+                "or send it again once the pump is idle"
+            )
 
     def _pump(self, run: PumpRun) -> None:
         core = self.core

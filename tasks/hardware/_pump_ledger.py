@@ -4,7 +4,8 @@ and when each pump will be done dispensing.
 ``pumps.json`` in the edge's data dir holds, per pump, the volume dispensed so far in integer
 nanolitres (sums stay exact), in all and per reservoir. A run is charged (written atomically: a
 temporary file, then a rename) before the pump is told to dispense, so a crash never loses a
-volume that was pumped; a run the pump then refuses is refunded. Like the light dose ledger, the
+volume that was pumped (a run that then fails in the pump stays counted: it may have pumped
+part of its volume). Like the light dose ledger, the
 volume belongs to the sample: a new sample starts with a new data dir (or with ``pumps.json``
 deleted), nothing else resets it.
 
@@ -101,15 +102,6 @@ class PumpLedger:
             used = dict(self._used)
             used[key] = used.get(key, 0) + extra
             self._write(used, "no pump runs while its volume cannot be recorded")
-            self._used = used
-
-    def refund(self, run: PumpRun) -> None:
-        """Take back the charge of a run the pump refused (nothing was pumped)."""
-        key = (run.device, run.reservoir)
-        with self._lock:
-            used = dict(self._used)
-            used[key] = max(0, used.get(key, 0) - nanolitres(run.volume_ul))
-            self._write(used, "the refused run stays counted")
             self._used = used
 
     def _check(
