@@ -270,3 +270,13 @@ def test_an_acquisition_between_two_runs_leaves_the_overlap_to_the_pump() -> Non
         check_pump_timing(
             [pump_event(run), image, pump_event(run)], ledger, time_scale=1.0, idle=True
         )
+
+
+def test_a_reservoir_limit_must_name_an_allowed_reservoir() -> None:
+    with pytest.raises(ValueError, match=r"names \['wash'\], which are not in allowed_reservoirs"):
+        PumpLimits(
+            allowed_reservoirs=frozenset({"medium"}),
+            max_volume_ul=10,
+            max_flow_ul_per_min=10,
+            max_total_volume_ul_by_reservoir={"wash": 5},
+        )

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scopeflow import EnvelopeViolation, PumpRun, Stimulate
 
@@ -50,6 +50,17 @@ class PumpLimits(_Frozen):
         default_factory=dict,
         description="Most volume from each named reservoir into one sample, µL",
     )
+
+    @model_validator(mode="after")
+    def _known_reservoirs(self) -> PumpLimits:
+        unknown = sorted(set(self.max_total_volume_ul_by_reservoir) - self.allowed_reservoirs)
+        if unknown:
+            raise ValueError(
+                f"max_total_volume_ul_by_reservoir names {unknown}, which are not in "
+                f"allowed_reservoirs {sorted(self.allowed_reservoirs)}; add them there or "
+                "remove them"
+            )
+        return self
 
 
 class StimulatorLimits(_Frozen):
