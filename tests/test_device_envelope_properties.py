@@ -1,18 +1,31 @@
 """Properties of the external devices' envelope: whatever pump run or stimulation pattern is
 asked for, and whatever limits the envelope sets, an accepted one keeps to every limit, its
 counted dose is what its light delivers at most, and the mask the edge draws lights nothing
-outside its spots or the field."""
+outside its spots or the field; no accepted sequence of pump runs (queued, run, dropped, across
+restarts) passes a pump's cumulative volume limits, and no pump run accepted at submit time is
+certain to overlap the one before on its pump."""
 
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pytest
+import useq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scopeflow import EnvelopeViolation, PumpRun, Stimulate, StimulationSpot
-from tasks.hardware import DeviceLimits, PumpLimits, StimulatorLimits, pattern_mask
+from scopeflow import EnvelopeViolation, PumpRun, Stimulate, StimulationSpot, pump_event
+from tasks.hardware import (
+    DeviceLimits,
+    PumpLedger,
+    PumpLimits,
+    StimulatorLimits,
+    check_pump_timing,
+    pattern_mask,
+)
 
 RESERVOIRS = ("medium", "drug", "fixative", "wash")
 DEVICES = ("Pump", "Pump2", "DMD", "SLM")
@@ -125,3 +138,145 @@ def test_the_mask_lights_only_inside_its_spots(
         )
         if 0 <= row < shape[0] and 0 <= col < shape[1] and near <= spot.radius_um:
             assert mask[row, col] == 255
+
+
+volumes = st.floats(0.5, 400.0) | st.integers(1, 400).map(float)
+ledger_runs = st.builds(
+    PumpRun,
+    device=st.sampled_from(DEVICES[:2]),
+    reservoir=st.sampled_from(RESERVOIRS[:2]),
+    volume_ul=volumes,
+    flow_ul_per_min=st.just(100.0),
+)
+
+
+@st.composite
+def cumulative_limits(draw: st.DrawFn) -> dict[str, PumpLimits]:
+    caps = st.none() | st.floats(1.0, 1500.0)
+    return {
+        name: PumpLimits(
+            allowed_reservoirs=frozenset(RESERVOIRS[:2]),
+            max_volume_ul=400.0,
+            max_flow_ul_per_min=100.0,
+            max_total_volume_ul=draw(caps),
+            max_total_volume_ul_by_reservoir={
+                r: cap for r in RESERVOIRS[:2] if (cap := draw(caps)) is not None
+            },
+        )
+        for name in DEVICES[:2]
+    }
+
+
+def _within(ledger: PumpLedger, pumps: dict[str, PumpLimits]) -> None:
+    for name, pump in pumps.items():
+        use = ledger.use(name)
+        if pump.max_total_volume_ul is not None:
+            assert use.total_ul <= pump.max_total_volume_ul + 1e-9
+        for reservoir, cap in pump.max_total_volume_ul_by_reservoir.items():
+            assert use.by_reservoir_ul.get(reservoir, 0.0) <= cap + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cumulative_limits(),
+    st.lists(
+        st.tuples(
+            st.lists(ledger_runs, min_size=1, max_size=4),  # a command's runs
+            st.lists(st.booleans(), min_size=4, max_size=4),  # each queued run: run or dropped
+            st.booleans(),  # the edge restarts (kill -9) after this command
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_no_accepted_sequence_of_pump_runs_exceeds_the_cumulative_limits(
+    pumps: dict[str, PumpLimits], commands: list[tuple[list[PumpRun], list[bool], bool]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = PumpLedger(Path(tmp))
+        pumped: dict[tuple[str, str], float] = {}
+        for runs, fates, restart in commands:
+            try:
+                ledger.reserve(runs, pumps)
+            except EnvelopeViolation as exc:
+                assert ".max_total_volume_ul" in exc.limit, exc.limit
+                assert {"requested_ul", "used_ul", "left_ul"} <= set(exc.value)  # type: ignore[arg-type]
+                continue
+            for run, runs_now in zip(runs, fates, strict=False):
+                ledger.release(run)
+                if runs_now:  # a run accepted when queued is never refused when it runs
+                    ledger.charge(run, pumps)
+                    key = (run.device, run.reservoir)
+                    pumped[key] = pumped.get(key, 0.0) + run.volume_ul
+            _within(ledger, pumps)
+            if restart:
+                ledger = PumpLedger(Path(tmp))  # what is on disk is all there is
+            for (device, reservoir), volume in pumped.items():
+                got = ledger.use(device).by_reservoir_ul.get(reservoir, 0.0)
+                assert volume - 1e-9 <= got <= volume + 1e-3 * len(commands) * 4  # whole nL, up
+        _within(ledger, pumps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(DEVICES[:2]),
+            st.floats(0.5, 100.0),  # volume, µL
+            st.floats(1.0, 600.0),  # flow, µL/min
+            st.none() | st.floats(0.0, 120.0),  # min_start_time, s
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([1.0, 60.0]),
+)
+def test_no_pump_run_accepted_when_sent_is_certain_to_overlap(
+    plan: list[tuple[str, float, float, float | None]], time_scale: float
+) -> None:
+    events = [
+        pump_event(
+            PumpRun(device=d, reservoir="medium", volume_ul=v, flow_ul_per_min=f),
+            min_start_time=t,
+        )
+        for d, v, f, t in plan
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = PumpLedger(Path(tmp))  # every pump idle
+        try:
+            check_pump_timing(events, ledger, time_scale=time_scale, idle=True)
+        except EnvelopeViolation as exc:
+            assert exc.limit.endswith(".busy")
+            accepted = False
+        else:
+            accepted = True
+    # pump runs take no time on the acquisition thread: each starts at its min_start_time or
+    # right after the one before, whichever is later
+    start, ends, overlap = 0.0, {}, False
+    for d, v, f, t in plan:
+        start = max(start, t or 0.0)
+        overlap |= start < ends.get(d, -math.inf)
+        ends[d] = start + v / f * 60.0 / time_scale
+    assert accepted == (not overlap)
+
+
+def test_an_acquisition_between_two_runs_leaves_the_overlap_to_the_pump() -> None:
+    run = PumpRun(volume_ul=100.0, flow_ul_per_min=1.0, reservoir="medium")
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = PumpLedger(Path(tmp))
+        with pytest.raises(EnvelopeViolation, match="min_start_time of at least 6000 s"):
+            check_pump_timing([pump_event(run)] * 2, ledger, time_scale=1.0, idle=True)
+        image = useq.MDAEvent(exposure=1.0)  # it may take any time: not certain
+        check_pump_timing(
+            [pump_event(run), image, pump_event(run)], ledger, time_scale=1.0, idle=True
+        )
+
+
+def test_a_reservoir_limit_must_name_an_allowed_reservoir() -> None:
+    with pytest.raises(ValueError, match=r"names \['wash'\], which are not in allowed_reservoirs"):
+        PumpLimits(
+            allowed_reservoirs=frozenset({"medium"}),
+            max_volume_ul=10,
+            max_flow_ul_per_min=10,
+            max_total_volume_ul_by_reservoir={"wash": 5},
+        )

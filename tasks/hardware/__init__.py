@@ -29,6 +29,8 @@ from ._filedrop_protocol import (
 )
 from ._lease_client import AsyncLeaseHold, LeaseHold, current_holder
 from ._pattern import pattern_mask
+from ._pump_ledger import PumpLedger, PumpUse
+from ._pump_timing import check_pump_timing
 from ._registry import EdgeAddress, microscope_address
 from ._stream_session import Transport
 from ._tls import SelfSignedPair, make_self_signed
@@ -63,12 +65,15 @@ __all__ = [
     "FileDropBridge",
     "HardwareContext",
     "LeaseHold",
+    "PumpLedger",
     "PumpLimits",
+    "PumpUse",
     "SafetyEnvelope",
     "SelfSignedPair",
     "StimulatorLimits",
     "Transport",
     "UsersFile",
+    "check_pump_timing",
     "command_scope",
     "current_command",
     "current_holder",

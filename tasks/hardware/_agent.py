@@ -48,6 +48,7 @@ from scopeflow import (
     HardwareError,
     MoveStage,
     Pause,
+    PumpRun,
     Resume,
     SetChannel,
     SetExposure,
@@ -78,6 +79,8 @@ from ._limits import (
     check_truth_time,
     expand_events,
 )
+from ._pump_ledger import PumpLedger
+from ._pump_timing import check_pump_timing, pump_run_of
 
 __all__ = ["EdgeAgent", "SampleTruth", "TruthProvider"]
 
@@ -98,6 +101,7 @@ class SampleTruth:
     cells: TruthProvider
     clock: Callable[[], float]
     faults: FaultInjector | None = None
+    time_scale: float = 1.0  # simulated seconds per second (how fast a simulated pump pumps)
 
 
 _SHUTDOWN = object()
@@ -136,6 +140,7 @@ class _Queued:
     run: _CommandRun
     number: int  # the event's place in its command
     policy: ErrorPolicy
+    pump_run: PumpRun | None = None  # its volume is reserved while it is queued
 
     @property
     def command_id(self) -> str:
@@ -218,7 +223,9 @@ class EdgeAgent:
         self._shutdown = threading.Event()
         self.last_error: str | None = None
 
-        devices = DeviceActionRunner(core, self.guard)
+        self.pumps = PumpLedger(settings.data_dir)
+        self._time_scale = truth.time_scale if truth is not None else 1.0
+        devices = DeviceActionRunner(core, self.guard, self.pumps, self._time_scale)
         core.mda.set_engine(LockedMDAEngine(core, self._hw_lock, self, self.guard, devices))
         core.mda.events.frameReady.connect(self._on_frame)
         self._acq_thread = threading.Thread(target=self._acquire_loop, name="acquire", daemon=True)
@@ -275,21 +282,31 @@ class EdgeAgent:
             doses = self.envelope.check_events(events, context)
             limits = self.settings.limits
             check_queue_room(self._events.qsize(), len(events), limits.max_queued_events)
-            with self._dose_lock:
-                self.envelope.check_budget(
-                    self.guard.ledger.used_mj, self._dose_reserved_nj / 1e6, sum(doses)
-                )
-                self._dose_reserved_nj += sum(_nj(d) for d in doses)
+            runs = [pump_run_of(e) for e in events]
+            idle = self._events.qsize() == 0 and self._current is None
+            check_pump_timing(events, self.pumps, time_scale=self._time_scale, idle=idle)
+            queued_runs = [r for r in runs if r is not None]
+            self.pumps.reserve(queued_runs, self.envelope.devices.pumps)
+            try:
+                with self._dose_lock:
+                    self.envelope.check_budget(
+                        self.guard.ledger.used_mj, self._dose_reserved_nj / 1e6, sum(doses)
+                    )
+                    self._dose_reserved_nj += sum(_nj(d) for d in doses)
+            except BaseException:
+                for pump_run in queued_runs:
+                    self.pumps.release(pump_run)
+                raise
             # nothing of this command can come before what is published now
             run = _CommandRun(command_id, request.tag, len(events), self.hub.count)
             self.queue_log.accepted(command_id, request.tag, len(events), run.stream_from)
             with self._runs_lock:
                 self._runs[command_id] = run
             with self._queue_lock:
-                for number, (event, dose, policy) in enumerate(
-                    zip(events, doses, policies, strict=True)
+                for number, (event, dose, policy, pump_run) in enumerate(
+                    zip(events, doses, policies, runs, strict=True)
                 ):
-                    self._events.put(_Queued(event, _nj(dose), run, number, policy))
+                    self._events.put(_Queued(event, _nj(dose), run, number, policy, pump_run))
             return CommandAck(
                 command_id=command_id,
                 repeat=False,
@@ -400,6 +417,8 @@ class EdgeAgent:
     def _drop(self, item: _Queued) -> None:
         with self._dose_lock:
             self._dose_reserved_nj -= item.dose_nj
+        if item.pump_run is not None:
+            self.pumps.release(item.pump_run)
         self._event_finished(item.run, "dropped")
 
     # outcomes -------------------------------------------------------------------------------
@@ -637,6 +656,8 @@ class EdgeAgent:
                 return
             with self._dose_lock:  # the guard charges the dose in force when the frame is taken
                 self._dose_reserved_nj -= item.dose_nj
+            if item.pump_run is not None:  # charged by the device runner when it pumps
+                self.pumps.release(item.pump_run)
             self._current, self._current_item = item.event, item
             self._current_frames_from = item.run.frames
             with command_scope(item.command_id, item.number, item.tag):

@@ -69,7 +69,19 @@ outside the envelope is refused whole with **422** `envelope_violation` and noth
 `.field_of_view` (a spot not wholly inside the field at the event's stage position),
 `light_dose_budget_mj` (a pattern's dose counts in the budget); a custom action that is not
 a device action, or whose data does not validate, is **422** `invalid_command` with limit
-`custom_action`. A repeated command id runs nothing again."""
+`custom_action`. A repeated command id runs nothing again.
+
+**Pump volume and timing.** The volume each pump puts into the sample is kept in the data
+dir's `pumps.json` (it survives a restart; a new sample starts with a new data dir or with the
+file deleted). Runs that, with the volume used and the runs still queued, would pass
+`devices.pumps.<device>.max_total_volume_ul` or
+`.max_total_volume_ul_by_reservoir.<reservoir>` are refused with **422** (`value`:
+`requested_ul`, `used_ul`, `left_ul`). A run certain to start while its pump still dispenses
+(only pump runs between it and the pump's last run, and its `min_start_time` before that run's
+end) is refused with **422** limit `devices.pumps.<device>.busy` (`value`: `busy_until`, UTC,
+and `busy_for_s`, or `busy_until_s` on the command's timer) and the `min_start_time` that
+would fit; any other overlap is refused when the run comes up (the pump's `Command` still
+reads `Dispense`): a failed event, nothing pumped or counted."""
 
 _DEVICE_ACTION_SCHEMAS: dict[str, Any] = {
     "x-device-actions": {

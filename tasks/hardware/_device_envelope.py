@@ -2,7 +2,8 @@
 drive (an allow-list: a device not named here is refused), and each one's limits.
 
 - a pump run: a reservoir of ``allowed_reservoirs``, at most ``max_volume_ul`` per run and
-  ``max_flow_ul_per_min``;
+  ``max_flow_ul_per_min``; over all runs into one sample at most ``max_total_volume_ul`` (and
+  ``max_total_volume_ul_by_reservoir`` per reservoir), counted by `PumpLedger`;
 - a stimulation: at most ``max_intensity_percent``, ``max_duration_ms`` and ``max_dose_mj``
   per pattern, every spot wholly inside the camera's field of view at the stage position it is
   fired at (the patterning device is registered to that field), and its light dose (the
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scopeflow import EnvelopeViolation, PumpRun, Stimulate
 
@@ -39,6 +40,27 @@ class PumpLimits(_Frozen):
     )
     max_volume_ul: float = Field(gt=0, description="Largest volume of one run, µL")
     max_flow_ul_per_min: float = Field(gt=0, description="Fastest flow rate, µL/min")
+    max_total_volume_ul: float | None = Field(
+        None,
+        gt=0,
+        description="Most volume all its runs may put into one sample (one data dir), µL; "
+        "none: no cumulative limit",
+    )
+    max_total_volume_ul_by_reservoir: Mapping[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Most volume from each named reservoir into one sample, µL",
+    )
+
+    @model_validator(mode="after")
+    def _known_reservoirs(self) -> PumpLimits:
+        unknown = sorted(set(self.max_total_volume_ul_by_reservoir) - self.allowed_reservoirs)
+        if unknown:
+            raise ValueError(
+                f"max_total_volume_ul_by_reservoir names {unknown}, which are not in "
+                f"allowed_reservoirs {sorted(self.allowed_reservoirs)}; add them there or "
+                "remove them"
+            )
+        return self
 
 
 class StimulatorLimits(_Frozen):

@@ -5,8 +5,10 @@ it was queued; it is checked again here from the microscope as it is now (the st
 moved since), and a stimulation's light dose is charged to the dose ledger before the pattern
 is displayed. Then the device is driven through the core, as Micro-Manager devices are:
 
-- a pump (a generic device): ``Reservoir``, ``Volume_uL``, ``FlowRate_uL_per_min``, then
-  ``Command`` = ``Dispense``; the pump runs on while the next events image;
+- a pump (a generic device): its volume charged to the sample's `PumpLedger` (refused past the
+  envelope's cumulative limit), then ``Reservoir``, ``Volume_uL``, ``FlowRate_uL_per_min`` and
+  ``Command`` = ``Dispense``; the pump runs on while the next events image (a run that comes
+  up while ``Command`` still reads ``Dispense`` is refused, nothing charged);
 - a patterning device (an SLM/DMD registered to the camera's field at binning 1): the spots
   drawn into a mask, ``setSLMImage``, ``setSLMExposure`` (the duration), its ``Intensity``,
   ``displaySLMImage``, and a wait until the pattern is over.
@@ -17,10 +19,11 @@ from __future__ import annotations
 import useq
 from pymmcore_plus import CMMCorePlus
 
-from scopeflow import PumpRun, Stimulate, device_action
+from scopeflow import HardwareError, PumpRun, Stimulate, device_action
 
 from ._guard import EnvelopeGuard
 from ._pattern import pattern_mask
+from ._pump_ledger import PumpLedger
 
 __all__ = ["DeviceActionRunner", "field_of_view_um"]
 
@@ -43,9 +46,17 @@ def _binning(core: CMMCorePlus) -> float:
 class DeviceActionRunner:
     """The engine's hook for `useq.CustomAction` events (see the module docstring)."""
 
-    def __init__(self, core: CMMCorePlus, guard: EnvelopeGuard) -> None:
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        guard: EnvelopeGuard,
+        pumps: PumpLedger,
+        time_scale: float = 1.0,
+    ) -> None:
         self.core = core
         self.guard = guard
+        self.pumps = pumps
+        self.time_scale = time_scale  # device seconds per second (a simulation may run faster)
 
     def run(self, event: useq.MDAEvent) -> None:
         """Check, charge and drive; raises `EnvelopeViolation` (nothing was driven) or the
@@ -57,10 +68,26 @@ class DeviceActionRunner:
         envelope.check_position(x, y, z, where)
         dose = envelope.devices.check(action, (x, y), field_of_view_um(self.core), where)
         if isinstance(action, PumpRun):
+            self._check_idle(action)
+            # on disk before it pumps; a run that then fails in the pump stays counted (it may
+            # have pumped part of its volume)
+            self.pumps.charge(action, envelope.devices.pumps)
             self._pump(action)
+            self.pumps.dispensing(action, self.time_scale)
             return
         self.guard.charge_device(dose, f"the stimulation pattern on {action.device!r}")
         self._stimulate(action, (x, y))
+
+    def _check_idle(self, run: PumpRun) -> None:
+        """The last line of defence against overlapping runs: the pump's own ``Command`` reads
+        ``Dispense`` until its last run is in."""
+        if self.core.getProperty(run.device, "Command") == "Dispense":
+            busy = self.pumps.busy_for_s(run.device)
+            raise HardwareError(
+                f"pump {run.device!r} is still dispensing its last run (about {busy:.3g} s "
+                "more); nothing was pumped or counted: give this run a later min_start_time, "
+                "or send it again once the pump is idle"
+            )
 
     def _pump(self, run: PumpRun) -> None:
         core = self.core

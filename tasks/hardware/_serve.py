@@ -100,7 +100,8 @@ def build_core(
             simulation.clear_faults()
         return simulation.inject_faults(snap=snap, stage=stage, hang=hang)
 
-    return core, SampleTruth(truth, simulation.clock.now, faults), envelope
+    sample_truth = SampleTruth(truth, simulation.clock.now, faults, simulation.clock.time_scale)
+    return core, sample_truth, envelope
 
 
 _OPTION_FIELDS = {
