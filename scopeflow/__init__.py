@@ -60,6 +60,11 @@ from ._framing import (
 from ._objects import (
     ObjectTable,
 )
+from ._plan_cost import (
+    PlanCost,
+    plan_cost,
+    plate_cost,
+)
 from ._protocol import (
     DEFAULT_ERROR_POLICY,
     PROTOCOL_VERSION,
@@ -182,6 +187,7 @@ __all__ = [
     "OmeroUnavailable",
     "Pause",
     "PbsComputeProfile",
+    "PlanCost",
     "RayComputeProfile",
     "Refusal",
     "Resume",
@@ -210,6 +216,8 @@ __all__ = [
     "load_settings",
     "new_command_id",
     "parse_notice",
+    "plan_cost",
+    "plate_cost",
     "protocol_mismatch",
     "recv_frame",
     "recv_message",
