@@ -122,6 +122,10 @@ from ._shm_ring import (
     ShmFrameRef,
     ShmRing,
 )
+from ._useq_strict import (
+    UnknownField,
+    unknown_useq_fields,
+)
 
 __version__ = "0.1.0"
 
@@ -208,6 +212,7 @@ __all__ = [
     "StreamHelloAnswer",
     "SubmitEvents",
     "SubmitSequence",
+    "UnknownField",
     "WhoAmI",
     "checksum",
     "decode_frame",
@@ -222,4 +227,5 @@ __all__ = [
     "recv_frame",
     "recv_message",
     "role_allows",
+    "unknown_useq_fields",
 ]

@@ -30,9 +30,11 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ._access import LeaseInfo
 from ._plan_cost import plate_cost
+from ._useq_strict import UnknownField, unknown_useq_fields
 
 __all__ = [
     "DEFAULT_ERROR_POLICY",
@@ -242,7 +244,9 @@ def _cell_count(value: Any) -> int | None:
 
 def _validated_safely(data: Any, handler: Any, what: str) -> Any:
     """Validate through ``handler``; an error useq raises while computing (a division by zero,
-    an allocation too large, a wrong type deep inside) is a refusal (422), not a crash."""
+    an allocation too large, a wrong type deep inside) is a refusal (422), not a crash. A key
+    that useq would ignore, at any depth of the ``what`` field, is refused with its place and
+    the closest known name."""
     _bounded_layouts(data)
     try:
         result = handler(data)
@@ -251,7 +255,29 @@ def _validated_safely(data: Any, handler: Any, what: str) -> Any:
             f"the {what} cannot be computed ({type(exc).__name__}: {str(exc)[:200]}); check its "
             "plans and values"
         ) from None
+    if isinstance(data, dict) and what in data:
+        unknown = unknown_useq_fields(data[what], getattr(result, what), (what,))
+        if unknown:
+            raise _unknown_fields_error(type(result).__name__, unknown)
     return result
+
+
+_MAX_REPORTED = 20
+
+
+def _unknown_fields_error(title: str, unknown: list[UnknownField]) -> ValidationError:
+    """One error per unknown field, each at its own place (``loc``), with the fix."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("unknown_field", "{message}", {"message": u.message()}),
+                loc=(*u.path, u.key),
+                input=u.key,
+            )
+            for u in unknown[:_MAX_REPORTED]
+        ],
+    )
 
 
 class SubmitEvents(_Frozen):
