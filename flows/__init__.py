@@ -29,6 +29,7 @@ from ._em_qc_params import EMQCParams
 from ._event_demo import run_event_demo
 from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
 from ._event_truth import score_events_on_simulation
+from ._lease_wait import LeaseWait, lease_when_free
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
@@ -56,6 +57,7 @@ __all__ = [
     "FieldStores",
     "FrameRecord",
     "GentleSettings",
+    "LeaseWait",
     "OverviewSettings",
     "PlateScreenParams",
     "PositionsFromOverview",
@@ -69,6 +71,7 @@ __all__ = [
     "TrackingParams",
     "demo_params",
     "image_events",
+    "lease_when_free",
     "load_sequence",
     "normalised_event",
     "pick_dividing_cells",
