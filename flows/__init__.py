@@ -31,6 +31,7 @@ from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, 
 from ._event_truth import score_events_on_simulation
 from ._illumination_demo import pick_cells_by_brightness, run_illumination_demo
 from ._illumination_params import AdaptiveIlluminationParams, StartLight
+from ._lease_wait import LeaseWait, lease_when_free
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
@@ -61,6 +62,7 @@ __all__ = [
     "FieldStores",
     "FrameRecord",
     "GentleSettings",
+    "LeaseWait",
     "OverviewSettings",
     "PerfusionSettings",
     "PlateScreenParams",
@@ -78,6 +80,7 @@ __all__ = [
     "TrackingParams",
     "demo_params",
     "image_events",
+    "lease_when_free",
     "load_sequence",
     "normalised_event",
     "pick_cells_by_brightness",

@@ -3,7 +3,6 @@ edge's envelope, and laid out as one image per field of view with the sequence's
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,9 +12,9 @@ from typing import Any
 
 import useq
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from scopeflow import ConfigurationError, EnvelopeViolation
+from scopeflow import ConfigurationError, EnvelopeViolation, unknown_useq_fields
 from tasks.hardware import HardwareContext, SafetyEnvelope
 
 __all__ = [
@@ -73,34 +72,13 @@ def load_sequence(path: Path) -> useq.MDASequence:
             f"{path} is not a valid useq-schema MDASequence: {problems}; fix these fields "
             f"(see {_USEQ_DOCS})"
         ) from exc
-    unknown = _unknown_fields(data, sequence, ())
+    unknown = unknown_useq_fields(data, sequence)
     if unknown:
-        where, key, known = unknown[0]
-        hint = difflib.get_close_matches(key, known, n=1)
-        fix = f"did you mean {hint[0]!r}?" if hint else f"known fields: {', '.join(sorted(known))}"
         raise ConfigurationError(
-            f"{path}: unknown field {key!r} in {where or 'the sequence'} "
-            f"({len(unknown)} unknown in all); {fix} useq-schema would ignore it silently"
+            f"{path}: {unknown[0].message()}"
+            + (f"; {len(unknown)} unknown fields in all" if len(unknown) > 1 else "")
         )
     return sequence
-
-
-def _unknown_fields(data: Any, model: Any, where: tuple[str, ...]) -> list[tuple[str, str, list]]:
-    """(place, key, known keys) of every key of ``data`` that ``model`` has no field for."""
-    out: list[tuple[str, str, list]] = []
-    if isinstance(model, BaseModel) and isinstance(data, Mapping):
-        fields = type(model).model_fields
-        names = {n: n for n in fields} | {f.alias: n for n, f in fields.items() if f.alias}
-        for key, value in data.items():
-            name = names.get(str(key))
-            if name is None:
-                out.append((".".join(where), str(key), sorted(fields)))
-                continue
-            out += _unknown_fields(value, getattr(model, name), (*where, str(key)))
-    elif isinstance(model, Sequence) and isinstance(data, list) and not isinstance(model, str):
-        for i, (item, sub) in enumerate(zip(data, model, strict=False)):
-            out += _unknown_fields(item, sub, (*where, str(i)))
-    return out
 
 
 def shorten_sequence(sequence: useq.MDASequence, max_exposure_ms: float) -> useq.MDASequence:

@@ -5,6 +5,10 @@
 - ``respond-to-anomaly``: on ``scopeflow.qc.anomaly`` from an edge's frame, take that tile again
   (``requeue``) or pause the microscope (``pause``) through the edge agent. The command id is
   derived from the anomaly (frame and command), so a trigger that fires twice acts once.
+  A re-queue is a controller of its own: while a flow run or a person leases the microscope
+  it waits (``lease_wait_s``, logging who holds it and until when), then takes the lease for
+  the re-queue itself; it never acts in another holder's name. A pause is not a controller's
+  work but a stop for safety: it is sent at once (a lease held by another refuses it: 423).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # absolute imports: a worker loads this file as a top-level module named after it, where a
 # relative import would make a second copy of flows' modules that Dask workers cannot unpickle
 from flows import SegmentDatasetParams
+from flows._lease_wait import lease_when_free
 from flows.segment_dataset import segment_dataset
 from scopeflow import Pause
 from tasks.hardware import EdgeClient
@@ -83,6 +88,12 @@ class AnomalyResponseParams(BaseModel):
     event: dict[str, Any] | None = Field(None, description="The frame's useq event (requeue)")
     metric: str | None = None
     value: float | None = None
+    lease_wait_s: float = Field(
+        1800.0,
+        ge=0,
+        description="How long a re-queue waits for a microscope another holder leases",
+    )
+    lease_ttl_s: float = Field(60.0, gt=0, le=3600, description="The re-queue's own lease")
 
 
 def response_command_id(params: AnomalyResponseParams) -> str:
@@ -106,9 +117,14 @@ def respond_to_anomaly(params: AnomalyResponseParams) -> dict[str, Any]:
                 f"frame {params.frame}: the anomaly carries no useq event to take again; emit "
                 "it with event=<the frame header's event> or use action 'pause'"
             )
-        ack = edge.submit_events([params.event], command_id=command_id, tag="requeue")
-        state = edge.wait_until_idle(timeout=120)
-        status = edge.command_status(command_id)
+        why = f"re-queue of frame {params.frame} ({command_id})"
+        with lease_when_free(
+            edge, command_id, ttl_s=params.lease_ttl_s, wait_s=params.lease_wait_s,
+            logger=logger, why=why,
+        ) as (_, waited):  # fmt: skip
+            ack = edge.submit_events([params.event], command_id=command_id, tag="requeue")
+            state = edge.wait_until_idle(timeout=120)
+            status = edge.command_status(command_id)
     logger.info(
         "re-queued frame %d (%s = %s) as %s: %s",
         params.frame, params.metric, params.value, command_id,
@@ -120,4 +136,6 @@ def respond_to_anomaly(params: AnomalyResponseParams) -> dict[str, Any]:
         "repeat": ack.repeat,
         "frames": status.done.frames if status.done else None,
         "frames_journaled": state.frames_journaled,
+        "lease_waited_s": round(waited.waited_s, 1),
+        "lease_waited_for": waited.holders,
     }

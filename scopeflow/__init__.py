@@ -69,6 +69,11 @@ from ._framing import (
 from ._objects import (
     ObjectTable,
 )
+from ._plan_cost import (
+    PlanCost,
+    plan_cost,
+    plate_cost,
+)
 from ._protocol import (
     DEFAULT_ERROR_POLICY,
     PROTOCOL_VERSION,
@@ -125,6 +130,10 @@ from ._settings import (
 from ._shm_ring import (
     ShmFrameRef,
     ShmRing,
+)
+from ._useq_strict import (
+    UnknownField,
+    unknown_useq_fields,
 )
 
 __version__ = "0.1.0"
@@ -192,6 +201,7 @@ __all__ = [
     "OmeroUnavailable",
     "Pause",
     "PbsComputeProfile",
+    "PlanCost",
     "PumpRun",
     "RayComputeProfile",
     "Refusal",
@@ -215,6 +225,7 @@ __all__ = [
     "StreamHelloAnswer",
     "SubmitEvents",
     "SubmitSequence",
+    "UnknownField",
     "WhoAmI",
     "checksum",
     "decode_frame",
@@ -224,10 +235,13 @@ __all__ = [
     "load_settings",
     "new_command_id",
     "parse_notice",
+    "plan_cost",
+    "plate_cost",
     "protocol_mismatch",
     "pump_event",
     "recv_frame",
     "recv_message",
     "role_allows",
     "stimulation_event",
+    "unknown_useq_fields",
 ]

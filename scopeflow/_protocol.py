@@ -15,6 +15,8 @@ another one (`protocol_mismatch`).
 
 from __future__ import annotations
 
+import copy
+import math
 import re
 import uuid
 from typing import Annotated, Any, Literal
@@ -28,8 +30,11 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ._access import LeaseInfo
+from ._plan_cost import plate_cost
+from ._useq_strict import UnknownField, unknown_useq_fields
 
 __all__ = [
     "DEFAULT_ERROR_POLICY",
@@ -186,30 +191,93 @@ def _bounded_layouts(data: Any, depth: int = 0) -> None:
     if depth > 32:
         raise ValueError("the request is nested more than 32 levels deep; flatten it")
     if isinstance(data, dict):
-        rows, columns = data.get("rows"), data.get("columns")
-        if isinstance(rows, int) and isinstance(columns, int) and rows * columns > _MAX_GRID_CELLS:
+        rows, columns = _cell_count(data.get("rows")), _cell_count(data.get("columns"))
+        if rows is not None and columns is not None and rows * columns > _MAX_GRID_CELLS:
             raise ValueError(
                 f"a layout of {rows} x {columns} cells is over {_MAX_GRID_CELLS:,}; use a "
                 "smaller plate or grid"
             )
         for value in data.values():
             _bounded_layouts(value, depth + 1)
+        if "plate" in data and "a1_center_xy" in data:
+            _bounded_plate(data)
     elif isinstance(data, list):
         for value in data:
             _bounded_layouts(value, depth + 1)
 
 
+_MAX_PLATE_LAYOUT_STEPS = 3_000_000
+
+
+def _bounded_plate(data: dict[str, Any]) -> None:
+    """Refuse a well plate plan whose positions would take useq seconds to lay out: it does
+    so while validating the sequence (a pydantic Position per well and point, ~100 µs each),
+    before the edge's limit on events applies."""
+    try:
+        plan = useq.WellPlatePlan.model_validate(copy.deepcopy(data))
+    except (ValidationError, *_ARITHMETIC, ValueError):
+        return  # useq says what is wrong when it validates the sequence
+    cost = plate_cost(plan, _MAX_PLATE_LAYOUT_STEPS)
+    if cost.steps > _MAX_PLATE_LAYOUT_STEPS:
+        raise ValueError(
+            f"the well plate plan lays out {cost.events:,} positions ({cost.worst}), more "
+            f"than useq lays out in a few seconds (~{_MAX_PLATE_LAYOUT_STEPS // 100:,}); "
+            "select fewer wells (selected_wells) or points per well, or split the plate "
+            "into several sequences"
+        )
+
+
+def _cell_count(value: Any) -> int | None:
+    """A count of rows or columns as useq will read it (lax: ``13598.0`` and ``"13598"`` are
+    13598), None when it is not one (useq refuses it itself)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else None
+    return value if isinstance(value, int) else None
+
+
 def _validated_safely(data: Any, handler: Any, what: str) -> Any:
     """Validate through ``handler``; an error useq raises while computing (a division by zero,
-    an allocation too large, a wrong type deep inside) is a refusal (422), not a crash."""
+    an allocation too large, a wrong type deep inside) is a refusal (422), not a crash. A key
+    that useq would ignore, at any depth of the ``what`` field, is refused with its place and
+    the closest known name."""
     _bounded_layouts(data)
     try:
-        return handler(data)
+        result = handler(data)
     except _ARITHMETIC as exc:
         raise ValueError(
             f"the {what} cannot be computed ({type(exc).__name__}: {str(exc)[:200]}); check its "
             "plans and values"
         ) from None
+    if isinstance(data, dict) and what in data:
+        unknown = unknown_useq_fields(data[what], getattr(result, what), (what,))
+        if unknown:
+            raise _unknown_fields_error(type(result).__name__, unknown)
+    return result
+
+
+_MAX_REPORTED = 20
+
+
+def _unknown_fields_error(title: str, unknown: list[UnknownField]) -> ValidationError:
+    """One error per unknown field, each at its own place (``loc``), with the fix."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("unknown_field", "{message}", {"message": u.message()}),
+                loc=(*u.path, u.key),
+                input=u.key,
+            )
+            for u in unknown[:_MAX_REPORTED]
+        ],
+    )
 
 
 class SubmitEvents(_Frozen):

@@ -52,6 +52,12 @@ class EdgeLimits(BaseModel):
     max_queued_events: int = Field(
         200_000, ge=1, description="Events the queue holds; a command that would pass it waits"
     )
+    max_layout_steps: int = Field(
+        5_000_000,
+        ge=1000,
+        description="Work useq may spend laying out a sequence's grids, random points and "
+        "plates (~1 µs a step): a two_opt order of 2,000 points alone is ~28 million",
+    )
     truth_horizon_s: float = Field(
         3600.0,
         gt=0,

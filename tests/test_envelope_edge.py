@@ -351,6 +351,31 @@ def test_requests_that_crashed_the_edge_get_422_with_the_reason(
     assert tclient.state().queue_depth == 0
 
 
+@pytest.mark.parametrize(
+    ("sequence", "says"),
+    [
+        ({"grid_plan": {"num_points": 900, "max_width": 1e3, "max_height": 1e3}},
+         "max_layout_steps"),
+        ({"stage_positions": {"plate": {"rows": 13598.0, "columns": 3355.0, "well_spacing": 1,
+                                        "well_size": 0.5}, "a1_center_xy": [0, 0]}},
+         "smaller plate or grid"),
+        ({"stage_positions": {"plate": {"rows": 300, "columns": 300, "well_spacing": 1,
+                                        "well_size": 0.5}, "a1_center_xy": [0, 0]}},
+         "select fewer wells"),
+    ],
+)  # fmt: skip
+def test_sequences_useq_would_lay_out_for_a_minute_are_refused_first(
+    tight: EdgeProcess, tclient: EdgeClient, sequence: dict, says: str
+) -> None:
+    """What stalled fuzzed requests past 60 s: a two_opt order of random points (n² in pure
+    Python), a plate counted in floats, a plate's every well laid out while validating."""
+    body = json.dumps({"command_id": _cid(), "sequence": sequence})
+    response = _post(tight, "/v1/sequences", body)
+    assert response.status_code == 422, response.text
+    assert says in response.text
+    assert tclient.state().queue_depth == 0
+
+
 def test_a_refusal_whose_value_is_not_finite_is_still_json(tight: EdgeProcess) -> None:
     body = '{"command_id": "' + _cid() + '", "events": [{"y_pos": -Infinity}]}'
     response = _post(tight, "/v1/events", body)

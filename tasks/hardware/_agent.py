@@ -266,7 +266,10 @@ class EdgeAgent:
         return self._run_command(request, request.events)
 
     def submit_sequence(self, request: SubmitSequence) -> CommandAck:
-        events = expand_events(request.sequence, self.settings.limits.max_events_per_request)
+        limits = self.settings.limits
+        events = expand_events(
+            request.sequence, limits.max_events_per_request, limits.max_layout_steps
+        )
         if events:
             events[0] = events[0].model_copy(update={"reset_event_timer": True})
         return self._run_command(request, events)

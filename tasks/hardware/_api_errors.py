@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from scopeflow import Refusal
 
-__all__ = ["RESPONSES", "validation_refused"]
+__all__ = ["RESPONSES", "document_body_errors", "validation_refused"]
 
 
 class Problem(BaseModel):
@@ -54,16 +54,17 @@ _INVALID = {
         "Refused: outside the safety envelope, or not a valid request (what and the fix)",
     )
 }
+_NOT_JSON_DOC = _doc(Problem, "The body cannot be read as JSON")
 _BUSY = {503: _doc(RefusalBody, "The microscope failed while doing it (hardware_error)")}
 
 RESPONSES: dict[str, dict[int | str, dict[str, Any]]] = {
     "open": {},
     "read": {**_AUTH},
-    "query": {400: _doc(Problem, "The body cannot be read as JSON"), **_AUTH, **_INVALID, **_BUSY},
+    "query": {400: _NOT_JSON_DOC, **_AUTH, **_INVALID, **_BUSY},
     "frame": {**_AUTH, 404: _doc(Problem, "No such frame yet"), **_INVALID},
     "status": {**_AUTH, 404: _doc(Problem, "No such command in this session"), **_INVALID},
     "submit": {
-        400: _doc(Problem, "The body cannot be read as JSON"),
+        400: _NOT_JSON_DOC,
         **_AUTH,
         409: _doc(RefusalBody, "The command id was used before for a different command"),
         **_TOO_LARGE,
@@ -88,3 +89,26 @@ async def validation_refused(request: Request, exc: Exception) -> JSONResponse:
         for error in exc.errors()
     ]
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+def document_body_errors(schema: dict[str, Any]) -> None:
+    """Name the answers every route can give whatever it declares (routes added later, such
+    as the access routes, included): 413 from the body limit, which runs before routing, and
+    400 for a body that is not JSON where the route reads one."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Problem, RefusalBody):
+        if model.__name__ not in components:
+            found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(found.pop("$defs", {}))
+            components[model.__name__] = found
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("413", _documented("RefusalBody", _TOO_LARGE[413]))
+            if "requestBody" in operation:
+                responses.setdefault("400", _documented("Problem", _NOT_JSON_DOC))
+
+
+def _documented(name: str, doc: dict[str, Any]) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"description": doc["description"], "content": {"application/json": {"schema": ref}}}

@@ -31,7 +31,7 @@ from scopeflow import (
 )
 
 from ._agent import EdgeAgent
-from ._api_errors import RESPONSES, validation_refused
+from ._api_errors import RESPONSES, document_body_errors, validation_refused
 from ._gate import EdgeGate
 from ._limits import BodyLimit
 from ._refusals import REFUSED_ERRORS, refusal_for
@@ -105,6 +105,7 @@ def create_app(
     )
 
     install_security(app, EdgeGate.single_token(access) if isinstance(access, str) else access)
+    _document_body_errors(app)
 
     async def _refused(request: Request, exc: Exception) -> JSONResponse:
         known = refusal_for(exc)
@@ -260,3 +261,16 @@ def create_app(
         await websocket.close()
 
     return app
+
+
+def _document_body_errors(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = build()
+        if fresh:
+            document_body_errors(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

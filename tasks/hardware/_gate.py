@@ -78,10 +78,12 @@ class EdgeGate:
         audit_file: Path,
         *,
         require_lease: bool = False,
+        lease_file: Path | None = None,
     ) -> EdgeGate:
+        """The gate of an edge process; ``lease_file`` keeps the lease across restarts."""
         return cls(
             UserStore(users_file, token_file),
-            LeaseManager(require_lease=require_lease),
+            LeaseManager(lease_file, require_lease=require_lease),
             AuditLog(audit_file),
         )
 

@@ -5,18 +5,32 @@ a holder that dies stops renewing and the lease runs out. While a lease runs, a 
 is let through only when it names the holder (`LEASE_HEADER`, or the command channel's hello)
 and comes from the user who took it; anyone else gets `LeaseRefused` (HTTP 423) saying who
 holds the microscope and until when. Without a lease, control requests pass unless the edge
-requires one (``require_lease``). Expiry runs on the monotonic clock.
+requires one (``require_lease``).
+
+The lease outlives the edge process: with a ``path`` (``<data-dir>/lease.json``) every grant,
+renewal and release is written there (atomically: a temporary file, then a rename) before it
+is answered, and an edge restarted on the same data dir takes the lease back, so a flow run
+that held the microscope still holds it after a crash and nobody else slips in meanwhile.
+Expiry is measured in wall-clock time (``expires_at``), the only clock that spans a restart:
+a lease runs out ``ttl_s`` after its last renewal, whether the edge was up all that time or
+not. A wall clock set back does not stretch it: a stored lease ends at most ``ttl_s`` after
+the edge reads it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from scopeflow import LEASE_HEADER, LeaseInfo, LeaseRequest
+from pydantic import ValidationError
+
+from scopeflow import LEASE_HEADER, JournalError, LeaseInfo, LeaseRequest
 
 __all__ = ["LeaseManager", "LeaseRefused"]
 
@@ -32,19 +46,26 @@ class LeaseRefused(Exception):
 @dataclass(frozen=True)
 class _Lease:
     info: LeaseInfo
-    deadline: float  # monotonic
+    deadline: float  # wall clock, seconds since the epoch
 
 
 class LeaseManager:
-    """The edge's one lease (thread-safe)."""
+    """The edge's one lease (thread-safe), kept in ``path`` when given."""
+
+    FILE = "lease.json"
 
     def __init__(
-        self, *, require_lease: bool = False, clock: Callable[[], float] = time.monotonic
+        self,
+        path: Path | None = None,
+        *,
+        require_lease: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.path = path
         self.require_lease = require_lease
         self._clock = clock
         self._lock = threading.Lock()
-        self._lease: _Lease | None = None
+        self._lease: _Lease | None = self._load()
 
     def current(self) -> LeaseInfo | None:
         with self._lock:
@@ -68,7 +89,7 @@ class LeaseManager:
                 expires_at=now + timedelta(seconds=request.ttl_s),
                 ttl_s=request.ttl_s,
             )
-            self._lease = _Lease(info, self._clock() + request.ttl_s)
+            self._store(_Lease(info, self._clock() + request.ttl_s))
             return info
 
     def release(self, user: str, holder: str, *, force: bool = False) -> LeaseInfo | None:
@@ -80,7 +101,7 @@ class LeaseManager:
                 return None
             if not force and not _owns(lease.info, user, holder):
                 raise LeaseRefused(_held_message(lease.info, "release it"), lease.info)
-            self._lease = None
+            self._store(None)
             return lease.info
 
     def check(self, user: str, holder: str | None) -> None:
@@ -103,8 +124,48 @@ class LeaseManager:
     def _active(self) -> _Lease | None:
         lease = self._lease
         if lease is not None and self._clock() >= lease.deadline:
-            self._lease = lease = None
+            self._store(None)
+            lease = None
         return lease
+
+    def _store(self, lease: _Lease | None) -> None:
+        """Keep ``lease`` (None: no lease) on disk first, then in memory."""
+        if self.path is not None:
+            try:
+                if lease is None:
+                    self.path.unlink(missing_ok=True)
+                else:
+                    tmp = self.path.with_suffix(".json.tmp")
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp.write_text(lease.info.model_dump_json(), encoding="utf-8")
+                    os.replace(tmp, self.path)
+            except OSError as exc:
+                raise JournalError(
+                    f"cannot write the microscope lease {self.path}: {exc}; free space or fix "
+                    "the permissions of the edge's data dir"
+                ) from exc
+        self._lease = lease
+
+    def _load(self) -> _Lease | None:
+        """The lease an earlier run of this edge left in ``path``, if it still runs."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            info = LeaseInfo.model_validate(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, ValidationError) as exc:
+            raise JournalError(
+                f"the microscope lease {self.path} cannot be read ({exc}); whether a flow run "
+                "or person still holds the microscope is unknown, so the edge refuses to "
+                "start: restore the file, or delete it once you know nobody holds the "
+                "microscope"
+            ) from exc
+        now = self._clock()
+        # a clock set back while the edge was down must not stretch the lease
+        deadline = min(info.expires_at.timestamp(), now + info.ttl_s)
+        if now >= deadline:
+            self.path.unlink(missing_ok=True)
+            return None
+        return _Lease(info, deadline)
 
 
 def _owns(info: LeaseInfo, user: str, holder: str) -> bool:

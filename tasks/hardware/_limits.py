@@ -3,8 +3,10 @@
 - `BodyLimit`: an ASGI middleware that refuses a body over ``max_body_bytes`` with 413 before
   the application parses it (a declared length is refused at once; a chunked body is counted
   as it arrives and never held beyond the limit).
-- `expand_events`: a useq sequence to its events, stopping one past ``max_events`` (a sequence
-  that expands to millions is refused after reading only that many) and turning useq's own
+- `expand_events`: a useq sequence to its events, refused before expansion when its plans
+  bound it above ``max_events`` or their layout above ``max_steps`` (`plan_cost`: useq orders
+  random points and walks spirals and polygons in pure Python, in time growing faster than
+  the events), stopping one past ``max_events`` in any case, and turning useq's own
   arithmetic failures (a time plan with a zero interval) into a refusal.
 - `check_queue_room`, `check_truth_time`: the queue and the simulated clock.
 - `json_safe`: a refusal's value that JSON can carry (no NaN or infinity).
@@ -20,7 +22,7 @@ from typing import Any
 
 import useq
 
-from scopeflow import InvalidRequest
+from scopeflow import InvalidRequest, plan_cost
 
 __all__ = [
     "BodyLimit",
@@ -106,13 +108,17 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def expand_events(sequence: useq.MDASequence, max_events: int) -> list[useq.MDAEvent]:
-    """The events of ``sequence``; refused when there are more than ``max_events`` or useq
-    cannot compute them. The count is bounded from each plan's size first: useq lays a grid out
-    in arrays, so a grid of 10^15 fields would be allocated before its first event."""
+def expand_events(
+    sequence: useq.MDASequence, max_events: int, max_steps: float = math.inf
+) -> list[useq.MDAEvent]:
+    """The events of ``sequence``; refused when there are more than ``max_events``, when useq
+    would take more than ``max_steps`` laying its plans out (`plan_cost`), or when useq cannot
+    compute them. Both are bounded from the plans' sizes first: useq lays a grid out in arrays,
+    so a grid of 10^15 fields would be allocated before its first event."""
     try:
-        bound = _count_bound(sequence)
-        if bound <= max_events:
+        cost = plan_cost(sequence, max_steps)
+        bound = cost.events
+        if bound <= max_events and cost.steps <= max_steps:
             events = list(itertools.islice(iter(sequence), max_events + 1))
         else:
             events = []
@@ -131,6 +137,16 @@ def expand_events(sequence: useq.MDASequence, max_events: int) -> list[useq.MDAE
             limit="max_events_per_request",
             value=min(bound, _INT64) if bound > max_events else len(events),
         )
+    if cost.steps > max_steps:
+        raise InvalidRequest(
+            f"laying the sequence's plans out would take about {_about_steps(cost.steps)} "
+            f"steps (~1 µs each), over max_layout_steps {max_steps:,.0f}; the costliest is "
+            f"{cost.worst}. Order random points 'nearest_neighbor' or not at all (order: null) "
+            "instead of 'two_opt', use fewer points, a row-wise grid instead of a spiral, a "
+            "polygon closer to its fields of view, or split the sequence",
+            limit="max_layout_steps",
+            value=json_safe(min(cost.steps, float(_INT64))),
+        )
     return events
 
 
@@ -141,32 +157,10 @@ def _about(count: int) -> str:
     return f"{count:,}" if count < 10**12 else f"10^{len(str(count)) - 1}"
 
 
-def _count_bound(sequence: useq.MDASequence) -> int:
-    """An upper bound of the events ``sequence`` expands to, from its plans' sizes alone."""
-    times = sequence.time_plan.num_timepoints() if sequence.time_plan is not None else 1
-    zs = sequence.z_plan.num_positions() if sequence.z_plan is not None else 1
-    channels = len(sequence.channels) or 1
-    grid = _grid_positions(sequence.grid_plan)
-    positions = 0
-    for position in sequence.stage_positions or (None,):
-        sub = getattr(position, "sequence", None)
-        positions += _count_bound(sub) if sub is not None else 1
-    return max(times, 1) * max(zs, 1) * channels * grid * max(positions, 1)
-
-
-def _grid_positions(plan: object) -> int:
-    if plan is None:
-        return 1
-    count = getattr(plan, "num_positions", None)
-    if count is None:
-        return 1
-    fov = {
-        name: getattr(plan, name, None) or 1.0
-        for name in ("fov_width", "fov_height")
-        if hasattr(plan, name)
-    }
-    sized = plan.model_copy(update=fov) if fov else plan  # type: ignore[attr-defined]
-    return int(sized.num_positions())
+def _about_steps(steps: float) -> str:
+    if steps < 1e12:
+        return f"{steps:,.0f}"
+    return f"10^{int(math.log10(steps))}" if math.isfinite(steps) else "infinitely many"
 
 
 def check_event_count(events: Iterable[object], max_events: int) -> None:

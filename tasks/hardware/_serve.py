@@ -25,6 +25,7 @@ from ._agent import EdgeAgent, SampleTruth
 from ._app import create_app
 from ._envelope import SafetyEnvelope, load_envelope
 from ._gate import EdgeGate
+from ._lease import LeaseManager
 from ._stream_server import FrameStreamServer
 from ._tls import check_plaintext_allowed, server_context
 
@@ -216,7 +217,11 @@ def serve_edge(
     users_file = settings.users_file or settings.data_dir / "users.json"
     audit_file = settings.audit_file or settings.data_dir / "audit.jsonl"
     gate = EdgeGate.for_edge(
-        users_file, token_file, audit_file, require_lease=settings.require_lease
+        users_file,
+        token_file,
+        audit_file,
+        require_lease=settings.require_lease,
+        lease_file=settings.data_dir / LeaseManager.FILE,
     )
 
     listener = socket.create_server((settings.host, settings.port))
