@@ -40,7 +40,6 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import CommandDone, ConfigurationError, EdgeRejected
 from tasks.decisions import SequenceMeasurePolicy
 from tasks.hardware import EdgeClient
-from tasks.inference import InferenceBackend, backend_for_profile, make_backend
 from tasks.live import (
     analyzer_for,
     command_id,
@@ -62,6 +61,7 @@ from ._acquire_plan import (
 )
 from ._acquire_store import FieldStores, FrameRecord, follow_journal, follow_stream
 from ._acquisition_report import reports_acquisition
+from ._live_analysis import open_backend
 
 __all__ = ["AcquisitionOutcome", "PreparedAcquisition", "acquire", "planned_events"]
 
@@ -351,7 +351,7 @@ def _analyse(
     first_frame: int,
 ) -> dict[str, Any]:
     """The sequence sent through the closed loop: frames -> workers -> measurements."""
-    backend = _open_backend(hook)
+    backend = open_backend(hook)
     with contextlib.ExitStack() as stack:
         engine = "local"
         if backend is not None:
@@ -389,17 +389,6 @@ def _analyse(
         "frames_per_field": dict(state.frames),
         "loop": report.summary(),
     }
-
-
-def _open_backend(hook: AnalysisHook) -> InferenceBackend | None:
-    profile = hook.compute_profile()
-    if profile is not None:
-        return backend_for_profile(profile, hook.model, hook.model_options)
-    if hook.backend is None:
-        return None
-    return make_backend(
-        hook.backend.model_copy(update={"model": hook.model, "model_options": hook.model_options})
-    )
 
 
 @task(name="check-field", cache_policy=NO_CACHE, task_run_name="check-field-{name}")

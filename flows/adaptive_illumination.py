@@ -44,13 +44,14 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import ConfigurationError, EnvelopeViolation
 from tasks.decisions import AdaptiveIlluminationPolicy, IlluminationState
 from tasks.hardware import SafetyEnvelope
-from tasks.inference import InferenceBackend, backend_for_profile, make_backend
-from tasks.live import LoopSettings, analyzer_for, local_model_choice, run_edge_phase
+from tasks.inference import InferenceBackend
+from tasks.live import LoopSettings, run_edge_phase
 from tasks.storage import write_zstack
 
 from ._illumination_log import frames_by_position, stop_reasons
 from ._illumination_params import AdaptiveIlluminationParams
 from ._illumination_plots import render_dose_png, render_light_png
+from ._live_analysis import live_analyzer, open_backend
 
 __all__ = ["IlluminationOutcome", "adaptive_illumination", "cumulative_dose"]
 
@@ -125,18 +126,7 @@ def illuminate(
 ) -> IlluminationOutcome:
     """The live loop: every frame analysed, its position's next light decided."""
     policy = AdaptiveIlluminationPolicy(params.position_tuples(), params.rules())
-    local_model, local_options = local_model_choice(
-        params.model,
-        params.model_options,
-        params.fallback_model,
-        remote=params.backend is not None or params.profile is not None,
-    )
-    analyzer = analyzer_for(
-        backend,
-        deadline_ms=params.deadline_ms,
-        local_model=local_model,
-        local_options=local_options,
-    )
+    analyzer = live_analyzer(params, backend)
     decisions_path = run_dir / "decisions.jsonl"
     with params.connect() as edge:
         report = run_edge_phase(
@@ -294,7 +284,7 @@ def adaptive_illumination(params: AdaptiveIlluminationParams) -> dict[str, Any]:
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         first, dose_before = prepare_adaptive_illumination(params)
-        backend = _open_backend(params)
+        backend = open_backend(params)
         if backend is not None:
             stack.enter_context(backend)
         outcome = illuminate(params, run_id, run_dir, first, dose_before, backend)
@@ -309,19 +299,6 @@ def _dose(envelope: SafetyEnvelope, channel: str, row: dict[str, Any]) -> float:
 def _median(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return round(float(np.median(kept)), 2) if kept else None
-
-
-def _open_backend(params: AdaptiveIlluminationParams) -> InferenceBackend | None:
-    profile = params.compute_profile()
-    if profile is not None:
-        return backend_for_profile(profile, params.model, params.model_options)
-    if params.backend is None:
-        return None
-    return make_backend(
-        params.backend.model_copy(
-            update={"model": params.model, "model_options": params.model_options}
-        )
-    )
 
 
 def _default_run_id() -> str:

@@ -32,13 +32,11 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import ConfigurationError, EnvelopeViolation
 from tasks.decisions import EventState, EventTriggeredPolicy, Policy
 from tasks.hardware import SafetyEnvelope
-from tasks.inference import InferenceBackend, backend_for_profile, make_backend
+from tasks.inference import InferenceBackend
 from tasks.live import (
     DecisionLog,
     LoopSettings,
     SentCommand,
-    analyzer_for,
-    local_model_choice,
     run_edge_phase,
 )
 from tasks.storage import write_zstack
@@ -46,6 +44,7 @@ from tasks.storage import write_zstack
 from ._event_log import frames_by_position, trigger_latencies_ms
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
+from ._live_analysis import live_analyzer, open_backend
 
 __all__ = ["EventOutcome", "event_triggered", "trigger_latency_summary"]
 
@@ -108,13 +107,7 @@ def watch(
     (``policy``: one that wraps the event-triggered policy, e.g. `StimulateOnEventPolicy`)."""
     if policy is None:
         policy = EventTriggeredPolicy(_positions(params), params.rules(), params.event_detectors())
-    local_model, local_options = _local_model(params)
-    analyzer = analyzer_for(
-        backend,
-        deadline_ms=params.deadline_ms,
-        local_model=local_model,
-        local_options=local_options,
-    )
+    analyzer = live_analyzer(params, backend)
     decisions_path = run_dir / "decisions.jsonl"
     with params.connect() as edge:
         report = run_edge_phase(
@@ -276,7 +269,7 @@ def event_triggered(params: EventTriggeredParams) -> dict[str, Any]:
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         first, dose_before = prepare_event_triggered(params)
-        backend = _open_backend(params)
+        backend = open_backend(params)
         if backend is not None:
             stack.enter_context(backend)
         outcome = watch(params, run_id, run_dir, first, dose_before, backend)
@@ -324,27 +317,6 @@ def _channel(params: EventTriggeredParams, index: dict[str, int]) -> str:
     if not index.get("m", 0):
         return params.gentle.channel
     return params.fast.channels[int(index.get("c", 0))].channel
-
-
-def _open_backend(params: EventTriggeredParams) -> InferenceBackend | None:
-    profile = params.compute_profile()
-    if profile is not None:
-        return backend_for_profile(profile, params.model, params.model_options)
-    if params.backend is None:
-        return None
-    return make_backend(
-        params.backend.model_copy(
-            update={"model": params.model, "model_options": params.model_options}
-        )
-    )
-
-
-def _local_model(params: EventTriggeredParams) -> tuple[str | None, dict[str, Any]]:
-    """The model this process runs: the fallback beside remote workers, else the model."""
-    remote = params.backend is not None or params.profile is not None
-    return local_model_choice(
-        params.model, params.model_options, params.fallback_model, remote=remote
-    )
 
 
 def _default_run_id() -> str:

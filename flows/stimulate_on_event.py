@@ -24,9 +24,9 @@ from tasks.decisions import EventTriggeredPolicy, StimulateOnEventPolicy
 from tasks.hardware import SafetyEnvelope
 from tasks.live import DecisionLog
 
+from ._live_analysis import open_backend
 from ._stimulate_params import StimulateOnEventParams
 from .event_triggered import (
-    _open_backend,
     prepare_event_triggered,
     store_events,
     summarise_event_triggered,
@@ -109,7 +109,7 @@ def stimulate_on_event(params: StimulateOnEventParams) -> dict[str, Any]:
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         check_device_actions(params)
         first, dose_before = prepare_event_triggered(params)
-        backend = _open_backend(params)
+        backend = open_backend(params)
         if backend is not None:
             stack.enter_context(backend)
         outcome = watch(params, run_id, run_dir, first, dose_before, backend, policy)

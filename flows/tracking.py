@@ -44,20 +44,17 @@ from tasks.inference import (
     BackendConfig,
     InferenceBackend,
     SegmentationModel,
-    backend_for_profile,
     load_model,
-    make_backend,
 )
 from tasks.live import (
     DecisionLog,
     LoopSettings,
-    analyzer_for,
-    local_model_choice,
     run_edge_phase,
 )
 from tasks.storage import write_ctc_result, write_zstack
 
 from ._acquisition_report import reports_acquisition
+from ._live_analysis import live_analyzer, local_model, open_backend, where_analysis_ran
 from ._targeted_params import TargetedImagingParams
 from ._tracking_params import TrackedPosition, TrackingParams
 from ._tracking_plots import (
@@ -132,14 +129,8 @@ def track_cells(
     )
     positions = params.tracked_positions()
     policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in positions], rules)
-    local_model, local_options = _local_model(params)
-    analysis = _where_analysis_ran(params, backend)
-    analyzer = analyzer_for(
-        backend,
-        deadline_ms=params.deadline_ms,
-        local_model=local_model,
-        local_options=local_options,
-    )
+    analysis = where_analysis_ran(params, backend)
+    analyzer = live_analyzer(params, backend)
     decisions_path = run_dir / "decisions.jsonl"
     with params.connect() as edge:
         report = run_edge_phase(
@@ -172,8 +163,8 @@ def store_tracks(
     relabelled with the track ids)."""
     tracks = json.loads(outcome.tracks_path.read_text())
     frames, where = _frames_by_position(outcome.decisions_path)
-    local_model, local_options = _local_model(params)
-    local = load_model(local_model, **local_options) if local_model is not None else None
+    fallback, fallback_options = local_model(params)
+    local = load_model(fallback, **fallback_options) if fallback is not None else None
     stores: list[Path] = []
     with params.connect() as edge:
         for p, position in enumerate(tracks["positions"]):
@@ -310,7 +301,7 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         if params.positions == "from_overview":  # the workers segment the overview too
-            backend = _open_backend(params)
+            backend = open_backend(params)
             if backend is None:  # the params' validator asks for backend or profile
                 raise ConfigurationError("positions: from_overview needs `backend` or `profile`")
             stack.enter_context(backend)
@@ -318,7 +309,7 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
             first = prepare_tracking(params)
         else:  # positions checked before any worker starts
             first = prepare_tracking(params)
-            backend = _open_backend(params)
+            backend = open_backend(params)
             if backend is not None:  # the workers (and batch jobs) close with the phases
                 stack.enter_context(backend)
         outcome = track_cells(params, run_id, run_dir, first, backend)
@@ -452,43 +443,6 @@ def _frames_by_position(decisions: Path) -> tuple[dict[int, dict[int, int]], dic
             out.setdefault(int(index.get("p", 0)), {})[int(index.get("t", 0))] = record["frame"]
             where[record["frame"]] = record["analysed"]
     return out, where
-
-
-def _open_backend(params: TrackingParams) -> InferenceBackend | None:
-    """The workers the model runs on: the compute profile's when ``profile`` is set (the same
-    profiles as the batch flows: local, SLURM, PBS, Ray/KubeRay), else ``backend``'s; None for
-    this process."""
-    profile = params.compute_profile()
-    if profile is not None:
-        return backend_for_profile(profile, params.model, params.model_options)
-    if params.backend is None:
-        return None
-    return make_backend(
-        params.backend.model_copy(
-            update={"model": params.model, "model_options": params.model_options}
-        )
-    )
-
-
-def _where_analysis_ran(params: TrackingParams, backend: InferenceBackend | None) -> dict[str, Any]:
-    """Engine, compute profile and workers of the backend (``local``: this process only)."""
-    if backend is None:
-        return {"engine": "local", "profile": None, "profile_kind": None, "workers": 0}
-    info = backend.info()
-    return {
-        "engine": info["kind"],
-        "profile": params.profile,
-        "profile_kind": info.get("profile_kind"),
-        "workers": info["workers"],
-    }
-
-
-def _local_model(params: TrackingParams) -> tuple[str | None, dict[str, Any]]:
-    """The model this process runs: the fallback beside remote workers, else the model."""
-    remote = params.backend is not None or params.profile is not None
-    return local_model_choice(
-        params.model, params.model_options, params.fallback_model, remote=remote
-    )
 
 
 def _relabel(labels: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
