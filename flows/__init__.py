@@ -30,6 +30,8 @@ from ._event_demo import run_event_demo
 from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
 from ._event_truth import score_events_on_simulation
 from ._omero_tasks import queue_for_omero, register_in_omero
+from ._optimise_demo import run_optimise_demo
+from ._optimise_params import OptimiseAcquisitionParams, SettingRange
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
 from ._targeted_params import DetailSettings, OverviewSettings, Region, TargetedImagingParams
@@ -56,6 +58,7 @@ __all__ = [
     "FieldStores",
     "FrameRecord",
     "GentleSettings",
+    "OptimiseAcquisitionParams",
     "OverviewSettings",
     "PlateScreenParams",
     "PositionsFromOverview",
@@ -63,6 +66,7 @@ __all__ = [
     "RestoreDatasetParams",
     "RunRecord",
     "SegmentDatasetParams",
+    "SettingRange",
     "TargetedImagingParams",
     "TrackDatasetParams",
     "TrackedPosition",
@@ -78,6 +82,7 @@ __all__ = [
     "run_demo",
     "run_em_qc_demo",
     "run_event_demo",
+    "run_optimise_demo",
     "run_plate_demo",
     "run_tracking_demo",
     "score_events_on_simulation",

@@ -144,7 +144,7 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate")
+DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate", "optimise")
 
 
 @app.command()
@@ -202,6 +202,10 @@ def demo(
             summary = run_plate_demo(
                 data_dir, backend=backend, model=model or "unet", seed=seed, quiet=as_json
             )
+        elif experiment == "optimise":
+            from flows import run_optimise_demo
+
+            summary = run_optimise_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "em-qc":
             summary = run_em_qc_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "event-triggered":
@@ -306,6 +310,20 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("optimise")
+def run_optimise(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Find the exposure, intensity and binning with the best image for the light spent
+    (Bayesian optimisation against a grid search), against any edge."""
+    from flows import OptimiseAcquisitionParams
+    from flows.optimise_acquisition import optimise_acquisition
+
+    _run_flow(params, edge_url, token_file, OptimiseAcquisitionParams, optimise_acquisition)
 
 
 def _run_flow(

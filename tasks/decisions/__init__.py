@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from ._acquisition_search import (
+    AcquisitionSettings,
+    GridSuggester,
+    ParameterSearchPolicy,
+    SearchObjective,
+    SearchSpace,
+    SearchState,
+    Suggester,
+    Trial,
+)
 from ._event_policy import (
     EventRules,
     EventState,
@@ -22,6 +32,7 @@ from ._linking import (
     link_movie,
 )
 from ._measure import MeasureState, SequenceMeasurePolicy
+from ._optuna_suggester import OptunaSuggester
 from ._overview import OverviewPolicy, OverviewState
 from ._plates import (
     PlateCalibration,
@@ -48,6 +59,7 @@ from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingSta
 
 __all__ = [
     "Acquire",
+    "AcquisitionSettings",
     "Command",
     "Decision",
     "Detection",
@@ -62,23 +74,31 @@ __all__ = [
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
+    "GridSuggester",
     "LinkerSettings",
     "MeasureState",
     "OnlineLinker",
+    "OptunaSuggester",
     "OverviewPolicy",
     "OverviewState",
+    "ParameterSearchPolicy",
     "PlateCalibration",
     "PlateField",
     "Policy",
     "PositionTrack",
     "RoiState",
     "RoundingDetector",
+    "SearchObjective",
+    "SearchSpace",
+    "SearchState",
     "SelectionRules",
     "SequenceMeasurePolicy",
+    "Suggester",
     "Track",
     "TrackingPolicy",
     "TrackingRules",
     "TrackingState",
+    "Trial",
     "calibrate_plate",
     "check_plate_on_stage",
     "choose_targets",
