@@ -155,7 +155,7 @@ def store_trials(
     params: OptimiseAcquisitionParams, run_dir: Path, outcomes: list[SearchOutcome]
 ) -> list[Path]:
     """One OME-Zarr per phase and binning: the trials' frames in trial order, their settings
-    and scores in the store's attributes."""
+    and scores in the store's attributes (a re-run keeps the stores it finds)."""
     stores: list[Path] = []
     with params.connect() as edge:
         for outcome in outcomes:
@@ -163,8 +163,11 @@ def store_trials(
             for trial in outcome.trials:
                 by_binning.setdefault(int(trial["binning"]), []).append(trial)
             for binning, trials in sorted(by_binning.items()):
-                frames = [edge.frame(t["frame"]) for t in trials]
                 store = run_dir / f"{outcome.phase}-bin{binning}.ome.zarr"
+                if store.exists():  # a re-run: stores are written whole (renamed) or not at all
+                    stores.append(store)
+                    continue
+                frames = [edge.frame(t["frame"]) for t in trials]
                 stores.append(
                     write_zstack(
                         store,
