@@ -4,6 +4,8 @@ search policy (fresh field per trial, deterministic keys, the dose budget)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tasks.decisions import (
@@ -99,8 +101,6 @@ def test_the_optimiser_moves_towards_better_scores() -> None:
     history: list[Trial] = []
     for number in range(24):
         s = suggester.suggest(tuple(history), number)
-        import math
-
         score = -((math.log(s.exposure_ms / 20.0)) ** 2) - math.log(s.intensity_pct / 30.0) ** 2
         score -= 0.0 if s.binning == 2 else 1.0
         history.append(_trial(number, s, score))
