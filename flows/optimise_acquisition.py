@@ -84,6 +84,7 @@ def search(
     run_dir: Path,
     power_mw: float,
     dose_used_mj: float,
+    workers: QCWorkers,
 ) -> SearchOutcome:
     """One search (the grid, or the optimiser) as a live loop: trial after trial."""
     grid = params.grid()
@@ -110,15 +111,7 @@ def search(
         binning_property=None if params.binnings == [1] else ("Camera", "Binning"),
     )
     decisions_path = run_dir / f"{phase}.jsonl"
-    with (
-        QCWorkers(
-            params.workers,
-            workers=params.worker_count,
-            measure=measure_object_quality,
-            measure_args=(params.quality_scale(),),
-        ) as workers,
-        params.connect() as edge,
-    ):
+    with params.connect() as edge:
         analyzer = Analyzer(
             workers,
             AnalyzerSettings(
@@ -263,15 +256,23 @@ def optimise_acquisition(params: OptimiseAcquisitionParams) -> dict[str, Any]:
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
         power = prepare_optimise(params)
+        workers = stack.enter_context(
+            QCWorkers(
+                params.workers,
+                workers=params.worker_count,
+                measure=measure_object_quality,
+                measure_args=(params.quality_scale(),),
+            )
+        )
         used = 0.0
         grid = None
         if params.run_grid:
-            grid = search(params, "grid", run_id, run_dir, power, used)
+            grid = search(params, "grid", run_id, run_dir, power, used, workers)
             used += grid.dose_mj
         if grid is not None and grid.stopped:
             optimised = SearchOutcome("optimise", [], "the grid stopped first", 0.0, run_dir)
         else:
-            optimised = search(params, "optimise", run_id, run_dir, power, used)
+            optimised = search(params, "optimise", run_id, run_dir, power, used, workers)
         stores = store_trials(params, run_dir, [o for o in (grid, optimised) if o is not None])
     return summarise_optimise(params, run_dir, grid, optimised, stores, started)
 

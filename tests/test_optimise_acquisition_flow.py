@@ -19,6 +19,8 @@ from tasks.live import DecisionLog
 
 from .conftest import validate_store
 
+pytestmark = pytest.mark.timeout(1500)  # three demo runs (~2 min each on 2 busy cores)
+
 SEEDS = (0, 1, 2)
 QUALITY_GOAL = 0.95  # issue 14: >= 95 % of the grid-search optimum ...
 ACQUISITIONS_GOAL = 0.25  # ... in <= 25 % of the grid's acquisitions
