@@ -41,14 +41,16 @@ def optimise_demo_params(
 ) -> OptimiseAcquisitionParams:
     """The demo's search: exposure 0.5-200 ms x intensity 2-100 % x binning 1/2/4, a grid of
     8 x 5 x 3 = 120 points, 30 optimiser trials (25 %)."""
-    return OptimiseAcquisitionParams(
-        binnings=[1, 2, 4],
-        seed=seed,
-        workers=backend,  # type: ignore[arg-type]
-        edge_url=edge_url,
-        edge_token_file=token_file,
-        output_dir=output_dir,
-        **extra,
+    return OptimiseAcquisitionParams.model_validate(
+        {
+            "binnings": [1, 2, 4],
+            "seed": seed,
+            "workers": backend,
+            "edge_url": edge_url,
+            "edge_token_file": token_file,
+            "output_dir": output_dir,
+            **extra,
+        }
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import useq
 from prefect import flow, task
 from prefect.artifacts import (
     create_image_artifact,
@@ -32,6 +33,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from scopeflow import SetIllumination
 from tasks.decisions import (
     GridSuggester,
     OptunaSuggester,
@@ -41,7 +43,7 @@ from tasks.decisions import (
     Suggester,
 )
 from tasks.hardware import SafetyEnvelope
-from tasks.live import Analyzer, AnalyzerSettings, run_edge_phase
+from tasks.live import Analyzer, AnalyzerSettings, command_id, run_edge_phase
 from tasks.qc import QCWorkers, measure_object_quality
 from tasks.storage import write_zstack
 
@@ -62,18 +64,43 @@ class SearchOutcome:
     stopped: str | None
     dose_mj: float
     decisions_path: Path
+    scored_here: int = 0  # frames scored in this process (workers busy or failed), not remote
 
 
 @task(name="prepare-optimise", cache_policy=NO_CACHE)
-def prepare_optimise(params: OptimiseAcquisitionParams) -> float:
+def prepare_optimise(params: OptimiseAcquisitionParams) -> tuple[float, float | None]:
     """Refuse ranges outside the edge's envelope before anything moves; switch the objective;
-    the channel's power at 100 % (mW) from the envelope, for the dose of each trial."""
+    the channel's power at 100 % (mW) from the envelope, for the dose of each trial, and the
+    intensity in force (given back at the end)."""
     with params.connect() as edge:
         edge.wait_until_idle()
         envelope = SafetyEnvelope.model_validate(edge.info()["envelope"])
         params.check_envelope(envelope)
         edge.set_objective(params.objective)
-        return envelope.power_mw(params.channel, f"channel {params.channel}")
+        power = envelope.power_mw(params.channel, f"channel {params.channel}")
+        return power, edge.state().intensity
+
+
+@task(name="restore-settings", cache_policy=NO_CACHE)
+def restore_settings(
+    params: OptimiseAcquisitionParams, run_id: str, intensity: float | None
+) -> None:
+    """Leave the microscope as the next run expects it: binning 1 (set by one frame at 0 %
+    intensity: no light; the edge has no direct binning command) and the intensity it had."""
+    with params.connect() as edge:
+        if params.binnings != [1]:
+            dark = useq.MDAEvent(
+                channel=params.channel,
+                exposure=params.exposure_ms.low,
+                properties=[("Illumination", "Intensity", 0.0), ("Camera", "Binning", 1)],
+            )
+            edge.submit_events([dark], command_id=command_id(run_id, "restore", "binning"))
+            edge.wait_until_idle()
+        if intensity is not None:
+            edge.command(
+                SetIllumination(intensity=intensity),
+                command_id=command_id(run_id, "restore", "intensity"),
+            )
 
 
 @task(name="search", cache_policy=NO_CACHE)
@@ -115,7 +142,7 @@ def search(
         analyzer = Analyzer(
             workers,
             AnalyzerSettings(
-                max_in_flight=2 * params.worker_count,
+                max_in_flight=max(in_flight, 2 * params.worker_count),
                 local=lambda f: workers.measure_here(f.payload, f.header.pixel_size_um),
             ),
         )
@@ -138,8 +165,14 @@ def search(
         stopped = f"the edge refused {refused.command_id}: {refused.refused}"
     elif report.failures:
         stopped = f"the edge failed an acquisition: {report.failures[0]}"
+    scored_here = int(report.summary().get("fallback_decisions") or 0)
     return SearchOutcome(
-        phase, [t.as_dict() for t in state.trials], stopped, round(dose, 4), decisions_path
+        phase,
+        [t.as_dict() for t in state.trials],
+        stopped,
+        round(dose, 4),
+        decisions_path,
+        scored_here,
     )
 
 
@@ -212,6 +245,7 @@ def summarise_optimise(
         "grid_best_trial": grid_best,
         "dose_mj": optimised.dose_mj,
         "grid_dose_mj": grid.dose_mj if grid else None,
+        "scored_here": sum(o.scored_here for o in (grid, optimised) if o),
         "stopped": {o.phase: o.stopped for o in (grid, optimised) if o and o.stopped} or None,
         "stores": [str(s) for s in stores],
         "wall_s": round(time.perf_counter() - started, 1),
@@ -255,7 +289,7 @@ def optimise_acquisition(params: OptimiseAcquisitionParams) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
-        power = prepare_optimise(params)
+        power, intensity = prepare_optimise(params)
         workers = stack.enter_context(
             QCWorkers(
                 params.workers,
@@ -274,6 +308,7 @@ def optimise_acquisition(params: OptimiseAcquisitionParams) -> dict[str, Any]:
         else:
             optimised = search(params, "optimise", run_id, run_dir, power, used, workers)
         stores = store_trials(params, run_dir, [o for o in (grid, optimised) if o is not None])
+        restore_settings(params, run_id, intensity)
     return summarise_optimise(params, run_dir, grid, optimised, stores, started)
 
 
