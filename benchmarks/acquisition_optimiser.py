@@ -84,7 +84,7 @@ def _print_table(title: str, runs: dict[int, dict[str, Any]]) -> None:
                r["trials"], r["best_quality"], r["quality_ratio"], r["acquisitions_ratio"],
                r["trials_to_95pct"], r["dose_mj"], r["grid_best_truth_f1"],
                r["best_truth_f1"])  # fmt: skip
-        print(" | ".join(f"{v:>9}" for v in row), flush=True)
+        print(" | ".join(f"{v!s:>9}" for v in row), flush=True)
     for seed, r in runs.items():
         print(f"seed {seed}: grid best {r['grid_best_params']}, optimiser best {r['best_params']}")
 

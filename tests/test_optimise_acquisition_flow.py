@@ -193,3 +193,36 @@ def _startup_doses(params: OptimiseAcquisitionParams, n: int) -> list[float]:
     suggester = OptunaSuggester(params.space(), seed=params.seed, startup=params.startup_trials)
     settings = [suggester.suggest((), k) for k in range(n)]
     return [20.0 * s.intensity_pct / 100 * s.exposure_ms / 1000 for s in settings]
+
+
+def test_scopeflow_run_optimise_runs_a_params_file_against_an_edge(
+    prefect_harness, edge: EdgeProcess, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from scopeflow.cli import app
+
+    path = tmp_path / "optimise.yaml"
+    params = _params(edge, tmp_path, run_grid=False, trials=2).model_dump(mode="json")
+    path.write_text(yaml.safe_dump({k: v for k, v in params.items() if "edge" not in k}))
+    result = CliRunner().invoke(
+        app,
+        ["run", "optimise", "--params", str(path), "--edge-url", edge.url,
+         "--token-file", str(edge.token_file)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == 2 and summary["grid_acquisitions"] == 0
+    assert summary["best_params"]["binning"] == 1
+
+
+def test_scopeflow_run_optimise_names_a_bad_range(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scopeflow.cli import app
+
+    path = tmp_path / "optimise.yaml"
+    path.write_text(yaml.safe_dump({"intensity_pct": {"low": 50.0, "high": 5.0}}))
+    result = CliRunner().invoke(app, ["run", "optimise", "--params", str(path)])
+    assert result.exit_code == 2
+    assert "range low 50 must be below high 5" in result.output
