@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ def main() -> None:
     )
     parser.add_argument("--backend", default="ray")
     args = parser.parse_args()
+    # as `scopeflow demo` does: no usage data, and time for Prefect's server on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     spaces: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         for space in args.spaces:
