@@ -226,3 +226,20 @@ def test_scopeflow_run_optimise_names_a_bad_range(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "optimise", "--params", str(path)])
     assert result.exit_code == 2
     assert "range low 50 must be below high 5" in result.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured on seeds 0, 1, 2 (benchmarks/acquisition_optimiser.py, binning 1 only: "
+    "exposure x intensity, grid 40, 10 trials): 98.9 %, 92.3 %, 91.9 % of the grid optimum; "
+    "10 trials, 8 of them random start-up, leave the model 2 proposals "
+    "(README: Acquisition optimisation)",
+)
+def test_without_binning_10_trials_reach_95_percent_of_the_grid_optimum(
+    prefect_harness, tmp_path: Path
+) -> None:
+    ratios = [
+        run_optimise_demo(tmp_path, seed=seed, quiet=True, binnings=[1])["quality_ratio"]
+        for seed in SEEDS
+    ]
+    assert min(ratios) >= QUALITY_GOAL, ratios
