@@ -33,6 +33,8 @@ from ._illumination_demo import pick_cells_by_brightness, run_illumination_demo
 from ._illumination_params import AdaptiveIlluminationParams, StartLight
 from ._lease_wait import LeaseWait, lease_when_free
 from ._omero_tasks import queue_for_omero, register_in_omero
+from ._optimise_demo import run_optimise_demo
+from ._optimise_params import OptimiseAcquisitionParams, SettingRange
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
 from ._stimulate_demo import run_stimulation_demo
@@ -63,6 +65,7 @@ __all__ = [
     "FrameRecord",
     "GentleSettings",
     "LeaseWait",
+    "OptimiseAcquisitionParams",
     "OverviewSettings",
     "PerfusionSettings",
     "PlateScreenParams",
@@ -71,6 +74,7 @@ __all__ = [
     "RestoreDatasetParams",
     "RunRecord",
     "SegmentDatasetParams",
+    "SettingRange",
     "StartLight",
     "StimulateOnEventParams",
     "StimulationSettings",
@@ -92,6 +96,7 @@ __all__ = [
     "run_em_qc_demo",
     "run_event_demo",
     "run_illumination_demo",
+    "run_optimise_demo",
     "run_plate_demo",
     "run_stimulation_demo",
     "run_tracking_demo",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,17 +46,21 @@ class DemoScope:
 def simulated_scope(
     data_dir: Path,
     folder: str,
-    edge_args: Sequence[str],
+    edge_args: Sequence[str] | Callable[[Path], Sequence[str]],
     *,
     quiet: bool = False,
     what: str = "the simulated edge agent",
     warm_prefect: bool = True,
 ) -> Iterator[DemoScope]:
     """Start a simulated edge in ``data_dir/<folder>-<UTC time>/edge``; stopped on exit.
-    ``edge_args`` are ``scopeflow edge serve --simulate`` options (camera size, seed, ...)."""
+    ``edge_args`` are ``scopeflow edge serve --simulate`` options (camera size, seed, ...), or
+    a function of the run folder that writes the files they name (an envelope) and returns them."""
     console = Console(stderr=True, quiet=quiet)
     started = time.perf_counter()
     run_dir = data_dir / datetime.now(UTC).strftime(f"{folder}-%Y%m%dT%H%M%SZ")
+    if callable(edge_args):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        edge_args = edge_args(run_dir)
     with console.status(f"starting {what}..."):
         edge = EdgeProcess(run_dir / "edge", extra_args=list(edge_args)).start()
     try:

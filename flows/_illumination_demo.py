@@ -97,12 +97,13 @@ def run_illumination_demo(
     from .adaptive_illumination import adaptive_illumination
 
     config = SimulatorConfig(seed=seed, width=CAMERA, height=CAMERA, time_scale=1.0, **DEMO_SIM)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    sim_file = data_dir / f"illum-demo-s{seed}-simulator.yaml"
-    sim_file.write_text(yaml.safe_dump(DEMO_SIM))
-    edge_args = ["--camera-size", str(CAMERA), "--seed", str(seed), "--sim-config", str(sim_file)]
-    if envelope is not None:
-        edge_args += ["--envelope", str(envelope)]
+
+    def edge_args(run_dir: Path) -> list[str]:
+        sim_file = run_dir / "simulator.yaml"
+        sim_file.write_text(yaml.safe_dump(DEMO_SIM))
+        args = ["--camera-size", str(CAMERA), "--seed", str(seed), "--sim-config", str(sim_file)]
+        return args + (["--envelope", str(envelope)] if envelope is not None else [])
+
     with simulated_scope(data_dir, f"illum-demo-s{seed}", edge_args, quiet=quiet) as scope:
         edge, console, run_dir = scope.edge, scope.console, scope.run_dir
         followed = pick_cells_by_brightness(config, scope.sample_time_s(), positions)

@@ -157,6 +157,7 @@ DEMOS = (
     "plate",
     "adaptive-illumination",
     "stimulation",
+    "optimise",
 )
 
 
@@ -233,6 +234,10 @@ def demo(
                 seed=seed,
                 quiet=as_json,
             )
+        elif experiment == "optimise":
+            from flows import run_optimise_demo
+
+            summary = run_optimise_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "stimulation":
             from flows import run_stimulation_demo
 
@@ -347,6 +352,20 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("optimise")
+def run_optimise(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Find the exposure, intensity and binning with the best image for the light spent
+    (Bayesian optimisation against a grid search), against any edge."""
+    from flows import OptimiseAcquisitionParams
+    from flows.optimise_acquisition import optimise_acquisition
+
+    _run_flow(params, edge_url, token_file, OptimiseAcquisitionParams, optimise_acquisition)
 
 
 @run_app.command("stimulate-on-event")

@@ -31,6 +31,7 @@ DEPLOYMENTS = {
     "event-triggered/event-triggered-divisions",
     "adaptive-illumination/adaptive-illumination-live-cells",
     "stimulate-on-event/stimulate-on-event-optogenetics",
+    "optimise-acquisition/optimise-acquisition-dapi",
 }
 
 
@@ -110,6 +111,11 @@ def test_deployments_schedule_and_conversion_trigger(
         events = deployed["event-triggered/event-triggered-divisions"]
         assert events.work_pool_name == "microscope-scope-1"
         EventTriggeredParams.model_validate(events.parameters["params"])
+        from flows import OptimiseAcquisitionParams
+
+        optimise = deployed["optimise-acquisition/optimise-acquisition-dapi"]
+        assert optimise.work_pool_name == "microscope-scope-1"
+        OptimiseAcquisitionParams.model_validate(optimise.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from ._acquisition_search import (
+    AcquisitionSettings,
+    GridSuggester,
+    ParameterSearchPolicy,
+    SearchObjective,
+    SearchSpace,
+    SearchState,
+    Suggester,
+    Trial,
+)
 from ._event_policy import (
     EventRules,
     EventState,
@@ -35,6 +45,7 @@ from ._linking import (
     link_movie,
 )
 from ._measure import MeasureState, SequenceMeasurePolicy
+from ._optuna_suggester import OptunaSuggester
 from ._overview import OverviewPolicy, OverviewState
 from ._plates import (
     PlateCalibration,
@@ -62,6 +73,7 @@ from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingSta
 
 __all__ = [
     "Acquire",
+    "AcquisitionSettings",
     "AdaptiveIlluminationPolicy",
     "AlwaysDetector",
     "Command",
@@ -78,14 +90,17 @@ __all__ = [
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
+    "GridSuggester",
     "IlluminationRules",
     "IlluminationState",
     "LightSetting",
     "LinkerSettings",
     "MeasureState",
     "OnlineLinker",
+    "OptunaSuggester",
     "OverviewPolicy",
     "OverviewState",
+    "ParameterSearchPolicy",
     "PlateCalibration",
     "PlateField",
     "Policy",
@@ -93,15 +108,20 @@ __all__ = [
     "PositionTrack",
     "RoiState",
     "RoundingDetector",
+    "SearchObjective",
+    "SearchSpace",
+    "SearchState",
     "SelectionRules",
     "SequenceMeasurePolicy",
     "StimulateOnEventPolicy",
     "StimulationPlan",
     "StimulationState",
+    "Suggester",
     "Track",
     "TrackingPolicy",
     "TrackingRules",
     "TrackingState",
+    "Trial",
     "calibrate_plate",
     "check_plate_on_stage",
     "choose_targets",

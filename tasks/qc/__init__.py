@@ -20,6 +20,7 @@ from ._config import DEFAULT_RULES, AlertLevel, MetricRule, QCConfig
 from ._em_sim import FAULTS, EMMosaicSimulator, Fault, SimTile, write_sem_tiff
 from ._evaluate import FAULT_METRICS, Score, TileFile, score_verdicts, simulate_and_judge
 from ._metrics import ImageMetrics, MetricsRequest, measure_image, measure_payload
+from ._object_quality import ObjectQuality, QualityScale, measure_object_quality
 from ._pairs import PairMetrics, TilePlacement, TileRegistry
 from ._runner import QCReport, run_qc
 from ._verdict import Level, MetricCheck, QCJudge, Verdict, verdict_id
@@ -37,11 +38,13 @@ __all__ = [
     "MetricCheck",
     "MetricRule",
     "MetricsRequest",
+    "ObjectQuality",
     "PairMetrics",
     "QCConfig",
     "QCJudge",
     "QCReport",
     "QCWorkers",
+    "QualityScale",
     "Score",
     "SimTile",
     "TileFile",
@@ -50,6 +53,7 @@ __all__ = [
     "Verdict",
     "WorkerKind",
     "measure_image",
+    "measure_object_quality",
     "measure_payload",
     "run_qc",
     "score_verdicts",

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from scopeflow import Closeable
 
-from ._metrics import ImageMetrics, MetricsRequest, measure_payload
+from ._metrics import MetricsRequest, measure_payload
 
 __all__ = ["QCWorkers", "WorkerKind"]
 
@@ -42,7 +43,7 @@ class _Future:
             return bool(ready)
         return bool(self._inner.done())
 
-    def result(self, timeout: float | None = None) -> ImageMetrics:
+    def result(self, timeout: float | None = None) -> Any:
         if self._kind == "ray":
             import ray
             from ray.exceptions import GetTimeoutError
@@ -73,10 +74,17 @@ class QCWorkers(Closeable):
         workers: int = 2,
         address: str | None = None,
         request: MetricsRequest | None = None,
+        measure: Callable[..., Any] | None = None,
+        measure_args: tuple[Any, ...] = (),
     ) -> None:
+        """``measure``: another per-image measure, ``measure(payload, pixel_size_um,
+        *measure_args)`` (a module-level function, so Ray and Dask can ship it; its result
+        has ``model_ms``), instead of the QC metrics."""
         self.kind = kind
         self.workers = workers
         self.request = request or MetricsRequest()
+        self.measure = measure
+        self.measure_args = measure_args
         self.startup_s = 0.0
         started = time.perf_counter()
         self._own = address is None
@@ -92,8 +100,8 @@ class QCWorkers(Closeable):
                     self._own = False
             else:
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-            self._remote = ray.remote(num_cpus=1, max_retries=1)(measure_payload)
-            ray.get(self._remote.remote(_WARM_UP, self.request))  # workers up and imported
+            self._remote = ray.remote(num_cpus=1, max_retries=1)(measure or measure_payload)
+            ray.get(self._remote.remote(*self._args(_WARM_UP, None)))  # workers up and imported
         elif kind == "dask":
             from distributed import Client, LocalCluster
 
@@ -109,7 +117,7 @@ class QCWorkers(Closeable):
             else:
                 self._cluster = None
                 self._client = Client(address)
-            self._client.submit(measure_payload, _WARM_UP, self.request, pure=False).result()
+            self._client.submit(self._fn, *self._args(_WARM_UP, None), pure=False).result()
         elif kind == "threads":
             self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qc")
         else:
@@ -133,19 +141,27 @@ class QCWorkers(Closeable):
         frame_index: int | None = None,
         objects: bool = True,
     ) -> _Future:
-        """The metrics of one image (the keyword arguments are the Analyzer's; unused)."""
-        del pixel_size_um, frame_index, objects
+        """The metrics of one image (the keyword arguments are the Analyzer's; only a custom
+        ``measure`` gets the pixel size)."""
+        del frame_index, objects
+        args = self._args(frame_or_ref, pixel_size_um)
         if self.kind == "ray":
-            return _Future(self._remote.remote(frame_or_ref, self.request), "ray")
+            return _Future(self._remote.remote(*args), "ray")
         if self.kind == "dask":
-            return _Future(
-                self._client.submit(measure_payload, frame_or_ref, self.request, pure=False),
-                "dask",
-            )
-        return _Future(self._pool.submit(measure_payload, frame_or_ref, self.request), "threads")
+            return _Future(self._client.submit(self._fn, *args, pure=False), "dask")
+        return _Future(self._pool.submit(self._fn, *args), "threads")
 
-    def measure_here(self, payload: Any) -> ImageMetrics:
-        return measure_payload(payload, self.request)
+    def measure_here(self, payload: Any, pixel_size_um: float | None = None) -> Any:
+        return self._fn(*self._args(payload, pixel_size_um))
+
+    @property
+    def _fn(self) -> Callable[..., Any]:
+        return self.measure or measure_payload
+
+    def _args(self, payload: Any, pixel_size_um: float | None) -> tuple[Any, ...]:
+        if self.measure is None:
+            return (payload, self.request)
+        return (payload, pixel_size_um, *self.measure_args)
 
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "workers": self.workers, "startup_s": round(self.startup_s, 3)}
