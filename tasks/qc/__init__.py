@@ -22,6 +22,13 @@ from ._evaluate import FAULT_METRICS, Score, TileFile, score_verdicts, simulate_
 from ._metrics import ImageMetrics, MetricsRequest, measure_image, measure_payload
 from ._pairs import PairMetrics, TilePlacement, TileRegistry
 from ._runner import QCReport, run_qc
+from ._sharpness import (
+    FocusScore,
+    brenner,
+    focus_score,
+    measure_focus_payload,
+    normalized_variance,
+)
 from ._verdict import Level, MetricCheck, QCJudge, Verdict, verdict_id
 from ._workers import QCWorkers, WorkerKind
 
@@ -32,6 +39,7 @@ __all__ = [
     "AlertLevel",
     "EMMosaicSimulator",
     "Fault",
+    "FocusScore",
     "ImageMetrics",
     "Level",
     "MetricCheck",
@@ -49,8 +57,12 @@ __all__ = [
     "TileRegistry",
     "Verdict",
     "WorkerKind",
+    "brenner",
+    "focus_score",
+    "measure_focus_payload",
     "measure_image",
     "measure_payload",
+    "normalized_variance",
     "run_qc",
     "score_verdicts",
     "simulate_and_judge",

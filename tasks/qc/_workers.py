@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from scopeflow import Closeable
 
-from ._metrics import ImageMetrics, MetricsRequest, measure_payload
+from ._metrics import MetricsRequest, measure_payload
 
 __all__ = ["QCWorkers", "WorkerKind"]
 
@@ -42,7 +43,7 @@ class _Future:
             return bool(ready)
         return bool(self._inner.done())
 
-    def result(self, timeout: float | None = None) -> ImageMetrics:
+    def result(self, timeout: float | None = None) -> Any:
         if self._kind == "ray":
             import ray
             from ray.exceptions import GetTimeoutError
@@ -64,7 +65,9 @@ class _Future:
 class QCWorkers(Closeable):
     """``workers`` Ray CPUs / Dask worker processes / threads measuring images. ``address``:
     an existing Ray or Dask cluster to use (left running); None starts a local one on
-    127.0.0.1 (stopped by ``close()``)."""
+    127.0.0.1 (stopped by ``close()``). ``measure(payload, request)``: what each worker
+    computes (default: the QC metrics; ``measure_focus_payload``: an autofocus score), a
+    module-level function so that Ray and Dask can ship it."""
 
     def __init__(
         self,
@@ -73,8 +76,10 @@ class QCWorkers(Closeable):
         workers: int = 2,
         address: str | None = None,
         request: MetricsRequest | None = None,
+        measure: Callable[[Any, Any], Any] = measure_payload,
     ) -> None:
         self.kind = kind
+        self.measure = measure
         self.workers = workers
         self.request = request or MetricsRequest()
         self.startup_s = 0.0
@@ -92,7 +97,7 @@ class QCWorkers(Closeable):
                     self._own = False
             else:
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-            self._remote = ray.remote(num_cpus=1, max_retries=1)(measure_payload)
+            self._remote = ray.remote(num_cpus=1, max_retries=1)(measure)
             ray.get(self._remote.remote(_WARM_UP, self.request))  # workers up and imported
         elif kind == "dask":
             from distributed import Client, LocalCluster
@@ -109,7 +114,7 @@ class QCWorkers(Closeable):
             else:
                 self._cluster = None
                 self._client = Client(address)
-            self._client.submit(measure_payload, _WARM_UP, self.request, pure=False).result()
+            self._client.submit(measure, _WARM_UP, self.request, pure=False).result()
         elif kind == "threads":
             self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qc")
         else:
@@ -139,13 +144,13 @@ class QCWorkers(Closeable):
             return _Future(self._remote.remote(frame_or_ref, self.request), "ray")
         if self.kind == "dask":
             return _Future(
-                self._client.submit(measure_payload, frame_or_ref, self.request, pure=False),
+                self._client.submit(self.measure, frame_or_ref, self.request, pure=False),
                 "dask",
             )
-        return _Future(self._pool.submit(measure_payload, frame_or_ref, self.request), "threads")
+        return _Future(self._pool.submit(self.measure, frame_or_ref, self.request), "threads")
 
-    def measure_here(self, payload: Any) -> ImageMetrics:
-        return measure_payload(payload, self.request)
+    def measure_here(self, payload: Any) -> Any:
+        return self.measure(payload, self.request)
 
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "workers": self.workers, "startup_s": round(self.startup_s, 3)}
