@@ -164,6 +164,11 @@ class EdgeMicroscopeSettings(BaseModel):
     plate_rotation_deg: float = Field(
         0.0, description="Rotation of the simulated plate on the stage, degrees anti-clockwise"
     )
+    focus_drift: bool = Field(
+        False,
+        description="Simulate thermal focus drift (a few µm per hour, seeded; /v1/truth gives "
+        "the in-focus z as focus_z_um)",
+    )
 
 
 class EdgeServeRequest(BaseModel):

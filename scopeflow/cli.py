@@ -71,6 +71,9 @@ def edge_serve(
     plate_rotation: Annotated[
         float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
     ] = 0.0,
+    focus_drift: Annotated[
+        bool, typer.Option(help="Simulate thermal focus drift (a few µm per hour, seeded).")
+    ] = False,
     tls_cert: Annotated[
         Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key: TLS everywhere.")
     ] = None,
@@ -119,6 +122,7 @@ def edge_serve(
         nuclei_per_mm2=density,
         plate=plate,
         plate_rotation_deg=plate_rotation,
+        focus_drift=focus_drift,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:

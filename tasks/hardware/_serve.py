@@ -58,7 +58,7 @@ def build_core(
 ) -> tuple[CMMCorePlus, SampleTruth | None, SafetyEnvelope]:
     """The microscope core: the simulator, a real Micro-Manager configuration, or a vendor
     macro over the file-drop protocol."""
-    from .sim import SimulatorConfig, build_simulated_core, load_micromanager_core
+    from .sim import FocusDrift, SimulatorConfig, build_simulated_core, load_micromanager_core
 
     if microscope.driver == "file-drop":
         return _filedrop_core(microscope, service or EdgeServerSettings())
@@ -76,12 +76,19 @@ def build_core(
         time_scale=microscope.time_scale,
         **({"nuclei_per_mm2": microscope.nuclei_per_mm2} if microscope.nuclei_per_mm2 else {}),
         **_plate_options(microscope),
+        **({"focus_drift": FocusDrift()} if microscope.focus_drift else {}),
     )
     core, simulation = build_simulated_core(config)
 
     def truth(region: tuple[float, float, float, float] | None, t_s: float | None) -> dict:
         t = simulation.clock.now() if t_s is None else t_s
-        return {"t_s": t, "cells": simulation.truth(region=region, t_s=t).to_records()}
+        x0, y0, x1, y1 = region or (0.0, 0.0, config.slide_width_um, config.slide_height_um)
+        focus = float(simulation.sample.focus_z_um(t, (x0 + x1) / 2, (y0 + y1) / 2))
+        return {
+            "t_s": t,
+            "cells": simulation.truth(region=region, t_s=t).to_records(),
+            "focus_z_um": focus,
+        }
 
     envelope = SafetyEnvelope(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)

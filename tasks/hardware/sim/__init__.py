@@ -13,6 +13,7 @@ _root_level = logging.getLogger().level
 from ._clock import SimClock  # noqa: E402
 from ._config import SimulatorConfig  # noqa: E402
 from ._core import Simulation, build_simulated_core  # noqa: E402
+from ._drift import FocusDrift, focus_drift_um  # noqa: E402
 from ._micromanager import load_micromanager_core  # noqa: E402
 from ._plate_layout import WellLayout, well_layout  # noqa: E402
 from ._render import Renderer, ScopeState, numerical_aperture  # noqa: E402
@@ -28,6 +29,7 @@ logging.getLogger().setLevel(_root_level)
 __all__ = [
     "CellTable",
     "Division",
+    "FocusDrift",
     "Renderer",
     "ScopeState",
     "SimClock",
@@ -36,6 +38,7 @@ __all__ = [
     "VirtualSample",
     "WellLayout",
     "build_simulated_core",
+    "focus_drift_um",
     "load_micromanager_core",
     "nucleus_outline_distance",
     "numerical_aperture",
