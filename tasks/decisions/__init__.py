@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._autofocus import AutofocusPlan, AutofocusPolicy, AutofocusState, PositionFocus
 from ._event_policy import (
     EventRules,
     EventState,
@@ -11,6 +12,14 @@ from ._event_policy import (
     RoiState,
 )
 from ._events import DivisionDetector, EventDetector, EventView, RoundingDetector
+from ._focus_search import (
+    FocusResult,
+    FocusRules,
+    FocusSearch,
+    FocusSweep,
+    depth_of_field_um,
+    fit_focus_peak,
+)
 from ._geometry import FrameGeometry, tile_grid
 from ._lap_links import two_frame_links
 from ._linking import (
@@ -48,6 +57,9 @@ from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingSta
 
 __all__ = [
     "Acquire",
+    "AutofocusPlan",
+    "AutofocusPolicy",
+    "AutofocusState",
     "Command",
     "Decision",
     "Detection",
@@ -59,6 +71,10 @@ __all__ = [
     "EventTriggeredPolicy",
     "EventView",
     "FastProtocol",
+    "FocusResult",
+    "FocusRules",
+    "FocusSearch",
+    "FocusSweep",
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
@@ -70,6 +86,7 @@ __all__ = [
     "PlateCalibration",
     "PlateField",
     "Policy",
+    "PositionFocus",
     "PositionTrack",
     "RoiState",
     "RoundingDetector",
@@ -83,8 +100,10 @@ __all__ = [
     "check_plate_on_stage",
     "choose_targets",
     "contiguous_runs",
+    "depth_of_field_um",
     "detections_from_labels",
     "detections_from_objects",
+    "fit_focus_peak",
     "link_label_movie",
     "link_movie",
     "merge_overlapping",
