@@ -29,6 +29,17 @@ from ._em_qc_params import EMQCParams
 from ._event_demo import run_event_demo
 from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
 from ._event_truth import score_events_on_simulation
+from ._focus import (
+    AutofocusSettings,
+    FocusOptics,
+    autofocus_plan,
+    find_focus,
+    focus_analyzer,
+    focus_z_limits,
+    open_focus_workers,
+)
+from ._focus_demo import focus_demo_params, run_focus_demo
+from ._focus_params import FocusTimelapseParams
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._plate_demo import run_plate_demo
 from ._plate_params import FieldGrid, PlateScreenParams
@@ -44,6 +55,7 @@ __all__ = [
     "DEMO_REGION",
     "AcquireParams",
     "AnalysisHook",
+    "AutofocusSettings",
     "ChannelExposure",
     "DatasetParams",
     "DemoUI",
@@ -54,6 +66,8 @@ __all__ = [
     "FieldGrid",
     "FieldPlan",
     "FieldStores",
+    "FocusOptics",
+    "FocusTimelapseParams",
     "FrameRecord",
     "GentleSettings",
     "OverviewSettings",
@@ -67,10 +81,16 @@ __all__ = [
     "TrackDatasetParams",
     "TrackedPosition",
     "TrackingParams",
+    "autofocus_plan",
     "demo_params",
+    "find_focus",
+    "focus_analyzer",
+    "focus_demo_params",
+    "focus_z_limits",
     "image_events",
     "load_sequence",
     "normalised_event",
+    "open_focus_workers",
     "pick_dividing_cells",
     "plan_fields",
     "queue_for_omero",
@@ -78,6 +98,7 @@ __all__ = [
     "run_demo",
     "run_em_qc_demo",
     "run_event_demo",
+    "run_focus_demo",
     "run_plate_demo",
     "run_tracking_demo",
     "score_events_on_simulation",

@@ -7,10 +7,12 @@ OME-Zarr under ``<data_dir>/<run>/`` and stops everything it started, also on Ct
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +21,17 @@ from tasks.decisions import SelectionRules
 
 from ._targeted_params import Region, TargetedImagingParams
 
-__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
+if TYPE_CHECKING:
+    from tasks.hardware import EdgeProcess
+
+__all__ = [
+    "DEMO_DENSITY",
+    "DEMO_REGION",
+    "demo_params",
+    "print_demo_table",
+    "run_demo",
+    "simulated_edge",
+]
 
 DEMO_DENSITY = 20.0  # nuclei per mm²: sparse, where targeted imaging beats tiling
 DEMO_REGION = (4_200.0, 4_200.0, 5_800.0, 5_800.0)
@@ -76,5 +88,39 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             table.add_row("run folder", str(value["run_dir"]))
             table.add_row("detail stores", str(len(value["targets"])))
         elif key != "run_id":
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+@contextlib.contextmanager
+def simulated_edge(
+    edge_dir: Path, edge_args: list[str], console: Console, *, warm_prefect: bool = True
+) -> Iterator[EdgeProcess]:
+    """A simulated edge agent as a child process (stopped on leaving, also on error), and
+    Prefect's local server started here rather than in the middle of a run."""
+    from prefect import flow
+
+    from tasks.hardware import EdgeProcess
+
+    with console.status("starting the simulated edge agent..."):
+        edge = EdgeProcess(edge_dir, extra_args=edge_args).start()
+    try:
+        if warm_prefect:
+            with console.status("starting Prefect..."):
+                flow(name="warm-up")(lambda: None)()
+        yield edge
+    finally:
+        edge.stop()
+
+
+def print_demo_table(
+    console: Console, title: str, summary: dict[str, Any], skip: tuple[str, ...] = ("stores",)
+) -> None:
+    """A demo's summary as a two-column table (on stderr unless the console is quiet)."""
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key not in skip:
             table.add_row(key, str(value))
     console.print(table)

@@ -148,7 +148,7 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate")
+DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate", "autofocus")
 
 
 @app.command()
@@ -219,6 +219,12 @@ def demo(
                 backend=backend,
                 seed=seed,
                 quiet=as_json,
+            )
+        elif experiment == "autofocus":
+            from flows import run_focus_demo
+
+            summary = run_focus_demo(
+                data_dir, seed=seed, backend=backend, quiet=as_json  # type: ignore[arg-type]
             )
         elif experiment == "tracking":
             summary = run_tracking_demo(
@@ -310,6 +316,19 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("autofocus")
+def run_autofocus(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """A time-lapse that finds focus (a z sweep scored on workers) before every time point."""
+    from flows import FocusTimelapseParams
+    from flows.focus_timelapse import autofocus_timelapse
+
+    _run_flow(params, edge_url, token_file, FocusTimelapseParams, autofocus_timelapse)
 
 
 def _run_flow(
