@@ -74,6 +74,7 @@ class PositionFocus:
     due_s: dict[int, float] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     images: int = 0
+    lost: bool = False  # the last call found no focus: the next one searches again
 
 
 @dataclass
@@ -155,7 +156,7 @@ class AutofocusPolicy:
             pos.search = None
             pos.z_um = self._predicted(pos, due_s)
             return self._after(state, p, t)
-        method: Method = "search" if not pos.found else self.plan.method
+        method: Method = "search" if not pos.found or pos.lost else self.plan.method
         predicted = self._predicted(pos, due_s) if method == "track" else None
         pos.search = FocusSearch(self.plan.rules, pos.z_um, method, predicted)
         first = pos.search.first()
@@ -211,6 +212,7 @@ class AutofocusPolicy:
         pos = state.positions[p]
         pos.calls.append(_call_record(pos.t, result))
         pos.z_um = result.z_um
+        pos.lost = not result.found
         if result.found:
             pos.found.append((pos.due_s.get(pos.t, 0.0), result.z_um))
         pos.search, pos.sweep = None, ()

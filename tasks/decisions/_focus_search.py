@@ -125,8 +125,10 @@ class FocusResult:
 
 def fit_focus_peak(z_um: Sequence[float], sharpness: Sequence[float]) -> tuple[float, bool]:
     """The sharpest z of a sweep: a parabola through the logarithm of the best score and its
-    two neighbours in z (the peak of a Gaussian), and whether the peak is bracketed (the
-    best frame is not at either end of the sweep; if it is, that frame's z is returned)."""
+    two neighbours in z (the peak of a Gaussian), and whether the peak is bracketed: inside
+    the sweep. With the best frame at an end, the parabola through the three frames at that
+    end brackets the peak only when its vertex lies inside them; otherwise the best frame's z
+    comes back, unbracketed (the caller looks further that way)."""
     z = np.asarray(z_um, dtype=float)
     s = np.asarray(sharpness, dtype=float)
     if z.size == 0:
@@ -134,13 +136,18 @@ def fit_focus_peak(z_um: Sequence[float], sharpness: Sequence[float]) -> tuple[f
     order = np.argsort(z)
     z, s = z[order], s[order]
     k = int(np.argmax(s))
-    if k == 0 or k == z.size - 1 or np.any(s[k - 1 : k + 2] <= 0):
+    if z.size < 3:
         return float(z[k]), False
-    zz, ls = z[k - 1 : k + 2], np.log(s[k - 1 : k + 2])
+    j = min(max(k, 1), z.size - 2)  # the middle of the three frames fitted
+    if np.any(s[j - 1 : j + 2] <= 0):
+        return float(z[k]), False
+    zz, ls = z[j - 1 : j + 2], np.log(s[j - 1 : j + 2])
     a, b, _ = np.polyfit(zz - zz[1], ls, 2)
-    if a >= 0:  # flat or convex: the best frame
-        return float(z[k]), True
+    if a >= 0:  # flat or convex: the best frame, bracketed only when it is inside
+        return float(z[k]), j == k
     peak = float(zz[1] - b / (2 * a))
+    if j != k and not zz[0] <= peak <= zz[2]:
+        return float(z[k]), False
     return float(np.clip(peak, zz[0], zz[2])), True
 
 
@@ -188,7 +195,7 @@ class FocusSearch:
         if self.stage == "track":
             if bracketed:
                 return self._found(peak, "track: peak bracketed by 3 frames")
-            uphill = 1.0 if peak >= max(self.zs) else -1.0
+            uphill = 1.0 if peak >= float(np.mean(self.zs)) else -1.0
             h = self.rules.step_um
             return self._sweep("track-extend", [peak + uphill * h, peak + 2 * uphill * h])
         if self.stage == "track-extend":
@@ -259,9 +266,10 @@ class FocusSearch:
         if abs(z - self.start_z_um) > limit:
             clipped = self.start_z_um + math.copysign(limit, z - self.start_z_um)
             reason += (
-                f"; the move {z - self.start_z_um:+.2f} µm is clipped to max_move_um {limit:g}"
+                f"; the move {z - self.start_z_um:+.2f} µm is clipped to max_move_um {limit:g} "
+                "(not at focus yet: the next call goes on from there)"
             )
-            z = clipped
+            z, found = clipped, False
         lo, hi = self.rules.z_limits_um
         z = min(max(z, lo), hi)
         if self.notes:
