@@ -223,9 +223,7 @@ def demo(
         elif experiment == "autofocus":
             from flows import run_focus_demo
 
-            summary = run_focus_demo(
-                data_dir, seed=seed, backend=backend, quiet=as_json  # type: ignore[arg-type]
-            )
+            summary = run_focus_demo(data_dir, seed=seed, backend=backend, quiet=as_json)  # type: ignore[arg-type]
         elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
