@@ -20,8 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
+
+# as `scopeflow demo` does, before Prefect reads its settings: a busy machine starts the
+# temporary server slowly
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import numpy as np
 from _machine import describe_machine
