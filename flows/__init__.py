@@ -29,6 +29,17 @@ from ._em_qc_params import EMQCParams
 from ._event_demo import run_event_demo
 from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
 from ._event_truth import score_events_on_simulation
+from ._focus import (
+    AutofocusSettings,
+    FocusOptics,
+    autofocus_plan,
+    find_focus,
+    focus_analyzer,
+    focus_z_limits,
+    open_focus_workers,
+)
+from ._focus_demo import focus_demo_params, run_focus_demo
+from ._focus_params import FocusTimelapseParams
 from ._illumination_demo import pick_cells_by_brightness, run_illumination_demo
 from ._illumination_params import AdaptiveIlluminationParams, StartLight
 from ._lease_wait import LeaseWait, lease_when_free
@@ -52,6 +63,7 @@ __all__ = [
     "AcquireParams",
     "AdaptiveIlluminationParams",
     "AnalysisHook",
+    "AutofocusSettings",
     "ChannelExposure",
     "DatasetParams",
     "DemoUI",
@@ -62,6 +74,8 @@ __all__ = [
     "FieldGrid",
     "FieldPlan",
     "FieldStores",
+    "FocusOptics",
+    "FocusTimelapseParams",
     "FrameRecord",
     "GentleSettings",
     "LeaseWait",
@@ -82,11 +96,17 @@ __all__ = [
     "TrackDatasetParams",
     "TrackedPosition",
     "TrackingParams",
+    "autofocus_plan",
     "demo_params",
+    "find_focus",
+    "focus_analyzer",
+    "focus_demo_params",
+    "focus_z_limits",
     "image_events",
     "lease_when_free",
     "load_sequence",
     "normalised_event",
+    "open_focus_workers",
     "pick_cells_by_brightness",
     "pick_dividing_cells",
     "plan_fields",
@@ -95,6 +115,7 @@ __all__ = [
     "run_demo",
     "run_em_qc_demo",
     "run_event_demo",
+    "run_focus_demo",
     "run_illumination_demo",
     "run_optimise_demo",
     "run_plate_demo",

@@ -175,6 +175,11 @@ class EdgeMicroscopeSettings(BaseModel):
         description="YAML of further SimulatorConfig fields (e.g. brightness_sigma, "
         "bleach_half_dose) for the simulated microscope",
     )
+    focus_drift: bool = Field(
+        False,
+        description="Simulate thermal focus drift (a few µm per hour, seeded; /v1/truth gives "
+        "the in-focus z as focus_z_um)",
+    )
 
 
 class EdgeServeRequest(BaseModel):

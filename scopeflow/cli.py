@@ -71,6 +71,9 @@ def edge_serve(
     plate_rotation: Annotated[
         float, typer.Option(help="Rotation of the simulated plate, degrees anti-clockwise.")
     ] = 0.0,
+    focus_drift: Annotated[
+        bool, typer.Option(help="Simulate thermal focus drift (a few µm per hour, seeded).")
+    ] = False,
     sim_config: Annotated[
         Path | None,
         typer.Option(help="YAML of further simulator settings (SimulatorConfig fields)."),
@@ -124,6 +127,7 @@ def edge_serve(
         plate=plate,
         plate_rotation_deg=plate_rotation,
         sim_config=sim_config,
+        focus_drift=focus_drift,
     )
     request = EdgeServeRequest(service=service, microscope=microscope)
     try:
@@ -158,6 +162,7 @@ DEMOS = (
     "adaptive-illumination",
     "stimulation",
     "optimise",
+    "autofocus",
 )
 
 
@@ -234,6 +239,10 @@ def demo(
                 seed=seed,
                 quiet=as_json,
             )
+        elif experiment == "autofocus":
+            from flows import run_focus_demo
+
+            summary = run_focus_demo(data_dir, seed=seed, backend=backend, quiet=as_json)  # type: ignore[arg-type]
         elif experiment == "optimise":
             from flows import run_optimise_demo
 
@@ -393,6 +402,19 @@ def run_adaptive_illumination(
     from flows.adaptive_illumination import adaptive_illumination
 
     _run_flow(params, edge_url, token_file, AdaptiveIlluminationParams, adaptive_illumination)
+
+
+@run_app.command("autofocus")
+def run_autofocus(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """A time-lapse that finds focus (a z sweep scored on workers) before every time point."""
+    from flows import FocusTimelapseParams
+    from flows.focus_timelapse import autofocus_timelapse
+
+    _run_flow(params, edge_url, token_file, FocusTimelapseParams, autofocus_timelapse)
 
 
 def _run_flow(

@@ -32,6 +32,7 @@ DEPLOYMENTS = {
     "adaptive-illumination/adaptive-illumination-live-cells",
     "stimulate-on-event/stimulate-on-event-optogenetics",
     "optimise-acquisition/optimise-acquisition-dapi",
+    "autofocus/autofocus-drifting-timelapse",
 }
 
 

@@ -12,6 +12,7 @@ from ._acquisition_search import (
     Suggester,
     Trial,
 )
+from ._autofocus import AutofocusPlan, AutofocusPolicy, AutofocusState, PositionFocus
 from ._event_policy import (
     EventRules,
     EventState,
@@ -26,6 +27,14 @@ from ._events import (
     EventDetector,
     EventView,
     RoundingDetector,
+)
+from ._focus_search import (
+    FocusResult,
+    FocusRules,
+    FocusSearch,
+    FocusSweep,
+    depth_of_field_um,
+    fit_focus_peak,
 )
 from ._geometry import FrameGeometry, tile_grid
 from ._illumination import (
@@ -76,6 +85,9 @@ __all__ = [
     "AcquisitionSettings",
     "AdaptiveIlluminationPolicy",
     "AlwaysDetector",
+    "AutofocusPlan",
+    "AutofocusPolicy",
+    "AutofocusState",
     "Command",
     "Decision",
     "Detection",
@@ -87,6 +99,10 @@ __all__ = [
     "EventTriggeredPolicy",
     "EventView",
     "FastProtocol",
+    "FocusResult",
+    "FocusRules",
+    "FocusSearch",
+    "FocusSweep",
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
@@ -104,6 +120,7 @@ __all__ = [
     "PlateCalibration",
     "PlateField",
     "Policy",
+    "PositionFocus",
     "PositionLight",
     "PositionTrack",
     "RoiState",
@@ -126,8 +143,10 @@ __all__ = [
     "check_plate_on_stage",
     "choose_targets",
     "contiguous_runs",
+    "depth_of_field_um",
     "detections_from_labels",
     "detections_from_objects",
+    "fit_focus_peak",
     "link_label_movie",
     "link_movie",
     "merge_overlapping",

@@ -209,7 +209,9 @@ class EdgeClient(EdgeClientBase, DirectCommands, Closeable):
     def truth(
         self, region: tuple[float, float, float, float] | None = None, t_s: float | None = None
     ) -> dict[str, Any]:
-        """The simulator's ground truth: every cell (in ``region``, stage µm) at time ``t_s``."""
+        """The simulator's ground truth: every cell (in ``region``, stage µm) at time ``t_s``,
+        and ``focus_z_um``: the stage Z at which the cell layer at the region's centre is in
+        focus then (tilt and focus drift included)."""
         return self._send(truth_call(region, t_s))
 
     def wait_until_idle(self, timeout: float = 60.0, poll_s: float = 0.05) -> EdgeState:

@@ -60,6 +60,7 @@ def build_core(
     """The microscope core: the simulator, a real Micro-Manager configuration, or a vendor
     macro over the file-drop protocol."""
     from .sim import (
+        FocusDrift,
         SimulatorConfig,
         add_external_devices,
         build_simulated_core,
@@ -83,14 +84,21 @@ def build_core(
         time_scale=microscope.time_scale,
         **({"nuclei_per_mm2": microscope.nuclei_per_mm2} if microscope.nuclei_per_mm2 else {}),
         **_plate_options(microscope),
+        **({"focus_drift": FocusDrift()} if microscope.focus_drift else {}),
     )
     core, simulation = build_simulated_core(config)
     devices = add_external_devices(core, simulation)  # a pump and a DMD; the envelope allows
 
     def truth(region: tuple[float, float, float, float] | None, t_s: float | None) -> dict:
         t = simulation.clock.now() if t_s is None else t_s
-        cells = simulation.truth(region=region, t_s=t).to_records()
-        return {"t_s": t, "cells": cells, "devices": devices.truth(t)}
+        x0, y0, x1, y1 = region or (0.0, 0.0, config.slide_width_um, config.slide_height_um)
+        focus = float(simulation.sample.focus_z_um(t, (x0 + x1) / 2, (y0 + y1) / 2))
+        return {
+            "t_s": t,
+            "cells": simulation.truth(region=region, t_s=t).to_records(),
+            "devices": devices.truth(t),
+            "focus_z_um": focus,
+        }
 
     envelope = SafetyEnvelope(
         x_limits_um=(0.0, config.slide_width_um), y_limits_um=(0.0, config.slide_height_um)
@@ -113,6 +121,7 @@ _OPTION_FIELDS = {
     "nuclei_per_mm2": "--density",
     "plate": "--plate",
     "plate_rotation_deg": "--plate-rotation",
+    "focus_drift": "--focus-drift",
 }
 
 

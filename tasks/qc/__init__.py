@@ -23,6 +23,13 @@ from ._metrics import ImageMetrics, MetricsRequest, measure_image, measure_paylo
 from ._object_quality import ObjectQuality, QualityScale, measure_object_quality
 from ._pairs import PairMetrics, TilePlacement, TileRegistry
 from ._runner import QCReport, run_qc
+from ._sharpness import (
+    FocusScore,
+    brenner,
+    focus_score,
+    measure_focus_payload,
+    normalized_variance,
+)
 from ._verdict import Level, MetricCheck, QCJudge, Verdict, verdict_id
 from ._workers import QCWorkers, WorkerKind
 
@@ -33,6 +40,7 @@ __all__ = [
     "AlertLevel",
     "EMMosaicSimulator",
     "Fault",
+    "FocusScore",
     "ImageMetrics",
     "Level",
     "MetricCheck",
@@ -52,9 +60,13 @@ __all__ = [
     "TileRegistry",
     "Verdict",
     "WorkerKind",
+    "brenner",
+    "focus_score",
+    "measure_focus_payload",
     "measure_image",
     "measure_object_quality",
     "measure_payload",
+    "normalized_variance",
     "run_qc",
     "score_verdicts",
     "simulate_and_judge",

@@ -13,6 +13,7 @@ _root_level = logging.getLogger().level
 from ._clock import SimClock  # noqa: E402
 from ._config import SimulatorConfig  # noqa: E402
 from ._core import Simulation, build_simulated_core  # noqa: E402
+from ._drift import FocusDrift, focus_drift_um  # noqa: E402
 from ._external import EXTERNAL_DEVICE_LABELS, ExternalDevices, add_external_devices  # noqa: E402
 from ._micromanager import load_micromanager_core  # noqa: E402
 from ._perfusion import BiologyClock, PerfusionConfig, Reservoir  # noqa: E402
@@ -34,6 +35,7 @@ __all__ = [
     "CellTable",
     "Division",
     "ExternalDevices",
+    "FocusDrift",
     "PerfusionConfig",
     "Renderer",
     "Reservoir",
@@ -46,6 +48,7 @@ __all__ = [
     "WellLayout",
     "add_external_devices",
     "build_simulated_core",
+    "focus_drift_um",
     "load_micromanager_core",
     "nucleus_outline_distance",
     "numerical_aperture",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ._drift import FocusDrift
+
 __all__ = ["FLUORESCENCE_CHANNELS", "SimulatorConfig"]
 
 FLUORESCENCE_CHANNELS: tuple[str, ...] = ("DAPI", "GFP")
@@ -73,6 +75,9 @@ class SimulatorConfig(BaseModel):
     focal_plane_z_um: float = Field(0.0, description="Z of the cell layer at the slide centre, µm.")
     tilt_x: float = Field(0.0, description="Slide tilt: dz/dx of the cell layer (µm per µm).")
     tilt_y: float = Field(0.0, description="Slide tilt: dz/dy of the cell layer (µm per µm).")
+    focus_drift: FocusDrift | None = Field(
+        None, description="Thermal focus drift of the cell layer over time (None: no drift)."
+    )
 
     # dynamics
     time_scale: float = Field(

@@ -159,11 +159,7 @@ class Renderer:
         na = numerical_aperture(cfg.objectives[state.objective])
         x0, y0, x1, y1 = g.region
         # the cell layer's height under the frame, and floating cells up to ~21 µm above it
-        layer_z = (
-            cfg.focal_plane_z_um
-            + cfg.tilt_x * (state.x_um - cfg.slide_width_um / 2)
-            + cfg.tilt_y * (state.y_um - cfg.slide_height_um / 2)
-        )
+        layer_z = float(self.sample.focus_z_um(state.t_s, state.x_um, state.y_um))
         tilt_span = abs(cfg.tilt_x) * (x1 - x0) / 2 + abs(cfg.tilt_y) * (y1 - y0) / 2
         worst_dz = abs(state.z_um - layer_z) + tilt_span + 25.0
         worst_sigma = min(MAX_SIGMA_PX * g.pixel_um, 0.5 * worst_dz * math.tan(math.asin(na)))

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._config import FLUORESCENCE_CHANNELS, SimulatorConfig
+from ._drift import focus_drift_um
 from ._photodamage import arrested
 from ._plate_layout import WellLayout, well_layout
 from ._random import hash_normal, hash_uniform
@@ -566,11 +567,7 @@ class VirtualSample:
         dose = f[:, _F_DOSE]
         half = np.array([cfg.bleach_half_dose[ch] for ch in FLUORESCENCE_CHANNELS])
         bleach = np.exp2((-dose / half).astype(np.float32))
-        z = f[:, _F["dz"]] + cfg.focal_plane_z_um
-        if cfg.tilt_x or cfg.tilt_y:
-            z += cfg.tilt_x * (x - cfg.slide_width_um / 2) + cfg.tilt_y * (
-                y - cfg.slide_height_um / 2
-            )
+        z = f[:, _F["dz"]] + self.focus_z_um(t, x, y)
         return CellTable(
             t_s=float(t),
             ids=c.id[idx],
@@ -590,6 +587,20 @@ class VirtualSample:
             shape_id=c.shape[idx],
             orientation=c.orient[idx],
         )
+
+    def focus_z_um(
+        self, t_s: float, x_um: float | np.ndarray, y_um: float | np.ndarray
+    ) -> np.ndarray:
+        """Stage Z at which the cell layer at (x, y) is in focus at ``t_s``: the focal plane,
+        the slide's tilt and the focus drift (cells sit around it, floating ones above)."""
+        cfg = self.config
+        z = cfg.focal_plane_z_um + np.zeros(np.shape(x_um))
+        if cfg.tilt_x or cfg.tilt_y:
+            z = z + cfg.tilt_x * (np.asarray(x_um) - cfg.slide_width_um / 2)
+            z = z + cfg.tilt_y * (np.asarray(y_um) - cfg.slide_height_um / 2)
+        if cfg.focus_drift is not None:
+            z = z + focus_drift_um(cfg.focus_drift, cfg.seed, t_s)
+        return z
 
     def divisions(self, t0_s: float, t1_s: float, region: Region | None = None) -> list[Division]:
         """Divisions with ``t0_s <= time < t1_s`` (located in ``region`` if given)."""
