@@ -8,9 +8,11 @@ OME-Zarr under ``<data_dir>/<run>/`` and stops everything it started, also on Ct
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +21,18 @@ from tasks.decisions import SelectionRules
 
 from ._targeted_params import Region, TargetedImagingParams
 
-__all__ = ["DEMO_DENSITY", "DEMO_REGION", "demo_params", "run_demo"]
+if TYPE_CHECKING:
+    from tasks.hardware import EdgeProcess
+    from tasks.hardware.sim import SimulatorConfig
+
+__all__ = [
+    "DEMO_DENSITY",
+    "DEMO_REGION",
+    "demo_params",
+    "run_demo",
+    "simulated_edge",
+    "warm_prefect",
+]
 
 DEMO_DENSITY = 20.0  # nuclei per mm²: sparse, where targeted imaging beats tiling
 DEMO_REGION = (4_200.0, 4_200.0, 5_800.0, 5_800.0)
@@ -78,3 +91,25 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
         elif key != "run_id":
             table.add_row(key, str(value))
     console.print(table)
+
+
+@contextmanager
+def simulated_edge(data_dir: Path, config: SimulatorConfig) -> Iterator[EdgeProcess]:
+    """A simulated edge agent on 127.0.0.1 showing ``config``'s sample (its seed, square
+    camera and clock), stopped on exit, also on error."""
+    from tasks.hardware import EdgeProcess
+
+    args = ["--camera-size", str(config.width), "--time-scale", str(config.time_scale)]
+    args += ["--seed", str(config.seed), "--density", str(config.nuclei_per_mm2)]
+    edge = EdgeProcess(data_dir, extra_args=args).start()
+    try:
+        yield edge
+    finally:
+        edge.stop()
+
+
+def warm_prefect() -> None:
+    """Start Prefect's local server (or reach PREFECT_API_URL) now, not in a run's first task."""
+    from prefect import flow
+
+    flow(name="warm-up")(lambda: None)()

@@ -144,7 +144,7 @@ def edge_openapi() -> None:
     typer.echo(json.dumps(document(), indent=1))
 
 
-DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate")
+DEMOS = ("targeted-imaging", "tracking", "event-triggered", "em-qc", "plate", "uncertainty")
 
 
 @app.command()
@@ -216,6 +216,10 @@ def demo(
                 seed=seed,
                 quiet=as_json,
             )
+        elif experiment == "uncertainty":
+            from flows import run_uncertainty_demo
+
+            summary = run_uncertainty_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "tracking":
             summary = run_tracking_demo(
                 data_dir,
@@ -306,6 +310,19 @@ def run_event_triggered(
     from flows.event_triggered import event_triggered
 
     _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
+
+
+@run_app.command("uncertainty")
+def run_uncertainty(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Image the cheap channel, acquire the expensive one only where its prediction is unsure."""
+    from flows import UncertaintyParams
+    from flows.uncertainty_triggered import uncertainty_triggered
+
+    _run_flow(params, edge_url, token_file, UncertaintyParams, uncertainty_triggered)
 
 
 def _run_flow(

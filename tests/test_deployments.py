@@ -29,6 +29,7 @@ DEPLOYMENTS = {
     "process-acquisition/process-acquisition-on-finish",  # tests/test_automations.py runs them
     "respond-to-anomaly/requeue-tile-on-anomaly",
     "event-triggered/event-triggered-divisions",
+    "uncertainty-triggered/uncertainty-triggered-nuclei",
 }
 
 

@@ -45,6 +45,11 @@ from ._targets import (
     select_targets,
 )
 from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingState
+from ._uncertainty_policy import (
+    UncertaintyRules,
+    UncertaintyState,
+    UncertaintyTriggeredPolicy,
+)
 
 __all__ = [
     "Acquire",
@@ -79,6 +84,9 @@ __all__ = [
     "TrackingPolicy",
     "TrackingRules",
     "TrackingState",
+    "UncertaintyRules",
+    "UncertaintyState",
+    "UncertaintyTriggeredPolicy",
     "calibrate_plate",
     "check_plate_on_stage",
     "choose_targets",
