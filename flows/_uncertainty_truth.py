@@ -1,10 +1,12 @@
 """Score an uncertainty-triggered run on a simulated edge against the simulator's ground truth.
 
-The downstream task is nuclei segmentation (what a facility counts and measures cells with):
-at every position and time point the run has either the real expensive frame (segmented by
-``reference_model``, as a static protocol's frames would be) or only the cheap frame, whose
-predicted nuclei stand in. Each is matched to the true nuclei the simulator draws at that place
-and sample time (instance F1 at IoU 0.5, pooled over the run; far out-of-focus nuclei ignored).
+The downstream task is counting nuclei (cell number per field over time, the readout of a
+proliferation or viability assay): at every position and time point the run has either the
+real expensive frame (segmented by ``reference_model``, as a static protocol's frames would
+be) or only the cheap frame, whose predicted nuclei stand in. Each is matched to the true
+nuclei the simulator draws at that place and sample time (detection F1: a found nucleus is a
+predicted object whose centroid lies in a distinct true nucleus; pooled over the run; far
+out-of-focus nuclei ignored).
 The simulator is deterministic for a configuration and seed, so this process rebuilds the same
 sample; the frames come back from the edge by index.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 from tasks.hardware import EdgeClient
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core, truth_labels
-from tasks.inference import InstanceScores, instance_scores, load_model, pool_scores
+from tasks.inference import InstanceScores, detection_scores, load_model, pool_scores
 
 from ._uncertainty_log import read_uncertainty_log
 
@@ -69,7 +71,7 @@ def score_uncertainty_on_simulation(
                 f"frame {frame.header.index} is {labels.shape}, the simulator's configuration "
                 f"draws {truth.shape}: score with the edge's own configuration"
             )
-        scores = instance_scores(truth, labels, ignore=ignore)
+        scores = detection_scores(truth, labels, ignore=ignore)
         pooled[kind].append(scores)
         rows.append({"p": r.p, "t": r.t, "kind": kind, "f1": round(scores.f1, 4)})
     everything = pooled["acquired"] + pooled["predicted"]

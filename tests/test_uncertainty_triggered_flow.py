@@ -50,15 +50,21 @@ def test_every_seed_acquires_what_its_uncertainty_asked_for_and_pays_that_dose(
         assert len(cheap) == n
         asked = sum(d["uncertainty"] > summary["threshold"] for d in cheap)
         assert summary["expensive_acquisitions"] == asked == sum(d["acquire"] for d in cheap)
-        # DAPI is 20 mW x 50 ms = 1 mJ a frame; brightfield counts no fluorescence dose
-        assert summary["dose_mj"] == pytest.approx(1.0 * asked, abs=1e-6)
-        assert summary["dose_static_mj"] == pytest.approx(1.0 * n, abs=1e-6)
+        # the edges' own dose accounts: every DAPI frame costs the same, brightfield nothing
+        assert summary["dose_static_mj"] > 0
+        assert summary["dose_mj"] == pytest.approx(summary["dose_static_mj"] * asked / n)
         assert summary["nuclei_true"] > 5 * summary["positions"]
 
 
 def _figures(runs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [
-        (r["seed"], r["expensive_acquisitions"], r["reduction"], r["accuracy"], r["accuracy_static"])
+        (
+            r["seed"],
+            r["expensive_acquisitions"],
+            r["reduction"],
+            r["accuracy"],
+            r["accuracy_static"],
+        )
         for r in runs
     ]
 
@@ -74,9 +80,7 @@ def test_the_accuracy_equals_the_static_protocols_within_the_tolerance_on_every_
 ) -> None:
     """Nuclei F1 against the ground truth at most one percentage point below acquiring DAPI at
     every time point (``UNCERTAINTY_ACCURACY_TOLERANCE``; README: Uncertainty-triggered)."""
-    assert all(r["accuracy_delta"] >= -UNCERTAINTY_ACCURACY_TOLERANCE for r in runs), _figures(
-        runs
-    )
+    assert all(r["accuracy_delta"] >= -UNCERTAINTY_ACCURACY_TOLERANCE for r in runs), _figures(runs)
 
 
 def test_the_stores_and_the_artifacts_show_the_run(runs: list[dict[str, Any]]) -> None:
@@ -166,9 +170,7 @@ def test_missing_weights_stop_the_flow_with_the_training_command(
 def test_params_that_make_no_sense_are_refused_with_the_fix(tmp_path: Path) -> None:
     base = {"positions": [{"name": "a", "x_um": 1.0, "y_um": 1.0}]}
     with pytest.raises(ValueError, match="both 'DAPI'"):
-        UncertaintyParams.model_validate(
-            base | {"cheap": {"channel": "DAPI", "exposure_ms": 5.0}}
-        )
+        UncertaintyParams.model_validate(base | {"cheap": {"channel": "DAPI", "exposure_ms": 5.0}})
     with pytest.raises(ValueError, match="fallback_model 'classical' differs"):
         UncertaintyParams.model_validate(base | {"fallback_model": "classical"})
     with pytest.raises(ValueError, match="less than or equal to 1"):

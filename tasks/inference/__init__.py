@@ -30,6 +30,7 @@ from ._care import (
 )
 from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
 from ._care import PERCENTILES as RESTORATION_PERCENTILES
+from ._detection_metrics import detection_scores
 from ._frame_analysis import analyse_frame, has_frame_extras
 from ._make_backend import backend_for_profile, make_backend
 from ._measure import measure_objects
@@ -95,6 +96,7 @@ __all__ = [
     "build_restoration_net",
     "build_unet",
     "chunk_indices",
+    "detection_scores",
     "export_bioimageio_package",
     "has_frame_extras",
     "instance_scores",

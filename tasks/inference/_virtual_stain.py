@@ -49,6 +49,7 @@ class VirtualStainNuclei:
         self,
         *,
         weights: str | os.PathLike[str] | None = None,
+        interior_threshold: float = 0.4,
         num_threads: int | None = None,
     ) -> None:
         import torch
@@ -84,6 +85,7 @@ class VirtualStainNuclei:
         self.weights_path = str(path)
         self.device = "cpu"
         self.canonical_pixel_um = float(meta["canonical_pixel_um"])
+        self.interior_threshold = float(interior_threshold)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
         self.version = f"{meta.get('version', '0')}+{digest}"
 
@@ -127,9 +129,8 @@ class VirtualStainNuclei:
         0.5 of each member's nuclei against the ensemble's), 0 when every member finds the same
         nuclei; ``std_mean``: the mean foreground standard deviation."""
         probs, std, members = self._predict(image, pixel_size_um)
-        px = self.canonical_pixel_um
-        small = labels_from_probabilities(probs, px)
-        agreement = [instance_scores(small, labels_from_probabilities(m, px)).f1 for m in members]
+        small = self._labels(probs)
+        agreement = [instance_scores(small, self._labels(m)).f1 for m in members]
         h, w = np.shape(image)
         rows = np.minimum((np.arange(h) + 0.5) * small.shape[0] / h, small.shape[0] - 1)
         cols = np.minimum((np.arange(w) + 0.5) * small.shape[1] / w, small.shape[1] - 1)
@@ -140,6 +141,14 @@ class VirtualStainNuclei:
             "std_mean": float(std.mean()),
         }
         return labels.astype(np.int32), extras
+
+    def _labels(self, probs: np.ndarray) -> np.ndarray:
+        return labels_from_probabilities(
+            probs,
+            self.canonical_pixel_um,
+            interior_threshold=self.interior_threshold,
+            foreground_threshold=self.interior_threshold,
+        )
 
     def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
         return self.segment_with_extras(image, pixel_size_um=pixel_size_um)[0]
