@@ -109,6 +109,11 @@ def test_deployments_schedule_and_conversion_trigger(
         events = deployed["event-triggered/event-triggered-divisions"]
         assert events.work_pool_name == "microscope-scope-1"
         EventTriggeredParams.model_validate(events.parameters["params"])
+        from flows import UncertaintyParams
+
+        smart = deployed["uncertainty-triggered/uncertainty-triggered-nuclei"]
+        assert smart.work_pool_name == "microscope-scope-1"
+        UncertaintyParams.model_validate(smart.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(
