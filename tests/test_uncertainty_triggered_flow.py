@@ -51,8 +51,14 @@ def test_every_seed_acquires_what_its_uncertainty_asked_for_and_pays_that_dose(
             if r["type"] == "decision" and r["decision"].get("role") == "cheap"
         ]
         assert len(cheap) == n
-        asked = sum(d["uncertainty"] > summary["threshold"] for d in cheap)
-        assert summary["expensive_acquisitions"] == asked == sum(d["acquire"] for d in cheap)
+        threshold = summary["threshold"]  # both rounded to 5 decimals in the records
+        assert all(
+            d["acquire"] == (d["uncertainty"] > threshold)
+            for d in cheap
+            if abs(d["uncertainty"] - threshold) > 1e-5
+        )
+        asked = sum(d["acquire"] for d in cheap)
+        assert summary["expensive_acquisitions"] == asked
         # the edges' own dose accounts: every DAPI frame costs the same, brightfield nothing
         assert summary["dose_static_mj"] > 0
         assert summary["dose_mj"] == pytest.approx(summary["dose_static_mj"] * asked / n)
