@@ -56,15 +56,20 @@ from ._track_params import TrackDatasetParams
 from ._tracking_demo import pick_dividing_cells, run_tracking_demo
 from ._tracking_params import PositionsFromOverview, TrackedPosition, TrackingParams
 from ._tracking_truth import score_tracking_on_simulation
+from ._uncertainty_demo import UNCERTAINTY_ACCURACY_TOLERANCE, run_uncertainty_demo
+from ._uncertainty_params import ChannelSetting, UncertaintyParams
+from ._uncertainty_truth import score_uncertainty_on_simulation
 
 __all__ = [
     "DEMO_DENSITY",
     "DEMO_REGION",
+    "UNCERTAINTY_ACCURACY_TOLERANCE",
     "AcquireParams",
     "AdaptiveIlluminationParams",
     "AnalysisHook",
     "AutofocusSettings",
     "ChannelExposure",
+    "ChannelSetting",
     "DatasetParams",
     "DemoUI",
     "DetailSettings",
@@ -96,6 +101,7 @@ __all__ = [
     "TrackDatasetParams",
     "TrackedPosition",
     "TrackingParams",
+    "UncertaintyParams",
     "autofocus_plan",
     "demo_params",
     "find_focus",
@@ -121,8 +127,10 @@ __all__ = [
     "run_plate_demo",
     "run_stimulation_demo",
     "run_tracking_demo",
+    "run_uncertainty_demo",
     "score_events_on_simulation",
     "score_targets",
     "score_tracking_on_simulation",
+    "score_uncertainty_on_simulation",
     "shorten_sequence",
 ]

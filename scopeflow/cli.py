@@ -163,6 +163,7 @@ DEMOS = (
     "stimulation",
     "optimise",
     "autofocus",
+    "uncertainty",
 )
 
 
@@ -243,6 +244,10 @@ def demo(
             from flows import run_focus_demo
 
             summary = run_focus_demo(data_dir, seed=seed, backend=backend, quiet=as_json)  # type: ignore[arg-type]
+        elif experiment == "uncertainty":
+            from flows import run_uncertainty_demo
+
+            summary = run_uncertainty_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
         elif experiment == "optimise":
             from flows import run_optimise_demo
 
@@ -415,6 +420,19 @@ def run_autofocus(
     from flows.focus_timelapse import autofocus_timelapse
 
     _run_flow(params, edge_url, token_file, FocusTimelapseParams, autofocus_timelapse)
+
+
+@run_app.command("uncertainty")
+def run_uncertainty(
+    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
+    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
+    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
+) -> None:
+    """Image the cheap channel, acquire the expensive one only where its prediction is unsure."""
+    from flows import UncertaintyParams
+    from flows.uncertainty_triggered import uncertainty_triggered
+
+    _run_flow(params, edge_url, token_file, UncertaintyParams, uncertainty_triggered)
 
 
 def _run_flow(

@@ -33,6 +33,7 @@ DEPLOYMENTS = {
     "stimulate-on-event/stimulate-on-event-optogenetics",
     "optimise-acquisition/optimise-acquisition-dapi",
     "autofocus/autofocus-drifting-timelapse",
+    "uncertainty-triggered/uncertainty-triggered-nuclei",
 }
 
 
@@ -117,6 +118,11 @@ def test_deployments_schedule_and_conversion_trigger(
         optimise = deployed["optimise-acquisition/optimise-acquisition-dapi"]
         assert optimise.work_pool_name == "microscope-scope-1"
         OptimiseAcquisitionParams.model_validate(optimise.parameters["params"])
+        from flows import UncertaintyParams
+
+        smart = deployed["uncertainty-triggered/uncertainty-triggered-nuclei"]
+        assert smart.work_pool_name == "microscope-scope-1"
+        UncertaintyParams.model_validate(smart.parameters["params"])
         offline = deployed["track-dataset/track-dataset-hpc"]
         TrackDatasetParams.model_validate(offline.parameters["params"])
         on_conversion = client.read_deployments(

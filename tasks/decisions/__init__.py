@@ -79,6 +79,11 @@ from ._targets import (
     select_targets,
 )
 from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingState
+from ._uncertainty_policy import (
+    UncertaintyRules,
+    UncertaintyState,
+    UncertaintyTriggeredPolicy,
+)
 
 __all__ = [
     "Acquire",
@@ -139,6 +144,9 @@ __all__ = [
     "TrackingRules",
     "TrackingState",
     "Trial",
+    "UncertaintyRules",
+    "UncertaintyState",
+    "UncertaintyTriggeredPolicy",
     "calibrate_plate",
     "check_plate_on_stage",
     "choose_targets",

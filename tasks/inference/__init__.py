@@ -30,6 +30,8 @@ from ._care import (
 )
 from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
 from ._care import PERCENTILES as RESTORATION_PERCENTILES
+from ._detection_metrics import detection_scores
+from ._frame_analysis import analyse_frame, has_frame_extras
 from ._make_backend import backend_for_profile, make_backend
 from ._measure import background_level, measure_objects
 from ._metrics import InstanceScores, instance_scores, iou_matrix, pool_scores
@@ -50,10 +52,16 @@ from ._restoration_metrics import (
     ssim,
 )
 from ._tiling import predict_tiled
-from ._unet import CANONICAL_PIXEL_UM, build_unet, normalize_percentiles
+from ._unet import CANONICAL_PIXEL_UM, build_unet, labels_from_probabilities, normalize_percentiles
 from ._unet import DEFAULT_CHANNELS as UNET_DEFAULT_CHANNELS
 from ._unet import DEFAULT_WEIGHTS as UNET_DEFAULT_WEIGHTS
 from ._unet import WEIGHTS_FORMAT as UNET_WEIGHTS_FORMAT
+from ._virtual_stain import (
+    VIRTUAL_STAIN_FORMAT,
+    VIRTUAL_STAIN_TRAIN_COMMAND,
+    VIRTUAL_STAIN_WEIGHTS,
+    VirtualStainNuclei,
+)
 
 __all__ = [
     "CANONICAL_PIXEL_UM",
@@ -65,6 +73,9 @@ __all__ = [
     "UNET_DEFAULT_CHANNELS",
     "UNET_DEFAULT_WEIGHTS",
     "UNET_WEIGHTS_FORMAT",
+    "VIRTUAL_STAIN_FORMAT",
+    "VIRTUAL_STAIN_TRAIN_COMMAND",
+    "VIRTUAL_STAIN_WEIGHTS",
     "BackendConfig",
     "BackendUnavailable",
     "BlurBaseline",
@@ -75,7 +86,9 @@ __all__ = [
     "ObjectTable",
     "RestorationModel",
     "SegmentationModel",
+    "VirtualStainNuclei",
     "WorkerLost",
+    "analyse_frame",
     "available_models",
     "available_restoration_models",
     "backend_for_profile",
@@ -84,9 +97,12 @@ __all__ = [
     "build_restoration_net",
     "build_unet",
     "chunk_indices",
+    "detection_scores",
     "export_bioimageio_package",
+    "has_frame_extras",
     "instance_scores",
     "iou_matrix",
+    "labels_from_probabilities",
     "load_model",
     "load_pair",
     "load_restoration_model",

@@ -31,6 +31,13 @@ def unet(**options: Any) -> SegmentationModel:
     return UNetNuclei(**options)
 
 
+def virtual_stain(**options: Any) -> SegmentationModel:
+    """``VirtualStainNuclei(**options)``: nuclei from brightfield, with the ensemble's doubt."""
+    from ._virtual_stain import VirtualStainNuclei
+
+    return VirtualStainNuclei(**options)
+
+
 def gaussian(**options: Any) -> RestorationModel:
     """``GaussianRestorer(sigma=...)``: the classical blur baseline (tasks.inference._gaussian)."""
     from ._gaussian import GaussianRestorer
@@ -52,7 +59,7 @@ def n2v(**options: Any) -> RestorationModel:
     return CareDenoiser(**{"mode": "n2v", **options})
 
 
-BUILTIN_MODELS = {"classical": classical, "unet": unet}
+BUILTIN_MODELS = {"classical": classical, "unet": unet, "virtual-stain": virtual_stain}
 BUILTIN_RESTORATION_MODELS = {"care": care, "gaussian": gaussian, "n2v": n2v}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._backend_core import InferenceError, model_failure
+from ._frame_analysis import analyse_frame, has_frame_extras
 from ._measure import measure_objects
 from ._registry import load_model
 
@@ -63,6 +64,8 @@ class LoadedModel:
         naming the frame's index (``first_index`` + position). ``objects``: return each
         frame's ObjectTable (measured here, next to the frame) instead of its labels."""
         frames = [self._resolve(f, first_index, i) for i, f in enumerate(frames)]
+        if objects and has_frame_extras(self.model):
+            return [self._analyse(f, pixel_size_um, first_index, i) for i, f in enumerate(frames)]
         started = time.perf_counter()
         labels = self._segment(frames, pixel_size_um, first_index)
         model_ms = (time.perf_counter() - started) * 1e3 / max(1, len(frames))
@@ -72,6 +75,18 @@ class LoadedModel:
             measure_objects(lab, np.asarray(frame), model_ms=model_ms)
             for frame, lab in zip(frames, labels, strict=True)
         ]
+
+    def _analyse(
+        self, frame: Any, pixel_size_um: float | None, first_index: int | None, position: int
+    ) -> Any:
+        """One frame's objects with the model's own frame numbers (``segment_with_extras``)."""
+        try:
+            table = analyse_frame(self.model, np.asarray(frame), pixel_size_um=pixel_size_um)
+        except Exception as exc:
+            index = None if first_index is None else first_index + position
+            raise model_failure(self.spec, index, exc, self._where()) from None
+        self.frames += 1
+        return table
 
     def _resolve(self, frame: Any, first_index: int | None, position: int) -> Any:
         """Pixels for a shared-memory frame reference (read here, on the worker); else as is."""

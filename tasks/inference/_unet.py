@@ -30,6 +30,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "UNetNuclei",
     "build_unet",
+    "labels_from_probabilities",
     "normalize_percentiles",
 ]
 
@@ -250,26 +251,47 @@ class UNetNuclei:
         return map_same_shape(images, segment_group)
 
     def postprocess(self, probs: np.ndarray, pixel_size_um: float) -> np.ndarray:
-        """Seeds: maxima (depth >= ``split_depth_um``) of the distance map of the interior mask,
-        so touching nuclei whose interiors merge at a neck still get one seed each; grown by
-        watershed on the interior probability over the foreground mask; small objects dropped.
-        """
-        from scipy import ndimage as ndi
-        from skimage.morphology import h_maxima
-        from skimage.segmentation import watershed
+        """Instances from class probabilities (``labels_from_probabilities``)."""
+        return labels_from_probabilities(
+            probs,
+            pixel_size_um,
+            interior_threshold=self.interior_threshold,
+            foreground_threshold=self.foreground_threshold,
+            min_radius_um=self.min_radius_um,
+            split_depth_um=self.split_depth_um,
+        )
 
-        interior, fg = probs[1], probs[1] + probs[2]
-        inner = interior > self.interior_threshold
-        if not inner.any():
-            return np.zeros(interior.shape, np.int32)
-        dist = ndi.distance_transform_edt(inner) * pixel_size_um
-        dist = ndi.gaussian_filter(dist, 0.5)
-        seeds, _ = ndi.label(h_maxima(dist, self.split_depth_um).astype(bool) & inner)
-        mask = (fg > self.foreground_threshold) | inner
-        labels = watershed(-interior, seeds, mask=mask)
-        min_area = math.pi * (self.min_radius_um / pixel_size_um) ** 2
-        areas = np.bincount(labels.ravel())
-        small = areas < min_area
-        small[0] = False
-        labels[small[labels]] = 0
-        return relabel(labels)
+
+def labels_from_probabilities(
+    probs: np.ndarray,
+    pixel_size_um: float,
+    *,
+    interior_threshold: float = 0.5,
+    foreground_threshold: float = 0.5,
+    min_radius_um: float = 1.5,
+    split_depth_um: float = 1.0,
+) -> np.ndarray:
+    """Instances from (background, interior, boundary) probabilities. Seeds: maxima (depth >=
+    ``split_depth_um``) of the distance map of the interior mask, so touching nuclei whose
+    interiors merge at a neck still get one seed each; grown by watershed on the interior
+    probability over the foreground mask; small objects dropped.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    interior, fg = probs[1], probs[1] + probs[2]
+    inner = interior > interior_threshold
+    if not inner.any():
+        return np.zeros(interior.shape, np.int32)
+    dist = ndi.distance_transform_edt(inner) * pixel_size_um
+    dist = ndi.gaussian_filter(dist, 0.5)
+    seeds, _ = ndi.label(h_maxima(dist, split_depth_um).astype(bool) & inner)
+    mask = (fg > foreground_threshold) | inner
+    labels = watershed(-interior, seeds, mask=mask)
+    min_area = math.pi * (min_radius_um / pixel_size_um) ** 2
+    areas = np.bincount(labels.ravel())
+    small = areas < min_area
+    small[0] = False
+    labels[small[labels]] = 0
+    return relabel(labels)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tasks.inference import InferenceBackend, InferenceError, load_model, measure_objects
+from tasks.inference import InferenceBackend, InferenceError, analyse_frame, load_model
 
 from ._sources import LiveFrame
 
@@ -234,10 +234,8 @@ class Analyzer:
         if missed or (self.mode == "remote" and self.backend is not None):
             self._to_local(frame.index, reason)
         pixels = frame.pixels()
-        started = time.perf_counter()
-        labels = self._fallback.segment(pixels, pixel_size_um=frame.header.pixel_size_um)
-        model_ms = (time.perf_counter() - started) * 1e3
-        result = measure_objects(labels, pixels, model_ms=model_ms)
+        result = analyse_frame(self._fallback, pixels, pixel_size_um=frame.header.pixel_size_um)
+        model_ms = result.model_ms
         return Analysis(
             frame, result, "local", ticket.submitted_ns, time.time_ns(), model_ms, missed, reason
         )

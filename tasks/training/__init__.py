@@ -3,6 +3,7 @@ worker processes, Noise2Void masking, and the trainers (run as scripts)::
 
     python -m tasks.training.train_unet --seed 0 --out unet.pt
     python -m tasks.training.train_restoration --mode care --seed 0 --out care.pt
+    python -m tasks.training.train_virtual_stain --seed 0 --out virtual_stain.pt
 
 The trainers' configs and ``train``/``save`` are imported from their modules
 (``tasks.training.train_unet``, ``tasks.training.train_restoration``), so that running them
@@ -36,6 +37,7 @@ from ._training_data import (
     simulated_frame,
     simulated_frames,
 )
+from ._virtual_stain_data import StainFrame, stain_frames
 
 __all__ = [
     "N2V_MASK_FRACTION",
@@ -45,6 +47,7 @@ __all__ = [
     "FrameSettings",
     "NoiseModel",
     "SimFrame",
+    "StainFrame",
     "add_camera_noise",
     "add_confocal_noise",
     "estimate_noise_gain",
@@ -59,6 +62,7 @@ __all__ = [
     "sim_pair",
     "simulated_frame",
     "simulated_frames",
+    "stain_frames",
     "synthetic_clean",
     "tissue_clean",
     "training_batches",
