@@ -13,6 +13,7 @@ from tasks.decisions import SelectionRules
 from tasks.inference import BackendConfig
 
 from ._edge_params import MicroscopeConnection
+from ._focus import AutofocusSettings
 
 __all__ = ["DetailSettings", "OverviewSettings", "Region", "TargetedImagingParams"]
 
@@ -94,6 +95,12 @@ class TargetedImagingParams(MicroscopeConnection):
     transport: Literal["auto", "shm", "tcp", "websocket"] = "auto"
     output_dir: Path = Path("scopeflow-data")
     focus_z_um: float = Field(0.0, description="Focus position the z-stacks are centred on")
+    autofocus: AutofocusSettings | None = Field(
+        None,
+        description="Find focus at each target (a search around the last focus found, first "
+        "focus_z_um, at the detail objective, scored on the autofocus workers) and centre its "
+        "z-stack there; None: every stack around focus_z_um",
+    )
     score_against_truth: bool = Field(
         True, description="Ask a simulated edge for ground truth and score the targets"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.decisions import Detection, FrameGeometry, tile_grid
 from tasks.hardware import EdgeClient
 
+from ._focus_step import focus_errors_um, simulated_dof_um
 from ._targeted_params import TargetedImagingParams
 
 __all__ = ["MosaicCanvas", "RunRecord", "mosaic_canvas", "score_targets", "summarise"]
@@ -46,6 +48,7 @@ class RunRecord:
     started: float
     analysis: dict[str, Any] = field(default_factory=dict)  # where the model ran
     queueing_ms: list[float] = field(default_factory=list)  # per tile: behind earlier tiles
+    focus: list[dict[str, Any]] = field(default_factory=list)  # per target: its autofocus call
 
 
 def score_targets(
@@ -110,7 +113,7 @@ def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any
         ca_file=params.edge_ca_file,
     ) as edge:
         state = edge.wait_until_idle()
-        truth = None
+        truth = focus_error = None
         if params.score_against_truth and state.simulated:
             margin = 20.0
             x0, y0, x1, y1 = params.region.as_tuple()
@@ -118,6 +121,11 @@ def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any
             truth = score_targets(
                 [(t.x_um, t.y_um) for t in record.targets], cells, params.region.as_tuple()
             )
+            planes = _focus_planes(record.stores)
+            focus_error = {
+                on: focus_errors_um(edge, planes, _dof_um(params), on=on)
+                for on in ("cell", "layer")
+            }
     summary: dict[str, Any] = {
         "run_id": record.run_id,
         "prefect_flow_run_id": _flow_run_id(),
@@ -132,6 +140,8 @@ def summarise(params: TargetedImagingParams, record: RunRecord) -> dict[str, Any
         "detail_vs_full_tiling": round(detail_frames / full_tiling, 4) if full_tiling else None,
         "stage_travel_um": round(record.travel_um, 1),
         "truth": truth,
+        "autofocus": record.focus or None,
+        "detail_focus_error_um": focus_error,
         "analysis": record.analysis,
         "stores": {
             "journal": state.journal,
@@ -155,6 +165,7 @@ def _publish(params: TargetedImagingParams, record: RunRecord, summary: dict[str
             "area_um2": round(t.area_um2, 1),
             "score": round(t.score, 1),
             "store": record.stores[i].name if i < len(record.stores) else "",
+            **_focus_columns(record, i),
         }
         for i, t in enumerate(record.targets)
     ]
@@ -269,6 +280,34 @@ def _p50_p99(values: list[float]) -> dict[str, float]:
         "p50": round(float(np.percentile(values, 50)), 2),
         "p99": round(float(np.percentile(values, 99)), 2),
     }
+
+
+def _focus_columns(record: RunRecord, i: int) -> dict[str, Any]:
+    """Target ``i``'s autofocus in the targets table (nothing without autofocus)."""
+    if i >= len(record.focus):
+        return {}
+    f = record.focus[i]
+    return {"focus_z_um": f["stack_centre_z_um"], "focus_found": f["found"],
+            "focus_frames": f["frames"]}  # fmt: skip
+
+
+def _focus_planes(stores: list[Path]) -> list[tuple[float, float, float, float]]:
+    """(x, y, z, sample time) of each stored stack's centre plane (the one meant in focus)."""
+    out = []
+    for store in stores:
+        attrs = json.loads((store / "zarr.json").read_text())["attributes"]["scopeflow"]
+        plane = attrs.get("focus_plane")
+        if plane and plane.get("sample_time_s") is not None:
+            out.append((plane["x_um"], plane["y_um"], plane["z_um"], plane["sample_time_s"]))
+    return out
+
+
+def _dof_um(params: TargetedImagingParams) -> float | None:
+    """The depth of field a detail plane is judged by: the autofocus optics', else the
+    simulator's objective of ``detail.objective``."""
+    if params.autofocus is not None:
+        return params.autofocus.optics.dof_um()
+    return simulated_dof_um(params.detail.objective, params.detail.channel)
 
 
 def _planes_in(stores: list[Path]) -> int:

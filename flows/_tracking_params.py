@@ -13,6 +13,7 @@ from tasks.decisions import SelectionRules
 from tasks.inference import BackendConfig
 
 from ._edge_params import MicroscopeConnection
+from ._focus import AutofocusSettings
 from ._targeted_params import OverviewSettings, Region
 
 __all__ = ["PositionsFromOverview", "TrackedPosition", "TrackingParams"]
@@ -90,6 +91,11 @@ class TrackingParams(MicroscopeConnection):
     deadband_um: float = Field(1.0, ge=0, description="Closer than this: the stage stays")
     link_distance_um: float = Field(15.0, gt=0, description="Farthest a cell moves per step")
     on_lost: Literal["reacquire", "drop"] = "reacquire"
+    autofocus: AutofocusSettings | None = Field(
+        None,
+        description="Find each position's focus (a search around z_um, scored on the "
+        "autofocus workers) before its first time point, and track there; None: all at z_um",
+    )
     run_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._\-]+$",

@@ -7,9 +7,10 @@ inside the segmentation task; Prefect only sees small results (detections, targe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,10 +43,19 @@ from tasks.live import (
 from tasks.storage import write_zstack
 
 from ._acquisition_report import reports_acquisition
+from ._focus import open_focus_workers
+from ._focus_step import check_autofocus
+from ._targeted_focus import focus_and_acquire_details
 from ._targeted_params import DetailSettings, TargetedImagingParams
 from ._targeted_summary import RunRecord, summarise
 
-__all__ = ["OverviewPlan", "TargetedRun", "detail_stacks", "targeted_imaging"]
+__all__ = [
+    "OverviewPlan",
+    "TargetedRun",
+    "detail_stacks",
+    "focus_and_acquire_details",
+    "targeted_imaging",
+]
 
 
 class TargetedRun(Protocol):
@@ -231,14 +241,18 @@ def post_detail_acquisitions(
 def store_detail_stacks(
     params: TargetedImagingParams,
     targets: list[Detection],
-    detail_id: str,
+    detail_id: str | list[str],
     first_frame: int,
     run_dir: Path,
+    focus: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Stream this run's detail frames back (by command id, until the edge says the command is
-    done) and write one OME-Zarr z-stack per target; a target whose stack lost an event to a
-    device failure is logged and not stored incomplete."""
-    per_target = len(params.detail.z_offsets())
+    """Stream this run's detail frames back (by command id: one for all stacks, or one per
+    stack, until the edge says each is done) and write one OME-Zarr z-stack per target, its
+    focus plane (stage z, sample time, edge frame) and autofocus record in the attributes; a
+    target whose stack lost an event to a device failure is logged and not stored incomplete."""
+    offsets = params.detail.z_offsets()
+    per_target = len(offsets)
+    centre = min(range(per_target), key=lambda k: abs(offsets[k]))
     stores: list[Path] = []
     if not targets:
         return stores
@@ -248,6 +262,22 @@ def store_detail_stacks(
         for target, stack, h, indices in detail_stacks(
             edge, detail_id, first_frame, per_target, params.transport
         ):
+            plane = edge.frame(indices[centre]).header
+            attributes: dict[str, Any] = {
+                "target": targets[target].as_dict(),
+                "stage": h.stage.model_dump(),
+                "edge_frames": [indices[0], indices[-1]],
+                "command_id": h.command_id,
+                "focus_plane": {
+                    "frame": indices[centre],
+                    "x_um": plane.stage.x,
+                    "y_um": plane.stage.y,
+                    "z_um": plane.stage.z,
+                    "sample_time_s": plane.sample_time_s,
+                },
+            }
+            if focus is not None:
+                attributes["autofocus"] = focus[target]
             stores.append(
                 write_zstack(
                     out / f"target-{target:04d}.ome.zarr",
@@ -256,40 +286,46 @@ def store_detail_stacks(
                     z_step_um=params.detail.z_step_um,
                     name=f"target {target}",
                     channel=h.channel,
-                    attributes={
-                        "target": targets[target].as_dict(),
-                        "stage": h.stage.model_dump(),
-                        "edge_frames": [indices[0], indices[-1]],
-                        "command_id": detail_id,
-                    },
+                    attributes=attributes,
                 )
             )
     return stores
 
 
 def detail_stacks(
-    edge: EdgeClient, detail_id: str, first_frame: int, per_target: int, transport: Transport
+    edge: EdgeClient,
+    detail_id: str | Collection[str],
+    first_frame: int,
+    per_target: int,
+    transport: Transport,
 ) -> Iterator[tuple[int, np.ndarray, FrameHeader, list[int]]]:
-    """The detail command's z-stacks as they stream back: (target, stack, last frame's header,
-    edge frame indices), until the edge says the command is done. A stack that lost an event
-    to a device failure is logged and not yielded incomplete."""
+    """The detail command's (or commands') z-stacks as they stream back: (target, stack, last
+    frame's header, edge frame indices), until the edge says every command is done. A stack
+    that lost an event to a device failure is logged and not yielded incomplete."""
+    waiting = {detail_id} if isinstance(detail_id, str) else set(detail_id)
+    if not waiting:
+        return
     stack: list[np.ndarray] = []
     indices: list[int] = []
     for item in edge.frames(first_frame, transport=transport, notices=True):
-        if isinstance(item, CommandDone) and item.command_id == detail_id:
+        if isinstance(item, CommandDone) and item.command_id in waiting:
             if item.outcome != "completed":
                 _log().warning(
                     "detail stacks %s: %s (%d of %d events failed or dropped)",
-                    detail_id,
+                    item.command_id,
                     item.outcome,
                     item.failed + item.dropped,
                     item.events,
                 )
-            return
-        if isinstance(item, EventFailed) and item.command_id == detail_id:
+                stack, indices = [], []  # a stack cut short is not completed by the next one
+            waiting.discard(item.command_id)
+            if not waiting:
+                return
+            continue
+        if isinstance(item, EventFailed) and item.command_id in waiting:
             _log().warning("detail event %d failed: %s", item.event_number, item.error)
             continue
-        if not isinstance(item, Frame) or item.header.command_id != detail_id:
+        if not isinstance(item, Frame) or item.header.command_id not in waiting:
             continue
         stack.append(item.pixels)
         indices.append(item.index)
@@ -308,14 +344,28 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     # one run controls the microscope at a time: its tasks' clients speak for the lease
-    with params.connect() as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
+    focus: list[dict[str, Any]] | None = None
+    with contextlib.ExitStack() as stack:
+        edge = stack.enter_context(params.connect())
+        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+        limits = None
+        if params.autofocus is not None:  # bad focus settings stop the run before any move
+            limits = check_autofocus(edge, params.autofocus, params.focus_z_um, "targeted imaging")
         plan = plan_overview(params)
         with _open_backend(params) as backend:
             analysis = _where_analysis_ran(params, backend)
             overview = segment_overview(params, plan, backend, run_id, run_dir)
         targets = decide_targets(params, overview.detections)
-        detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
-        stores = store_detail_stacks(params, targets, detail_id, overview.first_frame, run_dir)
+        if params.autofocus is None or limits is None:
+            detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
+        else:  # the focus workers: opened once, for every target
+            workers = stack.enter_context(open_focus_workers(params.autofocus))
+            detail_id, detail_pixel_um, focus = focus_and_acquire_details(
+                params, targets, run_id, run_dir, limits, workers
+            )
+        stores = store_detail_stacks(
+            params, targets, detail_id, overview.first_frame, run_dir, focus
+        )
     return summarise(
         params,
         RunRecord(
@@ -332,6 +382,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
             travel_um=path_length_um(np.array([(t.x_um, t.y_um) for t in targets])),
             started=started,
             analysis=analysis,
+            focus=focus or [],
         ),
     )
 

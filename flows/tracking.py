@@ -51,9 +51,12 @@ from tasks.live import (
     LoopSettings,
     run_edge_phase,
 )
+from tasks.qc import QCWorkers
 from tasks.storage import write_ctc_result, write_zstack
 
 from ._acquisition_report import reports_acquisition
+from ._focus import open_focus_workers
+from ._focus_step import check_autofocus, focus_errors_um, focus_here, simulated_dof_um
 from ._live_analysis import live_analyzer, local_model, open_backend, where_analysis_ran
 from ._targeted_params import TargetedImagingParams
 from ._tracking_params import TrackedPosition, TrackingParams
@@ -79,6 +82,7 @@ class TrackingOutcome:
     loop: dict[str, Any]
     analysis: dict[str, Any]  # where the model ran: engine, compute profile, workers
     mosaic_path: Path | None = None  # the overview the positions came from, if any
+    focus: tuple[dict[str, Any], ...] = ()  # each position's autofocus call, if any
 
 
 @task(name="prepare-tracking", cache_policy=NO_CACHE)
@@ -105,6 +109,31 @@ def prepare_tracking(params: TrackingParams) -> int:
         return edge.state().frames_journaled
 
 
+@task(name="focus-positions", cache_policy=NO_CACHE)
+def focus_positions(
+    params: TrackingParams, run_id: str, run_dir: Path, workers: QCWorkers | None
+) -> list[dict[str, Any]]:
+    """Each position's focus before its first time point: one autofocus call per position
+    (loop phase ``focus-p<position>``), the search centred on the last focus found (first:
+    ``z_um``); a position where none is found is tracked at that centre (its record says why)."""
+    assert params.autofocus is not None
+    records: list[dict[str, Any]] = []
+    z = params.z_um
+    with params.connect() as edge:
+        for p, position in enumerate(params.tracked_positions()):
+            record = focus_here(
+                edge, workers, params.autofocus, x_um=position.x_um, y_um=position.y_um,
+                z_um=z, run_id=run_id, phase=f"focus-p{p:03d}", log_dir=run_dir / "focus",
+            )  # fmt: skip
+            records.append({"position": position.name, **record})
+            z = record["z_um"] if record["found"] else z
+    print(
+        "autofocus: "
+        + ", ".join(f"{r['position']} z {r['z_um']:.2f} µm ({r['frames']} frames)" for r in records)
+    )
+    return records
+
+
 @task(name="track", cache_policy=NO_CACHE)
 def track_cells(
     params: TrackingParams,
@@ -112,8 +141,10 @@ def track_cells(
     run_dir: Path,
     first_frame: int,
     backend: InferenceBackend | None,
+    focus: list[dict[str, Any]] | None = None,
 ) -> TrackingOutcome:
-    """The live loop: every frame analysed, linked, and the next one re-centred."""
+    """The live loop: every frame analysed, linked, and the next one re-centred (each position
+    at its focus when ``focus`` gives one)."""
     rules = TrackingRules(
         time_points=params.time_points,
         interval_s=params.interval_s,
@@ -128,7 +159,11 @@ def track_cells(
         ),
     )
     positions = params.tracked_positions()
-    policy = TrackingPolicy([(p.name, p.x_um, p.y_um) for p in positions], rules)
+    policy = TrackingPolicy(
+        [(p.name, p.x_um, p.y_um) for p in positions],
+        rules,
+        z_um=[r["z_um"] for r in focus] if focus else None,
+    )
     analysis = where_analysis_ran(params, backend)
     analyzer = live_analyzer(params, backend)
     decisions_path = run_dir / "decisions.jsonl"
@@ -151,7 +186,9 @@ def track_cells(
         key="tracking-loop-latency",
         description="Frame ready -> decision -> command, split",
     )
-    return TrackingOutcome(run_dir, tracks_path, decisions_path, report.summary(), analysis)
+    return TrackingOutcome(
+        run_dir, tracks_path, decisions_path, report.summary(), analysis, focus=tuple(focus or ())
+    )
 
 
 @task(name="store-tracks", cache_policy=NO_CACHE)
@@ -246,12 +283,17 @@ def summarise_tracking(
         "queueing_ms": {k: round(v, 2) for k, v in waiting.items()},
         "refused": outcome.loop["refused"],
         "resumed": _resumed(outcome),
+        "autofocus": list(outcome.focus) or None,
         "stores": [str(s) for s in stores],
         "wall_s": round(time.perf_counter() - started, 1),
     }
     create_table_artifact(rows, key="tracking-tracks", description="Tracks per position")
     frames, _ = _frames_by_position(outcome.decisions_path)
     with params.connect() as edge:
+        if edge.state().simulated:
+            summary["focus_error_um"] = focus_errors_um(
+                edge, _focus_samples(outcome.decisions_path), _dof_um(params)
+            )
         last = {
             position["name"]: edge.frame(frames[p][max(frames[p])])
             for p, position in enumerate(tracks["positions"])
@@ -300,6 +342,8 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
         # one run controls the microscope at a time: its tasks' clients speak for the lease
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+        if params.autofocus is not None:  # bad focus settings stop the run before any move
+            check_autofocus(edge, params.autofocus, params.z_um, "tracking")
         if params.positions == "from_overview":  # the workers segment the overview too
             backend = open_backend(params)
             if backend is None:  # the params' validator asks for backend or profile
@@ -312,7 +356,11 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
             backend = open_backend(params)
             if backend is not None:  # the workers (and batch jobs) close with the phases
                 stack.enter_context(backend)
-        outcome = track_cells(params, run_id, run_dir, first, backend)
+        focus = None
+        if params.autofocus is not None:  # the focus workers: opened once, for every position
+            workers = stack.enter_context(open_focus_workers(params.autofocus))
+            focus = focus_positions(params, run_id, run_dir, workers)
+        outcome = track_cells(params, run_id, run_dir, first, backend, focus)
         outcome = replace(outcome, mosaic_path=mosaic)
         stores = store_tracks(params, outcome, backend)
     return summarise_tracking(params, outcome, stores, started)
@@ -373,6 +421,23 @@ def _far_apart(targets: list[Detection], count: int, separation_um: float) -> li
         if len(chosen) == count:
             break
     return chosen
+
+
+def _focus_samples(decisions: Path) -> list[tuple[float, float, float, float]]:
+    """(x, y, z, sample time) of every tracked frame, from the decision log."""
+    return [
+        (*r["stage"], float(r["sample_time_s"]))
+        for r in DecisionLog.read(decisions)
+        if r.get("type") == "decision" and r.get("sample_time_s") is not None
+    ]
+
+
+def _dof_um(params: TrackingParams) -> float | None:
+    """The depth of field the focus error is judged by: the autofocus optics', else the
+    simulator's objective of ``params.objective`` (None for a name without a magnification)."""
+    if params.autofocus is not None:
+        return params.autofocus.optics.dof_um()
+    return simulated_dof_um(params.objective, params.channel)
 
 
 def _resumed(outcome: TrackingOutcome) -> dict[str, int]:

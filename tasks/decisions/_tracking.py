@@ -12,6 +12,7 @@ is re-acquired (the object nearest the field's centre) or its position dropped, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ class PositionTrack:
     centring_error_um: dict[int, float] = field(default_factory=dict)
     path: dict[int, tuple[float, float]] = field(default_factory=dict)  # the followed cell
     fov_um: float | None = None
+    z_um: float | None = None  # this position's focus (None: the rules' z_um)
     label_tracks: dict[int, dict[int, int]] = field(default_factory=dict)  # t -> label -> track
 
 
@@ -77,9 +79,18 @@ class TrackingState:
 class TrackingPolicy:
     """Pure apart from its linkers' bookkeeping, which lives in the state it returns."""
 
-    def __init__(self, positions: list[tuple[str, float, float]], rules: TrackingRules) -> None:
+    def __init__(
+        self,
+        positions: list[tuple[str, float, float]],
+        rules: TrackingRules,
+        z_um: Sequence[float] | None = None,
+    ) -> None:
+        """``z_um``: each position's focus (e.g. found by an autofocus step before the loop);
+        None: every position at ``rules.z_um``."""
         if not positions:
             raise ValueError("tracking needs at least one position")
+        if z_um is not None and len(z_um) != len(positions):
+            raise ValueError(f"give one z per position: {len(z_um)} for {len(positions)}")
         if rules.recentre == "move_stage" and len(positions) != 1:
             raise ValueError(
                 "recentre='move_stage' follows one cell by moving the stage: give one position, "
@@ -87,20 +98,23 @@ class TrackingPolicy:
             )
         self.positions = positions
         self.rules = rules
+        self.z_um = None if z_um is None else tuple(float(z) for z in z_um)
 
     def initial_state(self) -> TrackingState:
+        zs = self.z_um or (None,) * len(self.positions)
         return TrackingState(
             [
-                PositionTrack(name, x, y, OnlineLinker(self.rules.linker))
-                for name, x, y in self.positions
+                PositionTrack(name, x, y, OnlineLinker(self.rules.linker), z_um=z)
+                for (name, x, y), z in zip(self.positions, zs, strict=True)
             ]
         )
 
     def first_commands(self, state: TrackingState) -> tuple[Command, ...]:
         if self.rules.recentre == "move_stage":
             position = state.positions[0]
+            z = self.rules.z_um if position.z_um is None else position.z_um
             return (
-                Direct("start", MoveStage(x=position.x_um, y=position.y_um, z=self.rules.z_um)),
+                Direct("start", MoveStage(x=position.x_um, y=position.y_um, z=z)),
                 Acquire("timelapse", tuple(self._timelapse())),
             )
         return tuple(self._acquire(state, 0, p) for p in range(len(state.positions)))
@@ -223,7 +237,7 @@ class TrackingPolicy:
         event = useq.MDAEvent(
             x_pos=position.x_um,
             y_pos=position.y_um,
-            z_pos=r.z_um,
+            z_pos=r.z_um if position.z_um is None else position.z_um,
             channel=r.channel,
             exposure=r.exposure_ms,
             index={"t": t, "p": p},
