@@ -35,7 +35,9 @@ from prefect.cache_policies import NO_CACHE
 from scopeflow import ConfigurationError
 from tasks.decisions import (
     Detection,
+    FocusedTrackingPolicy,
     LinkerSettings,
+    RefocusRules,
     TrackingPolicy,
     TrackingRules,
     TrackingState,
@@ -49,13 +51,15 @@ from tasks.inference import (
 from tasks.live import (
     DecisionLog,
     LoopSettings,
+    RoutedAnalyzer,
+    route_by_index,
     run_edge_phase,
 )
 from tasks.qc import QCWorkers
 from tasks.storage import write_ctc_result, write_zstack
 
 from ._acquisition_report import reports_acquisition
-from ._focus import open_focus_workers
+from ._focus import focus_analyzer, open_focus_workers
 from ._focus_step import check_autofocus, focus_errors_um, focus_here, simulated_dof_um
 from ._live_analysis import live_analyzer, local_model, open_backend, where_analysis_ran
 from ._targeted_params import TargetedImagingParams
@@ -83,6 +87,7 @@ class TrackingOutcome:
     analysis: dict[str, Any]  # where the model ran: engine, compute profile, workers
     mosaic_path: Path | None = None  # the overview the positions came from, if any
     focus: tuple[dict[str, Any], ...] = ()  # each position's autofocus call, if any
+    refocus: tuple[dict[str, Any], ...] = ()  # the loop's own autofocus calls (autofocus.every)
 
 
 @task(name="prepare-tracking", cache_policy=NO_CACHE)
@@ -142,9 +147,12 @@ def track_cells(
     first_frame: int,
     backend: InferenceBackend | None,
     focus: list[dict[str, Any]] | None = None,
+    focus_workers: QCWorkers | None = None,
+    z_limits_um: tuple[float, float] | None = None,
 ) -> TrackingOutcome:
     """The live loop: every frame analysed, linked, and the next one re-centred (each position
-    at its focus when ``focus`` gives one)."""
+    at its focus when ``focus`` gives one; with autofocus ``every`` k > 0, every k-th time
+    point re-focused first, its sweep frames scored on ``focus_workers``)."""
     rules = TrackingRules(
         time_points=params.time_points,
         interval_s=params.interval_s,
@@ -165,7 +173,17 @@ def track_cells(
         z_um=[r["z_um"] for r in focus] if focus else None,
     )
     analysis = where_analysis_ran(params, backend)
-    analyzer = live_analyzer(params, backend)
+    analyzer: Any = live_analyzer(params, backend)
+    af = params.autofocus
+    if af is not None and af.every > 0 and z_limits_um is not None:
+        rules_af = af.rules(z_limits_um)
+        refocus = RefocusRules(rules_af, af.every, af.method, af.channel, af.exposure_ms)
+        policy = FocusedTrackingPolicy(policy, refocus)
+        analyzer = RoutedAnalyzer(
+            {"track": analyzer, "focus": focus_analyzer(focus_workers, af.deadline_ms)},
+            route_by_index("a", "focus", "track"),
+            primary="track",
+        )
     decisions_path = run_dir / "decisions.jsonl"
     with params.connect() as edge:
         report = run_edge_phase(
@@ -179,15 +197,30 @@ def track_cells(
             transport=params.transport,
             settings=LoopSettings(budget_ms=params.interval_s * 1e3),
         )
+    state = report.state
+    refocused: list[dict[str, Any]] = []
+    if isinstance(policy, FocusedTrackingPolicy):
+        refocused = [
+            {"position": p.name, **call}
+            for p, f in zip(positions, state.focus, strict=True)
+            for call in f.calls
+        ]
+        state = state.tracking
     tracks_path = run_dir / "tracks.json"
-    tracks_path.write_text(json.dumps(_tracks_document(report.state), indent=1))
+    tracks_path.write_text(json.dumps(_tracks_document(state), indent=1))
     create_markdown_artifact(
         f"# Loop latency, run {run_id}\n\n{report.markdown()}\n",
         key="tracking-loop-latency",
         description="Frame ready -> decision -> command, split",
     )
     return TrackingOutcome(
-        run_dir, tracks_path, decisions_path, report.summary(), analysis, focus=tuple(focus or ())
+        run_dir,
+        tracks_path,
+        decisions_path,
+        report.summary(),
+        analysis,
+        focus=tuple(focus or ()),
+        refocus=tuple(refocused),
     )
 
 
@@ -284,6 +317,7 @@ def summarise_tracking(
         "refused": outcome.loop["refused"],
         "resumed": _resumed(outcome),
         "autofocus": list(outcome.focus) or None,
+        "refocus": _refocus_summary(outcome.refocus) if params.autofocus else None,
         "stores": [str(s) for s in stores],
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -342,8 +376,9 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
         # one run controls the microscope at a time: its tasks' clients speak for the lease
         edge = stack.enter_context(params.connect())
         stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+        limits = None
         if params.autofocus is not None:  # bad focus settings stop the run before any move
-            check_autofocus(edge, params.autofocus, params.z_um, "tracking")
+            limits = check_autofocus(edge, params.autofocus, params.z_um, "tracking")
         if params.positions == "from_overview":  # the workers segment the overview too
             backend = open_backend(params)
             if backend is None:  # the params' validator asks for backend or profile
@@ -356,11 +391,11 @@ def tracking(params: TrackingParams) -> dict[str, Any]:
             backend = open_backend(params)
             if backend is not None:  # the workers (and batch jobs) close with the phases
                 stack.enter_context(backend)
-        focus = None
+        focus = workers = None
         if params.autofocus is not None:  # the focus workers: opened once, for every position
             workers = stack.enter_context(open_focus_workers(params.autofocus))
             focus = focus_positions(params, run_id, run_dir, workers)
-        outcome = track_cells(params, run_id, run_dir, first, backend, focus)
+        outcome = track_cells(params, run_id, run_dir, first, backend, focus, workers, limits)
         outcome = replace(outcome, mosaic_path=mosaic)
         stores = store_tracks(params, outcome, backend)
     return summarise_tracking(params, outcome, stores, started)
@@ -428,8 +463,21 @@ def _focus_samples(decisions: Path) -> list[tuple[float, float, float, float]]:
     return [
         (*r["stage"], float(r["sample_time_s"]))
         for r in DecisionLog.read(decisions)
-        if r.get("type") == "decision" and r.get("sample_time_s") is not None
+        if r.get("type") == "decision"
+        and r.get("sample_time_s") is not None
+        and not r["event_index"].get("a", 0)
     ]
+
+
+def _refocus_summary(calls: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The loop's own autofocus calls: how many, how many found focus, frames per call."""
+    frames = [c["frames"] for c in calls]
+    return {
+        "calls": len(calls),
+        "found": sum(bool(c["found"]) for c in calls),
+        "frames_mean": round(float(np.mean(frames)), 2) if frames else None,
+        "frames_max": max(frames) if frames else None,
+    }
 
 
 def _dof_um(params: TrackingParams) -> float | None:
@@ -499,11 +547,11 @@ def _tracks_document(state: TrackingState) -> dict[str, Any]:
 
 def _frames_by_position(decisions: Path) -> tuple[dict[int, dict[int, int]], dict[int, str]]:
     """position -> time point -> edge frame index, and where each frame was analysed
-    (``remote`` / ``local``), from the decision log."""
+    (``remote`` / ``local``), from the decision log (autofocus frames left out)."""
     out: dict[int, dict[int, int]] = {}
     where: dict[int, str] = {}
     for record in DecisionLog.read(decisions):
-        if record.get("type") == "decision":
+        if record.get("type") == "decision" and not record["event_index"].get("a", 0):
             index = record["event_index"]
             out.setdefault(int(index.get("p", 0)), {})[int(index.get("t", 0))] = record["frame"]
             where[record["frame"]] = record["analysed"]

@@ -90,40 +90,38 @@ def targeted(request, prefect_harness, tmp_path_factory) -> Iterator[dict[str, A
         yield {"seed": seed, "edge": edge, "client": client, "focused": focused, "plain": plain}
 
 
-def _plane_errors(client: EdgeClient, summary: dict[str, Any], on: str = "layer") -> list[float]:
-    """Each stored stack's centre plane against the truth, from the store's own attributes:
-    the cell layer's focus there (``layer``), or the target cell's own height (``cell``)."""
-    errors = []
+def _planes(client: EdgeClient, summary: dict[str, Any]) -> list[tuple[float, float]]:
+    """Each stored stack's centre plane (from the store's own attributes) against the truth at
+    its place and instant: (z - the target cell's own height, that cell's height above the
+    cell layer's focus)."""
+    out = []
     for store in summary["stores"]["targets"]:
         attrs = json.loads((Path(store) / "zarr.json").read_text())["attributes"]["scopeflow"]
         p = attrs["focus_plane"]
         x, y, z, t = p["x_um"], p["y_um"], p["z_um"], p["sample_time_s"]
-        if on == "layer":
-            errors.append(_truth_error(client, x, y, z, t))
-        else:
-            cells = client.truth((x - 15.0, y - 15.0, x + 15.0, y + 15.0), t)["cells"]
-            cell = min(cells, key=lambda c: (c["x_um"] - x) ** 2 + (c["y_um"] - y) ** 2)
-            errors.append(z - cell["z_um"])
-    return errors
+        truth = client.truth((x - 15.0, y - 15.0, x + 15.0, y + 15.0), t)
+        cell = min(truth["cells"], key=lambda c: (c["x_um"] - x) ** 2 + (c["y_um"] - y) ** 2)
+        out.append((z - cell["z_um"], cell["z_um"] - truth["focus_z_um"]))
+    return out
 
 
 def test_detail_stacks_are_centred_in_focus_with_autofocus_and_not_without(targeted) -> None:
-    """Judged against the target cell's own height (at 40x a cell +-0.4 µm about the layer is
-    what the autofocus sees and what is imaged); the layer's focus within the same depth of
-    field plus that spread."""
+    """Judged against the target cell's own height: at 40x a cell +-0.4 µm about the layer is
+    what is imaged. A floating target (one of 30 cells lies 4-20 µm above the layer) is left
+    out: the field's sharpness finds the layer its neighbours are in (README)."""
     client, focused, plain = targeted["client"], targeted["focused"], targeted["plain"]
     half = AF_40X.optics.dof_um() / 2
-    with_af, without = _plane_errors(client, focused, "cell"), _plane_errors(client, plain, "cell")
-    layer = _plane_errors(client, focused, "layer")
-    figures = (targeted["seed"], [round(e, 2) for e in with_af], [round(e, 2) for e in without],
-               [round(e, 2) for e in layer])  # fmt: skip
-    assert len(with_af) == focused["targets_imaged"] >= 2, figures
-    assert all(abs(e) <= half for e in with_af), figures
-    assert all(abs(e) <= half + 1.2 for e in layer), figures  # 3 sigma of the cells' heights
-    assert len(without) >= 2 and all(abs(e) > half for e in without), figures
-    assert min(abs(e) for e in without) > 2.0, figures  # the focus was several µm off
-    # the summary scores the same planes
-    assert focused["detail_focus_error_um"]["cell"]["in_dof_fraction"] == 1.0
+    with_af, without = _planes(client, focused), _planes(client, plain)
+    figures = (targeted["seed"], [(round(e, 2), round(h, 2)) for e, h in with_af],
+               [(round(e, 2), round(h, 2)) for e, h in without])  # fmt: skip
+    in_layer = [e for e, height in with_af if abs(height) < 2.0]
+    assert len(with_af) == focused["targets_imaged"] >= 2 and len(in_layer) >= 2, figures
+    assert all(abs(e) <= half for e in in_layer), figures
+    assert len(without) >= 2 and all(abs(e) > half for e, _ in without), figures
+    assert min(abs(e) for e, _ in without) > 2.0, figures  # the focus was several µm off
+    # the summary scores the same planes (against each target cell, and the layer)
+    in_dof = sum(abs(e) <= half for e, _ in with_af) / len(with_af)
+    assert focused["detail_focus_error_um"]["cell"]["in_dof_fraction"] == pytest.approx(in_dof)
     assert plain["detail_focus_error_um"]["cell"]["in_dof_fraction"] == 0.0
     assert plain["detail_focus_error_um"]["layer"]["in_dof_fraction"] == 0.0
     assert all(r["found"] and r["frames"] <= AF_40X.max_frames for r in focused["autofocus"])
@@ -212,7 +210,7 @@ def _tracked_errors(client: EdgeClient, summary: dict[str, Any]) -> list[float]:
     return [
         _truth_error(client, *r["stage"], r["sample_time_s"])
         for r in log
-        if r["type"] == "decision"
+        if r["type"] == "decision" and not r["event_index"].get("a", 0)
     ]
 
 
@@ -229,6 +227,11 @@ def test_tracked_frames_are_in_focus_with_autofocus_and_not_without(tracked) -> 
     records = focused["autofocus"]
     assert [r["phase"] for r in records] == ["focus-p000", "focus-p001"]
     assert all(r["found"] and abs(r["z_um"] - OFF_UM) < 3.0 for r in records), records
+    # inside the loop: time points 1..5 of both positions re-focused (autofocus.every = 1)
+    refocus = focused["refocus"]
+    assert refocus["calls"] == refocus["found"] == 10, refocus
+    assert refocus["frames_max"] <= AF_20X.max_frames and refocus["frames_mean"] < 6, refocus
+    assert plain["refocus"] is None
 
 
 def test_tracking_focus_ids_are_unique_and_apart_from_the_tracking_phase(tracked) -> None:
@@ -242,6 +245,10 @@ def test_tracking_focus_ids_are_unique_and_apart_from_the_tracking_phase(tracked
     track = DecisionLog.read(run_dir / "decisions.jsonl")
     track_ids = [c["id"] for r in track if r["type"] == "decision" for c in r["commands"]]
     assert all(i.startswith(f"{run}.track.") for i in track_ids)
+    # the loop's sweeps: keyed by time point, position and round; each frame names its command
+    sweeps = {r["command_id"].rsplit(".", 1)[-1] for r in track if r["type"] == "decision"
+              and r["event_index"].get("a", 0)}  # fmt: skip
+    assert {"t00001-p000-af0", "t00005-p001-af0"} <= sweeps, sorted(sweeps)
     everything = ids + track_ids
     assert len(everything) == len(set(everything))
 

@@ -36,6 +36,7 @@ from ._focus_search import (
     depth_of_field_um,
     fit_focus_peak,
 )
+from ._focused_tracking import FocusedTrackingPolicy, FocusedTrackingState, RefocusRules
 from ._geometry import FrameGeometry, tile_grid
 from ._illumination import (
     AdaptiveIlluminationPolicy,
@@ -108,6 +109,8 @@ __all__ = [
     "FocusRules",
     "FocusSearch",
     "FocusSweep",
+    "FocusedTrackingPolicy",
+    "FocusedTrackingState",
     "FrameGeometry",
     "FrameView",
     "GentleProtocol",
@@ -128,6 +131,7 @@ __all__ = [
     "PositionFocus",
     "PositionLight",
     "PositionTrack",
+    "RefocusRules",
     "RoiState",
     "RoundingDetector",
     "SearchObjective",

@@ -18,6 +18,7 @@ from ._folder_source import FileListSource, FileRef, WatchedFolderSource
 from ._ledger import IngestLedger, LedgerEntry
 from ._loop import LoopSettings, run_loop
 from ._report import LoopReport
+from ._routed import RoutedAnalyzer, route_by_index
 from ._sink import CommandSink, SentCommand, command_id
 from ._sources import EdgeStreamSource, FrameSource, JournalReplaySource, LiveFrame
 
@@ -41,12 +42,14 @@ __all__ = [
     "LoopReport",
     "LoopSettings",
     "ModeSwitch",
+    "RoutedAnalyzer",
     "SentCommand",
     "VendorProfile",
     "WatchedFolderSource",
     "analyzer_for",
     "command_id",
     "local_model_choice",
+    "route_by_index",
     "run_edge_phase",
     "run_loop",
     "structure_complete",

@@ -16,6 +16,7 @@ from ._analyzer import Analyzer, AnalyzerSettings
 from ._decision_log import DecisionLog
 from ._loop import LoopSettings, run_loop
 from ._report import LoopReport
+from ._routed import RoutedAnalyzer
 from ._sink import CommandSink
 from ._sources import EdgeStreamSource, FrameSource
 
@@ -64,7 +65,7 @@ def analyzer_for(
 
 def run_edge_phase(
     edge: EdgeClient,
-    analyzer: Analyzer,
+    analyzer: Analyzer | RoutedAnalyzer,
     policy: Policy[Any],
     *,
     run_id: str,

@@ -33,6 +33,7 @@ from tasks.decisions import Decision, FrameView, Policy
 from ._analyzer import Analysis, Analyzer
 from ._decision_log import DecisionLog
 from ._report import LoopReport
+from ._routed import RoutedAnalyzer
 from ._sink import CommandSink, SentCommand
 from ._sources import FrameSource
 
@@ -53,7 +54,7 @@ class LoopSettings:
 
 def run_loop(
     source: FrameSource,
-    analyzer: Analyzer,
+    analyzer: Analyzer | RoutedAnalyzer,
     policy: Policy[Any],
     sink: CommandSink,
     decisions: DecisionLog,
