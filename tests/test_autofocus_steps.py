@@ -35,9 +35,9 @@ pytestmark = pytest.mark.timeout(900)
 
 SEEDS = (0, 1)
 REGION = Region(x0=4_700.0, y0=4_700.0, x1=5_300.0, y1=5_300.0)
-# at 40x (depth of field 1 µm) a narrower search than the default +-10 µm: finer coarse steps
+# at 40x (depth of field 1 µm): the default +-10 µm search in 11 coarse steps, 4 fine (15 frames)
 AF_40X = AutofocusSettings(
-    workers="threads", optics=FocusOptics.simulated(40.0), search_range_um=6.0, fine_steps=5
+    workers="threads", optics=FocusOptics.simulated(40.0), coarse_steps=11, fine_steps=4
 )
 AF_20X = AutofocusSettings(workers="threads", optics=FocusOptics.simulated(20.0))
 OFF_UM = -4.0  # tracking: the cell layer sits this far from the run's z_um
@@ -107,8 +107,9 @@ def _planes(client: EdgeClient, summary: dict[str, Any]) -> list[tuple[float, fl
 
 def test_detail_stacks_are_centred_in_focus_with_autofocus_and_not_without(targeted) -> None:
     """Judged against the target cell's own height: at 40x a cell +-0.4 µm about the layer is
-    what is imaged. A floating target (one of 30 cells lies 4-20 µm above the layer) is left
-    out: the field's sharpness finds the layer its neighbours are in (README)."""
+    what is imaged. A floating target (3 % of cells lie 4-20 µm above the layer) is left out:
+    the field's sharpness may find the layer its neighbours are in rather than the cell (seen
+    on seed 0; on seed 2 it found the floating cell), see README."""
     client, focused, plain = targeted["client"], targeted["focused"], targeted["plain"]
     half = AF_40X.optics.dof_um() / 2
     with_af, without = _planes(client, focused), _planes(client, plain)
