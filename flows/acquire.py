@@ -62,6 +62,7 @@ from ._acquire_plan import (
 from ._acquire_store import FieldStores, FrameRecord, follow_journal, follow_stream
 from ._acquisition_report import reports_acquisition
 from ._live_analysis import open_backend
+from ._run_id import default_run_id
 
 __all__ = ["AcquisitionOutcome", "PreparedAcquisition", "acquire", "planned_events"]
 
@@ -472,7 +473,7 @@ def acquire(params: AcquireParams) -> dict[str, Any]:
     """Prepare (read, check) -> acquire (frames into their fields' images) -> check each field
     -> summarise (the round trip)."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("acquire")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -491,10 +492,3 @@ def acquire(params: AcquireParams) -> dict[str, Any]:
             f"{failed[0].message}); the summary and stores under {run_dir} hold what came"
         )
     return summary
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"acquire-{run}" if run else time.strftime("acquire-%Y%m%dT%H%M%S")

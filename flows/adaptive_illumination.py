@@ -52,6 +52,7 @@ from ._illumination_log import frames_by_position, stop_reasons
 from ._illumination_params import AdaptiveIlluminationParams
 from ._illumination_plots import render_dose_png, render_light_png
 from ._live_analysis import live_analyzer, open_backend
+from ._run_id import default_run_id
 
 __all__ = ["IlluminationOutcome", "adaptive_illumination", "cumulative_dose"]
 
@@ -276,7 +277,7 @@ def cumulative_dose(
 def adaptive_illumination(params: AdaptiveIlluminationParams) -> dict[str, Any]:
     """Prepare -> illuminate (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("illum")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before anything is illuminated
@@ -299,10 +300,3 @@ def _dose(envelope: SafetyEnvelope, channel: str, row: dict[str, Any]) -> float:
 def _median(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return round(float(np.median(kept)), 2) if kept else None
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"illum-{run}" if run else time.strftime("illum-%Y%m%dT%H%M%S")

@@ -45,6 +45,7 @@ from ._event_log import frames_by_position, trigger_latencies_ms
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
 from ._live_analysis import live_analyzer, open_backend
+from ._run_id import default_run_id
 
 __all__ = ["EventOutcome", "event_triggered", "trigger_latency_summary"]
 
@@ -260,7 +261,7 @@ def summarise_event_triggered(
 def event_triggered(params: EventTriggeredParams) -> dict[str, Any]:
     """Prepare -> watch (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("event")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
@@ -317,10 +318,3 @@ def _channel(params: EventTriggeredParams, index: dict[str, int]) -> str:
     if not index.get("m", 0):
         return params.gentle.channel
     return params.fast.channels[int(index.get("c", 0))].channel
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"event-{run}" if run else time.strftime("event-%Y%m%dT%H%M%S")

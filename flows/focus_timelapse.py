@@ -39,6 +39,7 @@ from tasks.storage import write_zstack
 from ._focus import autofocus_plan, focus_analyzer, focus_z_limits, open_focus_workers
 from ._focus_params import FocusTimelapseParams
 from ._focus_plots import render_focus_error_png
+from ._run_id import default_run_id
 
 __all__ = ["FocusOutcome", "autofocus_timelapse", "image_records"]
 
@@ -300,7 +301,7 @@ def _truth_errors(
 def autofocus_timelapse(params: FocusTimelapseParams) -> dict[str, Any]:
     """Prepare -> keep focus (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("autofocus")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -311,10 +312,3 @@ def autofocus_timelapse(params: FocusTimelapseParams) -> dict[str, Any]:
         outcome = keep_focus(params, run_id, run_dir, first, limits, workers)
         stores = store_focus_images(params, outcome)
     return summarise_autofocus(params, outcome, stores, started)
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"autofocus-{run}" if run else time.strftime("autofocus-%Y%m%dT%H%M%S")

@@ -49,6 +49,7 @@ from tasks.storage import write_zstack
 
 from ._optimise_params import OptimiseAcquisitionParams
 from ._optimise_plots import render_history_png, render_landscape_png
+from ._run_id import default_run_id
 
 __all__ = ["SearchOutcome", "optimise_acquisition"]
 
@@ -283,7 +284,7 @@ def summarise_optimise(
 def optimise_acquisition(params: OptimiseAcquisitionParams) -> dict[str, Any]:
     """Prepare -> grid (baseline) -> optimise -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("optimise")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -316,10 +317,3 @@ def _params_of(trial: dict[str, Any] | None) -> dict[str, Any] | None:
     if trial is None:
         return None
     return {k: trial[k] for k in ("exposure_ms", "intensity_pct", "binning")}
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"optimise-{run}" if run else time.strftime("optimise-%Y%m%dT%H%M%S")

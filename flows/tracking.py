@@ -62,6 +62,7 @@ from ._acquisition_report import reports_acquisition
 from ._focus import focus_analyzer, open_focus_workers
 from ._focus_step import check_autofocus, focus_errors_um, focus_here, simulated_dof_um
 from ._live_analysis import live_analyzer, local_model, open_backend, where_analysis_ran
+from ._run_id import default_run_id
 from ._targeted_params import TargetedImagingParams
 from ._tracking_params import TrackedPosition, TrackingParams
 from ._tracking_plots import (
@@ -367,7 +368,7 @@ def summarise_tracking(
 def tracking(params: TrackingParams) -> dict[str, Any]:
     """Prepare -> track (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("track")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
@@ -564,10 +565,3 @@ def _relabel(labels: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
         if int(label) < lut.size:
             lut[int(label)] = track
     return lut[labels]
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"track-{run}" if run else time.strftime("track-%Y%m%dT%H%M%S")

@@ -35,6 +35,7 @@ from tasks.live import LoopSettings, run_edge_phase
 from tasks.storage import write_zstack
 
 from ._live_analysis import live_analyzer, open_backend
+from ._run_id import default_run_id
 from ._uncertainty_log import UncertaintyRecord, read_uncertainty_log
 from ._uncertainty_params import UncertaintyParams
 from ._uncertainty_plots import render_comparison_png, render_uncertainty_png
@@ -234,7 +235,7 @@ def summarise_uncertainty(
 def uncertainty_triggered(params: UncertaintyParams) -> dict[str, Any]:
     """Prepare -> predict or acquire (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or _default_run_id()
+    run_id = params.run_id or default_run_id("uncertainty")
     run_dir = params.output_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
@@ -267,10 +268,3 @@ def _example_images(
     predicted = model.segment(cheap.pixels, pixel_size_um=cheap.header.pixel_size_um)
     title = f"{params.positions[r.p].name} t{r.t}: uncertainty {r.uncertainty:.3f}"
     return render_comparison_png(cheap.pixels, predicted, expensive.pixels, title)
-
-
-def _default_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    run = flow_run.id
-    return f"uncertainty-{run}" if run else time.strftime("uncertainty-%Y%m%dT%H%M%S")
