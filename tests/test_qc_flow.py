@@ -41,7 +41,7 @@ def test_em_qc_demo_judges_a_simulated_sem_run(
         assert key in mine, (key, sorted(mine))
     assert "readable" in mine["em-qc-report"].data  # the truncated tile is in the table
     # every anomaly reached the Prefect server as an event the automations can react to
-    anomalies = _anomaly_events(prefect_harness, summary["run_id"])
+    anomalies = _anomaly_events(prefect_harness, summary["run_id"], summary["events_emitted"])
     assert len(anomalies) == summary["events_emitted"], anomalies
     assert all(e["resource"]["scopeflow.source"] == "folder" for e in anomalies)
 
@@ -82,7 +82,9 @@ def _artifacts_of(flow_run_id: str) -> dict[str, Any]:
     return {a.key: a for a in found if a.key}
 
 
-def _anomaly_events(server: PrefectServer, run_id: str) -> list[dict[str, Any]]:
+def _anomaly_events(server: PrefectServer, run_id: str, expected: int) -> list[dict[str, Any]]:
+    """The run's anomaly events on the server, waiting up to 60 s for ``expected`` of them
+    (the server persists events asynchronously; a busy CI machine took over 2 s)."""
     import time
 
     import httpx
@@ -97,10 +99,11 @@ def _anomaly_events(server: PrefectServer, run_id: str) -> list[dict[str, Any]]:
         "limit": 50,  # the most the endpoint pages
     }
     found: list[dict[str, Any]] = []
-    for _ in range(30):  # events are persisted asynchronously
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         found = httpx.post(f"{server.url}/events/filter", json=body, timeout=10).json()["events"]
-        if found:
-            time.sleep(2)  # let the rest land
+        if len(found) >= expected:
+            time.sleep(1)  # one more look: a duplicate would show here
             return httpx.post(f"{server.url}/events/filter", json=body, timeout=10).json()["events"]
         time.sleep(1)
     return found
