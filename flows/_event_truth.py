@@ -17,7 +17,7 @@ from tasks.hardware.sim import SimulatorConfig, VirtualSample
 
 from ._event_log import frames_by_position
 
-__all__ = ["score_events_on_simulation"]
+__all__ = ["score_event_frames", "score_events_on_simulation"]
 
 
 def score_events_on_simulation(
@@ -30,8 +30,27 @@ def score_events_on_simulation(
     rounding_s: float,
 ) -> dict[str, Any]:
     """``events_true``, ``events_captured``, ``captured_fraction`` and each event's record."""
-    sample = VirtualSample(config)
-    frames = frames_by_position(decisions)
+    return score_event_frames(
+        frames_by_position(decisions),
+        VirtualSample(config),
+        positions,
+        roi_um=roi_um,
+        max_spacing_s=max_spacing_s,
+        rounding_s=rounding_s,
+    )
+
+
+def score_event_frames(
+    frames: dict[int, list[tuple[float, int, int]]],
+    sample: VirtualSample,
+    positions: list[tuple[str, float, float]],
+    *,
+    roi_um: float,
+    max_spacing_s: float,
+    rounding_s: float,
+) -> dict[str, Any]:
+    """The same score from each position's detection frames (sample time, mode 0/1, time
+    point), as `frames_by_position` reads them from a decision log or a replay makes them."""
     events: list[dict[str, Any]] = []
     half = roi_um / 2
     for p, (name, x, y) in enumerate(positions):

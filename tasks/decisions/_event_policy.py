@@ -279,7 +279,12 @@ class EventTriggeredPolicy:
         xs, ys = np.asarray(xs, float), np.asarray(ys, float)
         half = self.rules.roi_um / 2
         in_roi = (np.abs(xs - roi.x_um) <= half) & (np.abs(ys - roi.y_um) <= half)
-        return EventView(objects, xs, ys, in_roi, roi.previous)
+        exposure = (
+            self.rules.fast.channels[0][1]
+            if frame.event_index.get("m", 0)
+            else self.rules.gentle.exposure_ms
+        )
+        return EventView(objects, xs, ys, in_roi, roi.previous, exposure)
 
     def _acquire(self, state: EventState, p: int, t: int, due_s: float) -> Acquire:
         roi = state.positions[p]
@@ -319,4 +324,4 @@ def _truncated(view: EventView, depth: int) -> EventView | None:
     if depth <= 0:
         return None
     previous = view.previous and _truncated(view.previous, depth - 1)
-    return EventView(view.objects, view.x_um, view.y_um, view.in_roi, previous)
+    return EventView(view.objects, view.x_um, view.y_um, view.in_roi, previous, view.exposure_ms)

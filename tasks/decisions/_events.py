@@ -39,6 +39,7 @@ class EventView:
     y_um: np.ndarray
     in_roi: np.ndarray  # bool per object
     previous: EventView | None = None
+    exposure_ms: float | None = None  # of the frame; None: not known
 
 
 @runtime_checkable
@@ -66,9 +67,10 @@ class RoundingDetector:
     intensity_ratio: float = 1.0
     jump: float = 1.15
     split_jump: float = 1.3
+    strong_jump: float = 1.5
     shrink: float = 0.8
     max_aspect: float = 1.5
-    match_um: float = 6.0
+    match_um: float = 8.0
     min_area_px: float = 20.0
     min_objects: int = 2
     name: str = "rounding"
@@ -76,30 +78,41 @@ class RoundingDetector:
     def rounded(self, view: EventView) -> np.ndarray:
         """Which objects look rounded (bool per object)."""
         out = np.zeros(len(view.objects), bool)
-        relative = self._relative(view)
         before = view.previous
-        if relative is None or before is None:
-            return out
-        previous = self._relative(before)
-        if previous is None:
+        if before is None or len(view.objects) == 0 or len(before.objects) == 0:
             return out
         was = self.rounded(before)
         area, area_before = view.objects.area_px, before.objects.area_px
         nearest, distance = _nearest(view, before)
         matched = distance <= self.match_um
         split = np.bincount(nearest[matched], minlength=len(before.objects)) >= 2
+        nearest, distance = _assigned(view, before, nearest, distance, self.match_um)
+        matched = distance <= self.match_um
         aspect = _aspect(view.objects)
-        for k in np.flatnonzero((relative >= self.intensity_ratio) & matched):
+        change = view.objects.mean_intensity / np.maximum(
+            before.objects.mean_intensity[nearest], 1e-9
+        )
+        usable = (area >= self.min_area_px) & (area_before[nearest] >= self.min_area_px)
+        relative = self._relative(view)
+        for k in np.flatnonzero(matched & usable):
             j = nearest[k]
+            frame_change = self._frame_change(view, before, change, matched & usable, k)
+            if frame_change is None:
+                continue
+            if relative is not None and relative[k] < self.intensity_ratio:
+                continue
             if was[j]:  # still rounded unless it grew back (daughters are larger)
                 out[k] = bool(area[k] * self.shrink <= area_before[j])
             else:
                 jump = self.split_jump if split[j] else self.jump
-                turned = relative[k] >= jump * previous[j]
+                smaller = area[k] <= self.shrink * area_before[j]
+                brighter = change[k] / frame_change
                 out[k] = bool(
-                    turned
-                    and area[k] <= self.shrink * area_before[j]
-                    and aspect[k] <= self.max_aspect
+                    aspect[k] <= self.max_aspect
+                    and (
+                        (brighter >= jump and smaller)
+                        or (brighter >= max(jump, self.strong_jump) and area[k] <= area_before[j])
+                    )
                 )
         return out
 
@@ -109,14 +122,38 @@ class RoundingDetector:
     def detect(self, view: EventView) -> bool:
         return bool(self.where(view).any())
 
+    def _frame_change(
+        self,
+        view: EventView,
+        before: EventView,
+        change: np.ndarray,
+        pairs: np.ndarray,
+        k: int,
+    ) -> float | None:
+        """How much brighter the whole frame got since the previous one, seen from object
+        ``k``: the median change of the other matched nuclei (exposure, bleaching, focus), or,
+        with none, 1 where both frames had the same exposure; None: cannot tell."""
+        others = pairs.copy()
+        others[k] = False
+        if others.any():
+            return float(np.median(change[others]))
+        if view.exposure_ms is not None and view.exposure_ms == before.exposure_ms:
+            return 1.0
+        return None
+
     def _relative(self, view: EventView) -> np.ndarray | None:
-        """Brightness per pixel / the frame's median nucleus (0 for specks); None: too few."""
+        """Brightness per pixel / the median of the frame's other nuclei (0 for specks);
+        None: too few nuclei."""
         objects = view.objects
         usable = objects.area_px >= self.min_area_px
         if int(usable.sum()) < self.min_objects:
             return None
-        reference = float(np.median(objects.mean_intensity[usable]))
-        return np.where(usable, objects.mean_intensity / max(reference, 1e-9), 0.0)
+        values = objects.mean_intensity[usable]
+        out = np.zeros(len(objects))
+        for k in np.flatnonzero(usable):
+            others = values[np.flatnonzero(usable) != k]
+            out[k] = objects.mean_intensity[k] / max(float(np.median(others)), 1e-9)
+        return out
 
 
 @dataclass(frozen=True)
@@ -186,6 +223,25 @@ def _nearest(view: EventView, before: EventView) -> tuple[np.ndarray, np.ndarray
     )
     j = np.argmin(d, axis=1)
     return j, d[np.arange(n), j]
+
+
+def _assigned(
+    view: EventView, before: EventView, nearest: np.ndarray, distance: np.ndarray, limit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one links within ``limit`` (least total distance, as a tracker's frame-to-frame
+    step), so a nucleus merged with a neighbour is compared with its own previous self; objects
+    left without a link keep their nearest one."""
+    from scipy.optimize import linear_sum_assignment
+
+    d = np.hypot(
+        view.x_um[:, None] - before.x_um[None, :], view.y_um[:, None] - before.y_um[None, :]
+    )
+    cost = np.where(d <= limit, d, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    nearest, distance = nearest.copy(), distance.copy()
+    ok = cost[rows, cols] < 1e6
+    nearest[rows[ok]], distance[rows[ok]] = cols[ok], d[rows[ok], cols[ok]]
+    return nearest, distance
 
 
 def _aspect(objects: ObjectTable) -> np.ndarray:
