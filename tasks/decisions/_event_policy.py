@@ -86,6 +86,9 @@ class EventRules:
     end_on: tuple[str, ...] = ()
     history: int = 12  # previous frames a detector may look back through
     mute_um: float = 8.0  # after a time limit, fires this close to the event's objects wait
+    # a fresh onset (a detector's ``onsets``) while fast restarts ``max_fast_s``, up to this
+    # many times ``max_fast_s`` per fast stretch (1: never)
+    rearm_limit: float = 2.0
 
     def __post_init__(self) -> None:
         if self.fast.interval_s >= self.gentle.interval_s:
@@ -104,7 +107,8 @@ class RoiState:
     y_um: float
     mode: Mode = "gentle"
     due_s: dict[int, float] = field(default_factory=dict)  # time point -> when it was due
-    fast_since_s: float | None = None
+    fast_since_s: float | None = None  # when the time limit started counting
+    stretch_since_s: float | None = None  # when the position went fast
     quiet: int = 0
     ending: bool = False
     cooldown_until_s: float = -np.inf
@@ -174,7 +178,7 @@ class EventTriggeredPolicy:
             raise ValueError(f"event detection needs an ObjectTable, got {type(result).__name__}")
         view = self._view(roi, frame, result)
         try:
-            fired, spots = self._detect(view)
+            fired, spots, onset = self._detect(view)
         except Exception as exc:  # a user's detector: its position stops, the others go on
             roi.mode = "stopped"
             roi.stop_reason = f"detector failed at t={t}: {type(exc).__name__}: {exc}"
@@ -182,6 +186,8 @@ class EventTriggeredPolicy:
         roi.previous = _truncated(view, self.rules.history)
         now = roi.due_s.get(t, 0.0)
         summary["fired"] = fired
+        if onset and roi.mode == "fast":
+            self._rearm(roi, now)
         summary["switch"] = self._switch(roi, fired, spots, now, t, frame)
         summary["next_mode"] = roi.mode
         interval = (
@@ -192,11 +198,18 @@ class EventTriggeredPolicy:
             return state, Decision(summary=summary)
         return state, Decision((self._acquire(state, p, t + 1, due),), summary)
 
-    def _detect(self, view: EventView) -> tuple[list[str], list[tuple[float, float]] | None]:
-        """The detectors that fired, and where (None: one that fired cannot say where)."""
+    def _detect(
+        self, view: EventView
+    ) -> tuple[list[str], list[tuple[float, float]] | None, bool]:
+        """The detectors that fired, where (None: one that fired cannot say where), and
+        whether one saw a fresh onset in the region."""
         fired: list[str] = []
         spots: list[tuple[float, float]] | None = []
+        onset = False
         for detector in self.detectors:
+            onsets = getattr(detector, "onsets", None)
+            if onsets is not None:
+                onset = onset or bool((np.asarray(onsets(view), bool) & view.in_roi).any())
             where = getattr(detector, "where", None)
             if where is None:
                 if detector.detect(view):
@@ -211,7 +224,7 @@ class EventTriggeredPolicy:
                         (float(x), float(y))
                         for x, y in zip(view.x_um[mask], view.y_um[mask], strict=True)
                     ]
-        return fired, spots
+        return fired, spots, onset
 
     def _muted(self, roi: RoiState, spots: list[tuple[float, float]] | None, now: float) -> bool:
         """Whether these fires wait: cooling down after a time limit, and every spot near
@@ -238,6 +251,7 @@ class EventTriggeredPolicy:
         if roi.mode == "gentle":
             if fired and not self._muted(roi, spots, now):
                 roi.mode, roi.fast_since_s, roi.quiet, roi.ending = "fast", now, 0, False
+                roi.stretch_since_s = now
                 roi.spots = None if spots is None else list(spots)
                 roi.triggers.append(
                     {"t": t, "frame": frame.index, "by": fired, "t_ready_ns": frame.t_ready_ns}
@@ -263,6 +277,15 @@ class EventTriggeredPolicy:
             roi.mode = "gentle"
             return "to gentle: event over"
         return None
+
+    def _rearm(self, roi: RoiState, now: float) -> None:
+        """A fresh onset while fast: the time limit counts from now, within ``rearm_limit``
+        times ``max_fast_s`` since the stretch began (a false trigger's event that a real
+        one follows at the same place still sees it through)."""
+        r = self.rules
+        start = now if roi.stretch_since_s is None else roi.stretch_since_s
+        latest = start + r.rearm_limit * r.max_fast_s - r.max_fast_s
+        roi.fast_since_s = max(roi.fast_since_s or start, min(now, latest))
 
     def _detection_frame(self, index: dict[str, int]) -> bool:
         if index.get("c", 0) != 0:

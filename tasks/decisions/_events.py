@@ -77,10 +77,19 @@ class RoundingDetector:
 
     def rounded(self, view: EventView) -> np.ndarray:
         """Which objects look rounded (bool per object)."""
-        out = np.zeros(len(view.objects), bool)
+        return self._onsets_and_rounded(view)[1]
+
+    def onsets(self, view: EventView) -> np.ndarray:
+        """The region objects that turned rounded in this frame (an onset, even on one that
+        looked rounded before): a fresh event, which the policy may give a fresh time limit."""
+        return self._onsets_and_rounded(view)[0] & view.in_roi
+
+    def _onsets_and_rounded(self, view: EventView) -> tuple[np.ndarray, np.ndarray]:
+        onset = np.zeros(len(view.objects), bool)
+        out = onset.copy()
         before = view.previous
         if before is None or len(view.objects) == 0 or len(before.objects) == 0:
-            return out
+            return onset, out
         was = self.rounded(before)
         area, area_before = view.objects.area_px, before.objects.area_px
         nearest, distance = _nearest(view, before)
@@ -101,20 +110,19 @@ class RoundingDetector:
                 continue
             if relative is not None and relative[k] < self.intensity_ratio:
                 continue
-            if was[j]:  # still rounded unless it grew back (daughters are larger)
-                out[k] = bool(area[k] * self.shrink <= area_before[j])
-            else:
-                jump = self.split_jump if split[j] else self.jump
-                smaller = area[k] <= self.shrink * area_before[j]
-                brighter = change[k] / frame_change
-                out[k] = bool(
-                    aspect[k] <= self.max_aspect
-                    and (
-                        (brighter >= jump and smaller)
-                        or (brighter >= max(jump, self.strong_jump) and area[k] <= area_before[j])
-                    )
+            jump = self.split_jump if split[j] else self.jump
+            brighter = change[k] / frame_change
+            onset[k] = bool(
+                aspect[k] <= self.max_aspect
+                and (
+                    (brighter >= jump and area[k] <= self.shrink * area_before[j])
+                    or (brighter >= max(jump, self.strong_jump) and area[k] <= area_before[j])
                 )
-        return out
+            )
+            # still rounded unless it grew back (daughters are larger)
+            stays = was[j] and area[k] * self.shrink <= area_before[j]
+            out[k] = bool(onset[k] or stays)
+        return onset, out
 
     def where(self, view: EventView) -> np.ndarray:
         return self.rounded(view) & view.in_roi
