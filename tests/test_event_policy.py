@@ -385,3 +385,73 @@ def test_rounding_is_seen_with_two_nuclei_in_the_field_and_division_needs_daught
     assert division.detect(daughters)
     later = view(daughters.objects, daughters)
     assert not division.detect(later)  # the division fires on the first frame showing it
+
+
+def test_a_fresh_onset_while_fast_restarts_the_time_limit_within_rearm_limit() -> None:
+    """A false trigger's stretch that the same cell's real rounding follows: the onset gives
+    the event a fresh ``max_fast_s``, at most ``rearm_limit`` x ``max_fast_s`` in all."""
+    pol = policy(max_fast_s=3.0, cooldown_s=10.0, end_on=("division",))
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)  # fast from 4 s
+    assert d.summary["switch"] == "to fast"
+    switches = []
+    sequence = [QUIET, ROUNDED, ROUNDED, QUIET, ROUNDED, ROUNDED, ROUNDED]
+    for t, objs in enumerate(sequence, start=2):
+        state, d = pol.decide(state, frame(t, m=1, z=1), objs)
+        switches.append((t + 2, d.summary["switch"]))  # frame t is due at t + 2 s
+    # onsets at 5 s (the limit counts from 5) and 8 s (capped: from 7, so the stretch ends
+    # 2 x 3 s after it began at 4 s)
+    assert switches == [(4, None), (5, None), (6, None), (7, None), (8, None), (9, None),
+                        (10, "to gentle: time limit")]  # fmt: skip
+    without = policy(max_fast_s=3.0, cooldown_s=10.0, end_on=("division",), rearm_limit=1.0)
+    state = without.initial_state()
+    without.first_commands(state)
+    state, _ = without.decide(state, frame(0), QUIET)
+    state, _ = without.decide(state, frame(1), ROUNDED)
+    for t, objs in enumerate([QUIET, ROUNDED, ROUNDED, QUIET], start=2):
+        state, d = without.decide(state, frame(t, m=1, z=1), objs)
+    assert d.summary["switch"] == "to gentle: time limit"  # at 7 s: 3 s after 4 s
+
+
+def _table(points: list[tuple[float, float, float, float]]) -> ObjectTable:
+    """(row, col, mean intensity, area) per object."""
+    n = len(points)
+    return ObjectTable(
+        shape=(SIZE, SIZE),
+        label=np.arange(1, n + 1, dtype=np.int32),
+        area_px=np.array([p[3] for p in points]),
+        centroid_row=np.array([p[0] for p in points]),
+        centroid_col=np.array([p[1] for p in points]),
+        mean_intensity=np.array([p[2] for p in points]),
+        bbox=np.zeros((n, 4), np.int64),
+    )
+
+
+def _view(t: ObjectTable, previous: EventView | None, exposure_ms: float = 10.0) -> EventView:
+    return EventView(
+        t, t.centroid_col * PX, t.centroid_row * PX, np.ones(len(t), bool), previous, exposure_ms
+    )
+
+
+def test_a_lone_nucleus_rounding_is_seen_between_frames_of_the_same_exposure() -> None:
+    rounding = RoundingDetector()
+    quiet = _view(_table([(CENTRE, CENTRE, DIM, 80.0)]), None)
+    assert rounding.detect(_view(_table([(CENTRE, CENTRE, BRIGHT, 50.0)]), quiet))
+    # another exposure and no other nucleus to compare with: cannot tell
+    other = _view(_table([(CENTRE, CENTRE, BRIGHT, 50.0)]), quiet, exposure_ms=50.0)
+    assert not rounding.detect(other)
+
+
+def test_a_rounding_merged_with_a_neighbour_is_compared_with_its_own_previous_self() -> None:
+    """The rounded nucleus touches a neighbour: their blob lies nearer the neighbour's last
+    place, but the one-to-one links give the blob the rounded cell's past (larger, dimmer),
+    and a strong brightening without growth is an onset."""
+    corners = [(r, c, DIM, 80.0) for r, c in BACKGROUND]
+    before = _view(
+        _table([(CENTRE, CENTRE, DIM, 100.0), (CENTRE, CENTRE + 10, DIM, 60.0), *corners]), None
+    )
+    blob = _table([(CENTRE, CENTRE + 6, BRIGHT, 95.0), (CENTRE, CENTRE + 13, DIM, 60.0), *corners])
+    assert RoundingDetector().rounded(_view(blob, before))[0]
+    assert not RoundingDetector().rounded(_view(blob, before))[1:].any()

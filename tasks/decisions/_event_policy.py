@@ -198,9 +198,7 @@ class EventTriggeredPolicy:
             return state, Decision(summary=summary)
         return state, Decision((self._acquire(state, p, t + 1, due),), summary)
 
-    def _detect(
-        self, view: EventView
-    ) -> tuple[list[str], list[tuple[float, float]] | None, bool]:
+    def _detect(self, view: EventView) -> tuple[list[str], list[tuple[float, float]] | None, bool]:
         """The detectors that fired, where (None: one that fired cannot say where), and
         whether one saw a fresh onset in the region."""
         fired: list[str] = []
