@@ -82,6 +82,12 @@ class EventTriggeredParams(MicroscopeConnection):
     )
     max_fast_s: float = Field(10.0, gt=0, description="Longest fast stretch per event")
     cooldown_s: float = Field(4.0, ge=0, description="No new trigger this long after a limit")
+    rearm_limit: float = Field(
+        2.0,
+        ge=1,
+        description="A fresh onset while fast restarts max_fast_s, up to this many times "
+        "max_fast_s per fast stretch (1: never)",
+    )
     detectors: list[str] = Field(
         default_factory=lambda: ["rounding", "division"],
         min_length=1,
@@ -138,6 +144,7 @@ class EventTriggeredParams(MicroscopeConnection):
             max_fast_s=self.max_fast_s,
             cooldown_s=self.cooldown_s,
             end_on=tuple(self.end_on),
+            rearm_limit=self.rearm_limit,
         )
 
     def event_detectors(self) -> tuple[EventDetector, ...]:

@@ -8,9 +8,11 @@ now on; it returns to the gentle one ``after_frames`` fast time points after the
 detector fired on, or after ``max_fast_s`` in any case (then the objects the event fired on are
 muted for ``cooldown_s``: a trigger elsewhere in the region switches at once, so one false
 trigger does not hide another cell's event; a detector that cannot say which objects it fired
-on mutes the whole region). A detector that raises stops its position (the reason is kept,
-the others go on). With ``end_on`` (e.g. the division detector) an event lasts until one of
-those detectors fires, then ``after_frames`` more. Frames are keyed
+on mutes the whole region; a fresh onset while fast, from a detector with ``onsets``, restarts
+the time limit, within ``rearm_limit`` x ``max_fast_s`` per stretch: a false trigger that the
+same cell's real rounding follows still sees it through). A detector that raises stops its
+position (the reason is kept, the others go on). With ``end_on`` (e.g. the division detector)
+an event lasts until one of those detectors fires, then ``after_frames`` more. Frames are keyed
 ``p<position>-t<time point>``, so a re-run sends the same command ids; each event's index
 carries ``m`` (0 gentle, 1 fast) so the mode of every frame is on record.
 """
@@ -91,6 +93,11 @@ class EventRules:
     rearm_limit: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.rearm_limit < 1:
+            raise ValueError(
+                f"rearm_limit ({self.rearm_limit:g}) must be at least 1 (1: a fresh onset never "
+                "restarts the time limit)"
+            )
         if self.fast.interval_s >= self.gentle.interval_s:
             raise ValueError(
                 f"the fast protocol's interval ({self.fast.interval_s:g} s) must be shorter than "
