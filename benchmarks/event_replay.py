@@ -1,16 +1,16 @@
 """The event-triggered policy replayed in-process on the demo's simulator: same picks, same
 protocols, detection frames at the times the policy asks for, no edge, no workers, no load.
 
-Deterministic and fast (a seed in about 10 s), so detectors and policy can be compared on many
-seeds; the score is the flow's own (`flows._event_truth`: both detection frames around a true
-division fast and at most 1.5 fast intervals apart). Each missed event gets a reason read from
-the replay's own decisions and the simulator's truth:
+Deterministic and fast (a seed in 2-5 s on one core), so detectors and policy can be compared
+on many seeds; the score is the flow's own (`flows._event_truth`: both detection frames around
+a true division fast and at most 1.5 fast intervals apart). Each missed event gets a reason,
+read from the replay's decisions at its position between its rounding and its division:
 
-- ``never fired``: no detector fired on the dividing cell while it was rounded;
-- ``fired, muted``: a detector fired on it while the position was cooling down;
-- ``fast, ended early``: the position went fast for it, then back to gentle before it divided;
-- ``fast for another event``: the position was fast for something else and left (time limit);
-- ``late``: the first fast frame came after the division.
+- ``never fired``: no detector fired there and the position stayed gentle;
+- ``fired, muted``: a detector fired there, but the position stayed gentle (cooling down);
+- ``fast, ended early``: the position went fast, then back to gentle before the division;
+- ``fast for another event``: it was fast already for something else, and went back;
+- ``late``: fast around the division, but the frames around it too far apart.
 
     python benchmarks/event_replay.py [--seeds 0-11] [--start-delay-s 20] [--jobs 2] [--out F]
 """

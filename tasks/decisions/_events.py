@@ -167,11 +167,12 @@ class RoundingDetector:
         usable = objects.area_px >= self.min_area_px
         if int(usable.sum()) < self.min_objects:
             return None
-        values = objects.mean_intensity[usable]
+        kept = np.flatnonzero(usable)
         out = np.zeros(len(objects))
-        for k in np.flatnonzero(usable):
-            others = values[np.flatnonzero(usable) != k]
-            out[k] = objects.mean_intensity[k] / max(float(np.median(others)), 1e-9)
+        for k in kept:
+            others = objects.mean_intensity[kept[kept != k]]
+            reference = float(np.median(others)) if others.size else objects.mean_intensity[k]
+            out[k] = objects.mean_intensity[k] / max(reference, 1e-9)
         return out
 
 
