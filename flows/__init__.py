@@ -28,6 +28,7 @@ from ._em_qc_demo import run_em_qc_demo
 from ._em_qc_params import EMQCParams
 from ._event_demo import run_event_demo
 from ._event_params import ChannelExposure, EventTriggeredParams, FastSettings, GentleSettings
+from ._event_replay import replay_event_seed
 from ._event_truth import score_events_on_simulation
 from ._focus import (
     AutofocusSettings,
@@ -118,6 +119,7 @@ __all__ = [
     "plan_fields",
     "queue_for_omero",
     "register_in_omero",
+    "replay_event_seed",
     "run_demo",
     "run_em_qc_demo",
     "run_event_demo",

@@ -71,7 +71,7 @@ class RoundingDetector:
     alone in both frames is judged on its own brightness where both frames had the same
     exposure (``EventView.exposure_ms``). The previous frames come from the view's
     ``previous`` chain (a nucleus already rounded in the first frame is not seen).
-    Measured with ``benchmarks/event_replay.py`` (the flow's policy replayed on the demo's
+    Measured with ``flows._event_replay`` (the flow's policy replayed on the demo's
     simulator, classical model): 37 of 39 true divisions imaged fast on seeds 0-11, 17 of 19
     on the held-out seeds 12-17 (README: Event-triggered)."""
 
