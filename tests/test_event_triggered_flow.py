@@ -20,7 +20,7 @@ from .conftest import validate_store
 
 SEEDS = (0, 1, 2)
 CAPTURED_FLOOR = 2 / 3  # through the flow on a loaded machine (the goal, 90 %: test_event_replay)
-DOSE_GOAL = 0.30  # ... at <= 30 % of the always-fast protocol's light dose
+DOSE_GOAL = 0.30  # issue 14: <= 30 % of the always-fast protocol's light dose
 
 
 @pytest.fixture(scope="module")
