@@ -22,7 +22,7 @@ from scopeflow import JournalError
 
 from ._log import Record, RecordTable
 
-__all__ = ["DEFAULT_WINDOW", "FrameIndex"]
+__all__ = ["DEFAULT_WINDOW", "FrameIndex", "check_window"]
 
 DEFAULT_WINDOW = 4096  # frames whose records stay in memory (128 KiB)
 _BLOCK = 8192
@@ -30,12 +30,19 @@ _SCAN_SPAN = 65536  # a span this short is read whole and scanned line by line
 _PREFIX = re.compile(rb'\{"index":(\d+),"series":(\d+),"series_index":(\d+),')
 
 
+def check_window(window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise JournalError(
+            f"index_window must be a whole number of frames >= 1, got {window!r}; the default "
+            f"({DEFAULT_WINDOW}) keeps 128 KiB of frame locations in memory"
+        )
+
+
 class FrameIndex:
     """``index[i]``: the `Record` of journaled frame ``i`` (``len(index)`` frames)."""
 
     def __init__(self, log_path: Path, window: int = DEFAULT_WINDOW) -> None:
-        if window < 1:
-            raise ValueError(f"FrameIndex window must be at least 1 frame, got {window}")
+        check_window(window)
         self._path = log_path
         self._window = window
         self._columns = tuple(array("q", bytes(8 * window)) for _ in range(4))
@@ -43,10 +50,6 @@ class FrameIndex:
         self._lock = threading.Lock()
         self._cursor: Record | None = None  # the last frame found in the log, and its index
         self._cursor_index = -1
-
-    @property
-    def window(self) -> int:
-        return self._window
 
     def __len__(self) -> int:
         return self._count
@@ -113,15 +116,15 @@ class FrameIndex:
             while True:
                 (lo_i, lo_off), (hi_i, hi_off) = lo, hi
                 if index == lo_i or hi_off - lo_off <= _SCAN_SPAN:
-                    return self._scan(fd, index, lo)
+                    return self._scan(fd, index, lo, hi_off)
                 if guess is None:  # interpolate: lines of one journal are of similar length
                     guess = lo_off + (index - lo_i) * (hi_off - lo_off) // (hi_i - lo_i)
                 guess = min(max(guess, lo_off + 1), hi_off - 1)
-                start = self._next_line_start(fd, guess)
+                start, head = self._next_line_start(fd, guess)
                 if start >= hi_off:  # no line starts in [guess, hi): look lower
                     guess = (lo_off + guess) // 2
                     continue
-                at, record = self._line(fd, start, index)
+                at, record = self._line(fd, start, index, head)
                 if at == index:
                     return record
                 lo, hi = ((at + 1, start + record.length), hi) if at < index else (lo, (at, start))
@@ -129,32 +132,40 @@ class FrameIndex:
         finally:
             os.close(fd)
 
-    def _scan(self, fd: int, index: int, lo: tuple[int, int]) -> Record:
-        """Line by line from frame ``lo[0]`` (whose line starts at ``lo[1]``) to ``index``."""
+    def _scan(self, fd: int, index: int, lo: tuple[int, int], hi_off: int) -> Record:
+        """Frame ``index``'s line, counted from frame ``lo[0]`` (whose line starts at
+        ``lo[1]``) in one read of the bytes up to ``hi_off``."""
         at, start = lo
-        while True:
-            found, record = self._line(fd, start, index)
-            if found != at:
-                raise self._fail(index, f"frame {found} is at byte {start}, not {at}")
-            if at == index:
-                return record
-            at, start = at + 1, start + record.length
+        if at == index:
+            return self._line(fd, start, index)[1]
+        data = os.pread(fd, hi_off - start, start)
+        pos = 0
+        for _ in range(index - at):
+            pos = data.find(b"\n", pos) + 1
+            if pos == 0:
+                raise self._fail(index, f"fewer lines than frames after byte {start}")
+        found, record = self._line(fd, start + pos, index)
+        if found != index:
+            raise self._fail(index, f"frame {found} is at byte {start + pos}")
+        return record
 
-    def _next_line_start(self, fd: int, pos: int) -> int:
-        """The first byte at or after ``pos`` (> 0) that begins a line."""
+    def _next_line_start(self, fd: int, pos: int) -> tuple[int, bytes]:
+        """The first byte at or after ``pos`` (> 0) that begins a line, and what was read
+        of that line."""
         at = pos - 1
         while True:
             block = os.pread(fd, _BLOCK, at)
             newline = block.find(b"\n")
             if newline >= 0:
-                return at + newline + 1
+                return at + newline + 1, block[newline + 1 :]
             if not block:
-                return at
+                return at, b""
             at += len(block)
 
-    def _line(self, fd: int, start: int, index: int) -> tuple[int, Record]:
-        """The frame number and record of the line that starts at byte ``start``."""
-        data = os.pread(fd, _BLOCK, start)
+    def _line(self, fd: int, start: int, index: int, head: bytes = b"") -> tuple[int, Record]:
+        """The frame number and record of the line that starts at byte ``start`` (``head``:
+        its first bytes, already read)."""
+        data = head or os.pread(fd, _BLOCK, start)
         end = data.find(b"\n")
         while end < 0:
             more = os.pread(fd, _BLOCK, start + len(data))

@@ -55,7 +55,7 @@ class JournalState:
     log_end: int = 0
 
     def __post_init__(self) -> None:
-        self.records = FrameIndex(self.root / LOG_FILE)
+        self.records = FrameIndex(self.root / LOG_FILE)  # FrameJournal gives its window
 
     @classmethod
     def from_doc(cls, root: Path, doc: dict[str, Any]) -> JournalState:
