@@ -12,6 +12,7 @@ consecutive snapshots, per frame, is printed by traceback (largest first) and as
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -104,7 +105,7 @@ def run(warmup: int, frames: int, diffs: int, fps: float, size: int, top: int) -
                     )
                     submitted += n
                 time.sleep(0.5)
-        for (f0, s0), (f1, s1) in zip(shots, shots[1:], strict=False):
+        for (f0, s0), (f1, s1) in itertools.pairwise(shots):
             stats = s1.compare_to(s0, "traceback")
             grown = sum(s.size_diff for s in stats)
             print(f"\n== frames {f0} -> {f1}: {grown / (f1 - f0):.1f} B a frame in all ==")
