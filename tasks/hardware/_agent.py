@@ -510,6 +510,9 @@ class EdgeAgent:
             else:
                 draft.run.done = notice
         self.queue_log.notice(notice)
+        if isinstance(notice, CommandDone):  # the queue log answers for it from now on
+            with self._runs_lock:
+                self._runs.pop(notice.command_id, None)
         try:
             self._notices_log.write(notice.model_dump_json() + "\n")
             self._notices_log.flush()
@@ -518,11 +521,14 @@ class EdgeAgent:
         self.hub.publish_notice(notice)
 
     def command_status(self, command_id: str) -> CommandStatus | None:
-        """A queued command's progress and outcome (None: not queued in this session)."""
+        """A queued command's progress and outcome (None: never queued on this data dir)."""
         with self._runs_lock:
             run = self._runs.get(command_id)
-            if run is None:  # an earlier session's (or none)
-                return self.queue_log.status(command_id)
+            if run is None:  # over (this session's: as `run` answered), or an earlier session's
+                status = self.queue_log.status(command_id)
+                if status is not None and status.session == self.session_id:
+                    return status.model_copy(update={"ran": None})
+                return status
             return CommandStatus(
                 command_id=run.command_id,
                 tag=run.tag,
