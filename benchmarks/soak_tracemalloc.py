@@ -6,7 +6,7 @@ The edge runs under tracemalloc (``_edge_tracemalloc.py``) with a small frame ca
 ``--warmup`` frames and then every ``--frames`` frames a snapshot is taken; the growth between
 consecutive snapshots, per frame, is printed by traceback (largest first) and as a total.
 
-    python benchmarks/soak_tracemalloc.py [--warmup 1500] [--frames 3000] [--fps 20] [--size 256]
+    python benchmarks/soak_tracemalloc.py [--warmup 600] [--frames 1200] [--fps 40] [--size 256]
 """
 
 from __future__ import annotations
@@ -132,10 +132,10 @@ def run(warmup: int, frames: int, diffs: int, fps: float, size: int, top: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warmup", type=int, default=1500)
-    parser.add_argument("--frames", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=600)
+    parser.add_argument("--frames", type=int, default=1200)
     parser.add_argument("--diffs", type=int, default=2)
-    parser.add_argument("--fps", type=float, default=20.0)
+    parser.add_argument("--fps", type=float, default=40.0)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", type=Path)
