@@ -51,6 +51,14 @@ def slope_mib_per_h(samples: list[tuple[float, float]], warmup_s: float) -> floa
     return float(np.polyfit(t / 3600.0, m, 1)[0])
 
 
+def half_slopes(samples: list[tuple[float, float]], warmup_s: float) -> list[float | None]:
+    """The slope in each half of the time after warm-up (a growth that decelerates shows)."""
+    end = samples[-1][0] if samples else 0.0
+    middle = (warmup_s + end) / 2
+    first = [(t, m) for t, m in samples if warmup_s <= t <= middle]
+    return [slope_mib_per_h(first, warmup_s), slope_mib_per_h(samples, middle)]
+
+
 def consume(url: str, token_file: str, stop: int, progress: str) -> None:
     """The consumer process: every frame from 0 to ``stop`` over TCP, checksums verified."""
     received = repeats = 0
@@ -135,6 +143,7 @@ def run(minutes: float, fps: float, size: int, sample_s: float, warmup_s: float)
             "last": edge_rss[-1][1],
             "max": max(m for _, m in edge_rss),
             "slope_mib_per_h": slope_mib_per_h(edge_rss, warmup_s),
+            "slope_halves_mib_per_h": half_slopes(edge_rss, warmup_s),
         },
         "consumer_rss_mib": {
             "first": consumer_rss[0][1],

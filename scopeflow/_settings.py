@@ -95,6 +95,18 @@ class EdgeServerSettings(BaseModel):
         ge=0,
         description="Chunk files pre-written ahead of the journal (page-cache warm-up); 0 = off",
     )
+    journal_index_window: int = Field(
+        4096,
+        ge=1,
+        description="Frames whose journal locations stay in memory; older ones are found in "
+        "the journal's log (a few reads), so memory does not grow with a session's frames",
+    )
+    notice_window: int = Field(
+        1024,
+        ge=1,
+        description="Recent notices kept in memory for streams; older ones are read back from "
+        "the session's notices.jsonl",
+    )
     ring_mib: int = Field(
         512, ge=16, description="Recent frames kept in memory for streaming; older come from disk"
     )

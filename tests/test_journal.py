@@ -600,3 +600,56 @@ def test_unwritable_folder(root: Path) -> None:
                 p.chmod(0o755)
     assert len(j) == 1
     j.close()
+
+
+# ------------------------------------------------------------------ bounded index
+
+
+def _meta(i: int, rng: np.random.Generator) -> dict:
+    """Lines of uneven length: mostly ~100-400 bytes, now and then one longer than 8 KiB."""
+    pad = "x" * (20_000 if i % 97 == 13 else int(rng.integers(0, 300)))
+    return {"i": i, "pad": pad}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_frame_index_memory_is_bounded_and_old_frames_are_found(root: Path, seed: int) -> None:
+    """With a window of 16 frames, the index's memory is the same after 20 frames and after
+    600; every frame (old ones from the log, by the search) reads back in any order."""
+    rng = np.random.default_rng(seed)
+    shapes = [(8, 8), (8, 12)]
+    expected: dict[int, tuple[int, tuple[int, int]]] = {}
+    with FrameJournal.create(root, index_window=16) as j:
+        for i in range(600):
+            shape = shapes[(i // int(rng.integers(5, 40))) % 2]
+            assert j.append(frame(i, shape), _meta(i, rng), pixel_size_um=0.5) == i
+            expected[i] = (i, shape)
+            if i == 19:
+                early = j.index_memory_bytes
+        assert j.index_memory_bytes == early
+        order = [int(k) for k in rng.permutation(600)] + list(range(600))
+        for k in order:
+            assert j.read_meta(k)["meta"]["i"] == k
+            np.testing.assert_array_equal(j.read(k), frame(k, expected[k][1]))
+    with FrameJournal.open(root, index_window=8) as r:
+        assert len(r) == 600 and r.index_memory_bytes < early
+        for k in [int(k) for k in rng.permutation(600)[:200]] + [599, 0, 1, 2]:
+            assert r.read_meta(k)["meta"]["i"] == k
+            np.testing.assert_array_equal(r.read(k), frame(k, expected[k][1]))
+
+
+def test_frame_index_after_recovery_and_bad_window(root: Path) -> None:
+    with FrameJournal.create(root, index_window=4) as j:
+        for i in range(50):
+            j.append(frame(i), {"i": i, "pad": "y" * (i * 37 % 500)})
+    with open(root / "frames.jsonl", "ab") as f:
+        f.write(b'{"index":50,"series":0,"ser')  # a crash mid-line
+    with pytest.warns(RuntimeWarning, match="moved to"):
+        j = FrameJournal.open(root, writable=True, index_window=4)
+    with j:
+        assert j.append(frame(50), {"i": 50}) == 50
+        for k in (0, 49, 50, 17, 18, 3):
+            assert j.read_meta(k)["meta"]["i"] == k
+            np.testing.assert_array_equal(j.read(k), frame(k))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(JournalError, match="index_window"):
+            FrameJournal.open(root, index_window=bad)  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ Every submitted command is followed to its end: a failed event (the engine's `De
 after the retries of its `ErrorPolicy`) becomes an `EventFailed` notice, an ``abort`` drops the
 command's queued events, and when all its events have run, failed or been dropped a
 `CommandDone` notice follows. Notices go through the journal thread's queue, so they take their
-place among the frames in the order things happened; they are kept (in memory and in
-``notices.jsonl`` next to the journal) for consumers that resume.
+place among the frames in the order things happened; they are kept (in
+``notices.jsonl`` next to the journal, the recent ones in memory too) for consumers that resume.
 """
 
 from __future__ import annotations
@@ -187,10 +187,16 @@ class EdgeAgent:
             self.session_dir / "journal",
             compression=settings.journal_compression,
             prewrite=settings.journal_prewrite,
+            index_window=settings.journal_index_window,
         )
         self.commands = CommandLog(settings.data_dir / "commands.jsonl")
         self.queue_log = QueueLog(settings.data_dir, self.session_id)  # settles a crash's work
-        self.hub = FrameHub(self._read_back, settings.ring_mib * 1024 * 1024)
+        self.hub = FrameHub(
+            self._read_back,
+            settings.ring_mib * 1024 * 1024,
+            notices_path=self.session_dir / "notices.jsonl",
+            notice_window=settings.notice_window,
+        )
         self.ring = (
             ShmRing.create(settings.shm_slots, _frame_bytes(core)) if settings.shm_slots else None
         )
@@ -201,7 +207,6 @@ class EdgeAgent:
         self._runs_lock = threading.Lock()
         self._runs: dict[str, _CommandRun] = {}
         self._current_failed = False
-        self._notices_log = (self.session_dir / "notices.jsonl").open("a", encoding="utf-8")
         self._events: queue.Queue[_Queued | object] = queue.Queue()
         self._journal_q: queue.Queue[tuple[np.ndarray, dict[str, Any]] | object] = queue.Queue(
             _JOURNAL_QUEUE_FRAMES
@@ -254,7 +259,6 @@ class EdgeAgent:
         self.journal.close()
         self.commands.close()
         self.queue_log.close()
-        self._notices_log.close()
         if self.ring is not None:
             self.ring.close()
         self.core.mda.events.frameReady.disconnect(self._on_frame)
@@ -510,19 +514,20 @@ class EdgeAgent:
             else:
                 draft.run.done = notice
         self.queue_log.notice(notice)
-        try:
-            self._notices_log.write(notice.model_dump_json() + "\n")
-            self._notices_log.flush()
-        except (OSError, ValueError) as exc:  # the stream still carries it
-            log.error("cannot log notice %s: %s", notice, exc)
-        self.hub.publish_notice(notice)
+        if isinstance(notice, CommandDone):  # the queue log answers for it from now on
+            with self._runs_lock:
+                self._runs.pop(notice.command_id, None)
+        self.hub.publish_notice(notice)  # and into notices.jsonl
 
     def command_status(self, command_id: str) -> CommandStatus | None:
-        """A queued command's progress and outcome (None: not queued in this session)."""
+        """A queued command's progress and outcome (None: never queued on this data dir)."""
         with self._runs_lock:
             run = self._runs.get(command_id)
-            if run is None:  # an earlier session's (or none)
-                return self.queue_log.status(command_id)
+            if run is None:  # over (this session's: as `run` answered), or an earlier session's
+                status = self.queue_log.status(command_id)
+                if status is not None and status.session == self.session_id:
+                    return status.model_copy(update={"ran": None})
+                return status
             return CommandStatus(
                 command_id=run.command_id,
                 tag=run.tag,
@@ -533,6 +538,19 @@ class EdgeAgent:
                 done=run.done,
                 session=self.session_id,
             )
+
+    def memory_footprint(self) -> dict[str, int]:
+        """What the agent holds in memory per frame and per command, each bounded whatever the
+        session's length: the journal index's bytes (its window), the commands still running,
+        the queue log's open commands and the notices kept for streams."""
+        with self._runs_lock:
+            runs = len(self._runs)
+        return {
+            "journal_index_bytes": self.journal.index_memory_bytes,
+            "command_runs": runs,
+            "open_commands": self.queue_log.open_commands(),
+            "notices_in_memory": self.hub.notices_in_memory,
+        }
 
     # state ----------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """Idempotency: a command id has its effect once, however often it is sent.
 
 Accepted commands are appended to ``commands.jsonl`` under the data dir, so a retry that arrives
-after an edge restart is still recognised.
+after an edge restart is still recognised. The ids are looked up in an on-disk index of that log
+(`LogIndex`, ``commands.jsonl.sqlite``), not in memory: an edge that accepts a command a frame
+for days keeps no per-command state.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from pathlib import Path
 
 from scopeflow import CommandAck, CommandConflict, JournalError
 
+from ._log_index import LogIndex, read_lines
+
 __all__ = ["CommandLog"]
+
+_BATCH = 2000  # lines indexed per commit when catching up
 
 
 class CommandLog:
@@ -23,23 +29,38 @@ class CommandLog:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[str, CommandAck]] = {}
-        if path.exists():
-            self._load()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            self._index = LogIndex(path.with_name(path.name + ".sqlite"))
+            end = self._catch_up()
+            self._file = path.open("ab")
+            if self._file.tell() > end:  # a line cut short by a crash: end it, it stays unread
+                self._file.write(b"\n")
+                self._file.flush()
         except OSError as exc:
             raise JournalError(f"cannot open the command log {path}: {exc}") from exc
 
-    def _load(self) -> None:
-        for line in self._path.read_text(encoding="utf-8").splitlines():
+    def _catch_up(self) -> int:
+        """Index the lines written since the index last saw the log; the end of the last one."""
+        start, _ = self._index.position()
+        size = self._path.stat().st_size if self._path.exists() else 0
+        if size < start:  # not the log the index was made from
+            self._index.clear()
+            start = 0
+        batch: list[tuple[str, str]] = []
+        end = start
+        for end, line in read_lines(self._path, start):
             try:
                 record = json.loads(line)
-                ack = CommandAck.model_validate(record["ack"])
-            except (ValueError, KeyError):
-                continue  # a line cut short by a crash: that command was never acknowledged
-            self._seen[record["command_id"]] = (record["digest"], ack)
+                CommandAck.model_validate(record["ack"])
+                batch.append((record["command_id"], json.dumps([record["digest"], record["ack"]])))
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a crash: that command was never acknowledged
+            if len(batch) >= _BATCH:
+                self._index.put(batch, indexed_to=end)
+                batch = []
+        self._index.put(batch, indexed_to=end)
+        return end
 
     def run_once(
         self, command_id: str, payload: str, execute: Callable[[], CommandAck]
@@ -51,23 +72,28 @@ class CommandLog:
         """
         digest = hashlib.sha256(payload.encode()).hexdigest()
         with self._lock:
-            if command_id in self._seen:
-                old_digest, ack = self._seen[command_id]
+            seen = self._index.get(command_id)
+            if seen is not None:
+                old_digest, stored = json.loads(seen)
                 if old_digest != digest:
                     raise CommandConflict(
                         f"command id {command_id!r} was already used for a different command; "
                         "use a new id for a new command"
                     )
-                return ack.model_copy(
+                return CommandAck.model_validate(stored).model_copy(
                     update={"repeat": True, "detail": "repeat of an accepted command: no effect"}
                 )
             ack = execute()
-            self._seen[command_id] = (digest, ack)
-            record = {"command_id": command_id, "digest": digest, "ack": ack.model_dump()}
-            self._file.write(json.dumps(record) + "\n")
+            dumped = ack.model_dump()
+            record = {"command_id": command_id, "digest": digest, "ack": dumped}
+            self._file.write((json.dumps(record) + "\n").encode())
             self._file.flush()
+            self._index.put(
+                [(command_id, json.dumps([digest, dumped]))], indexed_to=self._file.tell()
+            )
             return ack
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
+            self._index.close()

@@ -1,18 +1,21 @@
 """Fan-out of journaled frames, and the notices between them, to any number of consumers.
 
 Recent frames stay in memory (bounded by bytes); older ones are read back from the journal, so a
-consumer that reconnects with ``from=N`` gets every frame from N on. Notices are few and small:
-all of them stay in memory, each at its stream position (the number of frames before it).
+consumer that reconnects with ``from=N`` gets every frame from N on. Notices, each at its stream
+position (the number of frames before it), go to the session's ``notices.jsonl``; the recent
+ones stay in memory too (`NoticeSpool`), so memory does not grow with a session's commands.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from scopeflow import CommandDone, EventFailed, Frame
+
+from ._notice_spool import NoticeSpool
 
 __all__ = ["FrameHub"]
 
@@ -20,13 +23,21 @@ __all__ = ["FrameHub"]
 class FrameHub:
     """Holds published frames; `get` blocks until a frame exists."""
 
-    def __init__(self, read_back: Callable[[int], Frame], max_bytes: int) -> None:
+    def __init__(
+        self,
+        read_back: Callable[[int], Frame],
+        max_bytes: int,
+        notices_path: Path | None = None,
+        notice_window: int = 1024,
+    ) -> None:
+        """``notices_path``: where notices are written (and read back once out of the recent
+        window); None keeps them all in memory."""
         self._read_back = read_back
         self._max_bytes = max_bytes
         self._recent: OrderedDict[int, Frame] = OrderedDict()
         self._bytes = 0
         self._count = 0
-        self._notices: list[EventFailed | CommandDone] = []
+        self._notices = NoticeSpool(notices_path, notice_window)
         self._closed = False
         self._cond = threading.Condition()
 
@@ -59,7 +70,7 @@ class FrameHub:
         """Where a stream from frame ``start`` begins in the notices: the first one whose
         position is ``start`` or later."""
         with self._cond:
-            return bisect.bisect_left(self._notices, start, key=lambda n: n.position)
+            return self._notices.cursor(start)
 
     def next_message(
         self, index: int, cursor: int | None, timeout: float | None = None
@@ -95,9 +106,15 @@ class FrameHub:
             frame = self._recent.get(index)
         return frame if frame is not None else self._read_back(index)
 
+    @property
+    def notices_in_memory(self) -> int:
+        with self._cond:
+            return self._notices.in_memory
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            self._notices.close()
             self._cond.notify_all()
 
     @property

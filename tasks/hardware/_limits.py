@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import useq
+from useq import _iter_sequence as useq_iteration  # noqa: PLC2701 (its caches: see below)
 
 from scopeflow import InvalidRequest, plan_cost
 
@@ -108,6 +109,16 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def forget_useq_caches() -> None:
+    """Empty useq's per-sequence caches. useq (0.9) keeps each axis of every sequence it
+    iterates in unbounded ``functools.cache`` s keyed by the sequence, so an edge that expands
+    a sequence per command kept all of them, with their time points (32 bytes a frame)."""
+    for name in ("_iter_axis", "_sizes", "_used_axes"):
+        cached = getattr(useq_iteration, name, None)
+        if callable(getattr(cached, "cache_clear", None)):
+            cached.cache_clear()
+
+
 def expand_events(
     sequence: useq.MDASequence, max_events: int, max_steps: float = math.inf
 ) -> list[useq.MDAEvent]:
@@ -119,7 +130,10 @@ def expand_events(
         cost = plan_cost(sequence, max_steps)
         bound = cost.events
         if bound <= max_events and cost.steps <= max_steps:
-            events = list(itertools.islice(iter(sequence), max_events + 1))
+            try:
+                events = list(itertools.islice(iter(sequence), max_events + 1))
+            finally:
+                forget_useq_caches()
         else:
             events = []
     except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:

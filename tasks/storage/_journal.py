@@ -18,6 +18,7 @@ import numpy as np
 from scopeflow import Closeable, JournalError
 
 from . import _journal_reader as reader
+from ._frame_index import DEFAULT_WINDOW, FrameIndex, check_window
 from ._fsutil import WriterLock, atomic_write_bytes
 from ._journal_layout import JOURNAL_FILE, LOCK_FILE, LOG_FILE, JournalState, now, read_doc
 from ._journal_recovery import recover
@@ -42,8 +43,10 @@ class FrameJournal(Closeable):
         doc: dict[str, Any],
         lock: WriterLock | None,
         prewrite: int = 2,
+        index_window: int = DEFAULT_WINDOW,
     ) -> None:
         self._state = JournalState.from_doc(root, doc)
+        self._state.records = FrameIndex(self._state.log_path, index_window)
         self._writable = writable
         self._writer_lock = lock
         self._lock = threading.RLock()
@@ -60,13 +63,17 @@ class FrameJournal(Closeable):
         compression: Compression = "none",
         name: str = "scopeflow journal",
         prewrite: int = 2,
+        index_window: int = DEFAULT_WINDOW,
     ) -> FrameJournal:
         """Start a new, empty journal in ``root``, which must be missing or an empty folder.
 
         ``prewrite``: how many chunk files a background thread keeps written ahead, so that an
         append overwrites cached pages instead of allocating new ones (uncompressed only; 0 off).
+        ``index_window``: how many of the last frames' locations stay in memory; an older frame
+        is found in ``frames.jsonl`` (a few reads), so memory does not grow with the frames.
         """
         root = Path(root)
+        check_window(index_window)
         if compression not in COMPRESSIONS:
             raise JournalError(
                 f"unknown compression {compression!r} for {root}; use one of {list(COMPRESSIONS)}"
@@ -88,7 +95,14 @@ class FrameJournal(Closeable):
                     f"{root} is being created by another process; use another folder"
                 )
             doc = {"name": name, "compression": compression, "created": now()}
-            journal = cls(root, writable=True, doc=doc, lock=lock, prewrite=prewrite)
+            journal = cls(
+                root,
+                writable=True,
+                doc=doc,
+                lock=lock,
+                prewrite=prewrite,
+                index_window=index_window,
+            )
             writer = journal._writer
             assert writer is not None
             warm_up()
@@ -103,7 +117,9 @@ class FrameJournal(Closeable):
         return journal
 
     @classmethod
-    def open(cls, root: Path, *, writable: bool = False) -> FrameJournal:
+    def open(
+        cls, root: Path, *, writable: bool = False, index_window: int = DEFAULT_WINDOW
+    ) -> FrameJournal:
         """Re-open an existing journal, recovering a consistent state after a crash.
 
         Read-only (the default) changes nothing on disk and sees frames appended later by the
@@ -111,6 +127,7 @@ class FrameJournal(Closeable):
         half-done (a cut-off last log line, pixels without a log line) so appends can go on.
         """
         root = Path(root)
+        check_window(index_window)
         doc_path = root / JOURNAL_FILE
         if not doc_path.is_file():
             raise JournalError(
@@ -132,7 +149,8 @@ class FrameJournal(Closeable):
                     "process); close that one first, or open read-only"
                 )
         try:
-            journal = cls(root, writable=writable, doc=read_doc(doc_path), lock=lock)
+            doc = read_doc(doc_path)
+            journal = cls(root, writable=writable, doc=doc, lock=lock, index_window=index_window)
             reader.load(journal._state, repair=writable)
             if journal._writer is not None:
                 warm_up()
@@ -167,6 +185,11 @@ class FrameJournal(Closeable):
     def __len__(self) -> int:
         self._refresh()
         return len(self._state.records)
+
+    @property
+    def index_memory_bytes(self) -> int:
+        """Memory held by the frame index: its window of recent frames, whatever their count."""
+        return self._state.records.memory_bytes()
 
     def append(
         self,

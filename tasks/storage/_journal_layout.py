@@ -15,7 +15,7 @@ from typing import Any
 
 from scopeflow import JournalError
 
-from ._log import RecordTable
+from ._frame_index import FrameIndex
 from ._ngff import Compression
 from ._series import Series, SeriesKey, dumps_journal
 
@@ -41,8 +41,8 @@ DISCARDED_FILE = "frames.jsonl.discarded"
 class JournalState:
     """What an open journal knows: its description, its series and every journaled frame.
 
-    ``records[i]`` locates frame ``i``; ``log_end`` is the byte in ``frames.jsonl`` after the
-    last journaled line.
+    ``records[i]`` locates frame ``i`` (the recent ones from memory, older ones from the log);
+    ``log_end`` is the byte in ``frames.jsonl`` after the last journaled line.
     """
 
     root: Path
@@ -51,8 +51,11 @@ class JournalState:
     created: str
     series: list[Series] = field(default_factory=list)
     by_key: dict[SeriesKey, Series] = field(default_factory=dict)
-    records: RecordTable = field(default_factory=RecordTable)
+    records: FrameIndex = field(init=False)
     log_end: int = 0
+
+    def __post_init__(self) -> None:
+        self.records = FrameIndex(self.root / LOG_FILE)  # FrameJournal gives its window
 
     @classmethod
     def from_doc(cls, root: Path, doc: dict[str, Any]) -> JournalState:

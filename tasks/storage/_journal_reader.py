@@ -28,7 +28,7 @@ def load(state: JournalState, *, repair: bool = False) -> None:
         data = b""
     except OSError as exc:
         raise JournalError(f"cannot read {path}: {exc}; check its permissions") from exc
-    records: list[Record] = []
+    records = RecordTable()  # the whole log's, while it is checked: 32 bytes a frame
     counts = [0] * len(state.series)
     for offset, line in complete_lines(data, 0):
         rec = parse_record(line)
@@ -46,8 +46,8 @@ def load(state: JournalState, *, repair: bool = False) -> None:
         s.count = 0
     for r in records:
         state.series[r.series].count += 1
-    state.records = RecordTable(records)
-    state.log_end = records[-1].offset + records[-1].length if records else 0
+    state.records.reset(records)
+    state.log_end = records[-1].offset + records[-1].length if len(records) else 0
 
 
 def refresh(state: JournalState) -> None:

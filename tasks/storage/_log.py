@@ -22,8 +22,9 @@ class Record:
 
 
 class RecordTable:
-    """Every frame's `Record`, as four columns of 64-bit integers: 32 bytes a frame (a list of
-    Records costs ~110), so the index of a days-long acquisition stays small."""
+    """Frames' `Record` s as four columns of 64-bit integers: 32 bytes a frame (a list of
+    Records costs ~110); a full scan of the log collects them here (`FrameIndex` keeps a
+    bounded window of them)."""
 
     __slots__ = ("_columns",)
 
