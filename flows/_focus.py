@@ -116,6 +116,13 @@ class AutofocusSettings(BaseModel):
     z_limits_um: tuple[float, float] | None = Field(
         None, description="Narrower z limits for the sweeps than the edge's envelope"
     )
+    region_um: float | None = Field(
+        None,
+        gt=0,
+        description="Score only a centred square of this side (µm) of each focus frame: the "
+        "place focused on (a target cell), not its neighbours at other heights; null: the "
+        "whole field",
+    )
     optics: FocusOptics = Field(default_factory=FocusOptics)
     workers: Literal["ray", "dask", "threads"] = Field(
         "ray", description="Where the frames' sharpness is computed"
@@ -154,23 +161,30 @@ def focus_z_limits(edge: EdgeClient, settings: AutofocusSettings) -> tuple[float
 
 def open_focus_workers(settings: AutofocusSettings) -> QCWorkers:
     """Ray CPUs, Dask worker processes or threads computing ``tasks.qc.focus_score``."""
-    return QCWorkers(settings.workers, workers=settings.n_workers, measure=measure_focus_payload)
+    return QCWorkers(
+        settings.workers,
+        workers=settings.n_workers,
+        measure=measure_focus_payload,
+        measure_args=(settings.region_um,),
+    )
 
 
-def _score_here(frame: LiveFrame) -> FocusScore:
-    return measure_focus_payload(frame.pixels())
-
-
-def focus_analyzer(workers: QCWorkers | None, deadline_ms: float | None = 1000.0) -> Analyzer:
+def focus_analyzer(
+    workers: QCWorkers | None, deadline_ms: float | None = 1000.0, region_um: float | None = None
+) -> Analyzer:
     """The analyzer of a focus phase: scores from ``workers`` (None: in this process), a late
-    one scored here."""
+    one scored here; ``region_um`` as in ``AutofocusSettings`` (the workers have theirs)."""
+
+    def score_here(frame: LiveFrame) -> FocusScore:
+        return measure_focus_payload(frame.pixels(), frame.header.pixel_size_um, region_um)
+
     in_flight = 2 * (workers.workers if workers is not None else 1)
     return Analyzer(
         workers,
         AnalyzerSettings(
             deadline_ms=deadline_ms if workers is not None else None,
             max_in_flight=in_flight,
-            local=_score_here,
+            local=score_here,
         ),
     )
 
@@ -222,7 +236,7 @@ def find_focus(
     )
     report = run_edge_phase(
         edge,
-        focus_analyzer(workers, settings.deadline_ms),
+        focus_analyzer(workers, settings.deadline_ms, settings.region_um),
         policy,
         run_id=run_id,
         phase=phase,

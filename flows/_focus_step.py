@@ -5,6 +5,7 @@ log under the run's folder."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ __all__ = [
     "focus_errors_um",
     "focus_here",
     "simulated_dof_um",
+    "target_cell_z",
 ]
 
 
@@ -116,12 +118,14 @@ def focus_errors_um(
 ) -> dict[str, Any] | None:
     """On a simulated edge: how far each frame (x, y, z, sample time) was from the in-focus z
     at that place and instant (``/v1/truth``): the cell layer's (``focus_z_um``: a field of
-    cells) or the height of the cell nearest the frame's centre (``cell``: one target at high
-    magnification, where a cell's own height, +-0.4 µm about the layer, matters), and the
-    fraction within +- half the depth of field."""
+    cells) or the target cell's own height (``cell``: one target at high magnification, where
+    a cell's own height, +-0.4 µm about the layer, matters; the target is the cell whose
+    nucleus covers the frame's centre, the nearest one if none does, and where two nuclei at
+    different heights overlap there, the one nearer the frame's z: either is a right focus),
+    and the fraction within +- half the depth of field."""
     if not samples:
         return None
-    errors = np.array([z - _truth_z(edge, x, y, t, on) for x, y, z, t in samples])
+    errors = np.array([z - _truth_z(edge, x, y, z, t, on) for x, y, z, t in samples])
     a = np.abs(errors)
     out: dict[str, Any] = {
         "against": on,
@@ -136,10 +140,18 @@ def focus_errors_um(
     return out
 
 
-def _truth_z(edge: EdgeClient, x: float, y: float, t: float, on: str) -> float:
+def _truth_z(edge: EdgeClient, x: float, y: float, z: float, t: float, on: str) -> float:
     r = 1.0 if on == "layer" else 15.0
     truth = edge.truth((x - r, y - r, x + r, y + r), t)
     if on == "cell" and truth["cells"]:
-        cell = min(truth["cells"], key=lambda c: (c["x_um"] - x) ** 2 + (c["y_um"] - y) ** 2)
-        return float(cell["z_um"])
+        return target_cell_z(truth["cells"], x, y, z)
     return float(truth["focus_z_um"])
+
+
+def target_cell_z(cells: list[dict[str, Any]], x: float, y: float, z: float) -> float:
+    """The height of the cell at (x, y) (see ``focus_errors_um``)."""
+    covering = [c for c in cells if math.hypot(c["x_um"] - x, c["y_um"] - y) < c["radius_um"]]
+    if covering:
+        return float(min((c["z_um"] for c in covering), key=lambda cz: abs(cz - z)))
+    nearest = min(cells, key=lambda c: math.hypot(c["x_um"] - x, c["y_um"] - y))
+    return float(nearest["z_um"])

@@ -112,7 +112,7 @@ def keep_focus(
     with params.connect() as edge:
         report = run_edge_phase(
             edge,
-            focus_analyzer(workers, params.autofocus.deadline_ms),
+            focus_analyzer(workers, params.autofocus.deadline_ms, params.autofocus.region_um),
             AutofocusPolicy(plan),
             run_id=run_id,
             phase=PHASE,

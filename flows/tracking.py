@@ -181,7 +181,10 @@ def track_cells(
         refocus = RefocusRules(rules_af, af.every, af.method, af.channel, af.exposure_ms)
         policy = FocusedTrackingPolicy(policy, refocus)
         analyzer = RoutedAnalyzer(
-            {"track": analyzer, "focus": focus_analyzer(focus_workers, af.deadline_ms)},
+            {
+                "track": analyzer,
+                "focus": focus_analyzer(focus_workers, af.deadline_ms, af.region_um),
+            },
             route_by_index("a", "focus", "track"),
             primary="track",
         )

@@ -30,7 +30,7 @@ from tasks.hardware.sim import (
     focus_drift_um,
     numerical_aperture,
 )
-from tasks.qc import brenner, focus_score, normalized_variance
+from tasks.qc import brenner, focus_score, measure_focus_payload, normalized_variance
 
 from ._focus_replay import replay
 
@@ -99,6 +99,22 @@ def test_the_sharpness_peaks_at_focus_and_a_blank_frame_has_no_structure(sim_20x
     assert min(s.structure for s in scores) > 5
     blank = focus_score(sim_20x.render(x_um=5000, y_um=5000, z_um=0.0, intensity_pct=0.0))
     assert abs(blank.structure) < 0.5
+
+
+def test_a_focus_region_scores_only_the_centre_of_the_frame() -> None:
+    """A sharp target in the centre, a sharper neighbour beside it: with ``region_um`` the
+    score is the centre's alone (the neighbour can no longer pull the focus)."""
+    rng = np.random.default_rng(0)
+    frame = np.full((256, 256), 100.0, np.float32)
+    frame[118:138, 118:138] += rng.normal(0, 5, (20, 20))  # the target: 20 px at 0.5 µm
+    frame[10:60, 10:60] += rng.normal(0, 50, (50, 50))  # a neighbour elsewhere in the field
+    centre = frame[113:143, 113:143]  # 15 µm at 0.5 µm a pixel: 30 px
+    scored = measure_focus_payload(frame, 0.5, 15.0)
+    assert scored.error is None
+    assert scored.sharpness == pytest.approx(focus_score(centre).sharpness, rel=1e-6)
+    assert measure_focus_payload(frame, 0.5).sharpness > 5 * scored.sharpness
+    unusable = measure_focus_payload(frame, None, 15.0)
+    assert unusable.error is not None and "pixel size" in unusable.error
 
 
 @pytest.mark.parametrize("peak", [-2.5, 0.0, 0.41, 2.9])

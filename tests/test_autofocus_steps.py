@@ -9,6 +9,7 @@ focus settings refused before anything moves."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,14 @@ def _ti_params(edge: EdgeProcess, out: Path, **update: Any) -> TargetedImagingPa
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda s: f"seed{s}")
 def targeted(request, prefect_harness, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """One seed: the cell layer 3 µm below ``focus_z_um`` (still sharp enough for the 10x
-    overview, not for 40x) and drifting further at 2 simulated minutes per second; targeted
+    overview, not for 40x) and drifting further at half a simulated minute per second; targeted
     imaging with autofocus, then without."""
     seed = request.param
     out = tmp_path_factory.mktemp(f"ti-af-{seed}")
     config = _off_focus_config(out, TI_OFF_UM)
-    args = ["--camera-size", "512", "--density", "30", "--time-scale", "120",
+    # half a simulated minute per second: the layer drifts ~0.05 µm a second early on, so a
+    # stack taken seconds after its focus on a loaded machine is still within 1 µm's DOF
+    args = ["--camera-size", "512", "--density", "30", "--time-scale", "30",
             "--seed", str(seed), "--focus-drift", "--sim-config", str(config)]  # fmt: skip
     with (
         EdgeProcess(out / "edge", extra_args=args) as edge,
@@ -100,9 +103,20 @@ def _planes(client: EdgeClient, summary: dict[str, Any]) -> list[tuple[float, fl
         p = attrs["focus_plane"]
         x, y, z, t = p["x_um"], p["y_um"], p["z_um"], p["sample_time_s"]
         truth = client.truth((x - 15.0, y - 15.0, x + 15.0, y + 15.0), t)
-        cell = min(truth["cells"], key=lambda c: (c["x_um"] - x) ** 2 + (c["y_um"] - y) ** 2)
+        # the target: a cell whose nucleus covers the stack's centre (two overlapping at
+        # different heights: either is a right focus, take the nearer), else the nearest cell
+        at = (x, y)
+        under = [c for c in truth["cells"] if _distance(c, at) < c["radius_um"]]
+        if under:
+            cell = min(under, key=lambda c: abs(z - c["z_um"]))
+        else:
+            cell = min(truth["cells"], key=lambda c: _distance(c, at))
         out.append((z - cell["z_um"], cell["z_um"] - truth["focus_z_um"]))
     return out
+
+
+def _distance(cell: dict[str, Any], at: tuple[float, float]) -> float:
+    return math.dist((cell["x_um"], cell["y_um"]), at)
 
 
 def test_detail_stacks_are_centred_in_focus_with_autofocus_and_not_without(targeted) -> None:
@@ -118,12 +132,15 @@ def test_detail_stacks_are_centred_in_focus_with_autofocus_and_not_without(targe
     in_layer = [e for e, height in with_af if abs(height) < 2.0]
     assert len(with_af) == focused["targets_imaged"] >= 2 and len(in_layer) >= 2, figures
     assert all(abs(e) <= half for e in in_layer), figures
-    assert len(without) >= 2 and all(abs(e) > half for e, _ in without), figures
-    assert min(abs(e) for e, _ in without) > 2.0, figures  # the focus was several µm off
+    # without: every target in the layer out of focus (a floating one may sit at focus_z_um)
+    without_in_layer = [e for e, height in without if abs(height) < 2.0]
+    assert len(without_in_layer) >= 2, figures
+    assert min(abs(e) for e in without_in_layer) > 2.0, figures  # several µm off
     # the summary scores the same planes (against each target cell, and the layer)
     in_dof = sum(abs(e) <= half for e, _ in with_af) / len(with_af)
     assert focused["detail_focus_error_um"]["cell"]["in_dof_fraction"] == pytest.approx(in_dof)
-    assert plain["detail_focus_error_um"]["cell"]["in_dof_fraction"] == 0.0
+    plain_in_dof = sum(abs(e) <= half for e, _ in without) / len(without)
+    assert plain["detail_focus_error_um"]["cell"]["in_dof_fraction"] == pytest.approx(plain_in_dof)
     assert plain["detail_focus_error_um"]["layer"]["in_dof_fraction"] == 0.0
     assert all(r["found"] and r["frames"] <= AF_40X.max_frames for r in focused["autofocus"])
     assert plain["autofocus"] is None

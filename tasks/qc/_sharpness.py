@@ -96,20 +96,43 @@ def focus_score(pixels: np.ndarray, *, offset: float = 0.0) -> FocusScore:
     )
 
 
-def measure_focus_payload(payload: Any, pixel_size_um: float | None = None) -> FocusScore:
+def measure_focus_payload(
+    payload: Any, pixel_size_um: float | None = None, region_um: float | None = None
+) -> FocusScore:
     """``focus_score`` of a frame payload: pixels, or a reference with ``load()`` (a
     shared-memory frame) read here, on the worker; one that cannot be read gives a score with
-    ``error`` set (never a crash of the loop). ``pixel_size_um`` is unused (``QCWorkers``
-    passes it to every custom measure)."""
-    del pixel_size_um
+    ``error`` set (never a crash of the loop). ``region_um``: score only the centred square of
+    that side (the place being focused on, e.g. a target cell, not its neighbours at other
+    heights); it needs ``pixel_size_um`` (``QCWorkers`` passes the frame's)."""
     started = time.perf_counter()
     load = getattr(payload, "load", None)
     try:
         pixels = load() if callable(load) else payload
-        score = focus_score(pixels)
+        score = focus_score(centre_crop(pixels, region_um, pixel_size_um))
     except Exception as exc:  # the frame's own fault: reported in its score
         ms = (time.perf_counter() - started) * 1e3
         return FocusScore(0.0, 0.0, 0.0, ms, error=f"{type(exc).__name__}: {exc}")
     return FocusScore(
         score.sharpness, score.structure, score.mean, (time.perf_counter() - started) * 1e3
     )
+
+
+def centre_crop(
+    pixels: np.ndarray, region_um: float | None, pixel_size_um: float | None
+) -> np.ndarray:
+    """The centred square of side ``region_um`` (at least 16 pixels; the whole frame when
+    ``region_um`` is None or covers it)."""
+    if region_um is None:
+        return pixels
+    if pixel_size_um is None or not pixel_size_um > 0:
+        raise ValueError(
+            f"a focus region of {region_um:g} µm needs the frame's pixel size, got "
+            f"{pixel_size_um!r}; score the whole field (region_um: null) or pass the pixel size"
+        )
+    image = _plane(pixels)
+    h, w = image.shape
+    side = max(16, round(region_um / pixel_size_um))
+    if side >= min(h, w):
+        return image
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return image[y0 : y0 + side, x0 : x0 + side]
