@@ -73,8 +73,33 @@ def background_level(labels: np.ndarray, image: np.ndarray) -> dict[str, float]:
     values = np.asarray(image)[::step, ::step][np.asarray(labels)[::step, ::step] == 0]
     if values.size < 16:
         return {}
-    values = values.astype(np.float32)
-    median = float(np.median(values))
-    spread = max(1.4826 * float(np.median(np.abs(values - median))), 1.0)
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        median, mad = _median_and_mad_of_counts(values)
+        values = values.astype(np.float32)
+    else:
+        values = values.astype(np.float32)
+        median = float(np.median(values))
+        mad = float(np.median(np.abs(values - median)))
+    spread = max(1.4826 * mad, 1.0)
     kept = values[np.abs(values - median) <= 4.0 * spread]  # halo and stray objects out
     return {"background_mean": float(kept.mean()), "background_noise": float(kept.std())}
+
+
+def _median_and_mad_of_counts(values: np.ndarray) -> tuple[float, float]:
+    """``np.median`` of 8/16-bit ``values`` and of their absolute deviations from it, from
+    histograms (a tenth of the time of two sorts; the same numbers: every deviation is a
+    multiple of 0.5, counted here in halves)."""
+    counts = np.bincount(values.ravel())
+    median = _median_of_histogram(counts, 1.0)
+    twice = np.abs(np.arange(counts.size) * 2 - round(2 * median))
+    return median, _median_of_histogram(np.bincount(twice, weights=counts), 0.5)
+
+
+def _median_of_histogram(counts: np.ndarray, unit: float) -> float:
+    """The median of the values ``i * unit`` counted ``counts[i]`` times (mean of the two
+    middle ones for an even total, as ``np.median``)."""
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+    low = int(np.searchsorted(cumulative, (total - 1) // 2 + 1))
+    high = int(np.searchsorted(cumulative, total // 2 + 1))
+    return (low + high) / 2 * unit
