@@ -40,6 +40,20 @@ def test_measurements_match_scipy_ndimage() -> None:
     assert table.model_ms == 12.5
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bounding_boxes_of_ragged_objects_match_find_objects(seed: int) -> None:
+    """Objects of any shape (rings, scattered pixels, ids with gaps) get find_objects' boxes."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random((120, 170)) < 0.3, rng.integers(1, 40, (120, 170)), 0)
+    labels = labels.astype(np.int32)
+    labels[labels == 7] = 0  # an id with no pixels
+    table = measure_objects(labels, np.ones(labels.shape, np.uint16))
+    slices = ndimage.find_objects(labels)
+    expected = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in slices if s is not None]
+    np.testing.assert_array_equal(table.bbox, np.array(expected))
+    np.testing.assert_array_equal(table.label, np.unique(labels[labels > 0]))
+
+
 def test_empty_and_bad_input() -> None:
     empty = measure_objects(np.zeros((10, 10), np.int32), np.ones((10, 10)))
     assert len(empty) == 0 and empty.bbox.shape == (0, 4)
