@@ -5,10 +5,14 @@ with its laptrack linker, a stage move that keeps the followed cell centred), me
 same run:
 - raw:       in-process pymmcore-plus frameReady -> model -> measure -> policy ->
              core.setXYPosition (the floor: no edge, no journal, no workers)
-- scopeflow: the tracking flow's own loop (``tasks.live.run_loop`` with ``TrackingPolicy`` in
-             ``move_stage`` mode): edge agent process -> shared-memory stream -> a Ray actor
-             handed a reference to the frame (model + measuring there, objects back) ->
-             policy -> move over the edge's command channel, with its command id
+- scopeflow: the tracking flow's own loop, wired as ``flows.tracking`` wires it
+             (``open_backend``, ``live_analyzer``, ``run_edge_phase`` with ``TrackingPolicy``
+             in ``move_stage`` mode): edge agent process -> shared-memory stream -> a Ray
+             actor handed a reference to the frame (model + measuring there, objects back)
+             -> policy -> move over the edge's command channel, with its command id
+- scopeflow_local: the same loop with ``backend: null`` (what a tracking run without workers
+             runs): the model and the measuring in the loop's own process, no Ray hop; the
+             difference between the two rows is what the Ray actor call costs
 - naive:     one Prefect task run per frame (pixels as task parameters, hashed for Prefect's
              default cache key as any task input is; results not persisted, Prefect 3's
              default) on Prefect's default task runner, reporting to a real Prefect server
@@ -23,7 +27,8 @@ minus model and policy: what the loop machinery costs. Goals (issue #12): added 
 512²; scopeflow / raw <= 1.15 at 2048²; the naive loop's added >= 10x scopeflow's. The last
 needs scopeflow to add at most a tenth of the naive loop's added time; where that is less
 than the raw in-process floor adds, no loop through an edge and workers can meet it, and the
-goal's entry says so (``feasible``) with the figures.
+goal's entry says so (``feasible``) with the figures. Each goal is given per analysis
+placement (``ray``, ``local``).
 
     python benchmarks/closed_loop.py [--frames 30] [--sizes 512 2048] [--repeats 3]
 """
