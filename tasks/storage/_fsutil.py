@@ -128,8 +128,9 @@ def replace_file(tmp: str, path: str, data: bytes) -> None:
             _replace(tmp, path)
             return
         write_file(tmp, data)
-        if _exchanged(tmp, path):
-            os.unlink(tmp)  # now the old file
+        if _exchanged(tmp, path):  # done: tmp is the old file now, overwritten next time
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         else:  # the first write (no file to swap with), or a file system that cannot swap
             _replace(tmp, path)
     except BaseException:
