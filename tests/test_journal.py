@@ -384,6 +384,22 @@ def test_concurrent_reader_process_sees_only_consistent_states(tmp_path: Path) -
     assert result["seen"] == n and result["checks"] > 0
 
 
+def test_array_metadata_rewrites_leave_open_readers_whole_and_no_scratch(root: Path) -> None:
+    """Each append swaps in a new zarr.json (renameat2 RENAME_EXCHANGE on Linux, a rename
+    elsewhere): a reader that opened the old one reads it whole, and no scratch file stays."""
+    j = FrameJournal.create(root)
+    j.append(frame(0), {"i": 0}, pixel_size_um=0.65)
+    meta = root / "s0.ome.zarr" / "0" / "zarr.json"
+    with open(meta, "rb") as before:
+        for i in range(1, 4):
+            j.append(frame(i), {"i": i}, pixel_size_um=0.65)
+        assert json.loads(before.read())["shape"][0] == 1
+    assert json.loads(meta.read_text())["shape"][0] == 4
+    assert not list(meta.parent.glob(".*partial"))
+    assert zarr.open_array(meta.parent, mode="r").shape == (4, 64, 96)
+    j.close()
+
+
 def test_threads_append_concurrently(root: Path) -> None:
     j = FrameJournal.create(root)
     got: dict[int, int] = {}

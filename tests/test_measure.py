@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from tasks.decisions import FrameGeometry, detections_from_labels, detections_from_objects
-from tasks.inference import measure_objects
+from tasks.inference import background_level, measure_objects
 
 
 def disks(shape: tuple[int, int], centres: list[tuple[int, int, int]]) -> np.ndarray:
@@ -40,6 +40,20 @@ def test_measurements_match_scipy_ndimage() -> None:
     assert table.model_ms == 12.5
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bounding_boxes_of_ragged_objects_match_find_objects(seed: int) -> None:
+    """Objects of any shape (rings, scattered pixels, ids with gaps) get find_objects' boxes."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random((120, 170)) < 0.3, rng.integers(1, 40, (120, 170)), 0)
+    labels = labels.astype(np.int32)
+    labels[labels == 7] = 0  # an id with no pixels
+    table = measure_objects(labels, np.ones(labels.shape, np.uint16))
+    slices = ndimage.find_objects(labels)
+    expected = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in slices if s is not None]
+    np.testing.assert_array_equal(table.bbox, np.array(expected))
+    np.testing.assert_array_equal(table.label, np.unique(labels[labels > 0]))
+
+
 def test_empty_and_bad_input() -> None:
     empty = measure_objects(np.zeros((10, 10), np.int32), np.ones((10, 10)))
     assert len(empty) == 0 and empty.bbox.shape == (0, 4)
@@ -58,3 +72,24 @@ def test_detections_from_objects_equal_detections_from_labels() -> None:
     assert [d.touches_border for d in from_objects] == [False, False, True]
     assert from_objects[1].score == pytest.approx(250.0)
     assert from_objects[1].area_um2 == pytest.approx((labels == 2).sum() * 0.25)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_background_level_of_integer_frames_is_the_sorted_one(seed: int, dtype: type) -> None:
+    """8/16-bit frames take the histogram path: the same numbers as np.median's sorts,
+    whether the count of background pixels is even or odd and the median a half."""
+    rng = np.random.default_rng(seed)
+    high = np.iinfo(dtype).max
+    for size in (63, 64, 255, 256):  # up to 256²: every pixel read, no subsampling
+        image = rng.normal(high * 0.4, high * 0.05, (size, size)).clip(0, high).astype(dtype)
+        labels = disks((size, size), [(size // 3, size // 2, size // 6)])
+        values = image[labels == 0].astype(np.float32)
+        median = float(np.median(values))
+        spread = max(1.4826 * float(np.median(np.abs(values - median))), 1.0)
+        kept = values[np.abs(values - median) <= 4.0 * spread]
+        level = background_level(labels, image)
+        assert level == {
+            "background_mean": float(kept.mean()),
+            "background_noise": float(kept.std()),
+        }

@@ -17,7 +17,7 @@ checks it against laptrack on random problems.
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial.distance import cdist
 
@@ -123,7 +123,12 @@ def _splits(dist: np.ndarray, unlinked: np.ndarray, cutoff: float, m: int) -> li
 def _matching(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    matrix = coo_matrix((values, (rows, cols)), shape=(size, size))
+    """The matching of the (row, col, value) entries, which never repeat a (row, col): built
+    as CSR directly (half the time of a COO matrix that scipy converts)."""
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(size + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=size), out=indptr[1:])
+    matrix = csr_matrix((values[order], cols[order].astype(np.int32), indptr), shape=(size, size))
     return min_weight_full_bipartite_matching(matrix)
 
 

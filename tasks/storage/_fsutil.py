@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import sys
@@ -113,15 +115,61 @@ def write_file_with_range(path: str, array: np.ndarray) -> tuple[float, float]:
 def replace_file(tmp: str, path: str, data: bytes) -> None:
     """Atomically replace ``path`` by way of ``tmp`` (same folder), like ``atomic_write_bytes``.
 
-    The caller owns ``tmp`` (a fixed name is fine under the journal's writer lock).
+    The caller owns ``tmp`` (a fixed name is fine under the journal's writer lock). On Linux,
+    once ``path`` exists, ``tmp`` is swapped with it (renameat2 ``RENAME_EXCHANGE``) and the
+    old file unlinked: a rename over an existing file makes ext4 (``auto_da_alloc``) start a
+    writeback of the new one, which preallocating (``atomic_write_bytes``) only partly avoids:
+    0.4-0.5 ms per call at load 3-4 on 2 cores, the swap 0.16-0.19 ms. A reader that has the
+    old file open reads it whole either way.
     """
     try:
-        write_file(tmp, data, preallocate=True)
-        _replace(tmp, path)
+        if _RENAMEAT2 is None:
+            write_file(tmp, data, preallocate=True)  # see atomic_write_bytes
+            _replace(tmp, path)
+            return
+        write_file(tmp, data)
+        if _exchanged(tmp, path):  # done: tmp is the old file now, overwritten next time
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        else:  # the first write (no file to swap with), or a file system that cannot swap
+            _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+_NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOENT, errno.EXDEV}
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (Linux, glibc >= 2.28), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    path = ctypes.c_char_p
+    function.argtypes = [ctypes.c_int, path, ctypes.c_int, path, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def _exchanged(a: str, b: str) -> bool:
+    """Swap the files at ``a`` and ``b`` atomically; False where they cannot be swapped (``b``
+    missing, or a file system or kernel without ``RENAME_EXCHANGE``)."""
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _NO_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), b)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
