@@ -48,8 +48,14 @@ from typing import Any, Literal
 import numpy as np
 from _machine import describe_machine
 
-from flows import DemoUI, TrackedPosition, TrackingParams
-from flows._live_analysis import live_analyzer, open_backend, where_analysis_ran
+from flows import (
+    DemoUI,
+    TrackedPosition,
+    TrackingParams,
+    live_analyzer,
+    open_backend,
+    where_analysis_ran,
+)
 from scopeflow import ObjectTable
 from tasks.decisions import Direct, FrameView, TrackingPolicy, TrackingRules
 from tasks.hardware import EdgeClient, EdgeProcess

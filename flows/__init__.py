@@ -44,6 +44,7 @@ from ._focus_params import FocusTimelapseParams
 from ._illumination_demo import pick_cells_by_brightness, run_illumination_demo
 from ._illumination_params import AdaptiveIlluminationParams, StartLight
 from ._lease_wait import LeaseWait, lease_when_free
+from ._live_analysis import live_analyzer, open_backend, where_analysis_ran
 from ._omero_tasks import queue_for_omero, register_in_omero
 from ._optimise_demo import run_optimise_demo
 from ._optimise_params import OptimiseAcquisitionParams, SettingRange
@@ -111,8 +112,10 @@ __all__ = [
     "focus_z_limits",
     "image_events",
     "lease_when_free",
+    "live_analyzer",
     "load_sequence",
     "normalised_event",
+    "open_backend",
     "open_focus_workers",
     "pick_cells_by_brightness",
     "pick_dividing_cells",
@@ -135,4 +138,5 @@ __all__ = [
     "score_tracking_on_simulation",
     "score_uncertainty_on_simulation",
     "shorten_sequence",
+    "where_analysis_ran",
 ]
