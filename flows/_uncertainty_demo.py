@@ -19,6 +19,7 @@ from tasks.hardware.sim import SimulatorConfig
 
 from ._demo_scope import print_summary, simulated_scope
 from ._tracking_params import TrackedPosition
+from ._uncertainty_log import read_uncertainty_log
 from ._uncertainty_params import UncertaintyParams
 from ._uncertainty_truth import score_uncertainty_on_simulation
 
@@ -59,13 +60,17 @@ def run_uncertainty_demo(
     backend: str = "ray",
     seed: int = 0,
     quiet: bool = False,
+    predictor: str | None = None,
+    time_scale: float = TIME_SCALE,
 ) -> dict[str, Any]:
-    """Both protocols on the simulator end to end; the comparison (see the module)."""
+    """Both protocols on the simulator end to end; the comparison (see the module).
+    ``predictor``: the params' default when None; ``time_scale``: simulated seconds per real
+    second (the time points are 2 real seconds apart: 60 gives 2 simulated minutes)."""
     from .uncertainty_triggered import uncertainty_triggered
 
     started = time.perf_counter()
     run_dir = data_dir / datetime.now(UTC).strftime(f"uncertainty-demo-s{seed}-%Y%m%dT%H%M%SZ")
-    config = SimulatorConfig(seed=seed, width=CAMERA, height=CAMERA, time_scale=TIME_SCALE)
+    config = SimulatorConfig(seed=seed, width=CAMERA, height=CAMERA, time_scale=time_scale)
     edge_args = ["--camera-size", str(config.width), "--time-scale", str(config.time_scale)]
     edge_args += ["--seed", str(config.seed), "--density", str(config.nuclei_per_mm2)]
     chosen = demo_positions(positions, seed)
@@ -76,7 +81,9 @@ def run_uncertainty_demo(
             run_dir, protocol, edge_args, quiet=quiet, warm_prefect=first
         ) as scope:
             edge, console = scope.edge, scope.console
+            chosen_predictor = {} if predictor is None else {"predictor": predictor}
             params = UncertaintyParams(
+                **chosen_predictor,  # type: ignore[arg-type]
                 positions=chosen,
                 objective=OBJECTIVE,
                 time_points=time_points,
@@ -98,12 +105,24 @@ def run_uncertainty_demo(
                     )
                 )
         runs[protocol] = summary
+        if first:
+            params_used = {
+                "predictor": params.predictor,
+                "max_predicted_run": params.max_predicted_run,
+                "interval_s": params.interval_s,
+            }
     smart, static = runs["uncertainty"], runs["always"]
     delta = smart["accuracy"] - static["accuracy"]
+    reasons: dict[str, int] = {}
+    for r in read_uncertainty_log(Path(smart["run_dir"]) / "decisions.jsonl"):
+        reasons[str(r.reason)] = reasons.get(str(r.reason), 0) + 1
     result: dict[str, Any] = {
         "seed": seed,
+        "predictor": params_used["predictor"],
+        "max_predicted_run": params_used["max_predicted_run"],
         "positions": positions,
         "time_points": time_points,
+        "simulated_interval_s": round(params_used["interval_s"] * time_scale, 1),
         "threshold": smart["threshold"],
         "expensive_acquisitions": smart["expensive_acquisitions"],
         "expensive_acquisitions_static": static["expensive_acquisitions"],
@@ -117,6 +136,7 @@ def run_uncertainty_demo(
         "accuracy_acquired": smart["accuracy_acquired"],
         "accuracy_predicted": smart["accuracy_predicted"],
         "nuclei_true": smart["nuclei_true"],
+        "reasons": reasons,
         "dose_mj": smart["dose_mj"],
         "dose_static_mj": static["dose_mj"],
         "goal_met": bool(smart["reduction"] >= 0.5 and delta >= -UNCERTAINTY_ACCURACY_TOLERANCE),
