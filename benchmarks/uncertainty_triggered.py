@@ -30,7 +30,8 @@ from _machine import describe_machine
 from flows import UNCERTAINTY_ACCURACY_TOLERANCE, run_uncertainty_demo
 
 RESULTS = Path(__file__).parent / "results" / "uncertainty_triggered.json"
-KEYS = ("predictor", "max_predicted_run", "simulated_interval_s", "reasons",
+KEYS = ("predictor", "max_predicted_run", "simulated_interval_s", "sample_interval_s_median",
+        "reasons",
         "expensive_acquisitions", "expensive_acquisitions_static", "reduction", "accuracy",
         "accuracy_static", "accuracy_delta", "accuracy_predicted", "accuracy_acquired",
         "dose_mj", "dose_static_mj", "nuclei_true", "threshold", "goal_met", "wall_s")  # fmt: skip

@@ -9,10 +9,13 @@ comparison is acquisitions and dose at the accuracy each protocol reached.
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tasks.hardware import EdgeClient
 from tasks.hardware.sim import SimulatorConfig
@@ -114,8 +117,15 @@ def run_uncertainty_demo(
     smart, static = runs["uncertainty"], runs["always"]
     delta = smart["accuracy"] - static["accuracy"]
     reasons: dict[str, int] = {}
-    for r in read_uncertainty_log(Path(smart["run_dir"]) / "decisions.jsonl"):
+    records = read_uncertainty_log(Path(smart["run_dir"]) / "decisions.jsonl")
+    for r in records:
         reasons[str(r.reason)] = reasons.get(str(r.reason), 0) + 1
+    # the sample time really between time points (a loaded machine falls behind the clock)
+    steps = [
+        b.cheap_time_s - a.cheap_time_s
+        for a, b in itertools.pairwise(records)
+        if a.p == b.p and b.t == a.t + 1
+    ]
     result: dict[str, Any] = {
         "seed": seed,
         "predictor": params_used["predictor"],
@@ -123,6 +133,7 @@ def run_uncertainty_demo(
         "positions": positions,
         "time_points": time_points,
         "simulated_interval_s": round(params_used["interval_s"] * time_scale, 1),
+        "sample_interval_s_median": round(float(np.median(steps)), 1) if steps else None,
         "threshold": smart["threshold"],
         "expensive_acquisitions": smart["expensive_acquisitions"],
         "expensive_acquisitions_static": static["expensive_acquisitions"],

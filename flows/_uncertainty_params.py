@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scopeflow import ComputeProfile, ConfigurationError, EnvelopeViolation
 from tasks.compute import get_profile
-from tasks.decisions import UncertaintyRules, UncertaintyTriggeredPolicy
+from tasks.decisions import CARRY_FORWARD_MAX_RUN, UncertaintyRules, UncertaintyTriggeredPolicy
 from tasks.hardware import SafetyEnvelope
 from tasks.inference import BackendConfig
 
@@ -58,7 +58,7 @@ class UncertaintyParams(MicroscopeConnection):
         "in where the model's nuclei changed little since that acquisition",
     )
     max_predicted_run: int | None = Field(
-        None,
+        CARRY_FORWARD_MAX_RUN,
         ge=1,
         description="carry-forward: acquire the expensive channel after this many predicted "
         "time points in a row at a position, however little changed (None: no limit)",

@@ -24,6 +24,7 @@ from .conftest import validate_store
 pytestmark = pytest.mark.timeout(2400)
 
 SEEDS = ((0, "ray"), (1, "dask"), (2, "ray"))
+PREDICTOR = "carry-forward"  # the predictor whose goal is asserted (virtual-stain: README)
 REDUCTION_GOAL = 0.5  # issue 14: >= 50 % fewer expensive acquisitions...
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 def runs(prefect_harness, tmp_path_factory) -> list[dict[str, Any]]:
     data = tmp_path_factory.mktemp("uncertainty")
     return [
-        run_uncertainty_demo(data, backend=backend, seed=seed, quiet=True)
+        run_uncertainty_demo(data, backend=backend, seed=seed, quiet=True, predictor=PREDICTOR)
         for seed, backend in SEEDS
     ]
 
@@ -55,13 +56,28 @@ def test_every_seed_acquires_what_its_uncertainty_asked_for_and_pays_that_dose(
             d["acquire"] == (d["uncertainty"] > threshold)
             for d in cheap
             if abs(d["uncertainty"] - threshold) > 1e-5
+            and d["reason"] in ("uncertain", "predicted")
         )
+        # the first real frame at each position, and one at least every max_predicted_run + 1
+        assert {d["p"] for d in cheap if d["reason"] == "no-reference" and d["t"] == 0} == set(
+            range(summary["positions"])
+        )
+        assert all(d["t"] == 0 for d in cheap if d["reason"] == "no-reference")
+        limit = summary["max_predicted_run"] or summary["time_points"]
+        for p in range(summary["positions"]):
+            run = 0
+            for d in sorted((d for d in cheap if d["p"] == p), key=lambda d: d["t"]):
+                run = 0 if d["acquire"] else run + 1
+                assert run <= limit
+        # a time point not acquired logged what stood in for it
+        assert all(("stand_in" in d) != d["acquire"] for d in cheap)
         asked = sum(d["acquire"] for d in cheap)
         assert summary["expensive_acquisitions"] == asked
         # the edges' own dose accounts: every DAPI frame costs the same, brightfield nothing
         assert summary["dose_static_mj"] > 0
         assert summary["dose_mj"] == pytest.approx(summary["dose_static_mj"] * asked / n)
         assert summary["nuclei_true"] > 5 * summary["positions"]
+        assert summary["predictor"] == PREDICTOR
 
 
 def _protocol_dir(summary: dict[str, Any], protocol: str) -> Path:

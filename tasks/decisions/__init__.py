@@ -82,6 +82,7 @@ from ._targets import (
 )
 from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingState
 from ._uncertainty_policy import (
+    CARRY_FORWARD_MAX_RUN,
     CARRY_FORWARD_THRESHOLD,
     UncertaintyRules,
     UncertaintyState,
@@ -89,6 +90,7 @@ from ._uncertainty_policy import (
 )
 
 __all__ = [
+    "CARRY_FORWARD_MAX_RUN",
     "CARRY_FORWARD_THRESHOLD",
     "Acquire",
     "AcquisitionSettings",
