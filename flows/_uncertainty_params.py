@@ -52,7 +52,7 @@ class UncertaintyParams(MicroscopeConnection):
         description="'always' is the static protocol: the expensive channel every time point",
     )
     predictor: Literal["virtual-stain", "carry-forward"] = Field(
-        "virtual-stain",
+        "carry-forward",
         description="'virtual-stain': the model's nuclei stand in where its own uncertainty is "
         "low; 'carry-forward': the last real nuclei, moved as the model saw them move, stand "
         "in where the model's nuclei changed little since that acquisition",

@@ -3,9 +3,12 @@
 Phases are Prefect tasks; the per-frame work is the closed-loop core (``tasks.live``) inside
 the ``predict-or-acquire`` task: every time point each position's cheap frame (transmitted
 light) goes to the workers, where the virtual-stain ensemble predicts the expensive channel's
-nuclei and reports its uncertainty; the pure ``UncertaintyTriggeredPolicy`` (``tasks.decisions``)
-acquires the expensive channel there only when the uncertainty passes the threshold (command
-ids from the run, the position and the time point: a re-run repeats no acquisition). Then each
+nuclei and reports its uncertainty; the expensive frames are segmented by the reference model.
+The pure ``UncertaintyTriggeredPolicy`` (``tasks.decisions``) acquires the expensive channel
+there only when the uncertainty passes the threshold: the ensemble's own (``predictor:
+virtual-stain``) or how much the model's nuclei changed since the last real frame there
+(``carry-forward``: the last real nuclei, moved, stand in otherwise). Command ids come from the
+run, the position and the time point: a re-run repeats no acquisition. Then each
 position's frames are stored as OME-Zarr and the summary (expensive acquisitions and light dose
 against acquiring the expensive channel every time point) becomes artifacts: the uncertainty
 over time with the threshold and the frames really acquired, and a predicted-vs-acquired image.
@@ -102,7 +105,7 @@ def predict_or_acquire(
 ) -> UncertaintyOutcome:
     """The live loop: each cheap frame predicted on the workers, the expensive one acquired
     where the prediction is unsure and segmented here by the reference model (carry-forward
-    keeps its nuclei; a classical segmentation of one frame takes milliseconds)."""
+    keeps their nuclei), in this process: one classical segmentation per real frame."""
     analyzer = RoutedAnalyzer(
         {
             "cheap": live_analyzer(params, backend),
