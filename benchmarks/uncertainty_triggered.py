@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--backend", default="ray")
     parser.add_argument("--predictor", default=None, help="the params' default when left out")
     parser.add_argument("--time-scale", type=float, default=60.0)
+    parser.add_argument("--interval-s", type=float, default=2.0, help="real s between time points")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     runs = {}
@@ -59,6 +60,7 @@ def main() -> None:
                 quiet=True,
                 predictor=args.predictor,
                 time_scale=args.time_scale,
+                interval_s=args.interval_s,
             )
             runs[seed] = {k: summary[k] for k in KEYS}
     print(f"{'seed':>4} {'expensive':>9} {'static':>6} {'reduction':>9} {'F1':>7} "
@@ -84,6 +86,7 @@ def main() -> None:
                 "positions": args.positions,
                 "time_points": args.time_points,
                 "time_scale": args.time_scale,
+                "interval_s": args.interval_s,
                 "backend": args.backend,
                 "runs": runs,
                 "pooled": pooled,

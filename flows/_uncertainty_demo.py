@@ -65,10 +65,12 @@ def run_uncertainty_demo(
     quiet: bool = False,
     predictor: str | None = None,
     time_scale: float = TIME_SCALE,
+    interval_s: float = 2.0,
 ) -> dict[str, Any]:
     """Both protocols on the simulator end to end; the comparison (see the module).
-    ``predictor``: the params' default when None; ``time_scale``: simulated seconds per real
-    second (the time points are 2 real seconds apart: 60 gives 2 simulated minutes)."""
+    ``predictor``: the params' default when None; ``interval_s`` real seconds between time
+    points, ``time_scale`` simulated seconds per real second (2 s x 60: 2 simulated minutes; a
+    longer interval at a smaller scale keeps that pace on a loaded machine)."""
     from .uncertainty_triggered import uncertainty_triggered
 
     started = time.perf_counter()
@@ -90,6 +92,7 @@ def run_uncertainty_demo(
                 positions=chosen,
                 objective=OBJECTIVE,
                 time_points=time_points,
+                interval_s=interval_s,
                 protocol=protocol,  # type: ignore[arg-type]
                 backend={"kind": backend, "workers": 1},
                 edge_url=edge.url,
