@@ -175,3 +175,20 @@ def test_the_static_protocol_and_bad_rules() -> None:
     state, _ = policy.decide(policy.initial_state(), _view(0, 0, 0), _nuclei(truth))
     with pytest.raises(ValueError, match="reference model"):
         policy.decide(state, _view(0, 0, 1), None)
+
+
+def test_logged_centroids_score_as_the_labels_they_came_from() -> None:
+    """A stand-in scored from its logged centroids counts as its label image would."""
+    from tasks.inference import detection_scores
+
+    truth = np.zeros((SIZE, SIZE), np.int32)
+    for k, (r, c) in enumerate(_scatter(12, 6).astype(int), start=1):
+        truth[r - 4 : r + 5, c - 4 : c + 5] = k
+    found = _nuclei(np.vstack([_scatter(12, 6)[:9] + 2.0, [[5.0, 5.0]]]))  # 9 hits, 1 spurious
+    labels = np.zeros((SIZE, SIZE), np.int32)
+    for k, (r, c) in enumerate(zip(found.centroid_row, found.centroid_col, strict=True), 1):
+        labels[int(r) - 2 : int(r) + 3, int(c) - 2 : int(c) + 3] = k
+    centres = np.stack([found.centroid_row, found.centroid_col], axis=1)
+    by_points, by_labels = detection_scores_at(truth, centres), detection_scores(truth, labels)
+    assert by_points == by_labels
+    assert (by_points.tp, by_points.fp, by_points.fn) == (9, 1, 3)
