@@ -34,6 +34,7 @@ KEYS = ("predictor", "max_predicted_run", "simulated_interval_s", "sample_interv
         "reasons",
         "expensive_acquisitions", "expensive_acquisitions_static", "reduction", "accuracy",
         "accuracy_static", "accuracy_delta", "accuracy_predicted", "accuracy_acquired",
+        "accuracy_paired", "accuracy_delta_paired",
         "dose_mj", "dose_static_mj", "nuclei_true", "threshold", "goal_met", "wall_s")  # fmt: skip
 
 

@@ -108,6 +108,7 @@ def run_uncertainty_demo(
                         config,
                         client,
                         objective=OBJECTIVE,
+                        expensive_exposure_ms=params.expensive.exposure_ms,
                     )
                 )
         runs[protocol] = summary
@@ -149,6 +150,9 @@ def run_uncertainty_demo(
         "accuracy_tolerance": UNCERTAINTY_ACCURACY_TOLERANCE,
         "accuracy_acquired": smart["accuracy_acquired"],
         "accuracy_predicted": smart["accuracy_predicted"],
+        # the stand-ins' own loss: the same run had every frame been acquired
+        "accuracy_paired": smart["accuracy_paired"],
+        "accuracy_delta_paired": round(smart["accuracy"] - smart["accuracy_paired"], 4),
         "nuclei_true": smart["nuclei_true"],
         "reasons": reasons,
         "dose_mj": smart["dose_mj"],
