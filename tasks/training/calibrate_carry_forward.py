@@ -34,7 +34,7 @@ from tasks.inference import (
     pool_scores,
 )
 
-__all__ = ["SETTINGS", "calibrate", "main"]
+__all__ = ["SETTINGS", "calibrate", "main", "replay", "static_f1", "timelapses"]
 
 SETTINGS = {"demo": (8, 120.0), "long": (16, 600.0)}  # time points, simulated s between them
 THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
@@ -52,7 +52,7 @@ class _Frame:
     real_labels: np.ndarray
 
 
-def _timelapse(seed: int, positions: int, time_points: int, step_s: float) -> list[list[_Frame]]:
+def timelapses(seed: int, positions: int, time_points: int, step_s: float) -> list[list[_Frame]]:
     """Per position, per time point: the analysed frames and the truth."""
     from tasks.hardware.sim import SimulatorConfig, build_simulated_core, truth_labels
 
@@ -111,6 +111,13 @@ def _view(p: int, t: int, c: int, px: float) -> FrameView:
     )
 
 
+def static_f1(lapses: list[list[_Frame]]) -> float:
+    """The static protocol's F1 on the same frames: DAPI acquired at every time point."""
+    return pool_scores(
+        [detection_scores(f.truth, f.real_labels, ignore=f.ignore) for la in lapses for f in la]
+    ).f1
+
+
 def replay(
     lapses: list[list[_Frame]], threshold: float, max_run: int | None, px: float
 ) -> dict[str, Any]:
@@ -147,12 +154,10 @@ def calibrate(seeds: list[int], positions: int) -> dict[str, Any]:
     for name, (time_points, step_s) in SETTINGS.items():
         started = time.perf_counter()
         lapses = [
-            lapse for seed in seeds for lapse in _timelapse(seed, positions, time_points, step_s)
+            lapse for seed in seeds for lapse in timelapses(seed, positions, time_points, step_s)
         ]
         print(f"{name}: {len(lapses)} time-lapses in {time.perf_counter() - started:.0f} s")
-        static[name] = pool_scores(
-            [detection_scores(f.truth, f.real_labels, ignore=f.ignore) for la in lapses for f in la]
-        ).f1
+        static[name] = static_f1(lapses)
         for threshold in THRESHOLDS:
             for max_run in MAX_RUNS:
                 r = replay(lapses, threshold, max_run, px)
