@@ -9,6 +9,13 @@ fewer expensive acquisitions at equal accuracy (F1 at most
 ``UNCERTAINTY_ACCURACY_TOLERANCE`` below the static protocol's).
 
     python benchmarks/uncertainty_triggered.py [--seeds 0 1 2] [--positions 6] [--time-points 6]
+        [--predictor virtual-stain|carry-forward] [--time-scale 60] [--out FILE.json]
+
+The long setting, where the sample really changes (10 simulated minutes between 16 time
+points: cells move and divide)::
+
+    python benchmarks/uncertainty_triggered.py --predictor carry-forward --time-points 16 \
+        --time-scale 300 --out benchmarks/results/uncertainty_carry_forward_long.json
 """
 
 from __future__ import annotations
@@ -23,8 +30,11 @@ from _machine import describe_machine
 from flows import UNCERTAINTY_ACCURACY_TOLERANCE, run_uncertainty_demo
 
 RESULTS = Path(__file__).parent / "results" / "uncertainty_triggered.json"
-KEYS = ("expensive_acquisitions", "expensive_acquisitions_static", "reduction", "accuracy",
+KEYS = ("predictor", "max_predicted_run", "simulated_interval_s", "sample_interval_s_median",
+        "reasons",
+        "expensive_acquisitions", "expensive_acquisitions_static", "reduction", "accuracy",
         "accuracy_static", "accuracy_delta", "accuracy_predicted", "accuracy_acquired",
+        "accuracy_paired", "accuracy_delta_paired",
         "dose_mj", "dose_static_mj", "nuclei_true", "threshold", "goal_met", "wall_s")  # fmt: skip
 
 
@@ -34,6 +44,10 @@ def main() -> None:
     parser.add_argument("--positions", type=int, default=6)
     parser.add_argument("--time-points", type=int, default=6)
     parser.add_argument("--backend", default="ray")
+    parser.add_argument("--predictor", default=None, help="the params' default when left out")
+    parser.add_argument("--time-scale", type=float, default=60.0)
+    parser.add_argument("--interval-s", type=float, default=2.0, help="real s between time points")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     runs = {}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
@@ -45,6 +59,9 @@ def main() -> None:
                 backend=args.backend,
                 seed=seed,
                 quiet=True,
+                predictor=args.predictor,
+                time_scale=args.time_scale,
+                interval_s=args.interval_s,
             )
             runs[seed] = {k: summary[k] for k in KEYS}
     print(f"{'seed':>4} {'expensive':>9} {'static':>6} {'reduction':>9} {'F1':>7} "
@@ -62,13 +79,15 @@ def main() -> None:
         "goal_met_every_seed": all(r["goal_met"] for r in runs.values()),
     }
     print("pooled:", pooled)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
         json.dumps(
             {
                 "machine": describe_machine(),
                 "positions": args.positions,
                 "time_points": args.time_points,
+                "time_scale": args.time_scale,
+                "interval_s": args.interval_s,
                 "backend": args.backend,
                 "runs": runs,
                 "pooled": pooled,
@@ -76,7 +95,7 @@ def main() -> None:
             indent=2,
         )
     )
-    print(f"saved {RESULTS}")
+    print(f"saved {args.out}")
 
 
 if __name__ == "__main__":

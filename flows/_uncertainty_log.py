@@ -1,5 +1,6 @@
 """What an uncertainty-triggered run's decision log says: per position and time point, the
-cheap frame, its uncertainty, and the expensive frame when one was acquired."""
+cheap frame, its uncertainty, and the expensive frame when one was acquired, else the nuclei
+that stood in for it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class UncertaintyRecord:
     acquire: bool
     expensive_frame: int | None = None
     expensive_time_s: float | None = None
+    reason: str | None = None  # uncertain, predicted, no-reference, max-run, always
+    stand_in: list[tuple[float, float]] | None = None  # row/col pixel centroids, not acquired
 
     def frame_of(self, role: str) -> int | None:
         return self.cheap_frame if role == "cheap" else self.expensive_frame
@@ -48,6 +51,10 @@ def read_uncertainty_log(decisions: Path) -> list[UncertaintyRecord]:
                 stage=(float(x), float(y), float(z)),
                 uncertainty=float(summary["uncertainty"]),
                 acquire=bool(summary["acquire"]),
+                reason=summary.get("reason"),
+                stand_in=[(float(r), float(c)) for r, c in summary["stand_in"]]
+                if "stand_in" in summary
+                else None,
             )
         elif summary.get("role") == "expensive":
             expensive[key] = (int(record["frame"]), float(record["sample_time_s"]))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scopeflow import ComputeProfile, ConfigurationError, EnvelopeViolation
 from tasks.compute import get_profile
-from tasks.decisions import UncertaintyRules, UncertaintyTriggeredPolicy
+from tasks.decisions import CARRY_FORWARD_MAX_RUN, UncertaintyRules, UncertaintyTriggeredPolicy
 from tasks.hardware import SafetyEnvelope
 from tasks.inference import BackendConfig
 
@@ -51,12 +51,31 @@ class UncertaintyParams(MicroscopeConnection):
         "uncertainty",
         description="'always' is the static protocol: the expensive channel every time point",
     )
+    predictor: Literal["virtual-stain", "carry-forward"] = Field(
+        "carry-forward",
+        description="'virtual-stain': the model's nuclei stand in where its own uncertainty is "
+        "low; 'carry-forward': the last real nuclei, moved as the model saw them move, stand "
+        "in where the model's nuclei changed little since that acquisition",
+    )
+    max_predicted_run: int | None = Field(
+        CARRY_FORWARD_MAX_RUN,
+        ge=1,
+        description="carry-forward: acquire the expensive channel after this many predicted "
+        "time points in a row at a position, however little changed (None: no limit)",
+    )
+    match_um: float = Field(
+        4.0, gt=0, description="carry-forward: a nucleus' twin lies at most this far, µm"
+    )
+    reference_model: str = Field(
+        "classical",
+        description="Segments the expensive frames in the loop (carry-forward's real nuclei)",
+    )
     threshold: float | None = Field(
         None,
         ge=0.0,
         le=1.0,
         description="Uncertainty above which the expensive channel is acquired; None: the "
-        "threshold calibrated with the model's weights",
+        "threshold calibrated with the model's weights (virtual-stain) or for carry-forward",
     )
     model: str = Field(
         "virtual-stain",
@@ -105,6 +124,9 @@ class UncertaintyParams(MicroscopeConnection):
             expensive=(self.expensive.channel, self.expensive.exposure_ms),
             always=self.protocol == "always",
             z_um=self.z_um,
+            predictor=self.predictor,
+            max_predicted_run=self.max_predicted_run,
+            match_um=self.match_um,
         )
 
     def policy(self, threshold: float) -> UncertaintyTriggeredPolicy:

@@ -3,9 +3,12 @@
 Phases are Prefect tasks; the per-frame work is the closed-loop core (``tasks.live``) inside
 the ``predict-or-acquire`` task: every time point each position's cheap frame (transmitted
 light) goes to the workers, where the virtual-stain ensemble predicts the expensive channel's
-nuclei and reports its uncertainty; the pure ``UncertaintyTriggeredPolicy`` (``tasks.decisions``)
-acquires the expensive channel there only when the uncertainty passes the threshold (command
-ids from the run, the position and the time point: a re-run repeats no acquisition). Then each
+nuclei and reports its uncertainty; the expensive frames are segmented by the reference model.
+The pure ``UncertaintyTriggeredPolicy`` (``tasks.decisions``) acquires the expensive channel
+there only when the uncertainty passes the threshold: the ensemble's own (``predictor:
+virtual-stain``) or how much the model's nuclei changed since the last real frame there
+(``carry-forward``: the last real nuclei, moved, stand in otherwise). Command ids come from the
+run, the position and the time point: a re-run repeats no acquisition. Then each
 position's frames are stored as OME-Zarr and the summary (expensive acquisitions and light dose
 against acquiring the expensive channel every time point) becomes artifacts: the uncertainty
 over time with the threshold and the frames really acquired, and a predicted-vs-acquired image.
@@ -29,9 +32,10 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from tasks.decisions import CARRY_FORWARD_THRESHOLD
 from tasks.hardware import SafetyEnvelope
 from tasks.inference import InferenceBackend, load_model
-from tasks.live import LoopSettings, run_edge_phase
+from tasks.live import LoopSettings, RoutedAnalyzer, analyzer_for, route_by_index, run_edge_phase
 from tasks.storage import write_zstack
 
 from ._live_analysis import live_analyzer, open_backend
@@ -57,12 +61,15 @@ class UncertaintyOutcome:
 
 
 def model_threshold(params: UncertaintyParams) -> float:
-    """The run's threshold: the params', else the one calibrated with the model's weights.
-    Loads the model here, so missing or corrupt weights stop the run before anything moves
-    (ConfigurationError naming the training command)."""
+    """The run's threshold: the params', else carry-forward's calibrated one, else the one
+    calibrated with the model's weights. Loads the models here, so missing or corrupt weights
+    stop the run before anything moves (ConfigurationError naming the training command)."""
     model = load_model(params.model, **params.model_options)
+    load_model(params.reference_model)
     if params.threshold is not None:
         return params.threshold
+    if params.predictor == "carry-forward":
+        return CARRY_FORWARD_THRESHOLD
     calibrated = getattr(model, "threshold", None)
     if calibrated is None:
         from scopeflow import ConfigurationError
@@ -97,8 +104,16 @@ def predict_or_acquire(
     backend: InferenceBackend | None,
 ) -> UncertaintyOutcome:
     """The live loop: each cheap frame predicted on the workers, the expensive one acquired
-    where the prediction is unsure."""
-    analyzer = live_analyzer(params, backend)
+    where the prediction is unsure and segmented here by the reference model (carry-forward
+    keeps their nuclei), in this process: one classical segmentation per real frame."""
+    analyzer = RoutedAnalyzer(
+        {
+            "cheap": live_analyzer(params, backend),
+            "expensive": analyzer_for(None, local_model=params.reference_model),
+        },
+        route_by_index("c", "expensive", "cheap"),
+        primary="cheap",
+    )
     decisions_path = run_dir / "decisions.jsonl"
     with params.connect() as edge:
         report = run_edge_phase(

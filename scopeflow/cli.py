@@ -204,6 +204,10 @@ def demo(
     duration_s: Annotated[
         float, typer.Option(help="Event-triggered: wall-clock seconds watched.")
     ] = 60.0,
+    predictor: Annotated[
+        str | None,
+        typer.Option(help="Uncertainty: virtual-stain or carry-forward (default: the params')."),
+    ] = None,
 ) -> None:
     """An experiment on a simulated microscope, end to end, with nothing to set up."""
     # Prefect's temporary server would try to send usage data (there may be no network) and
@@ -247,7 +251,9 @@ def demo(
         elif experiment == "uncertainty":
             from flows import run_uncertainty_demo
 
-            summary = run_uncertainty_demo(data_dir, backend=backend, seed=seed, quiet=as_json)
+            summary = run_uncertainty_demo(
+                data_dir, backend=backend, seed=seed, quiet=as_json, predictor=predictor
+            )
         elif experiment == "optimise":
             from flows import run_optimise_demo
 

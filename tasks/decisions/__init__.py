@@ -13,6 +13,7 @@ from ._acquisition_search import (
     Trial,
 )
 from ._autofocus import AutofocusPlan, AutofocusPolicy, AutofocusState, PositionFocus
+from ._carry_forward import ModelChange, carry_forward, match_points, model_change
 from ._event_policy import (
     EventRules,
     EventState,
@@ -81,12 +82,16 @@ from ._targets import (
 )
 from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingState
 from ._uncertainty_policy import (
+    CARRY_FORWARD_MAX_RUN,
+    CARRY_FORWARD_THRESHOLD,
     UncertaintyRules,
     UncertaintyState,
     UncertaintyTriggeredPolicy,
 )
 
 __all__ = [
+    "CARRY_FORWARD_MAX_RUN",
+    "CARRY_FORWARD_THRESHOLD",
     "Acquire",
     "AcquisitionSettings",
     "AdaptiveIlluminationPolicy",
@@ -120,6 +125,7 @@ __all__ = [
     "LightSetting",
     "LinkerSettings",
     "MeasureState",
+    "ModelChange",
     "OnlineLinker",
     "OptunaSuggester",
     "OverviewPolicy",
@@ -152,6 +158,7 @@ __all__ = [
     "UncertaintyState",
     "UncertaintyTriggeredPolicy",
     "calibrate_plate",
+    "carry_forward",
     "check_plate_on_stage",
     "choose_targets",
     "contiguous_runs",
@@ -161,7 +168,9 @@ __all__ = [
     "fit_focus_peak",
     "link_label_movie",
     "link_movie",
+    "match_points",
     "merge_overlapping",
+    "model_change",
     "order_for_short_travel",
     "path_length_um",
     "plate_fields",

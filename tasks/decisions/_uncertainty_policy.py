@@ -5,24 +5,51 @@ fluorescence dose). The workers predict the expensive channel's content from it 
 stain) and report how unsure they are (the ObjectTable's ``extra[measure]``). When that passes
 ``threshold``, the policy acquires the expensive channel there, at once; otherwise the
 prediction stands in for it. ``always`` is the static protocol it is measured against: the
-expensive channel at every time point. Frames are keyed ``p<position>-t<time point>`` (and
-``-x`` for the expensive one), so a re-run sends the same command ids; each event's index
-carries ``c`` (0 cheap, 1 expensive).
+expensive channel at every time point.
+
+Two predictors: ``virtual-stain`` stands in the model's nuclei and trusts the model's own
+uncertainty (``extra[measure]``); ``carry-forward`` keeps, per position, the nuclei of the last
+real expensive frame and the model's nuclei of the cheap frame taken with it, and measures the
+uncertainty as the change in model space since (``1 - F1`` of the one-to-one match,
+``_carry_forward``): below the threshold the last real nuclei, moved as the model saw them
+move, stand in; above it, or with no real frame yet, or after ``max_predicted_run`` predicted
+time points in a row, the expensive channel is acquired. Each decision logs its stand-in
+(``stand_in``: row/col pixel centroids) so a run is scored on what it really stood in.
+
+Frames are keyed ``p<position>-t<time point>`` (and ``-x`` for the expensive one), so a re-run
+sends the same command ids; each event's index carries ``c`` (0 cheap, 1 expensive).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import useq
 
 from scopeflow import ObjectTable
 
+from ._carry_forward import carry_forward, model_change
 from ._policy import Acquire, Command, Decision, FrameView
 
-__all__ = ["UncertaintyRules", "UncertaintyState", "UncertaintyTriggeredPolicy"]
+__all__ = [
+    "CARRY_FORWARD_MAX_RUN",
+    "CARRY_FORWARD_THRESHOLD",
+    "CarryReference",
+    "UncertaintyRules",
+    "UncertaintyState",
+    "UncertaintyTriggeredPolicy",
+]
+
+# carry-forward's threshold on the model-space change (1 - F1 of the one-to-one match):
+# calibrated by ``python -m tasks.training.calibrate_carry_forward --seeds 10 11`` on simulator
+# seeds kept apart from the reported figures' 0-2 (README: Uncertainty-triggered acquisition);
+# its limit on predicted time points in a row is set by design (errors cannot pile up), the
+# calibration's figures with it and without it are in the README
+CARRY_FORWARD_THRESHOLD = 0.15
+CARRY_FORWARD_MAX_RUN = 5
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,9 @@ class UncertaintyRules:
     always: bool = False  # the static protocol: the expensive channel every time point
     z_um: float = 0.0
     measure: str = "uncertainty"  # the key of the analysis' ``extra`` compared to threshold
+    predictor: Literal["virtual-stain", "carry-forward"] = "virtual-stain"
+    max_predicted_run: int | None = None  # carry-forward: acquire after this many predicted
+    match_um: float = 4.0  # carry-forward: a nucleus' twin lies at most this far (µm)
 
     def __post_init__(self) -> None:
         if self.time_points < 1:
@@ -50,6 +80,16 @@ class UncertaintyRules:
                 f"the cheap and expensive channels are both {self.cheap[0]!r}; predict one "
                 "channel from another"
             )
+        if self.predictor not in ("virtual-stain", "carry-forward"):
+            raise ValueError(
+                f"predictor must be 'virtual-stain' or 'carry-forward', got {self.predictor!r}"
+            )
+        if self.max_predicted_run is not None and self.max_predicted_run < 1:
+            raise ValueError(
+                f"max_predicted_run must be at least 1 (or None), got {self.max_predicted_run}"
+            )
+        if not self.match_um > 0:
+            raise ValueError(f"match_um must be positive, got {self.match_um}")
 
 
 @dataclass
@@ -59,6 +99,21 @@ class UncertaintyState:
     due_s: dict[tuple[int, int], float] = field(default_factory=dict)
     uncertainty: dict[tuple[int, int], float] = field(default_factory=dict)
     acquired: list[tuple[int, int]] = field(default_factory=list)  # (position, time point)
+    # carry-forward, per position: the model's nuclei on the cheap frame of the acquisition
+    # awaiting its expensive frame, then both with the real nuclei (row/col pixel points)
+    pending: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    reference: dict[int, CarryReference] = field(default_factory=dict)
+    predicted_run: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CarryReference:
+    """A position's last real expensive frame: its time point, the model's nuclei on the cheap
+    frame taken with it, and the real nuclei."""
+
+    t: int
+    model: np.ndarray
+    real: np.ndarray
 
 
 class UncertaintyTriggeredPolicy:
@@ -90,20 +145,25 @@ class UncertaintyTriggeredPolicy:
             raise ValueError(f"frame {frame.index} names position {p}, which this run has not")
         summary: dict[str, Any] = {"t": t, "p": p, "position": self.positions[p][0]}
         if c:
+            if (p, t) in state.pending:
+                if not isinstance(result, ObjectTable):
+                    raise ValueError(
+                        f"carry-forward needs the expensive frame's nuclei (an ObjectTable), got "
+                        f"{type(result).__name__}; segment it with the reference model"
+                    )
+                model = state.pending.pop((p, t))
+                state.reference[p] = CarryReference(t, model, _centroids(result))
             return state, Decision(summary={**summary, "role": "expensive"})
         summary["role"] = "cheap"
         if not isinstance(result, ObjectTable):
             raise ValueError(f"the prediction needs an ObjectTable, got {type(result).__name__}")
-        if self.rules.measure not in result.extra:
-            raise ValueError(
-                f"the analysis reports no {self.rules.measure!r} (it has "
-                f"{sorted(result.extra) or 'none'}); run a model that reports it, e.g. "
-                "'virtual-stain'"
-            )
-        u = float(result.extra[self.rules.measure])
-        state.uncertainty[(p, t)] = u
-        acquire = self.rules.always or u > self.rules.threshold
-        summary.update({"uncertainty": round(u, 5), "acquire": acquire, "objects": len(result)})
+        if self.rules.predictor == "carry-forward":
+            acquire, stand_in = self._carry(state, frame, result, summary)
+        else:
+            acquire, stand_in = self._virtual_stain(state, result, summary)
+        summary.update({"acquire": acquire, "objects": len(result)})
+        if not acquire:
+            summary["stand_in"] = np.round(stand_in, 2).tolist()
         now = state.due_s.get((p, t), 0.0)
         commands: list[Command] = []
         if acquire:
@@ -113,6 +173,73 @@ class UncertaintyTriggeredPolicy:
         if t + 1 < self.rules.time_points:
             commands.append(self._cheap(state, p, t + 1, now + self.rules.interval_s))
         return state, Decision(tuple(commands), summary)
+
+    def _virtual_stain(
+        self, state: UncertaintyState, result: ObjectTable, summary: dict[str, Any]
+    ) -> tuple[bool, np.ndarray]:
+        """The model's own uncertainty decides; its nuclei stand in."""
+        if self.rules.measure not in result.extra:
+            raise ValueError(
+                f"the analysis reports no {self.rules.measure!r} (it has "
+                f"{sorted(result.extra) or 'none'}); run a model that reports it, e.g. "
+                "'virtual-stain'"
+            )
+        u = float(result.extra[self.rules.measure])
+        state.uncertainty[(summary["p"], summary["t"])] = u
+        acquire = self.rules.always or u > self.rules.threshold
+        summary.update({"uncertainty": round(u, 5), "reason": _reason(self.rules, acquire)})
+        return acquire, _centroids(result)
+
+    def _carry(
+        self,
+        state: UncertaintyState,
+        frame: FrameView,
+        result: ObjectTable,
+        summary: dict[str, Any],
+    ) -> tuple[bool, np.ndarray]:
+        """The change in model space since the last real frame decides; the last real nuclei,
+        moved, stand in."""
+        p, t = summary["p"], summary["t"]
+        model_now = _centroids(result)
+        reference = state.reference.get(p)
+        radius = self.rules.match_um / frame.pixel_size_um
+        stand_in = np.zeros((0, 2))
+        if reference is None:
+            u, reason = 1.0, "no-reference"
+        else:
+            change = model_change(reference.model, model_now, radius)
+            u = 1.0 - change.f1
+            summary.update(
+                {
+                    "reference_t": reference.t,
+                    "shift_px": [round(change.shift[0], 2), round(change.shift[1], 2)],
+                }
+            )
+            run = state.predicted_run.get(p, 0)
+            limit = self.rules.max_predicted_run
+            if self.rules.always:
+                reason = "always"
+            elif u > self.rules.threshold:
+                reason = "uncertain"
+            elif limit is not None and run >= limit:
+                reason = "max-run"
+            else:
+                reason = "predicted"
+                shape = (frame.height, frame.width)
+                stand_in = carry_forward(
+                    reference.real, reference.model, model_now, change, radius, shape
+                )
+        if self.rules.measure in result.extra:
+            summary["model_uncertainty"] = round(float(result.extra[self.rules.measure]), 5)
+        state.uncertainty[(p, t)] = u
+        acquire = reason != "predicted"
+        if acquire:
+            state.pending[(p, t)] = model_now
+            state.predicted_run[p] = 0
+        else:
+            state.predicted_run[p] = state.predicted_run.get(p, 0) + 1
+        summary.update({"uncertainty": round(u, 5), "reason": reason})
+        return acquire, stand_in
 
     def _cheap(self, state: UncertaintyState, p: int, t: int, due_s: float) -> Acquire:
         state.due_s[(p, t)] = due_s
@@ -129,3 +256,11 @@ class UncertaintyTriggeredPolicy:
             exposure=exposure,
             index={"t": t, "p": p, "c": c},
         )
+
+
+def _centroids(table: ObjectTable) -> np.ndarray:
+    return np.stack([table.centroid_row, table.centroid_col], axis=1).astype(float).reshape(-1, 2)
+
+
+def _reason(rules: UncertaintyRules, acquire: bool) -> str:
+    return "always" if rules.always else ("uncertain" if acquire else "predicted")

@@ -30,7 +30,7 @@ from ._care import (
 )
 from ._care import DEFAULT_WEIGHTS as RESTORATION_DEFAULT_WEIGHTS
 from ._care import PERCENTILES as RESTORATION_PERCENTILES
-from ._detection_metrics import detection_scores
+from ._detection_metrics import detection_scores, detection_scores_at
 from ._frame_analysis import analyse_frame, has_frame_extras
 from ._make_backend import backend_for_profile, make_backend
 from ._measure import background_level, measure_objects
@@ -98,6 +98,7 @@ __all__ = [
     "build_unet",
     "chunk_indices",
     "detection_scores",
+    "detection_scores_at",
     "export_bioimageio_package",
     "has_frame_extras",
     "instance_scores",
