@@ -6,6 +6,7 @@ two, so the goal is judged here, where it cannot."""
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -21,7 +22,9 @@ MISS_REASONS = ("never fired", "fired, muted", "fast, ended early", "fast for an
 
 @pytest.fixture(scope="module")
 def replays() -> list[dict[str, Any]]:
-    with ProcessPoolExecutor(2) as pool:
+    # spawned, not forked: a fork of this process (torch's and Ray's threads started by earlier
+    # tests) can hang in the child
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(replay_event_seed, SEEDS))
 
 

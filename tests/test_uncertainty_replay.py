@@ -9,6 +9,7 @@ figures move with the machine's load, is tests/test_uncertainty_triggered_flow.p
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -37,7 +38,9 @@ def _replay_seed(seed: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def replays() -> list[dict[str, Any]]:
-    with ProcessPoolExecutor(2) as pool:
+    # spawned, not forked: a fork of this process (torch's and Ray's threads started by earlier
+    # tests) can hang in the child
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_replay_seed, SEEDS))
 
 
