@@ -44,6 +44,9 @@ class EdgeProcess(Closeable):
         self.stderr_lines: list[str] = []
 
     def start(self) -> EdgeProcess:
+        """Start the edge; one already running is kept (``with`` on a started one stops it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
             self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
