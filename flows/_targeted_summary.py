@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import time
@@ -14,7 +13,6 @@ from typing import Any
 import numpy as np
 from prefect import task
 from prefect.artifacts import (
-    create_image_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -23,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.decisions import Detection, FrameGeometry, tile_grid
 from tasks.hardware import EdgeClient
 
+from ._artifacts import publish_png
 from ._focus_step import focus_errors_um, simulated_dof_um
 from ._targeted_params import TargetedImagingParams
 
@@ -171,11 +170,11 @@ def _publish(params: TargetedImagingParams, record: RunRecord, summary: dict[str
     ]
     create_table_artifact(rows, key="targeted-imaging-targets", description="Targets imaged")
     png = render_mosaic_png(record.mosaic_path, record.targets)
-    (record.run_dir / "overview_mosaic.png").write_bytes(png)
-    create_image_artifact(
-        "data:image/png;base64," + base64.b64encode(png).decode(),
+    publish_png(
+        png,
         key="targeted-imaging-overview",
         description="Overview mosaic; circles: targets",
+        path=record.run_dir / "overview_mosaic.png",
     )
     truth = summary["truth"]
     truth_lines = (

@@ -30,7 +30,6 @@ from typing import Any
 import useq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
-    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -61,7 +60,9 @@ from ._acquire_plan import (
 )
 from ._acquire_store import FieldStores, FrameRecord, follow_journal, follow_stream
 from ._acquisition_report import reports_acquisition
+from ._artifacts import publish_summary
 from ._live_analysis import open_backend
+from ._microscope_run import microscope_run
 from ._run_id import default_run_id
 
 __all__ = ["AcquisitionOutcome", "PreparedAcquisition", "acquire", "planned_events"]
@@ -449,15 +450,12 @@ def summarise_acquisition(
         "wall_s": round(time.perf_counter() - started, 1),
     }
     create_table_artifact(rows, key="acquire-fields", description="One image per field of view")
-    lines = [
-        f"| {k} | {v} |"
-        for k, v in summary.items()
-        if k not in ("stores", "round_trip", "analysis")
-    ]
-    create_markdown_artifact(
-        "# Acquisition\n\n| measure | value |\n| --- | --- |\n" + "\n".join(lines) + "\n",
+    publish_summary(
+        "Acquisition",
+        summary,
         key="acquire-summary",
         description="Acquisition summary and round trip",
+        leave_out=("stores", "round_trip", "analysis"),
     )
     if not rt["exact"]:
         raise ConfigurationError(
@@ -473,15 +471,10 @@ def acquire(params: AcquireParams) -> dict[str, Any]:
     """Prepare (read, check) -> acquire (frames into their fields' images) -> check each field
     -> summarise (the round trip)."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("acquire")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        # one run controls the microscope at a time: its tasks' clients speak for the lease
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("acquire")) as run:
+        run_dir = run.run_dir
         prepared = prepare_acquisition(params)
-        outcome = acquire_sequence(params, prepared, run_id, run_dir)
+        outcome = acquire_sequence(params, prepared, run.run_id, run_dir)
     checks = [check_field(f.name, outcome, f.images, return_state=True) for f in prepared.fields]
     rows = [state.result() for state in checks if state.is_completed()]
     summary = summarise_acquisition(params, prepared, outcome, rows, started)

@@ -25,8 +25,6 @@ objective, positions) stops the run in ``prepare``, before anything is illuminat
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,6 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -48,10 +45,12 @@ from tasks.inference import InferenceBackend
 from tasks.live import LoopSettings, run_edge_phase
 from tasks.storage import write_zstack
 
+from ._artifacts import publish_png, publish_summary
 from ._illumination_log import frames_by_position, stop_reasons
 from ._illumination_params import AdaptiveIlluminationParams
 from ._illumination_plots import render_dose_png, render_light_png
-from ._live_analysis import live_analyzer, open_backend
+from ._live_analysis import live_analyzer
+from ._microscope_run import microscope_run
 from ._run_id import default_run_id
 
 __all__ = ["IlluminationOutcome", "adaptive_illumination", "cumulative_dose"]
@@ -243,15 +242,15 @@ def summarise_adaptive_illumination(
         ("light.png", light_png, "Light per frame and measured SNR, per position"),
         ("dose.png", dose_png, "Cumulative light dose of the run"),
     ):
-        (outcome.run_dir / name).write_bytes(png)
-        create_image_artifact(
-            "data:image/png;base64," + base64.b64encode(png).decode(),
+        publish_png(
+            png,
             key=f"illumination-{name.removesuffix('.png')}",
             description=description,
+            path=outcome.run_dir / name,
         )
-    create_markdown_artifact(
-        "# Adaptive illumination\n\n| measure | value |\n| --- | --- |\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k != "stores"),
+    publish_summary(
+        "Adaptive illumination",
+        summary,
         key="illumination-summary",
         description="Frames, SNR reached, light dose, stopped positions",
     )
@@ -277,18 +276,11 @@ def cumulative_dose(
 def adaptive_illumination(params: AdaptiveIlluminationParams) -> dict[str, Any]:
     """Prepare -> illuminate (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("illum")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before anything is illuminated
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("illum")) as run:
         first, dose_before = prepare_adaptive_illumination(params)
-        backend = open_backend(params)
-        if backend is not None:
-            stack.enter_context(backend)
-        outcome = illuminate(params, run_id, run_dir, first, dose_before, backend)
+        backend = run.open_backend(params)
+        outcome = illuminate(params, run.run_id, run.run_dir, first, dose_before, backend)
         stores = store_illumination(params, outcome)
     return summarise_adaptive_illumination(params, outcome, stores, started)
 

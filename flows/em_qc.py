@@ -10,7 +10,6 @@ and the ``anomaly_hooks`` named in the parameters (import paths, for deployments
 
 from __future__ import annotations
 
-import base64
 import importlib
 import queue
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from scopeflow import ConfigurationError
@@ -29,6 +28,7 @@ from tasks.qc import ImageMetrics, QCConfig, QCJudge, QCReport, QCWorkers, Verdi
 from tasks.storage import TileSetWriter
 
 from ._acquisition_report import queue_for_omero
+from ._artifacts import publish_png
 from ._em_qc_params import EMQCParams
 from ._em_qc_plots import render_failed_thumbnails_png, render_metric_plots_png
 
@@ -205,15 +205,15 @@ def qc_report(report: QCReport, run_id: str) -> dict[str, Any]:
         key="em-qc-report", markdown="\n".join(lines), description="QC verdicts of the run"
     )
     plots = render_metric_plots_png(report.metrics, report.verdicts)
-    create_image_artifact(
-        "data:image/png;base64," + base64.b64encode(plots).decode(),
+    publish_png(
+        plots,
         key="em-qc-metrics",
         description="Each metric over the run; red: failed, dashed: the learned failure limit",
     )
     thumbs = render_failed_thumbnails_png(report.thumbnails, report.verdicts)
     if thumbs is not None:
-        create_image_artifact(
-            "data:image/png;base64," + base64.b64encode(thumbs).decode(),
+        publish_png(
+            thumbs,
             key="em-qc-failed-tiles",
             description="The failed tiles, with the metric that failed worst",
         )

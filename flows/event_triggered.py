@@ -12,8 +12,6 @@ light dose against an always-fast protocol, trigger latency) becomes artifacts.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -41,10 +38,12 @@ from tasks.live import (
 )
 from tasks.storage import write_zstack
 
+from ._artifacts import publish_png, publish_summary
 from ._event_log import frames_by_position, trigger_latencies_ms
 from ._event_params import EventTriggeredParams
 from ._event_plots import render_timeline_png
-from ._live_analysis import live_analyzer, open_backend
+from ._live_analysis import live_analyzer
+from ._microscope_run import microscope_run
 from ._run_id import default_run_id
 
 __all__ = ["EventOutcome", "event_triggered", "trigger_latency_summary"]
@@ -242,15 +241,15 @@ def summarise_event_triggered(
     png = render_timeline_png(
         {p["name"]: per_position.get(i, []) for i, p in enumerate(outcome.positions)}
     )
-    (outcome.run_dir / "timeline.png").write_bytes(png)
-    create_image_artifact(
-        "data:image/png;base64," + base64.b64encode(png).decode(),
+    publish_png(
+        png,
         key="event-timeline",
         description="Gentle (grey) and fast (red) time points per position",
+        path=outcome.run_dir / "timeline.png",
     )
-    create_markdown_artifact(
-        "# Event-triggered imaging\n\n| measure | value |\n| --- | --- |\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k != "stores"),
+    publish_summary(
+        "Event-triggered imaging",
+        summary,
         key="event-summary",
         description="Events, light dose against always-fast, trigger latency",
     )
@@ -261,19 +260,12 @@ def summarise_event_triggered(
 def event_triggered(params: EventTriggeredParams) -> dict[str, Any]:
     """Prepare -> watch (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("event")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
     params.event_detectors()  # so does a detector that cannot load
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("event")) as run:
         first, dose_before = prepare_event_triggered(params)
-        backend = open_backend(params)
-        if backend is not None:
-            stack.enter_context(backend)
-        outcome = watch(params, run_id, run_dir, first, dose_before, backend)
+        backend = run.open_backend(params)
+        outcome = watch(params, run.run_id, run.run_dir, first, dose_before, backend)
         stores = store_events(params, outcome)
     return summarise_event_triggered(params, outcome, stores, started)
 

@@ -13,8 +13,6 @@ against the ground truth, against the static protocol that sets focus once) beco
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,6 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -36,9 +33,11 @@ from tasks.live import DecisionLog, LoopSettings, run_edge_phase
 from tasks.qc import QCWorkers
 from tasks.storage import write_zstack
 
+from ._artifacts import publish_png, publish_summary
 from ._focus import autofocus_plan, focus_analyzer, focus_z_limits, open_focus_workers
 from ._focus_params import FocusTimelapseParams
 from ._focus_plots import render_focus_error_png
+from ._microscope_run import microscope_run
 from ._run_id import default_run_id
 
 __all__ = ["FocusOutcome", "autofocus_timelapse", "image_records"]
@@ -229,15 +228,15 @@ def summarise_autofocus(
             [r["sample_time_s"] or 0.0 for r in records], [z - zs[0] for z in zs], None, dof
         )
         description = "Focus z over time at the first position, relative to its first time point"
-    (outcome.run_dir / "focus-error.png").write_bytes(png)
-    create_image_artifact(
-        "data:image/png;base64," + base64.b64encode(png).decode(),
+    publish_png(
+        png,
         key="autofocus-focus-error",
         description=description,
+        path=outcome.run_dir / "focus-error.png",
     )
-    create_markdown_artifact(
-        "# Autofocus time-lapse\n\n| measure | value |\n| --- | --- |\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k != "stores"),
+    publish_summary(
+        "Autofocus time-lapse",
+        summary,
         key="autofocus-summary",
         description="Focus kept within the depth of field, against the static protocol",
     )
@@ -301,14 +300,9 @@ def _truth_errors(
 def autofocus_timelapse(params: FocusTimelapseParams) -> dict[str, Any]:
     """Prepare -> keep focus (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("autofocus")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("autofocus")) as run:
         first, limits = prepare_autofocus(params)
-        workers = stack.enter_context(open_focus_workers(params.autofocus))
-        outcome = keep_focus(params, run_id, run_dir, first, limits, workers)
+        workers = run.keep(open_focus_workers(params.autofocus))
+        outcome = keep_focus(params, run.run_id, run.run_dir, first, limits, workers)
         stores = store_focus_images(params, outcome)
     return summarise_autofocus(params, outcome, stores, started)

@@ -16,8 +16,6 @@ landscape become artifacts.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,6 @@ import numpy as np
 import useq
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact,
-    create_markdown_artifact,
     create_table_artifact,
 )
 from prefect.cache_policies import NO_CACHE
@@ -47,6 +43,8 @@ from tasks.live import Analyzer, AnalyzerSettings, command_id, run_edge_phase
 from tasks.qc import QCWorkers, measure_object_quality
 from tasks.storage import write_zstack
 
+from ._artifacts import publish_png, publish_summary
+from ._microscope_run import microscope_run
 from ._optimise_params import OptimiseAcquisitionParams
 from ._optimise_plots import render_history_png, render_landscape_png
 from ._run_id import default_run_id
@@ -260,22 +258,14 @@ def summarise_optimise(
         ("history.png", history, "optimise-history", "Score per trial, the grid's optimum"),
         ("landscape.png", landscape, "optimise-landscape", "Score over exposure x intensity"),
     ):
-        (run_dir / name).write_bytes(png)
-        create_image_artifact(
-            "data:image/png;base64," + base64.b64encode(png).decode(),
-            key=key,
-            description=description,
-        )
+        publish_png(png, key=key, description=description, path=run_dir / name)
     create_table_artifact(optimised.trials, key="optimise-trials", description="Trials")
-    create_markdown_artifact(
-        "# Acquisition optimisation\n\n| measure | value |\n| --- | --- |\n"
-        + "".join(
-            f"| {k} | {v} |\n"
-            for k, v in summary.items()
-            if k not in ("stores", "best_trial", "grid_best_trial")
-        ),
+    publish_summary(
+        "Acquisition optimisation",
+        summary,
         key="optimise-summary",
         description="Optimiser against the grid search: score, acquisitions, dose",
+        leave_out=("stores", "best_trial", "grid_best_trial"),
     )
     return summary
 
@@ -284,14 +274,10 @@ def summarise_optimise(
 def optimise_acquisition(params: OptimiseAcquisitionParams) -> dict[str, Any]:
     """Prepare -> grid (baseline) -> optimise -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("optimise")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("optimise")) as run:
+        run_id, run_dir = run.run_id, run.run_dir
         power, intensity = prepare_optimise(params)
-        workers = stack.enter_context(
+        workers = run.keep(
             QCWorkers(
                 params.workers,
                 workers=params.worker_count,

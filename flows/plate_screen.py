@@ -36,6 +36,7 @@ from tasks.live import DecisionLog
 from tasks.storage import HcsAcquisition, PlateWriter
 
 from ._acquisition_report import reports_acquisition
+from ._microscope_run import microscope_run
 from ._plate_params import PlateScreenParams
 from ._plate_summary import PlateRecord, summarise_plate
 from .targeted_imaging import (
@@ -259,11 +260,8 @@ def plate_screen(params: PlateScreenParams) -> dict[str, Any]:
     """Calibrate -> overview fields per well -> targets per well -> detail z-stacks -> HCS
     plate -> summary."""
     started = time.perf_counter()
-    run_id = _run_id().replace("ti-", "ps-", 1)
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # one run controls the microscope at a time: its tasks' clients speak for the lease
-    with params.connect() as edge, edge.lease(holder=run_id, ttl_s=params.lease_ttl_s):
+    with microscope_run(params, _run_id().replace("ti-", "ps-", 1)) as run:
+        run_id, run_dir = run.run_id, run.run_dir
         plan = plan_plate(params)
         with _open_backend(params) as backend:
             analysis = _where_analysis_ran(params, backend)

@@ -11,7 +11,6 @@ device check before anything moves and what the devices did to the summary.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -24,7 +23,8 @@ from tasks.decisions import EventTriggeredPolicy, StimulateOnEventPolicy
 from tasks.hardware import SafetyEnvelope
 from tasks.live import DecisionLog
 
-from ._live_analysis import open_backend
+from ._microscope_run import microscope_run
+from ._run_id import default_run_id
 from ._stimulate_params import StimulateOnEventParams
 from .event_triggered import (
     prepare_event_triggered,
@@ -97,22 +97,15 @@ def device_summary(decisions_path: Any) -> dict[str, Any]:
 def stimulate_on_event(params: StimulateOnEventParams) -> dict[str, Any]:
     """Check devices -> prepare -> watch (stimulating on events) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or time.strftime("stimulate-%Y%m%dT%H%M%S")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
     positions = [(p.name, p.x_um, p.y_um) for p in params.positions]
     inner = EventTriggeredPolicy(positions, params.rules(), params.event_detectors())
     policy = StimulateOnEventPolicy(inner, params.plan())
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("stimulate")) as run:
         check_device_actions(params)
         first, dose_before = prepare_event_triggered(params)
-        backend = open_backend(params)
-        if backend is not None:
-            stack.enter_context(backend)
-        outcome = watch(params, run_id, run_dir, first, dose_before, backend, policy)
+        backend = run.open_backend(params)
+        outcome = watch(params, run.run_id, run.run_dir, first, dose_before, backend, policy)
         stores = store_events(params, outcome)
     summary = summarise_event_triggered(params, outcome, stores, started)
     devices = device_summary(outcome.decisions_path)

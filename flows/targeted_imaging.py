@@ -7,7 +7,6 @@ inside the segmentation task; Prefect only sees small results (detections, targe
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Collection, Iterator
@@ -45,6 +44,7 @@ from tasks.storage import write_zstack
 from ._acquisition_report import reports_acquisition
 from ._focus import open_focus_workers
 from ._focus_step import check_autofocus
+from ._microscope_run import microscope_run
 from ._targeted_focus import focus_and_acquire_details
 from ._targeted_params import DetailSettings, TargetedImagingParams
 from ._targeted_summary import RunRecord, summarise
@@ -340,17 +340,14 @@ def detail_stacks(
 def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
     """Overview -> segment -> decide -> detail z-stacks -> store -> summarise."""
     started = time.perf_counter()
-    run_id = _run_id()
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # one run controls the microscope at a time: its tasks' clients speak for the lease
     focus: list[dict[str, Any]] | None = None
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, _run_id()) as run:
+        run_id, run_dir = run.run_id, run.run_dir
         limits = None
         if params.autofocus is not None:  # bad focus settings stop the run before any move
-            limits = check_autofocus(edge, params.autofocus, params.focus_z_um, "targeted imaging")
+            limits = check_autofocus(
+                run.edge, params.autofocus, params.focus_z_um, "targeted imaging"
+            )
         plan = plan_overview(params)
         with _open_backend(params) as backend:
             analysis = _where_analysis_ran(params, backend)
@@ -359,7 +356,7 @@ def targeted_imaging(params: TargetedImagingParams) -> dict[str, Any]:
         if params.autofocus is None or limits is None:
             detail_id, detail_pixel_um = post_detail_acquisitions(params, targets, run_id)
         else:  # the focus workers: opened once, for every target
-            workers = stack.enter_context(open_focus_workers(params.autofocus))
+            workers = run.keep(open_focus_workers(params.autofocus))
             detail_id, detail_pixel_um, focus = focus_and_acquire_details(
                 params, targets, run_id, run_dir, limits, workers
             )

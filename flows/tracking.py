@@ -15,8 +15,6 @@ workers, ``decide-targets``), and the trajectories are drawn over that overview'
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -26,7 +24,6 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -59,9 +56,11 @@ from tasks.qc import QCWorkers
 from tasks.storage import write_ctc_result, write_zstack
 
 from ._acquisition_report import reports_acquisition
+from ._artifacts import publish_png, publish_summary
 from ._focus import focus_analyzer, open_focus_workers
 from ._focus_step import check_autofocus, focus_errors_um, focus_here, simulated_dof_um
-from ._live_analysis import live_analyzer, local_model, open_backend, where_analysis_ran
+from ._live_analysis import live_analyzer, local_model, where_analysis_ran
+from ._microscope_run import microscope_run
 from ._run_id import default_run_id
 from ._targeted_params import TargetedImagingParams
 from ._tracking_params import TrackedPosition, TrackingParams
@@ -351,18 +350,13 @@ def summarise_tracking(
             "Centring error per time point; dashed: 10 % of the field of view",
         ),
     ):
-        (outcome.run_dir / f"{name}.png").write_bytes(png)
-        create_image_artifact(
-            "data:image/png;base64," + base64.b64encode(png).decode(),
+        publish_png(
+            png,
             key=f"tracking-{name}",
             description=description,
+            path=outcome.run_dir / f"{name}.png",
         )
-    create_markdown_artifact(
-        "# Tracking\n\n| measure | value |\n| --- | --- |\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k not in ("stores",)),
-        key="tracking-summary",
-        description="Tracking summary",
-    )
+    publish_summary("Tracking", summary, key="tracking-summary", description="Tracking summary")
     return summary
 
 
@@ -371,33 +365,25 @@ def summarise_tracking(
 def tracking(params: TrackingParams) -> dict[str, Any]:
     """Prepare -> track (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("track")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
     mosaic = None
-    with contextlib.ExitStack() as stack:
-        # one run controls the microscope at a time: its tasks' clients speak for the lease
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("track")) as run:
+        run_id, run_dir = run.run_id, run.run_dir
         limits = None
         if params.autofocus is not None:  # bad focus settings stop the run before any move
-            limits = check_autofocus(edge, params.autofocus, params.z_um, "tracking")
+            limits = check_autofocus(run.edge, params.autofocus, params.z_um, "tracking")
         if params.positions == "from_overview":  # the workers segment the overview too
-            backend = open_backend(params)
+            backend = run.open_backend(params)
             if backend is None:  # the params' validator asks for backend or profile
                 raise ConfigurationError("positions: from_overview needs `backend` or `profile`")
-            stack.enter_context(backend)
             params, mosaic = _positions_from_overview(params, backend, run_id, run_dir)
             first = prepare_tracking(params)
         else:  # positions checked before any worker starts
             first = prepare_tracking(params)
-            backend = open_backend(params)
-            if backend is not None:  # the workers (and batch jobs) close with the phases
-                stack.enter_context(backend)
+            backend = run.open_backend(params)
         focus = workers = None
         if params.autofocus is not None:  # the focus workers: opened once, for every position
-            workers = stack.enter_context(open_focus_workers(params.autofocus))
+            workers = run.keep(open_focus_workers(params.autofocus))
             focus = focus_positions(params, run_id, run_dir, workers)
         outcome = track_cells(params, run_id, run_dir, first, backend, focus, workers, limits)
         outcome = replace(outcome, mosaic_path=mosaic)

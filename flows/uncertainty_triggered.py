@@ -16,8 +16,6 @@ over time with the threshold and the frames really acquired, and a predicted-vs-
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,6 @@ from typing import Any
 import numpy as np
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -38,7 +35,9 @@ from tasks.inference import InferenceBackend, load_model
 from tasks.live import LoopSettings, RoutedAnalyzer, analyzer_for, route_by_index, run_edge_phase
 from tasks.storage import write_zstack
 
-from ._live_analysis import live_analyzer, open_backend
+from ._artifacts import publish_png, publish_summary
+from ._live_analysis import live_analyzer
+from ._microscope_run import microscope_run
 from ._run_id import default_run_id
 from ._uncertainty_log import UncertaintyRecord, read_uncertainty_log
 from ._uncertainty_params import UncertaintyParams
@@ -223,23 +222,23 @@ def summarise_uncertainty(
         rows, key="uncertainty-positions", description="Acquisitions per position"
     )
     png = render_uncertainty_png(by_position, outcome.threshold)
-    (outcome.run_dir / "uncertainty.png").write_bytes(png)
-    create_image_artifact(
-        "data:image/png;base64," + base64.b64encode(png).decode(),
+    publish_png(
+        png,
         key="uncertainty-over-time",
         description="Uncertainty per time point and position, the threshold (dashed) and the "
         "expensive frames really acquired (red)",
+        path=outcome.run_dir / "uncertainty.png",
     )
     if example is not None:
-        (outcome.run_dir / "predicted-vs-acquired.png").write_bytes(example)
-        create_image_artifact(
-            "data:image/png;base64," + base64.b64encode(example).decode(),
+        publish_png(
+            example,
             key="uncertainty-predicted-vs-acquired",
             description="Cheap frame | nuclei predicted from it | the expensive frame acquired",
+            path=outcome.run_dir / "predicted-vs-acquired.png",
         )
-    create_markdown_artifact(
-        "# Uncertainty-triggered acquisition\n\n| measure | value |\n| --- | --- |\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in summary.items() if k != "stores"),
+    publish_summary(
+        "Uncertainty-triggered acquisition",
+        summary,
         key="uncertainty-summary",
         description="Expensive acquisitions and light dose against acquiring every time point",
     )
@@ -250,20 +249,13 @@ def summarise_uncertainty(
 def uncertainty_triggered(params: UncertaintyParams) -> dict[str, Any]:
     """Prepare -> predict or acquire (the live loop) -> store -> summarise."""
     started = time.perf_counter()
-    run_id = params.run_id or default_run_id("uncertainty")
-    run_dir = params.output_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     params.compute_profile()  # an unknown profile fails here, before the microscope moves
     threshold = model_threshold(params)  # so do missing or corrupt weights
-    with contextlib.ExitStack() as stack:
-        edge = stack.enter_context(params.connect())
-        stack.enter_context(edge.lease(holder=run_id, ttl_s=params.lease_ttl_s))
+    with microscope_run(params, params.run_id or default_run_id("uncertainty")) as run:
         first, dose_before = prepare_uncertainty(params)
-        backend = open_backend(params)
-        if backend is not None:
-            stack.enter_context(backend)
+        backend = run.open_backend(params)
         outcome = predict_or_acquire(
-            params, run_id, run_dir, first, dose_before, threshold, backend
+            params, run.run_id, run.run_dir, first, dose_before, threshold, backend
         )
         stores = store_uncertainty(params, outcome)
     return summarise_uncertainty(params, outcome, stores, started)

@@ -8,15 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from ._cli_fail import fail as _fail
+from ._cli_run import fill_edge_address
 from ._errors import ScopeflowError
-from ._settings import load_settings
 
 __all__ = ["register"]
-
-
-def _fail(exc: ScopeflowError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def run_acquire(
@@ -72,12 +68,7 @@ def run_acquire(
     for key, value in (("output_dir", output_dir), ("run_id", run_id)):
         if value is not None:
             data[key] = str(value)
-    settings = load_settings()
-    data["edge_url"] = edge_url or data.get("edge_url") or settings.edge_url
-    if token_file is not None:
-        data["edge_token_file"] = str(token_file)
-    elif not data.get("edge_token_file") and settings.edge_token_file is not None:
-        data["edge_token_file"] = str(settings.edge_token_file)
+    fill_edge_address(data, edge_url, token_file)
     try:
         parsed = AcquireParams.model_validate(data)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ._cli_fail import fail as _fail
 from ._errors import ScopeflowError
 
 __all__ = ["register"]
@@ -17,11 +18,6 @@ TileOpt = Annotated[int, typer.Option(help="Tile (and output chunk) size in pixe
 OptionsOpt = Annotated[
     str, typer.Option("--model-options", help="Model options as JSON, e.g. '{\"sigma\": 2}'.")
 ]
-
-
-def _fail(exc: ScopeflowError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _options(text: str) -> dict[str, object]:

@@ -48,7 +48,7 @@ def convert(
     from tasks.storage import COMPRESSIONS
     from tasks.storage.convert import ConvertOptions, convert_file
 
-    from .cli import _fail
+    from ._cli_fail import fail as _fail
 
     try:
         if compression not in COMPRESSIONS:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ._cli_fail import fail as _fail
 from ._errors import ScopeflowError
 from ._settings import load_settings
 
@@ -24,11 +25,6 @@ def _users_file(users_file: Path | None, data_dir: Path | None) -> Path:
     if data_dir is not None:
         return data_dir / "users.json"
     return settings.users_file or settings.data_dir / "users.json"
-
-
-def _fail(exc: ScopeflowError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def register(edge_app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from ._cli_fail import fail as _fail
 from ._errors import ConfigurationError, ScopeflowError
 
 __all__ = ["TiffImage", "parse_model_options", "read_tiff", "register", "write_tiff"]
@@ -130,12 +131,6 @@ def _options(items: list[str], device: str | None) -> dict[str, Any]:
     if device is not None:
         options["device"] = device
     return options
-
-
-def _fail(exc: ScopeflowError) -> None:
-    from .cli import _fail as fail
-
-    fail(exc)
 
 
 def _run(

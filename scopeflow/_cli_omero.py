@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ._cli_fail import fail as _fail
 from ._errors import ScopeflowError
 from ._settings import load_settings
 
@@ -17,11 +18,6 @@ omero_app = typer.Typer(
     help="Register images in OMERO (settings: SCOPEFLOW_OMERO_HOST, ... or scopeflow.toml).",
     no_args_is_help=True,
 )
-
-
-def _fail(exc: ScopeflowError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @omero_app.command("check")

@@ -10,14 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
+from ._cli_fail import fail as _fail
 from ._errors import ScopeflowError
 
 __all__ = ["register"]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def qc_cmd(

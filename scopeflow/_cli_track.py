@@ -8,14 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from ._cli_fail import fail as _fail
 from ._errors import ScopeflowError
 
 __all__ = ["register"]
-
-
-def _fail(exc: ScopeflowError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def track_dataset_cmd(

@@ -6,13 +6,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel
 
+from ._cli_fail import fail as _fail
 from ._errors import ConfigurationError, ScopeflowError
 from ._settings import EdgeMicroscopeSettings, EdgeServeRequest, load_settings
 
@@ -23,11 +22,6 @@ app = typer.Typer(
 )
 edge_app = typer.Typer(help="The edge agent that runs on the acquisition PC.", no_args_is_help=True)
 app.add_typer(edge_app, name="edge")
-
-
-def _fail(exc: ScopeflowError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @edge_app.command("serve")
@@ -314,178 +308,7 @@ def demo(
 
 
 run_app = typer.Typer(help="Run an experiment flow against an edge agent.", no_args_is_help=True)
-_EDGE_URL_HELP = "Edge agent URL (default: the parameters, then SCOPEFLOW_EDGE_URL)."
-_TOKEN_FILE_HELP = (
-    "The edge's token file (default: the parameters, then SCOPEFLOW_EDGE_TOKEN_FILE)."
-)
 app.add_typer(run_app, name="run")
-
-
-@run_app.command("targeted-imaging")
-def run_targeted_imaging(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Overview -> segment -> decide -> detail z-stacks, against any edge agent."""
-    from flows import TargetedImagingParams
-    from flows.targeted_imaging import targeted_imaging
-
-    _run_flow(params, edge_url, token_file, TargetedImagingParams, targeted_imaging)
-
-
-@run_app.command("tracking")
-def run_tracking(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Follow cells at several positions, re-centring every time point, against any edge."""
-    from flows import TrackingParams
-    from flows.tracking import tracking
-
-    _run_flow(params, edge_url, token_file, TrackingParams, tracking)
-
-
-@run_app.command("plate")
-def run_plate(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Targeted imaging in every selected well of a multi-well plate, stored as an OME-Zarr
-    HCS plate (PlateScreenParams: plate, calibration, wells, fields, ...)."""
-    from flows import PlateScreenParams
-    from flows.plate_screen import plate_screen
-
-    _run_flow(params, edge_url, token_file, PlateScreenParams, plate_screen)
-
-
-@run_app.command("event-triggered")
-def run_event_triggered(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Watch positions gently, image each detected event fast, against any edge."""
-    from flows import EventTriggeredParams
-    from flows.event_triggered import event_triggered
-
-    _run_flow(params, edge_url, token_file, EventTriggeredParams, event_triggered)
-
-
-@run_app.command("optimise")
-def run_optimise(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Find the exposure, intensity and binning with the best image for the light spent
-    (Bayesian optimisation against a grid search), against any edge."""
-    from flows import OptimiseAcquisitionParams
-    from flows.optimise_acquisition import optimise_acquisition
-
-    _run_flow(params, edge_url, token_file, OptimiseAcquisitionParams, optimise_acquisition)
-
-
-@run_app.command("stimulate-on-event")
-def run_stimulate_on_event(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Event-triggered imaging that stimulates each event's cell (DMD) and perfuses (pump)."""
-    from flows import StimulateOnEventParams
-    from flows.stimulate_on_event import stimulate_on_event
-
-    _run_flow(params, edge_url, token_file, StimulateOnEventParams, stimulate_on_event)
-
-
-@run_app.command("adaptive-illumination")
-def run_adaptive_illumination(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Image each position's cell at a target SNR with the least light, within the edge's
-    light-dose budget, against any edge."""
-    from flows import AdaptiveIlluminationParams
-    from flows.adaptive_illumination import adaptive_illumination
-
-    _run_flow(params, edge_url, token_file, AdaptiveIlluminationParams, adaptive_illumination)
-
-
-@run_app.command("autofocus")
-def run_autofocus(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """A time-lapse that finds focus (a z sweep scored on workers) before every time point."""
-    from flows import FocusTimelapseParams
-    from flows.focus_timelapse import autofocus_timelapse
-
-    _run_flow(params, edge_url, token_file, FocusTimelapseParams, autofocus_timelapse)
-
-
-@run_app.command("uncertainty")
-def run_uncertainty(
-    params: Annotated[Path, typer.Option(help="Flow parameters (YAML or JSON).")],
-    edge_url: Annotated[str | None, typer.Option(help=_EDGE_URL_HELP)] = None,
-    token_file: Annotated[Path | None, typer.Option(help=_TOKEN_FILE_HELP)] = None,
-) -> None:
-    """Image the cheap channel, acquire the expensive one only where its prediction is unsure."""
-    from flows import UncertaintyParams
-    from flows.uncertainty_triggered import uncertainty_triggered
-
-    _run_flow(params, edge_url, token_file, UncertaintyParams, uncertainty_triggered)
-
-
-def _run_flow(
-    params: Path,
-    edge_url: str | None,
-    token_file: Path | None,
-    model: type[BaseModel],
-    run: Callable[[Any], dict[str, Any]],
-) -> None:
-    """Load ``params`` as ``model`` (edge address from the options, the file or the settings),
-    run the flow, print its summary as JSON; every failure is one clear message."""
-    import yaml
-    from pydantic import ValidationError
-
-    try:
-        data = yaml.safe_load(params.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        _fail(ScopeflowError(f"cannot read parameters from {params}: {exc}"))
-        return
-    _fill_edge_address(data, edge_url, token_file)
-    try:
-        parsed = model.model_validate(data)
-    except ValidationError as exc:
-        _fail(ScopeflowError(f"parameters in {params} are not valid:\n{exc}"))
-        return
-    try:
-        summary = run(parsed)
-    except ScopeflowError as exc:
-        _fail(exc)
-        return
-    typer.echo(json.dumps(summary))
-
-
-def _fill_edge_address(
-    data: dict[str, object], edge_url: str | None, token_file: Path | None
-) -> None:
-    """The edge to run against: the command line, else the parameters file, else the settings
-    (``SCOPEFLOW_EDGE_URL``, ``SCOPEFLOW_EDGE_TOKEN_FILE``)."""
-    settings = load_settings()
-    if edge_url:
-        data["edge_url"] = edge_url
-    elif not data.get("edge_url"):
-        data["edge_url"] = settings.edge_url
-    if token_file:
-        data["edge_token_file"] = str(token_file)
-    elif not data.get("edge_token_file") and settings.edge_token_file is not None:
-        data["edge_token_file"] = str(settings.edge_token_file)
 
 
 @app.command()
@@ -520,6 +343,9 @@ from ._cli_edge_access import register as _register_edge_access  # noqa: E402
 
 _register_edge_access(edge_app)
 
+from ._cli_run import register as _register_run  # noqa: E402
+
+_register_run(run_app)
 from ._cli_acquire import register as _register_acquire  # noqa: E402
 
 _register_acquire(run_app)

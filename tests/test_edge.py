@@ -601,20 +601,20 @@ def test_missing_edge_settings_name_the_variable_to_set(
 def test_run_takes_the_edge_from_the_settings_when_neither_flags_nor_parameters_name_it(
     edge_env: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from scopeflow.cli import _fill_edge_address  # noqa: PLC2701 - white-box test of the CLI helper
+    from scopeflow._cli_run import fill_edge_address  # noqa: PLC2701 - white-box test
 
     edge_env.setenv("SCOPEFLOW_EDGE_URL", "http://scope-pc:9000")
     edge_env.setenv("SCOPEFLOW_EDGE_TOKEN_FILE", str(tmp_path / "edge.token"))
     data: dict[str, object] = {}
-    _fill_edge_address(data, None, None)
+    fill_edge_address(data, None, None)
     assert data == {
         "edge_url": "http://scope-pc:9000",
         "edge_token_file": str(tmp_path / "edge.token"),
     }
     from_params = {"edge_url": "http://params:1", "edge_token_file": "params.token"}
-    _fill_edge_address(from_params, None, None)
+    fill_edge_address(from_params, None, None)
     assert from_params == {"edge_url": "http://params:1", "edge_token_file": "params.token"}
-    _fill_edge_address(from_params, "http://flag:2", tmp_path / "flag.token")
+    fill_edge_address(from_params, "http://flag:2", tmp_path / "flag.token")
     flag_token = str(tmp_path / "flag.token")
     assert from_params == {"edge_url": "http://flag:2", "edge_token_file": flag_token}
 
