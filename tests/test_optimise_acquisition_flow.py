@@ -190,7 +190,9 @@ def test_an_edge_whose_dose_budget_runs_out_mid_run_stops_it_and_the_trials_are_
 
 def _startup_doses(params: OptimiseAcquisitionParams, n: int) -> list[float]:
     """The doses of the first ``n`` (random start-up) trials: they depend on the seed only."""
-    suggester = OptunaSuggester(params.space(), seed=params.seed, startup=params.startup_trials)
+    suggester = OptunaSuggester(
+        params.space(), seed=params.seed, startup=params.startup_count(), sampler=params.sampler
+    )
     settings = [suggester.suggest((), k) for k in range(n)]
     return [20.0 * s.intensity_pct / 100 * s.exposure_ms / 1000 for s in settings]
 
