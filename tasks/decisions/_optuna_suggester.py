@@ -6,8 +6,8 @@ setting, log expected improvement) after ``startup`` random trials; ``TPESampler
 (README: Acquisition optimisation): with 10 trials over exposure x intensity, TPE after 8
 random trials reached 95 % of the grid's optimum on 14 of 20, TPE after 3-5 on 17-18, the GP
 after 3 on all 20; a GP uses few trials well where TPE's density model needs many. The GP is
-fitted with torch on every proposal (about a second on two busy CPU cores), against TPE's
-milliseconds: small beside an acquisition.
+fitted with torch on every proposal (1-3 s on two busy CPU cores), against TPE's milliseconds:
+small beside a real microscope's acquisitions.
 
 Why optuna rather than Ax/BoTorch or bayesian-optimization: optuna's ``add_trial`` rebuilds a
 study from a list of scored trials, so the sampler's whole state is the trial history the
