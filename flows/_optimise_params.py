@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scopeflow import ConfigurationError
-from tasks.decisions import AcquisitionSettings, SearchSpace
+from tasks.decisions import AcquisitionSettings, SamplerKind, SearchSpace, default_startup
 from tasks.hardware import SafetyEnvelope
 from tasks.qc import QualityScale, WorkerKind
 
@@ -71,7 +71,14 @@ class OptimiseAcquisitionParams(MicroscopeConnection):
     trials: int | None = Field(
         None, ge=1, le=1000, description="Optimiser trials (None: 25 % of the grid's points)"
     )
-    startup_trials: int = Field(8, ge=1, description="Random trials before the model proposes")
+    sampler: SamplerKind = Field(
+        "gp", description="The optimiser's model: 'gp' (Gaussian process) or 'tpe' (optuna TPE)"
+    )
+    startup_trials: int | None = Field(
+        None,
+        ge=1,
+        description="Random trials before the model proposes (None: a third of the trials)",
+    )
     seed: int = Field(0, description="Seed of the optimiser's sampler")
     dose_weight_per_mj: float = Field(
         1.0, ge=0, description="Score = quality - dose_weight_per_mj * light dose (mJ)"
@@ -117,6 +124,9 @@ class OptimiseAcquisitionParams(MicroscopeConnection):
 
     def trial_count(self) -> int:
         return self.trials or max(1, self.grid_size() // 4)
+
+    def startup_count(self) -> int:
+        return self.startup_trials or default_startup(self.trial_count())
 
     def quality_scale(self) -> QualityScale:
         return QualityScale(cnr_target=self.cnr_target, min_object_px=self.min_object_px)

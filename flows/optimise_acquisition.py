@@ -1,5 +1,6 @@
 """Acquisition-parameter optimisation: the exposure, intensity and binning that give the best
-image for the light spent, found by Bayesian optimisation (optuna TPE) with real acquisitions.
+image for the light spent, found by Bayesian optimisation (optuna's Gaussian process) with real
+acquisitions.
 
 Phases are Prefect tasks; each is the closed-loop core (``tasks.live.run_edge_phase``): the pure
 ``ParameterSearchPolicy`` (``tasks.decisions``) asks its suggester for the next settings, the
@@ -119,7 +120,9 @@ def search(
         suggester: Suggester = GridSuggester(grid)
         trials, in_flight, fields = len(grid), 4, fields[: len(grid)]
     else:
-        suggester = OptunaSuggester(params.space(), seed=params.seed, startup=params.startup_trials)
+        suggester = OptunaSuggester(
+            params.space(), seed=params.seed, startup=params.startup_count(), sampler=params.sampler
+        )
         skip = len(grid) if params.run_grid else 0
         trials, in_flight, fields = params.trial_count(), 1, fields[skip:]
     budget = None

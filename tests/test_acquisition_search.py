@@ -17,6 +17,7 @@ from tasks.decisions import (
     SearchObjective,
     SearchSpace,
     Trial,
+    default_startup,
 )
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core
 from tasks.qc import QCWorkers, QualityScale, measure_object_quality
@@ -75,10 +76,11 @@ def _trial(number: int, s: AcquisitionSettings, score: float) -> Trial:
     return Trial(number, s, score, 0.0, score, number, (0.0, 0.0))
 
 
-def test_the_optuna_suggester_is_a_pure_function_of_the_trials_so_far() -> None:
+@pytest.mark.parametrize("sampler", ["gp", "tpe"])
+def test_the_optuna_suggester_is_a_pure_function_of_the_trials_so_far(sampler: str) -> None:
     for seed in (0, 1, 2):
-        a = OptunaSuggester(SPACE, seed=seed, startup=3)
-        b = OptunaSuggester(SPACE, seed=seed, startup=3)
+        a = OptunaSuggester(SPACE, seed=seed, startup=3, sampler=sampler)
+        b = OptunaSuggester(SPACE, seed=seed, startup=3, sampler=sampler)
         history: list[Trial] = []
         for number in range(6):
             s = a.suggest(tuple(history), number)
@@ -89,23 +91,29 @@ def test_the_optuna_suggester_is_a_pure_function_of_the_trials_so_far() -> None:
             history.append(_trial(number, s, -abs(s.exposure_ms - 20.0)))
         # the random start-up trials differ from one another, and from another seed's
         assert len({t.settings for t in history}) == 6
-    assert OptunaSuggester(SPACE, seed=0).suggest((), 0) != OptunaSuggester(SPACE, seed=1).suggest(
-        (), 0
-    )
+    first = OptunaSuggester(SPACE, seed=0, sampler=sampler).suggest((), 0)
+    assert first != OptunaSuggester(SPACE, seed=1, sampler=sampler).suggest((), 0)
 
 
-def test_the_optimiser_moves_towards_better_scores() -> None:
+@pytest.mark.parametrize(("sampler", "trials"), [("gp", 12), ("tpe", 24)])
+def test_the_optimiser_moves_towards_better_scores(sampler: str, trials: int) -> None:
     """A smooth toy landscape (best at 20 ms, 30 %, binning 2): the model's proposals beat the
     random start-up trials."""
-    suggester = OptunaSuggester(SPACE, seed=0, startup=6)
+    suggester = OptunaSuggester(SPACE, seed=0, startup=6, sampler=sampler)
     history: list[Trial] = []
-    for number in range(24):
+    for number in range(trials):
         s = suggester.suggest(tuple(history), number)
         score = -((math.log(s.exposure_ms / 20.0)) ** 2) - math.log(s.intensity_pct / 30.0) ** 2
         score -= 0.0 if s.binning == 2 else 1.0
         history.append(_trial(number, s, score))
     startup_best = max(t.score for t in history[:6])
     assert max(t.score for t in history[6:]) > startup_best
+
+
+def test_the_start_up_is_a_third_of_the_budget_and_a_bad_sampler_is_named() -> None:
+    assert [default_startup(n) for n in (1, 2, 10, 20, 30)] == [1, 1, 3, 7, 10]
+    with pytest.raises(ValueError, match="use 'gp' or 'tpe'"):
+        OptunaSuggester(SPACE, sampler="cmaes")  # type: ignore[arg-type]
 
 
 def _view(index: int, number: int) -> FrameView:

@@ -190,7 +190,9 @@ def test_an_edge_whose_dose_budget_runs_out_mid_run_stops_it_and_the_trials_are_
 
 def _startup_doses(params: OptimiseAcquisitionParams, n: int) -> list[float]:
     """The doses of the first ``n`` (random start-up) trials: they depend on the seed only."""
-    suggester = OptunaSuggester(params.space(), seed=params.seed, startup=params.startup_trials)
+    suggester = OptunaSuggester(
+        params.space(), seed=params.seed, startup=params.startup_count(), sampler=params.sampler
+    )
     settings = [suggester.suggest((), k) for k in range(n)]
     return [20.0 * s.intensity_pct / 100 * s.exposure_ms / 1000 for s in settings]
 
@@ -228,18 +230,14 @@ def test_scopeflow_run_optimise_names_a_bad_range(tmp_path: Path) -> None:
     assert "range low 50 must be below high 5" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on seeds 0, 1, 2 (benchmarks/acquisition_optimiser.py, binning 1 only: "
-    "exposure x intensity, grid 40, 10 trials): 98.9 %, 92.3 %, 91.9 % of the grid optimum; "
-    "10 trials, 8 of them random start-up, leave the model 2 proposals "
-    "(README: Acquisition optimisation)",
-)
 def test_without_binning_10_trials_reach_95_percent_of_the_grid_optimum(
     prefect_harness, tmp_path: Path
 ) -> None:
-    ratios = [
-        run_optimise_demo(tmp_path, seed=seed, quiet=True, binnings=[1])["quality_ratio"]
-        for seed in SEEDS
-    ]
-    assert min(ratios) >= QUALITY_GOAL, ratios
+    """Exposure x intensity only: a grid of 8 x 5 = 40, the optimiser 10 trials (3 of them
+    random start-up, then the Gaussian process). Measured 101.3-101.8 % on these seeds and
+    95.2-103.9 % on seeds 3-5 (README: Acquisition optimisation)."""
+    runs = [run_optimise_demo(tmp_path, seed=seed, quiet=True, binnings=[1]) for seed in SEEDS]
+    for r in runs:
+        assert (r["grid_acquisitions"], r["trials"]) == (40, 10)
+        assert r["acquisitions_ratio"] <= ACQUISITIONS_GOAL, _figures(runs)
+        assert r["quality_ratio"] >= QUALITY_GOAL, _figures(runs)

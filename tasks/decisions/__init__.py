@@ -56,7 +56,7 @@ from ._linking import (
     link_movie,
 )
 from ._measure import MeasureState, SequenceMeasurePolicy
-from ._optuna_suggester import OptunaSuggester
+from ._optuna_suggester import OptunaSuggester, SamplerKind, default_startup
 from ._overview import OverviewPolicy, OverviewState
 from ._plates import (
     PlateCalibration,
@@ -140,6 +140,7 @@ __all__ = [
     "RefocusRules",
     "RoiState",
     "RoundingDetector",
+    "SamplerKind",
     "SearchObjective",
     "SearchSpace",
     "SearchState",
@@ -162,6 +163,7 @@ __all__ = [
     "check_plate_on_stage",
     "choose_targets",
     "contiguous_runs",
+    "default_startup",
     "depth_of_field_um",
     "detections_from_labels",
     "detections_from_objects",
