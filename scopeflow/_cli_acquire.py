@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ._cli_fail import fail as _fail
-from ._cli_run import fill_edge_address
-from ._errors import ScopeflowError
+from ._cli_run import fill_edge_address, read_params, run_validated
 
 __all__ = ["register"]
 
@@ -46,22 +43,10 @@ def run_acquire(
     ] = None,
 ) -> None:
     """Run a useq MDASequence on any edge; one OME-Zarr per field of view, with its axes."""
-    import yaml
-    from pydantic import ValidationError
-
     from flows import AcquireParams
     from flows.acquire import acquire
 
-    data: dict[str, Any] = {}
-    if params is not None:
-        try:
-            data = yaml.safe_load(params.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            _fail(ScopeflowError(f"cannot read parameters from {params}: {exc}"))
-            return
-        if not isinstance(data, dict):
-            _fail(ScopeflowError(f"{params} must hold a mapping of AcquireParams fields"))
-            return
+    data = {} if params is None else read_params(params, AcquireParams)
     data["sequence"] = str(sequence)
     if fast:
         data["fast"] = True
@@ -69,17 +54,7 @@ def run_acquire(
         if value is not None:
             data[key] = str(value)
     fill_edge_address(data, edge_url, token_file)
-    try:
-        parsed = AcquireParams.model_validate(data)
-    except ValidationError as exc:
-        _fail(ScopeflowError(f"acquire parameters are not valid:\n{exc}"))
-        return
-    try:
-        summary = acquire(parsed)
-    except ScopeflowError as exc:
-        _fail(exc)
-        return
-    typer.echo(json.dumps(summary))
+    run_validated(data, AcquireParams, acquire, "acquire parameters")
 
 
 def register(run_app: typer.Typer) -> None:

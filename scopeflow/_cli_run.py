@@ -16,7 +16,15 @@ from ._cli_fail import fail as _fail
 from ._errors import ScopeflowError
 from ._settings import load_settings
 
-__all__ = ["FLOW_COMMANDS", "FlowCommand", "fill_edge_address", "register", "run_flow"]
+__all__ = [
+    "FLOW_COMMANDS",
+    "FlowCommand",
+    "fill_edge_address",
+    "read_params",
+    "register",
+    "run_flow",
+    "run_validated",
+]
 
 _EDGE_URL_HELP = "Edge agent URL (default: the parameters, then SCOPEFLOW_EDGE_URL)."
 _TOKEN_FILE_HELP = (
@@ -125,25 +133,38 @@ def run_flow(
 ) -> None:
     """Load ``params`` as ``model`` (edge address from the options, the file or the settings),
     run the flow, print its summary as JSON; every failure is one clear message."""
+    data = read_params(params, model)
+    fill_edge_address(data, edge_url, token_file)
+    run_validated(data, model, run, f"parameters in {params}")
+
+
+def read_params(path: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """The mapping of ``model``'s fields in the YAML or JSON file ``path``."""
     import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(ScopeflowError(f"cannot read parameters from {path}: {exc}"))
+    if not isinstance(data, dict):
+        _fail(ScopeflowError(f"{path} must hold a mapping of {model.__name__} fields"))
+    return data
+
+
+def run_validated(
+    data: dict[str, Any], model: type[BaseModel], run: Callable[[Any], dict[str, Any]], what: str
+) -> None:
+    """``run(model(data))``, its summary printed as JSON; ``what``: the data, for the error."""
     from pydantic import ValidationError
 
     try:
-        data = yaml.safe_load(params.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        _fail(ScopeflowError(f"cannot read parameters from {params}: {exc}"))
-        return
-    fill_edge_address(data, edge_url, token_file)
-    try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        _fail(ScopeflowError(f"parameters in {params} are not valid:\n{exc}"))
-        return
+        _fail(ScopeflowError(f"{what} are not valid:\n{exc}"))
     try:
         summary = run(parsed)
     except ScopeflowError as exc:
         _fail(exc)
-        return
     typer.echo(json.dumps(summary))
 
 
