@@ -1,5 +1,4 @@
-"""Calibrate carry-forward's threshold, flicker weight and ``max_predicted_run`` on simulated
-time-lapses.
+"""Calibrate carry-forward's threshold, flicker weight and run limit on simulated time-lapses.
 
     python -m tasks.training.calibrate_carry_forward [--seeds 10 ... 17] [--long-seeds 10 ... 13]
 
