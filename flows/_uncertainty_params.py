@@ -54,8 +54,9 @@ class UncertaintyParams(MicroscopeConnection):
     predictor: Literal["virtual-stain", "carry-forward"] = Field(
         "carry-forward",
         description="'virtual-stain': the model's nuclei stand in where its own uncertainty is "
-        "low; 'carry-forward': the last real nuclei, moved as the model saw them move, stand "
-        "in where the model's nuclei changed little since that acquisition",
+        "low; 'carry-forward': the last real nuclei (moved by the median shift, with cells "
+        "entering at the edge) stand in where the model's nuclei changed little since that "
+        "acquisition",
     )
     max_predicted_run: int | None = Field(
         CARRY_FORWARD_MAX_RUN,
@@ -73,9 +74,10 @@ class UncertaintyParams(MicroscopeConnection):
     threshold: float | None = Field(
         None,
         ge=0.0,
-        le=1.0,
-        description="Uncertainty above which the expensive channel is acquired; None: the "
-        "threshold calibrated with the model's weights (virtual-stain) or for carry-forward",
+        description="Uncertainty above which the expensive channel is acquired (virtual-stain: "
+        "1 - the ensemble's agreement, 0-1; carry-forward: nuclei changed, those inside the "
+        "field weighted as flicker); None: the threshold calibrated with the model's weights "
+        "(virtual-stain) or for carry-forward",
     )
     model: str = Field(
         "virtual-stain",

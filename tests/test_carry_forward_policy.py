@@ -12,6 +12,7 @@ from tasks.decisions import (
     UncertaintyRules,
     UncertaintyTriggeredPolicy,
     carry_forward,
+    changed_nuclei,
     match_points,
     model_change,
 )
@@ -69,19 +70,26 @@ def test_matching_is_one_to_one_within_the_radius_after_the_median_shift() -> No
     assert model_change(then, np.zeros((0, 2)), 2.0).f1 == 0.0
 
 
-def test_the_stand_in_moves_each_real_nucleus_as_its_model_twin_moved() -> None:
+def test_the_stand_in_moves_the_real_nuclei_by_the_median_shift_and_adds_cells_entering() -> None:
     real = _scatter(6, 1)
     model_then = real + 0.5  # the model's nuclei: near the real ones
-    model_now = model_then.copy()
-    model_now[0] += (4.0, 0.0)  # one cell crawled 4 px, the others stayed
+    shift = np.array([2.0, -1.0])
+    model_now = model_then + shift  # the field moved by (2, -1) px...
+    model_now[0] += (1.5, 0.0)  # ...and one twin's centroid jittered: the median ignores it
+    entering, inside = [[3.0, 100.0]], [[100.0, 110.0]]  # new: at the edge, and inside
+    model_now = np.vstack([model_now, entering, inside])
     change = model_change(model_then, model_now, radius=6.0)
-    moved = carry_forward(real, model_then, model_now, change, radius=6.0, shape=(SIZE, SIZE))
-    assert moved[0] == pytest.approx(real[0] + (4.0, 0.0))
-    assert moved[1:] == pytest.approx(real[1:])
+    assert change.shift == pytest.approx((2.0, -1.0))
+    stand_in = carry_forward(real, model_now, change, radius=6.0, shape=(SIZE, SIZE), edge_px=10.0)
+    assert stand_in == pytest.approx(np.vstack([real + shift, entering]))
+    # the unmatched nuclei: the one at the edge counts in full, the one inside as flicker
+    assert changed_nuclei(model_then, model_now, change, (SIZE, SIZE), 10.0, 0.3) == (
+        pytest.approx(1.3)
+    )
     # a shift that pushes nuclei out of the frame drops them
     edge = np.array([[1.0, 100.0], [100.0, 100.0]])
     gone = carry_forward(
-        edge, edge, edge - (5.0, 0.0), model_change(edge, edge - (5.0, 0.0), 6.0), 6.0, (SIZE, SIZE)
+        edge, edge - (5.0, 0.0), model_change(edge, edge - (5.0, 0.0), 6.0), 6.0, (SIZE, SIZE), 0.0
     )
     assert gone.tolist() == [[95.0, 100.0]]
 
@@ -103,7 +111,13 @@ def _run(
 
 
 def _rules(**kw) -> UncertaintyRules:
-    base = {"time_points": 6, "interval_s": 2.0, "threshold": 0.15, "predictor": "carry-forward"}
+    base = {
+        "time_points": 6,
+        "interval_s": 2.0,
+        "threshold": 1.0,
+        "flicker_weight": 0.3,
+        "predictor": "carry-forward",
+    }
     return UncertaintyRules(**(base | kw))
 
 
@@ -137,7 +151,7 @@ def test_a_change_in_model_space_triggers_the_expensive_channel_and_a_new_refere
         "predicted",
         "predicted",
     ]
-    assert summaries[3]["uncertainty"] == pytest.approx(1 - 2 * 10 / 25, abs=1e-4)
+    assert summaries[3]["uncertainty"] == pytest.approx(5 * 0.3)  # five new, inside the field
     assert summaries[4]["reference_t"] == 3
     assert len(summaries[5]["stand_in"]) == 15
     # scored on truth labels, the logged stand-in finds every nucleus
@@ -145,6 +159,19 @@ def test_a_change_in_model_space_triggers_the_expensive_channel_and_a_new_refere
     for k, (r, c) in enumerate(divided.astype(int), start=1):
         labels[r - 3 : r + 4, c - 3 : c + 4] = k
     assert detection_scores_at(labels, np.asarray(summaries[5]["stand_in"])).f1 == 1.0
+
+
+def test_a_nucleus_the_model_finds_every_other_frame_is_flicker_not_change() -> None:
+    truth = _scatter(10, 7)
+    flicker = [truth if t % 2 else truth[1:] for t in range(6)]  # one nucleus on and off
+    policy = UncertaintyTriggeredPolicy([("a", 0.0, 0.0)], _rules())
+    summaries = _run(policy, flicker, [truth] * 6)
+    assert [s["reason"] for s in summaries] == ["no-reference"] + ["predicted"] * 5
+    assert {s["uncertainty"] for s in summaries[1:]} == {0.0, 0.3}
+    # two cells entering at the edge are a change: the expensive channel is acquired
+    entering = [truth] * 3 + [np.vstack([truth, [[2.0, 60.0], [197.0, 60.0]]])] * 3
+    summaries = _run(policy, entering, entering)
+    assert [s["reason"] for s in summaries][3] == "uncertain"
 
 
 def test_a_predicted_run_never_exceeds_max_predicted_run() -> None:

@@ -4,8 +4,10 @@ rendered in-process at the demo's 2 simulated minutes between time points, the v
 on every brightfield frame and the classical model on every DAPI frame, as in the flow. The
 static protocol is scored on the very same frames (DAPI at every time point), so the accuracy
 difference is the policy's alone, with none of the run-to-run noise of two live runs; seeds
-0-5 (the threshold was calibrated on seeds 10 and 11). The flow end to end, whose pace and
-figures move with the machine's load, is tests/test_uncertainty_triggered_flow.py."""
+0-5 (the threshold, flicker weight and run limit were calibrated on seeds 10-17; seeds 0 and 2
+were looked at only to diagnose failures, README: Uncertainty-triggered). The flow end to end,
+whose pace and figures move with the machine's load, is tests/test_uncertainty_triggered_flow.py.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +24,21 @@ TOLERANCE = 0.01  # ... at equal accuracy: nuclei F1 at most 1 point below stati
 
 
 def _replay_seed(seed: int) -> dict[str, Any]:
-    from tasks.decisions import CARRY_FORWARD_MAX_RUN, CARRY_FORWARD_THRESHOLD
+    from tasks.decisions import (
+        CARRY_FORWARD_FLICKER_WEIGHT,
+        CARRY_FORWARD_MAX_RUN,
+        CARRY_FORWARD_THRESHOLD,
+    )
     from tasks.training.calibrate_carry_forward import replay, static_f1, timelapses
 
     lapses = timelapses(seed, POSITIONS, TIME_POINTS, STEP_S)
-    run = replay(lapses, CARRY_FORWARD_THRESHOLD, CARRY_FORWARD_MAX_RUN, 6.5 / 20.0)
+    run = replay(
+        lapses,
+        CARRY_FORWARD_THRESHOLD,
+        CARRY_FORWARD_MAX_RUN,
+        6.5 / 20.0,
+        CARRY_FORWARD_FLICKER_WEIGHT,
+    )
     static = static_f1(lapses)
     return {
         "seed": seed,
@@ -46,9 +58,10 @@ def replays() -> list[dict[str, Any]]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="met on 4 of 6 seeds: 69/69/44/50/72/56 % fewer DAPI acquisitions at "
-    "-1.4/-0.5/-0.3/+0.8/-0.1/-0.4 points of nuclei F1 against static on the same frames "
-    "(seeds 0-5): seed 0 loses 1.4 points, seed 2 saves 44 % (README: Uncertainty-triggered)",
+    reason="met on 5 of 6 seeds: 64/61/53/56/64/58 % fewer DAPI acquisitions at "
+    "-1.2/-0.6/-0.2/+0.7/+0.1/-0.2 points of nuclei F1 against static on the same frames "
+    "(seeds 0-5): seed 0 loses 1.2 points, its first reference frame missing a nucleus the "
+    "classical model finds later (README: Uncertainty-triggered)",
 )
 def test_half_the_expensive_acquisitions_are_saved_at_equal_accuracy_on_every_seed(
     replays: list[dict[str, Any]],

@@ -201,8 +201,8 @@ def test_params_that_make_no_sense_are_refused_with_the_fix(tmp_path: Path) -> N
         UncertaintyParams.model_validate(base | {"cheap": {"channel": "DAPI", "exposure_ms": 5.0}})
     with pytest.raises(ValueError, match="fallback_model 'classical' differs"):
         UncertaintyParams.model_validate(base | {"fallback_model": "classical"})
-    with pytest.raises(ValueError, match="less than or equal to 1"):
-        UncertaintyParams.model_validate(base | {"threshold": 3.0})
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        UncertaintyParams.model_validate(base | {"threshold": -0.5})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(base | {"protocol": "sometimes"}))
     done = subprocess.run(

@@ -13,7 +13,13 @@ from ._acquisition_search import (
     Trial,
 )
 from ._autofocus import AutofocusPlan, AutofocusPolicy, AutofocusState, PositionFocus
-from ._carry_forward import ModelChange, carry_forward, match_points, model_change
+from ._carry_forward import (
+    ModelChange,
+    carry_forward,
+    changed_nuclei,
+    match_points,
+    model_change,
+)
 from ._event_policy import (
     EventRules,
     EventState,
@@ -82,6 +88,7 @@ from ._targets import (
 )
 from ._tracking import PositionTrack, TrackingPolicy, TrackingRules, TrackingState
 from ._uncertainty_policy import (
+    CARRY_FORWARD_FLICKER_WEIGHT,
     CARRY_FORWARD_MAX_RUN,
     CARRY_FORWARD_THRESHOLD,
     UncertaintyRules,
@@ -90,6 +97,7 @@ from ._uncertainty_policy import (
 )
 
 __all__ = [
+    "CARRY_FORWARD_FLICKER_WEIGHT",
     "CARRY_FORWARD_MAX_RUN",
     "CARRY_FORWARD_THRESHOLD",
     "Acquire",
@@ -160,6 +168,7 @@ __all__ = [
     "UncertaintyTriggeredPolicy",
     "calibrate_plate",
     "carry_forward",
+    "changed_nuclei",
     "check_plate_on_stage",
     "choose_targets",
     "contiguous_runs",

@@ -5,9 +5,13 @@ well unless the sample changed there. The change is measured where the cheap cha
 sees it: its nuclei now against its nuclei on the frame taken with the last real acquisition,
 matched one to one (``linear_sum_assignment`` on distances, within ``radius``) after removing the
 median shift. The model's systematic misses (a nucleus it never finds) are in both sets and
-cancel out; what is left is motion, divisions, cells coming and going. The stand-in for the
-expensive frame is the last real nuclei, each moved as its model twin moved (the median shift
-for those without one).
+cancel out; what is left is motion, divisions, cells coming and going, and the model's flicker
+(a nucleus in a cluster it finds in one frame and not the next). ``changed_nuclei`` counts the
+nuclei without a twin, those inside the field discounted as mostly flicker, those in the band
+along its edge in full (cells entering and leaving). The stand-in for the expensive frame is
+the last real nuclei moved by the median shift (a single model twin's centroid jitters more
+than a cell crawls between time points), plus the model's new nuclei in the edge band with no
+real nucleus near them (cells entering the field).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["ModelChange", "carry_forward", "match_points", "model_change"]
+__all__ = ["ModelChange", "carry_forward", "changed_nuclei", "match_points", "model_change"]
 
 _COARSE = 3.0  # the first matching, which estimates the shift, reaches this many radii
 
@@ -60,27 +64,50 @@ def model_change(then: np.ndarray, now: np.ndarray, radius: float) -> ModelChang
     return ModelChange(float(f1), (float(shift[0]), float(shift[1])), i, j)
 
 
+def changed_nuclei(
+    then: np.ndarray,
+    now: np.ndarray,
+    change: ModelChange,
+    shape: tuple[int, int],
+    edge_px: float,
+    flicker_weight: float,
+) -> float:
+    """The nuclei without a twin (gone since ``then`` or new ``now``), each counted 1 in the band
+    ``edge_px`` wide along the field's edge and ``flicker_weight`` inside it."""
+    then, now = _points(then), _points(now)
+    gone = np.setdiff1d(np.arange(len(then)), change.then)
+    new = np.setdiff1d(np.arange(len(now)), change.now)
+    unmatched = np.vstack([then[gone], now[new]])
+    at_edge = _edge_distance(unmatched, shape) < edge_px
+    return float(np.sum(at_edge) + flicker_weight * np.sum(~at_edge))
+
+
 def carry_forward(
     real: np.ndarray,
-    model_then: np.ndarray,
     model_now: np.ndarray,
     change: ModelChange,
     radius: float,
     shape: tuple[int, int],
+    edge_px: float,
 ) -> np.ndarray:
-    """The last real nuclei moved to now: each by its model twin's displacement where it has a
-    twin at the acquisition and that twin one now, else by the median shift; those moved out of
-    the frame dropped."""
-    real, model_then, model_now = _points(real), _points(model_then), _points(model_now)
+    """The last real nuclei moved by the median shift (those moved out of the frame dropped),
+    plus the model's nuclei new since then in the edge band with no real nucleus within
+    ``radius`` (cells entering the field)."""
+    real, model_now = _points(real), _points(model_now)
     moved = real + np.asarray(change.shift)
-    ri, mi = match_points(real, model_then, radius)
-    twin_now = dict(zip(change.then.tolist(), change.now.tolist(), strict=True))
-    for r, m in zip(ri.tolist(), mi.tolist(), strict=True):
-        if m in twin_now:
-            moved[r] = real[r] + model_now[twin_now[m]] - model_then[m]
     h, w = shape
     inside = (moved[:, 0] >= 0) & (moved[:, 0] < h) & (moved[:, 1] >= 0) & (moved[:, 1] < w)
-    return moved[inside]
+    moved = moved[inside]
+    new = model_now[np.setdiff1d(np.arange(len(model_now)), change.now)]
+    entering = new[_edge_distance(new, shape) < edge_px]
+    if len(entering) and len(moved):
+        entering = entering[cdist(entering, moved).min(axis=1) > radius]
+    return np.vstack([moved, entering])
+
+
+def _edge_distance(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    return np.minimum(np.minimum(p[:, 0], h - 1 - p[:, 0]), np.minimum(p[:, 1], w - 1 - p[:, 1]))
 
 
 def _points(p: np.ndarray) -> np.ndarray:

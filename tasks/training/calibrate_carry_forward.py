@@ -1,17 +1,19 @@
-"""Calibrate carry-forward's threshold (and its ``max_predicted_run``) on simulated time-lapses.
+"""Calibrate carry-forward's threshold, flicker weight and run limit on simulated time-lapses.
 
-    python -m tasks.training.calibrate_carry_forward [--seeds 10 11] [--positions 4]
+    python -m tasks.training.calibrate_carry_forward [--seeds 10 ... 17] [--long-seeds 10 ... 13]
 
 Renders brightfield and DAPI time-lapses at random positions of simulator slides (seeds kept
-apart from the figures' seeds 0-2), in two settings: the demo's (2 simulated minutes between
-time points) and a long one (10 minutes, cells moving and dividing). The virtual stain segments
-every brightfield frame and the classical model every DAPI frame, as in the flow; then the pure
-``UncertaintyTriggeredPolicy`` itself runs over each time-lapse for every candidate (threshold,
-max_predicted_run), and its run is scored as the flow's is (detection F1 against the ground
-truth, pooled: acquired frames as segmented, predicted ones by the stand-in the policy logged).
-The choice: the candidate with the fewest acquisitions whose F1 is at most ``margin`` x
-``tolerance`` below acquiring every frame in both settings (half the goal's 1-point tolerance
-kept for runs unlike these), ties to the larger threshold.
+apart from the judged seeds 0-5 and the held-out 6-9), in two settings: the demo's (6 time
+points 2 simulated minutes apart) and a long one (16 time points 10 minutes apart, cells moving
+and dividing). The virtual stain segments every brightfield frame and the classical model every
+DAPI frame, as in the flow; then the pure ``UncertaintyTriggeredPolicy`` itself runs over each
+time-lapse for every candidate (threshold, flicker weight, max_predicted_run), and its run is
+scored as the flow's is (detection F1 against the ground truth, pooled: acquired frames as
+segmented, predicted ones by the stand-in the policy logged). The choice: the candidate with the
+fewest acquisitions whose F1 is at most ``margin`` x ``tolerance`` below acquiring every frame,
+pooled, in both settings (half the goal's 1-point tolerance kept for runs unlike these) and at
+most ``tolerance`` below it on every seed of the demo setting (the goal is judged per seed);
+ties to the larger threshold.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ from typing import Any
 import numpy as np
 
 from scopeflow import ObjectTable
-from tasks.decisions import FrameView, UncertaintyRules, UncertaintyTriggeredPolicy
+from tasks.decisions import (
+    CARRY_FORWARD_FLICKER_WEIGHT,
+    FrameView,
+    UncertaintyRules,
+    UncertaintyTriggeredPolicy,
+)
 from tasks.inference import (
+    InstanceScores,
     analyse_frame,
     detection_scores,
     detection_scores_at,
@@ -36,9 +44,10 @@ from tasks.inference import (
 
 __all__ = ["SETTINGS", "calibrate", "main", "replay", "static_f1", "timelapses"]
 
-SETTINGS = {"demo": (8, 120.0), "long": (16, 600.0)}  # time points, simulated s between them
-THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
-MAX_RUNS = (2, 3, 5, None)
+SETTINGS = {"demo": (6, 120.0), "long": (16, 600.0)}  # time points, simulated s between them
+THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # nuclei changed (weighted)
+FLICKER_WEIGHTS = (0.3, 0.5, 1.0)
+MAX_RUNS = (3, 4, 5, None)
 TOLERANCE, MARGIN = 0.01, 0.5
 _SIZE = 512
 
@@ -50,6 +59,7 @@ class _Frame:
     truth: np.ndarray
     ignore: np.ndarray
     real_labels: np.ndarray
+    real_scores: InstanceScores  # the real frame's, scored once: the static protocol's
 
 
 def timelapses(seed: int, positions: int, time_points: int, step_s: float) -> list[list[_Frame]]:
@@ -89,6 +99,7 @@ def timelapses(seed: int, positions: int, time_points: int, step_s: float) -> li
                     truth,
                     ignore,
                     real_labels,
+                    detection_scores(truth, real_labels, ignore=ignore),
                 )
             )
         out.append(frames)
@@ -113,13 +124,15 @@ def _view(p: int, t: int, c: int, px: float) -> FrameView:
 
 def static_f1(lapses: list[list[_Frame]]) -> float:
     """The static protocol's F1 on the same frames: DAPI acquired at every time point."""
-    return pool_scores(
-        [detection_scores(f.truth, f.real_labels, ignore=f.ignore) for la in lapses for f in la]
-    ).f1
+    return pool_scores([f.real_scores for la in lapses for f in la]).f1
 
 
 def replay(
-    lapses: list[list[_Frame]], threshold: float, max_run: int | None, px: float
+    lapses: list[list[_Frame]],
+    threshold: float,
+    max_run: int | None,
+    px: float,
+    flicker_weight: float = CARRY_FORWARD_FLICKER_WEIGHT,
 ) -> dict[str, Any]:
     """The policy over each position's time-lapse; its run's F1 and acquisitions."""
     scores, acquired, frames = [], 0, 0
@@ -130,6 +143,7 @@ def replay(
             threshold=threshold,
             predictor="carry-forward",
             max_predicted_run=max_run,
+            flicker_weight=flicker_weight,
         )
         policy = UncertaintyTriggeredPolicy([("a", 0.0, 0.0)], rules)
         state = policy.initial_state()
@@ -139,59 +153,85 @@ def replay(
             if decision.summary["acquire"]:
                 acquired += 1
                 state, _ = policy.decide(state, _view(0, t, 1, px), f.real)
-                scores.append(detection_scores(f.truth, f.real_labels, ignore=f.ignore))
+                scores.append(f.real_scores)
             else:
                 stand_in = np.asarray(decision.summary["stand_in"])
                 scores.append(detection_scores_at(f.truth, stand_in, ignore=f.ignore))
-    return {"f1": pool_scores(scores).f1, "acquired": acquired, "frames": frames}
+    return {"f1": pool_scores(scores).f1, "acquired": acquired, "frames": frames, "scores": scores}
 
 
-def calibrate(seeds: list[int], positions: int) -> dict[str, Any]:
+def calibrate(seeds: list[int], positions: int, long_seeds: list[int]) -> dict[str, Any]:
     """The candidates' figures per setting and the choice (see the module)."""
     px = 6.5 / 20.0
-    table: dict[tuple[float, int | None], dict[str, Any]] = {}
+    candidates = [
+        (threshold, weight, max_run)
+        for threshold in THRESHOLDS
+        for weight in FLICKER_WEIGHTS
+        for max_run in MAX_RUNS
+    ]
+    by: dict[tuple[float, float, int | None], dict[str, list[dict[str, Any]]]] = {}
     static: dict[str, float] = {}
     for name, (time_points, step_s) in SETTINGS.items():
         started = time.perf_counter()
-        lapses = [
-            lapse for seed in seeds for lapse in timelapses(seed, positions, time_points, step_s)
-        ]
-        print(f"{name}: {len(lapses)} time-lapses in {time.perf_counter() - started:.0f} s")
-        static[name] = static_f1(lapses)
-        for threshold in THRESHOLDS:
-            for max_run in MAX_RUNS:
-                r = replay(lapses, threshold, max_run, px)
-                table.setdefault((threshold, max_run), {})[name] = r
+        per_seed = {
+            seed: timelapses(seed, positions, time_points, step_s)
+            for seed in (seeds if name == "demo" else long_seeds)
+        }
+        print(f"{name}: {sum(map(len, per_seed.values()))} time-lapses in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+        static[name] = static_f1([la for lapses in per_seed.values() for la in lapses])
+        for seed, lapses in per_seed.items():
+            seed_static = static_f1(lapses)
+            for threshold, weight, max_run in candidates:
+                r = replay(lapses, threshold, max_run, px, weight)
+                r["f1_delta"] = r["f1"] - seed_static
+                r["seed"] = seed
+                by.setdefault((threshold, weight, max_run), {}).setdefault(name, []).append(r)
     rows = []
-    for (threshold, max_run), by in table.items():
-        ok = all(by[n]["f1"] >= static[n] - MARGIN * TOLERANCE for n in by)
-        acquired = sum(r["acquired"] for r in by.values())
-        frames = sum(r["frames"] for r in by.values())
-        rows.append(
-            {
-                "threshold": threshold,
-                "max_predicted_run": max_run,
-                "ok": ok,
-                "reduction": round(1 - acquired / frames, 4),
-                **{
-                    f"reduction_{n}": round(1 - r["acquired"] / r["frames"], 4)
-                    for n, r in by.items()
-                },
-                **{f"f1_delta_{n}": round(r["f1"] - static[n], 4) for n, r in by.items()},
-            }
-        )
+    for (threshold, weight, max_run), settings in by.items():
+        row: dict[str, Any] = {
+            "threshold": threshold,
+            "flicker_weight": weight,
+            "max_predicted_run": max_run,
+        }
+        ok, acquired, frames = True, 0, 0
+        for name, runs in settings.items():
+            n_acq, n = sum(r["acquired"] for r in runs), sum(r["frames"] for r in runs)
+            pooled = _pooled_f1(runs)
+            acquired, frames = acquired + n_acq, frames + n
+            row[f"reduction_{name}"] = round(1 - n_acq / n, 4)
+            row[f"f1_delta_{name}"] = round(pooled - static[name], 4)
+            ok &= pooled >= static[name] - MARGIN * TOLERANCE
+            if name == "demo":
+                row["demo_per_seed"] = [
+                    (r["seed"], round(1 - r["acquired"] / r["frames"], 3), round(r["f1_delta"], 4))
+                    for r in runs
+                ]
+                ok &= all(r["f1_delta"] >= -TOLERANCE for r in runs)
+        row["reduction"] = round(1 - acquired / frames, 4)
+        row["ok"] = bool(ok)
+        rows.append(row)
     good = [r for r in rows if r["ok"]]
     choice = max(good, key=lambda r: (r["reduction"], r["threshold"])) if good else None
-    return {"seeds": seeds, "positions": positions, "static_f1": static, "rows": rows,
-            "choice": choice}  # fmt: skip
+    return {"seeds": seeds, "long_seeds": long_seeds, "positions": positions,
+            "static_f1": static, "rows": rows, "choice": choice}  # fmt: skip
+
+
+def _pooled_f1(runs: list[dict[str, Any]]) -> float:
+    return pool_scores([s for r in runs for s in r["scores"]]).f1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11])
-    parser.add_argument("--positions", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10, 18)))
+    parser.add_argument("--long-seeds", type=int, nargs="+", default=[10, 11, 12, 13])
+    parser.add_argument("--positions", type=int, default=6)
+    parser.add_argument("--out", type=str, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    result = calibrate(args.seeds, args.positions)
+    result = calibrate(args.seeds, args.positions, args.long_seeds)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
     for r in result["rows"]:
         print(r)
     print("static F1:", result["static_f1"])
