@@ -56,7 +56,7 @@ from flows import (
     open_backend,
     where_analysis_ran,
 )
-from scopeflow import ObjectTable
+from scopeflow import ObjectTable, ShmFrameRef
 from tasks.decisions import Direct, FrameView, TrackingPolicy, TrackingRules
 from tasks.hardware import EdgeClient, EdgeProcess
 from tasks.hardware.sim import SimulatorConfig, build_simulated_core
@@ -251,6 +251,43 @@ def loop_naive(size: int, n: int, model: ModelChoice, directory: Path, pace_s: f
     return _stats(rows)
 
 
+def ray_call_floor(n: int, pace_s: float) -> dict:
+    """Ray's own round trip on this machine, the baseline of the Ray row's hop: a call to an
+    actor on a local cluster that carries what the loop's call carries (a frame reference, the
+    pixel size, the index) and does nothing, one every ``pace_s`` as the loop's frames come
+    (Ray's threads idle between frames as they do in the loop)."""
+    import ray
+
+    from tasks._ray_session import start_local_ray
+
+    class NoOpActor:  # defined here: Ray sends it by value (workers cannot import benchmarks/)
+        def segment(self, frame: Any, pixel_size_um: float, index: int, objects: bool) -> None:
+            return None
+
+    start_local_ray(os.cpu_count() or 1)
+    try:
+        actor = ray.remote(num_cpus=1)(NoOpActor).remote()
+        reference = ShmFrameRef("ring", 8, 2 * 512 * 512, 0, (512, 512), "<u2")
+        ray.get(actor.segment.remote(reference, 0.65, 0, True))
+        calls, submits = [], []
+        for index in range(n):
+            time.sleep(pace_s)
+            started = time.perf_counter()
+            ref = actor.segment.remote(reference, 0.65, index, True)
+            submitted = time.perf_counter()
+            ray.get(ref)
+            calls.append((time.perf_counter() - started) * 1e3)
+            submits.append((submitted - started) * 1e3)
+    finally:
+        ray.shutdown()
+    return {
+        "p50_ms": float(np.percentile(calls, 50)),
+        "p99_ms": float(np.percentile(calls, 99)),
+        "submit_p50_ms": float(np.percentile(submits, 50)),
+        "n": n,
+    }
+
+
 def warm_up_frame(size: int) -> np.ndarray:
     """A frame with one bright square, so that a model's first call does its one-off work."""
     frame = np.full((size, size), 100, np.uint16)
@@ -344,6 +381,7 @@ def _one_size(size: int, frames: int, model: ModelChoice, directory: Path) -> di
         "scopeflow_local": loop_scopeflow(size, frames, model, directory, pace, "local"),
         "scopeflow": loop_scopeflow(size, frames, model, directory, pace, "ray"),
         "naive": loop_naive(size, frames, model, directory, pace),
+        "ray_call_floor": ray_call_floor(frames, pace),
         "pace_s": pace,
     }
     raw, sf, local, naive = rows["raw"], rows["scopeflow"], rows["scopeflow_local"], rows["naive"]
@@ -357,6 +395,7 @@ def _one_size(size: int, frames: int, model: ModelChoice, directory: Path) -> di
         "added_beyond_model_ms": sf["added_beyond_model_p50_ms"],
         "local_added_beyond_model_ms": local["added_beyond_model_p50_ms"],
         "ray_hop_ms": sf["added_beyond_model_p50_ms"] - local["added_beyond_model_p50_ms"],
+        "ray_call_floor_ms": rows["ray_call_floor"]["p50_ms"],
         "loop_overhead_ms": sf["loop_overhead_p50_ms"],
         "local_loop_overhead_ms": local["loop_overhead_p50_ms"],
         "raw_added_beyond_model_ms": raw["added_beyond_model_p50_ms"],
@@ -420,6 +459,9 @@ def _print(size: int, rows: dict) -> None:
             f"{name:<16}"
             + "".join(f" {row[k]:>13.2f}" if k in row else f" {'-':>13}" for k in keys)
         )
+    floor = rows["ray_call_floor"]
+    print(f"Ray's own call (no-op actor, same pace): p50 {floor['p50_ms']:.2f} ms, "
+          f"p99 {floor['p99_ms']:.2f}, of it .remote() {floor['submit_p50_ms']:.2f}")  # fmt: skip
     print("ratios:", {k: round(v, 2) for k, v in rows["ratios"].items()})
 
 
