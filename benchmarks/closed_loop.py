@@ -258,13 +258,17 @@ def ray_call_floor(n: int, pace_s: float) -> dict:
     (Ray's threads idle between frames as they do in the loop)."""
     import ray
 
-    from tasks._ray_session import start_local_ray
-
     class NoOpActor:  # defined here: Ray sends it by value (workers cannot import benchmarks/)
         def segment(self, frame: Any, pixel_size_um: float, index: int, objects: bool) -> None:
             return None
 
-    start_local_ray(os.cpu_count() or 1)
+    ray.init(  # as the product's local cluster: bound to loopback, no dashboard
+        num_cpus=os.cpu_count() or 1,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
     try:
         actor = ray.remote(num_cpus=1)(NoOpActor).remote()
         reference = ShmFrameRef("ring", 8, 2 * 512 * 512, 0, (512, 512), "<u2")
