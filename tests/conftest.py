@@ -34,6 +34,22 @@ def missing_real_data(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``heavy`` first, the one with the longest timeout first: pytest-xdist
+    hands whole modules to its workers in this order, so none is left running a heavy module
+    alone at the end while the others are idle. Each module's own order is kept."""
+
+    def timeout_s(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("timeout")
+        return float(marker.args[0]) if marker else 0.0
+
+    heavy: dict[Path, float] = {}
+    for item in items:
+        if item.get_closest_marker("heavy") is not None:
+            heavy[item.path] = max(heavy.get(item.path, 0.0), timeout_s(item))
+    items.sort(key=lambda item: (item.path not in heavy, -heavy.get(item.path, 0.0)))
+
+
 @pytest.fixture(scope="session")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
     """One real simulated edge agent (512x512 camera) for the session."""

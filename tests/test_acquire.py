@@ -41,7 +41,7 @@ from tasks.storage import FrameJournal, ImageLayout, ImageWriter, axes_from_size
 from ._prefect_server import PrefectServer
 from .conftest import REPO, shared_data, validate_store
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(600)]
 
 ENVELOPE = REPO / "examples" / "acquire" / "envelope.yaml"
 EXAMPLE = REPO / "examples" / "acquire" / "sequence.yaml"

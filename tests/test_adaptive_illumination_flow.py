@@ -22,6 +22,8 @@ from tasks.live import DecisionLog
 from ._prefect_artifacts import artifact_keys_on_server
 from .conftest import validate_store
 
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(600)]  # minutes of simulated runs
+
 SEEDS = (0, 1, 2)
 SNR_GOAL = 0.90  # issue 14: the target SNR in >= 90 % of frames ...
 DOSE_GOAL = 0.50  # ... at <= 50 % of the static (dimmest-cell) protocol's light dose

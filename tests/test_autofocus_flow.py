@@ -22,7 +22,7 @@ from ._prefect_artifacts import artifact_keys_on_server
 from .conftest import validate_store
 
 # three 2 h time-lapses in the first test's fixture (2 minutes of loop each at 60x)
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(1500)]
 
 RUNS = ((0, "threads"), (1, "dask"), (2, "ray"))  # seed, where the sharpness is computed
 IN_DOF_GOAL = 0.99  # issue 14: focus within the depth of field for >= 99 % of time points

@@ -27,6 +27,8 @@ from ._prefect_server import PrefectServer
 from .conftest import REPO
 from .test_deployments import deploy_all
 
+pytestmark = pytest.mark.heavy
+
 
 class Receiver:
     """An HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it."""

@@ -14,6 +14,8 @@ import pytest
 
 from flows import replay_event_seed
 
+pytestmark = pytest.mark.heavy
+
 SEEDS = range(18)
 CAPTURED_GOAL = 0.90  # issue 14: >= 90 % of true events imaged at the fast rate
 DOSE_GOAL = 0.30  # ... at <= 30 % of the always-fast protocol's light dose

@@ -19,6 +19,8 @@ from tasks.live import DecisionLog
 from ._prefect_artifacts import artifact_keys_on_server
 from .conftest import validate_store
 
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(900)]  # minutes of simulated runs
+
 SEEDS = (0, 1, 2)
 CAPTURED_FLOOR = 2 / 3  # through the flow on a loaded machine (the goal, 90 %: test_event_replay)
 DOSE_GOAL = 0.30  # issue 14: <= 30 % of the always-fast protocol's light dose

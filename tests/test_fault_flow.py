@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 from tasks.hardware import EdgeClient, EdgeProcess
@@ -21,6 +22,8 @@ from tasks.live import DecisionLog
 from tasks.storage import FrameJournal
 
 from .conftest import REPO, validate_store
+
+pytestmark = pytest.mark.heavy
 
 RUN_ID = "killed-tracking"
 TIME_POINTS = 14

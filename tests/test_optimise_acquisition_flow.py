@@ -20,7 +20,8 @@ from tasks.live import DecisionLog
 from ._prefect_artifacts import artifact_keys_on_server
 from .conftest import validate_store
 
-pytestmark = pytest.mark.timeout(1500)  # three demo runs (~2 min each on 2 busy cores)
+# three demo runs (~2 min each on 2 busy cores)
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(1500)]
 
 SEEDS = (0, 1, 2)
 QUALITY_GOAL = 0.95  # issue 14: >= 95 % of the grid-search optimum ...

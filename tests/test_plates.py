@@ -36,6 +36,8 @@ from tasks.storage import HcsAcquisition, PlateWriter
 
 from .conftest import shared_data, validate_store
 
+pytestmark = pytest.mark.heavy
+
 A1 = (14_380.0, 74_240.0)  # where the simulator puts an SBS plate's A1 (rows run towards -y)
 H12 = (A1[0] + 11 * 9_000.0, A1[1] - 7 * 9_000.0)
 CALIBRATION = {"A1": A1, "H12": H12}

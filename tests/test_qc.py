@@ -24,6 +24,8 @@ from tasks.qc import (
     simulate_and_judge,
 )
 
+pytestmark = pytest.mark.heavy
+
 # which way each fault moves its metric, against the same tile without the fault
 DIRECTION = {
     "focus": -1,

@@ -24,6 +24,8 @@ from tasks.hardware import EdgeClient, EdgeProcess
 
 from .test_event_policy import BRIGHT, CENTRE, DIM, PX, QUIET, ROUNDED, frame, objects
 
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(900)]  # minutes of simulated runs
+
 SEEDS = (0, 1)
 
 

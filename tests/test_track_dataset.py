@@ -30,7 +30,7 @@ from tasks.storage import (
     write_zstack,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(300)]
 
 T, H, W = 10, 160, 192
 RADIUS = 9  # px: the classical model's 6 µm nucleus at 0.65 µm/px

@@ -25,7 +25,7 @@ from ._prefect_artifacts import artifact_keys_on_server
 from .conftest import validate_store
 
 # three demos (two flow runs and two edges each) take 10-15 minutes on two loaded cores
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(2400)]
 
 SEEDS = ((0, "ray"), (1, "dask"), (2, "ray"))
 PREDICTOR = "carry-forward"  # the default (virtual-stain: README)
