@@ -245,7 +245,7 @@ def test_a_candidate_the_model_confirms_joins_the_reference_and_the_stand_in() -
     assert first.summary["acquire"]
     expensive = _with_candidates(real, np.array([missed, unseen, near_real]))
     state, logged = policy.decide(state, _view(0, 0, 1), expensive)
-    assert logged.summary["candidates_confirmed"] == 1
+    assert (logged.summary["candidates"], logged.summary["candidates_confirmed"]) == (3, 1)
     state, second = policy.decide(state, _view(0, 1, 0), _nuclei(truth))
     assert second.summary["reason"] == "predicted"
     assert sorted(map(tuple, np.round(second.summary["stand_in"]))) == sorted(
@@ -253,7 +253,8 @@ def test_a_candidate_the_model_confirms_joins_the_reference_and_the_stand_in() -
     )
     # a reference without candidates (the plain classical model) stands in as it was
     state, _ = policy.decide(policy.initial_state(), _view(0, 0, 0), _nuclei(truth))
-    state, _ = policy.decide(state, _view(0, 0, 1), _nuclei(real))
+    state, logged = policy.decide(state, _view(0, 0, 1), _nuclei(real))
+    assert "candidates" not in logged.summary
     state, second = policy.decide(state, _view(0, 1, 0), _nuclei(truth))
     assert len(second.summary["stand_in"]) == len(real)
 

@@ -171,7 +171,8 @@ class UncertaintyTriggeredPolicy:
                 radius = self.rules.match_um / frame.pixel_size_um
                 confirmed = confirmed_candidates(real, candidates, model, radius)
                 state.reference[p] = CarryReference(t, model, np.vstack([real, confirmed]))
-                summary["candidates_confirmed"] = len(confirmed)
+                if "classical_nuclei" in result.extra:  # the reference model sends candidates
+                    summary.update(candidates=len(candidates), candidates_confirmed=len(confirmed))
             return state, Decision(summary={**summary, "role": "expensive"})
         summary["role"] = "cheap"
         if not isinstance(result, ObjectTable):
