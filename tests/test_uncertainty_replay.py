@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+# about 2 minutes on two cores; several times that when other work loads them
+pytestmark = pytest.mark.timeout(900)
+
 SEEDS = (0, 1, 2, 3, 4, 5)
 POSITIONS, TIME_POINTS, STEP_S = 6, 6, 120.0  # the demo: 6 positions x 6 time points, 2 min
 REDUCTION_GOAL = 0.5  # issue 14: >= 50 % fewer expensive acquisitions...
