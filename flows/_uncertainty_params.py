@@ -68,8 +68,11 @@ class UncertaintyParams(MicroscopeConnection):
         4.0, gt=0, description="carry-forward: a nucleus' twin lies at most this far, µm"
     )
     reference_model: str = Field(
-        "classical",
-        description="Segments the expensive frames in the loop (carry-forward's real nuclei)",
+        "classical-candidates",
+        description="Segments the expensive frames in the loop (carry-forward's real nuclei) "
+        "and for the score; 'classical-candidates' is the classical model, with a more "
+        "sensitive segmentation's extra nuclei as candidates that carry-forward adds to its "
+        "reference where the virtual stain confirms them",
     )
     threshold: float | None = Field(
         None,

@@ -13,6 +13,7 @@ from tasks.decisions import (
     UncertaintyTriggeredPolicy,
     carry_forward,
     changed_nuclei,
+    confirmed_candidates,
     match_points,
     model_change,
 )
@@ -219,3 +220,59 @@ def test_logged_centroids_score_as_the_labels_they_came_from() -> None:
     by_points, by_labels = detection_scores_at(truth, centres), detection_scores(truth, labels)
     assert by_points == by_labels
     assert (by_points.tp, by_points.fp, by_points.fn) == (9, 1, 3)
+
+
+def _with_candidates(real: np.ndarray, candidates: np.ndarray) -> ObjectTable:
+    """A reference table as ``classical-candidates`` makes it: the real nuclei, then the
+    candidates, ``classical_nuclei`` saying where the candidates start."""
+    from dataclasses import replace
+
+    table = _nuclei(np.vstack([real, candidates]))
+    return replace(table, extra={"classical_nuclei": float(len(real))})
+
+
+def test_a_candidate_the_model_confirms_joins_the_reference_and_the_stand_in() -> None:
+    truth = _scatter(10, 8)
+    missed, unseen = truth[0], np.array([100.0, 110.0])  # unseen: nothing there in the model
+    real = truth[1:]  # the reference frame's segmentation missed truth[0]
+    near_real = truth[1] + np.array([0.0, 6.0])  # beside a real nucleus: a split of it
+    assert confirmed_candidates(real, [missed, unseen, near_real], truth, 8.0).tolist() == [
+        missed.tolist()
+    ]
+    policy = UncertaintyTriggeredPolicy([("a", 0.0, 0.0)], _rules())
+    state = policy.initial_state()
+    state, first = policy.decide(state, _view(0, 0, 0), _nuclei(truth))
+    assert first.summary["acquire"]
+    expensive = _with_candidates(real, np.array([missed, unseen, near_real]))
+    state, logged = policy.decide(state, _view(0, 0, 1), expensive)
+    assert (logged.summary["candidates"], logged.summary["candidates_confirmed"]) == (3, 1)
+    state, second = policy.decide(state, _view(0, 1, 0), _nuclei(truth))
+    assert second.summary["reason"] == "predicted"
+    assert sorted(map(tuple, np.round(second.summary["stand_in"]))) == sorted(
+        map(tuple, np.round(truth))
+    )
+    # a reference without candidates (the plain classical model) stands in as it was
+    state, _ = policy.decide(policy.initial_state(), _view(0, 0, 0), _nuclei(truth))
+    state, logged = policy.decide(state, _view(0, 0, 1), _nuclei(real))
+    assert "candidates" not in logged.summary
+    state, second = policy.decide(state, _view(0, 1, 0), _nuclei(truth))
+    assert len(second.summary["stand_in"]) == len(real)
+
+
+def test_classical_candidates_segments_as_classical_and_adds_a_dim_nucleus_as_candidate() -> None:
+    from tasks.inference import analyse_frame, load_model
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    image = rng.normal(100.0, 2.0, (SIZE, SIZE))
+    for (r, c), peak in (((60, 60), 2000.0), ((60, 140), 2000.0), ((140, 100), 150.0)):
+        image += peak * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 6.0**2))
+    classical, model = load_model("classical"), load_model("classical-candidates")
+    plain = classical.segment(image, pixel_size_um=PX)
+    assert np.array_equal(model.segment(image, pixel_size_um=PX), plain)
+    assert plain.max() == 2  # Otsu's split leaves the dim nucleus out
+    table = analyse_frame(model, image, pixel_size_um=PX)
+    real = table.label <= table.extra["classical_nuclei"]
+    assert table.extra["classical_nuclei"] == 2 and len(table) == 3
+    candidates = np.stack([table.centroid_row, table.centroid_col], axis=1)[~real]
+    assert candidates == pytest.approx(np.array([[140.0, 100.0]]), abs=1.5)

@@ -72,6 +72,14 @@ def test_every_seed_acquires_what_its_uncertainty_asked_for_and_pays_that_dose(
             for d in sorted((d for d in cheap if d["p"] == p), key=lambda d: d["t"]):
                 run = 0 if d["acquire"] else run + 1
                 assert run <= limit
+        # each real frame came with the reference model's candidates (classical-candidates)
+        expensive = [
+            r["decision"]
+            for r in DecisionLog.read(decisions)
+            if r["type"] == "decision" and r["decision"].get("role") == "expensive"
+        ]
+        assert len(expensive) == sum(d["acquire"] for d in cheap)
+        assert all(0 <= d["candidates_confirmed"] <= d["candidates"] for d in expensive)
         # a time point not acquired logged what stood in for it
         assert all(("stand_in" in d) != d["acquire"] for d in cheap)
         asked = sum(d["acquire"] for d in cheap)

@@ -17,6 +17,7 @@ from ._carry_forward import (
     ModelChange,
     carry_forward,
     changed_nuclei,
+    confirmed_candidates,
     match_points,
     model_change,
 )
@@ -171,6 +172,7 @@ __all__ = [
     "changed_nuclei",
     "check_plate_on_stage",
     "choose_targets",
+    "confirmed_candidates",
     "contiguous_runs",
     "default_startup",
     "depth_of_field_um",

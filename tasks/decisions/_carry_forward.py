@@ -22,7 +22,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["ModelChange", "carry_forward", "changed_nuclei", "match_points", "model_change"]
+__all__ = [
+    "ModelChange",
+    "carry_forward",
+    "changed_nuclei",
+    "confirmed_candidates",
+    "match_points",
+    "model_change",
+]
 
 _COARSE = 3.0  # the first matching, which estimates the shift, reaches this many radii
 
@@ -103,6 +110,22 @@ def carry_forward(
     if len(entering) and len(moved):
         entering = entering[cdist(entering, moved).min(axis=1) > radius]
     return np.vstack([moved, entering])
+
+
+def confirmed_candidates(
+    real: np.ndarray, candidates: np.ndarray, model: np.ndarray, radius: float
+) -> np.ndarray:
+    """The candidates (a more sensitive segmentation's extra nuclei in the real frame) that the
+    model's nuclei on the cheap frame taken with it confirm: a model nucleus within ``radius``
+    and no real nucleus within it. Added to the reference, they are not carried forward as
+    misses while the reference stands in."""
+    real, candidates, model = _points(real), _points(candidates), _points(model)
+    if not len(candidates) or not len(model):
+        return np.zeros((0, 2))
+    keep = cdist(candidates, model).min(axis=1) <= radius
+    if len(real):
+        keep &= cdist(candidates, real).min(axis=1) > radius
+    return candidates[keep]
 
 
 def _edge_distance(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

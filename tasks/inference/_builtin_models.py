@@ -24,6 +24,14 @@ def classical(**options: Any) -> SegmentationModel:
     return ClassicalNuclei(**options)
 
 
+def classical_candidates(**options: Any) -> SegmentationModel:
+    """``ClassicalCandidates(**options)``: the classical nuclei and a more sensitive
+    segmentation's extra objects as candidates (tasks.inference._classical_candidates)."""
+    from ._classical_candidates import ClassicalCandidates
+
+    return ClassicalCandidates(**options)
+
+
 def unet(**options: Any) -> SegmentationModel:
     """``UNetNuclei(**options)``: the shipped U-Net, or ``weights=PATH`` (tasks.inference._unet)."""
     from ._unet import UNetNuclei
@@ -59,7 +67,12 @@ def n2v(**options: Any) -> RestorationModel:
     return CareDenoiser(**{"mode": "n2v", **options})
 
 
-BUILTIN_MODELS = {"classical": classical, "unet": unet, "virtual-stain": virtual_stain}
+BUILTIN_MODELS = {
+    "classical": classical,
+    "classical-candidates": classical_candidates,
+    "unet": unet,
+    "virtual-stain": virtual_stain,
+}
 BUILTIN_RESTORATION_MODELS = {"care": care, "gaussian": gaussian, "n2v": n2v}
 
 

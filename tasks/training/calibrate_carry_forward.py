@@ -5,15 +5,17 @@
 Renders brightfield and DAPI time-lapses at random positions of simulator slides (seeds kept
 apart from the judged seeds 0-5 and the held-out 6-9), in two settings: the demo's (6 time
 points 2 simulated minutes apart) and a long one (16 time points 10 minutes apart, cells moving
-and dividing). The virtual stain segments every brightfield frame and the classical model every
-DAPI frame, as in the flow; then the pure ``UncertaintyTriggeredPolicy`` itself runs over each
-time-lapse for every candidate (threshold, flicker weight, max_predicted_run), and its run is
-scored as the flow's is (detection F1 against the ground truth, pooled: acquired frames as
-segmented, predicted ones by the stand-in the policy logged). The choice: the candidate with the
-fewest acquisitions whose F1 is at most ``margin`` x ``tolerance`` below acquiring every frame,
-pooled, in both settings (half the goal's 1-point tolerance kept for runs unlike these) and at
-most ``tolerance`` below it on every seed of the demo setting (the goal is judged per seed);
-ties to the larger threshold.
+and dividing). The virtual stain segments every brightfield frame and the flow's reference
+model (``classical-candidates``: the classical nuclei, and a more sensitive segmentation's extra
+ones as candidates) every DAPI frame, as in the flow; then the pure
+``UncertaintyTriggeredPolicy`` itself runs over each time-lapse for every candidate (threshold,
+flicker weight, max_predicted_run), and its run is scored as the flow's is (detection F1 against
+the ground truth, pooled: acquired frames as the classical model segments them, predicted ones
+by the stand-in the policy logged). The choice: the candidate with the fewest acquisitions whose
+F1 is at most ``margin`` x ``tolerance`` below acquiring every frame, pooled, in both settings
+(half the goal's 1-point tolerance kept for runs unlike these), and on every seed of the demo
+setting too, where each seed also saves at least half the acquisitions (the goal is judged per
+seed); ties to the larger threshold.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tasks.inference import (
     detection_scores,
     detection_scores_at,
     load_model,
+    measure_objects,
     pool_scores,
 )
 
@@ -49,13 +52,14 @@ THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # nuclei changed (weighted)
 FLICKER_WEIGHTS = (0.3, 0.5, 1.0)
 MAX_RUNS = (3, 4, 5, None)
 TOLERANCE, MARGIN = 0.01, 0.5
+REDUCTION_GOAL = 0.5  # issue 14: at least half the expensive acquisitions saved
 _SIZE = 512
 
 
 @dataclass
 class _Frame:
     model: ObjectTable  # virtual stain on brightfield
-    real: ObjectTable  # classical on DAPI
+    real: ObjectTable  # classical on DAPI, then the candidates (classical-candidates)
     truth: np.ndarray
     ignore: np.ndarray
     real_labels: np.ndarray
@@ -68,7 +72,7 @@ def timelapses(seed: int, positions: int, time_points: int, step_s: float) -> li
 
     cfg = SimulatorConfig(seed=seed, width=_SIZE, height=_SIZE)
     _core, sim = build_simulated_core(cfg)
-    stain, classical = load_model("virtual-stain"), load_model("classical")
+    stain, reference = load_model("virtual-stain"), load_model("classical-candidates")
     rng = np.random.default_rng([seed, 5309])
     px = cfg.pixel_size_um("20x")
     start = float(rng.uniform(0.0, 3600.0 * 10))
@@ -91,11 +95,14 @@ def timelapses(seed: int, positions: int, time_points: int, step_s: float) -> li
             dapi = replace(base, channel="DAPI", exposure_ms=50.0)
             truth, ignore, _ids = truth_labels(sim, dapi)
             real_px = sim.renderer.render(dapi)[0].copy()
-            real_labels = np.asarray(classical.segment(real_px, pixel_size_um=px))
+            # the classical nuclei, then the candidates (as the flow's reference model)
+            labels, extras = reference.segment_with_extras(real_px, pixel_size_um=px)
+            real = measure_objects(labels, real_px)
+            real_labels = np.where(labels <= extras["classical_nuclei"], labels, 0)
             frames.append(
                 _Frame(
                     analyse_frame(stain, sim.renderer.render(bf)[0].copy(), pixel_size_um=px),
-                    analyse_frame(classical, real_px, pixel_size_um=px),
+                    replace(real, extra=extras),
                     truth,
                     ignore,
                     real_labels,
@@ -207,14 +214,21 @@ def calibrate(seeds: list[int], positions: int, long_seeds: list[int]) -> dict[s
                     (r["seed"], round(1 - r["acquired"] / r["frames"], 3), round(r["f1_delta"], 4))
                     for r in runs
                 ]
-                ok &= all(r["f1_delta"] >= -TOLERANCE for r in runs)
         row["reduction"] = round(1 - acquired / frames, 4)
-        row["ok"] = bool(ok)
+        row["ok"] = bool(ok and per_seed_ok(row["demo_per_seed"]))
         rows.append(row)
     good = [r for r in rows if r["ok"]]
     choice = max(good, key=lambda r: (r["reduction"], r["threshold"])) if good else None
     return {"seeds": seeds, "long_seeds": long_seeds, "positions": positions,
             "static_f1": static, "rows": rows, "choice": choice}  # fmt: skip
+
+
+def per_seed_ok(per_seed: list[tuple[int, float, float]]) -> bool:
+    """The goal on every seed of the demo setting, with the margin: (seed, reduction, F1
+    delta) rows each saving at least ``REDUCTION_GOAL`` and losing at most ``MARGIN`` x
+    ``TOLERANCE`` (the goal is judged per seed; a run limit that repeats one reference's
+    segmentation errors spends the whole tolerance on some seed)."""
+    return all(red >= REDUCTION_GOAL and delta >= -MARGIN * TOLERANCE for _, red, delta in per_seed)
 
 
 def _pooled_f1(runs: list[dict[str, Any]]) -> float:
