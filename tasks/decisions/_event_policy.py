@@ -279,7 +279,10 @@ class EventTriggeredPolicy:
             roi.ending and roi.quiet >= r.after_frames if r.end_on else roi.quiet > r.after_frames
         )
         if over:
-            roi.mode = "gentle"
+            # its objects wait too: the daughters, splitting off the blob they left, look
+            # like a fresh rounding
+            roi.mode, roi.cooldown_until_s = "gentle", now + r.cooldown_s
+            roi.muted = roi.spots
             return "to gentle: event over"
         return None
 
