@@ -22,7 +22,9 @@ is fast restarts the event's time limit.
   with a neighbour does not shrink, so a strong brightening without growth counts too.
 - ``AlwaysDetector``: every frame (the always-fast protocol, for comparisons).
 - ``DivisionDetector``: where one of the last few frames had a rounded nucleus, this frame has
-  two or more nuclei and no rounded one (the cell divided).
+  two or more nuclei and no rounded one (the cell divided), or the rounded nucleus of the
+  previous frame grew back into one object that holds about its light (the daughters, still
+  touching; a merge with a neighbour adds the neighbour's light and takes its object).
 """
 
 from __future__ import annotations
@@ -182,7 +184,13 @@ class DivisionDetector:
     times the rounded one's area, within ``max_distance_um`` of where one of the last
     ``lookback`` frames had a rounded region nucleus (daughters often stay merged in the
     segmentation for a frame or two after the division; a rounded nucleus's condensed
-    chromatin, split by the segmentation, gives smaller pieces)."""
+    chromatin, split by the segmentation, gives smaller pieces); or, with ``conserved``, the
+    first frame where a region nucleus rounded in the previous frame (of the same exposure)
+    is one object again, not rounded, larger by more than 1 / the rounding's ``shrink``, with at
+    most ``conserved`` times its light (area x mean), and no neighbour lost its own object into
+    it: the daughters still touching, which in the demo's simulator stay one object for
+    several frames. Measured with ``flows._event_replay``: events end 3-5 s sooner, the dose on
+    seeds 0-11 17-24 % of always-fast instead of 19-28 %, captures unchanged (README)."""
 
     rounding: RoundingDetector = RoundingDetector()
     max_distance_um: float = 7.0
