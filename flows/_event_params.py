@@ -77,11 +77,11 @@ class EventTriggeredParams(MicroscopeConnection):
     gentle: GentleSettings = Field(default_factory=GentleSettings)
     fast: FastSettings = Field(default_factory=FastSettings)
     roi_um: float = Field(40.0, gt=0, description="Side of the square watched at each position")
-    after_frames: int = Field(
-        2, ge=0, description="Fast time points kept after the detectors fall silent"
-    )
+    after_frames: int = Field(1, ge=0, description="Fast time points kept after an event ends")
     max_fast_s: float = Field(10.0, gt=0, description="Longest fast stretch per event")
-    cooldown_s: float = Field(4.0, ge=0, description="No new trigger this long after a limit")
+    cooldown_s: float = Field(
+        8.0, ge=0, description="The objects of an event that ended wait this long to trigger again"
+    )
     rearm_limit: float = Field(
         2.0,
         ge=1,

@@ -390,7 +390,14 @@ def test_rounding_is_seen_with_two_nuclei_in_the_field_and_division_needs_daught
 def test_a_fresh_onset_while_fast_restarts_the_time_limit_within_rearm_limit() -> None:
     """A false trigger's stretch that the same cell's real rounding follows: the onset gives
     the event a fresh ``max_fast_s``, at most ``rearm_limit`` x ``max_fast_s`` in all."""
-    pol = policy(max_fast_s=3.0, cooldown_s=10.0, end_on=("division",))
+    # the division seen only as daughters: here a rounding that fades back is no division
+    rounding = RoundingDetector()
+    detectors = (rounding, DivisionDetector(rounding, conserved=None))
+    pol = EventTriggeredPolicy(
+        [("a", 1000.0, 500.0)],
+        rules(max_fast_s=3.0, cooldown_s=10.0, end_on=("division",)),
+        detectors,
+    )
     state = pol.initial_state()
     pol.first_commands(state)
     state, _ = pol.decide(state, frame(0), QUIET)
@@ -405,7 +412,11 @@ def test_a_fresh_onset_while_fast_restarts_the_time_limit_within_rearm_limit() -
     # 2 x 3 s after it began at 4 s)
     assert switches == [(4, None), (5, None), (6, None), (7, None), (8, None), (9, None),
                         (10, "to gentle: time limit")]  # fmt: skip
-    without = policy(max_fast_s=3.0, cooldown_s=10.0, end_on=("division",), rearm_limit=1.0)
+    without = EventTriggeredPolicy(
+        [("a", 1000.0, 500.0)],
+        rules(max_fast_s=3.0, cooldown_s=10.0, end_on=("division",), rearm_limit=1.0),
+        detectors,
+    )
     state = without.initial_state()
     without.first_commands(state)
     state, _ = without.decide(state, frame(0), QUIET)
@@ -455,3 +466,50 @@ def test_a_rounding_merged_with_a_neighbour_is_compared_with_its_own_previous_se
     blob = _table([(CENTRE, CENTRE + 6, BRIGHT, 95.0), (CENTRE, CENTRE + 13, DIM, 60.0), *corners])
     assert RoundingDetector().rounded(_view(blob, before))[0]
     assert not RoundingDetector().rounded(_view(blob, before))[1:].any()
+
+
+def test_a_rounding_that_grows_back_into_one_object_with_its_light_is_a_division() -> None:
+    """The daughters stay touching, one object, for several frames: a rounded nucleus that
+    grew back (larger by more than 1 / shrink) holding about its own light ended its event;
+    not across two exposures, not where a neighbour lost its object into it (a merge), not
+    with far more light."""
+    rounding = RoundingDetector()
+    division = DivisionDetector(rounding)
+    corners = [(r, c, DIM, 80.0) for r, c in BACKGROUND]
+    quiet = _view(_table([(CENTRE, CENTRE, DIM, 80.0), *corners]), None)
+    rounded = _view(_table([(CENTRE, CENTRE, BRIGHT, 50.0), *corners]), quiet)
+    assert rounding.detect(rounded)
+    touching = _table([(CENTRE, CENTRE, 0.45 * BRIGHT, 110.0), *corners])  # light x 0.99
+    assert division.where(_view(touching, rounded))[0]
+    assert not division.detect(_view(touching, rounded, exposure_ms=50.0))
+    assert not DivisionDetector(rounding, conserved=None).detect(_view(touching, rounded))
+    brighter = _table([(CENTRE, CENTRE, 0.7 * BRIGHT, 110.0), *corners])  # light x 1.54
+    assert not division.detect(_view(brighter, rounded))
+    # the rounded nucleus beside a small neighbour, then one blob of them both
+    beside = _view(
+        _table([(CENTRE, CENTRE, BRIGHT, 50.0), (CENTRE, CENTRE + 10, DIM, 30.0), *corners]),
+        rounded,
+    )
+    assert rounding.detect(beside)
+    merged = _table([(CENTRE, CENTRE + 2, 0.9 * BRIGHT, 70.0), *corners])  # light x 1.26
+    assert not division.detect(_view(merged, beside))
+
+
+def test_the_objects_of_an_event_that_ended_wait_cooldown_s_but_others_do_not() -> None:
+    """After a division ended an event, its daughters splitting off the blob they left look
+    like a fresh rounding: they wait ``cooldown_s``; a rounding elsewhere in the region
+    switches at once."""
+    pol = policy(end_on=("division",), after_frames=0, cooldown_s=20.0)
+    state = pol.initial_state()
+    pol.first_commands(state)
+    state, _ = pol.decide(state, frame(0), QUIET)
+    state, d = pol.decide(state, frame(1), ROUNDED)  # 4 s
+    assert d.summary["switch"] == "to fast"
+    state, d = pol.decide(state, frame(2, m=1, z=1), DIVIDED)  # 4 s: muted until 24 s
+    assert d.summary["switch"] == "to gentle: event over"
+    there, elsewhere = (CENTRE, CENTRE), (CENTRE + 30, CENTRE + 30)  # 15 µm apart, both in
+    state, _ = pol.decide(state, frame(3), objects([(*there, DIM), (*elsewhere, DIM)]))  # 8 s
+    state, d = pol.decide(state, frame(4), objects([(*there, BRIGHT), (*elsewhere, DIM)]))
+    assert d.summary["fired"] == ["rounding"] and d.summary["switch"] is None  # 12 s: muted
+    state, d = pol.decide(state, frame(5), objects([(*there, BRIGHT), (*elsewhere, BRIGHT)]))
+    assert d.summary["switch"] == "to fast"  # 16 s: a rounding elsewhere

@@ -5,10 +5,11 @@ time point's first frame (channel 0 at the focal plane) is shown to the detector
 to the position's region of interest (a square of ``roi_um`` around it). When one fires, that
 position alone switches to the fast protocol (more channels, a z-stack, a higher rate) from
 now on; it returns to the gentle one ``after_frames`` fast time points after the last frame any
-detector fired on, or after ``max_fast_s`` in any case (then the objects the event fired on are
-muted for ``cooldown_s``: a trigger elsewhere in the region switches at once, so one false
-trigger does not hide another cell's event; a detector that cannot say which objects it fired
-on mutes the whole region; a fresh onset while fast, from a detector with ``onsets``, restarts
+detector fired on, or after ``max_fast_s`` in any case (either way the objects the event fired
+on are then muted for ``cooldown_s``, so a divided cell's daughters do not trigger again: a
+trigger elsewhere in the region switches at once, so one false trigger does not hide another
+cell's event; a detector that cannot say which objects it fired on mutes the whole region; a
+fresh onset while fast, from a detector with ``onsets``, restarts
 the time limit, within ``rearm_limit`` x ``max_fast_s`` per stretch: a false trigger that the
 same cell's real rounding follows still sees it through). A detector that raises stops its
 position (the reason is kept, the others go on). With ``end_on`` (e.g. the division detector)
@@ -279,7 +280,10 @@ class EventTriggeredPolicy:
             roi.ending and roi.quiet >= r.after_frames if r.end_on else roi.quiet > r.after_frames
         )
         if over:
-            roi.mode = "gentle"
+            # its objects wait too: the daughters, splitting off the blob they left, look
+            # like a fresh rounding
+            roi.mode, roi.cooldown_until_s = "gentle", now + r.cooldown_s
+            roi.muted = roi.spots
             return "to gentle: event over"
         return None
 
