@@ -38,7 +38,10 @@ def tracking_run(prefect_harness, tmp_path_factory):
     from flows.tracking import tracking
 
     out = tmp_path_factory.mktemp("tracking")
-    args = ["--camera-size", "512", "--time-scale", "60", "--seed", "3"]
+    # a simulated minute per time point, as 1 s at 60x; 2 s at 30x leaves the loop time to
+    # spare when parallel test workers load the machine (at 1 s its U-Net ran late, and the
+    # local fallback model lost one cell for 6 of 12 time points)
+    args = ["--camera-size", "512", "--time-scale", "30", "--seed", "3"]
     with (
         EdgeProcess(out / "edge", extra_args=args) as edge,
         EdgeClient(edge.url, token_file=edge.token_file) as client,
@@ -46,11 +49,11 @@ def tracking_run(prefect_harness, tmp_path_factory):
         params = TrackingParams(
             positions=_positions(client, 2),
             time_points=12,
-            interval_s=1.0,
+            interval_s=2.0,
             model="unet",
             model_options={},
             backend={"kind": "ray", "workers": 1},
-            deadline_ms=900.0,
+            deadline_ms=1800.0,
             link_distance_um=6.0,
             edge_url=edge.url,
             edge_token_file=edge.token_file,
@@ -193,7 +196,7 @@ def overview_run(prefect_harness, tmp_path_factory):
     from flows.tracking import tracking
 
     out = tmp_path_factory.mktemp("tracking-overview")
-    args = ["--camera-size", "512", "--time-scale", "60", "--seed", "5"]
+    args = ["--camera-size", "512", "--time-scale", "30", "--seed", "5"]  # as above: 2 s a minute
     with (
         EdgeProcess(out / "edge", extra_args=args) as edge,
         EdgeClient(edge.url, token_file=edge.token_file) as client,
@@ -208,10 +211,10 @@ def overview_run(prefect_harness, tmp_path_factory):
                     "min_separation_um": 250,
                 },
                 "time_points": 6,
-                "interval_s": 1.0,
+                "interval_s": 2.0,
                 "model": "classical",
                 "backend": {"kind": "ray", "workers": 1},
-                "deadline_ms": 900.0,
+                "deadline_ms": 1800.0,
                 "link_distance_um": 6.0,
                 "edge_url": edge.url,
                 "edge_token_file": str(edge.token_file),
