@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +35,46 @@ def missing_real_data(reason: str) -> None:
     if os.environ.get("SCOPEFLOW_REQUIRE_SHARED_DATA") == "1":
         pytest.fail(f"SCOPEFLOW_REQUIRE_SHARED_DATA=1 but {reason}")
     pytest.skip(reason)
+
+
+SUITE_LIMIT_S = 45 * 60  # the suite takes under 20 minutes on four workers
+_SUITE_STARTED_AT = "SCOPEFLOW_SUITE_STARTED_AT"
+_PROGRESS_DIR = "SCOPEFLOW_TEST_PROGRESS_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault(_SUITE_STARTED_AT, str(time.time()))  # workers inherit it
+        return
+    started_at = float(os.environ.get(_SUITE_STARTED_AT, time.time()))
+    _end_worker_at(started_at + SUITE_LIMIT_S)
+
+
+def _end_worker_at(deadline: float) -> None:
+    """A test worker still alive at ``deadline`` is stuck where pytest-timeout cannot reach (in
+    C code, or at interpreter exit joining a thread that never ends): print every thread's
+    stack and end the process, so that pytest-xdist reports its test as failed and the run
+    ends with a summary instead of running into CI's time limit with nothing said. One deadline
+    for the suite, so a worker that replaced a crashed one does not start a new clock."""
+
+    def watch() -> None:
+        time.sleep(max(0.0, deadline - time.time()))
+        sys.stderr.write(f"\ntest worker {os.getpid()} still running at the suite's limit:\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(70)
+
+    threading.Thread(target=watch, name="suite-time-limit", daemon=True).start()
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    """With ``SCOPEFLOW_TEST_PROGRESS_DIR`` set (CI), each worker writes the test it is on to
+    a file of its own: when a worker crashes or hangs, CI prints what each was doing."""
+    folder = os.environ.get(_PROGRESS_DIR)
+    if folder:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+        stamp = time.strftime("%H:%M:%S")
+        Path(folder, f"{worker}-{os.getpid()}").write_text(f"{stamp} {worker} {nodeid}\n")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
