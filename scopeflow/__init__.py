@@ -130,6 +130,7 @@ from ._settings import (
 from ._shm_ring import (
     ShmFrameRef,
     ShmRing,
+    ShmRingUnavailable,
 )
 from ._useq_strict import (
     UnknownField,
@@ -216,6 +217,7 @@ __all__ = [
     "ShmFrameRef",
     "ShmRing",
     "ShmRingInfo",
+    "ShmRingUnavailable",
     "SlurmComputeProfile",
     "StagePosition",
     "Stimulate",

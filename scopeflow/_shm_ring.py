@@ -8,6 +8,9 @@ more than ``slots`` frames behind) is detected, never returned torn.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import struct
 import threading
 from dataclasses import dataclass
@@ -15,10 +18,15 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-__all__ = ["ShmFrameRef", "ShmRing"]
+__all__ = ["ShmFrameRef", "ShmRing", "ShmRingUnavailable"]
 
 _STAMP = struct.Struct("<q")
 _SLOT_HEADER = 16
+_SHM_DIR = "/dev/shm"
+
+
+class ShmRingUnavailable(RuntimeError):
+    """The host's shared memory has no room for the ring (nothing was created)."""
 
 
 class ShmRing:
@@ -39,8 +47,20 @@ class ShmRing:
 
     @classmethod
     def create(cls, slots: int, slot_bytes: int) -> ShmRing:
+        """A new ring, its memory reserved up front: ShmRingUnavailable (naming the room asked
+        for and the room free) when the host's shared memory cannot hold it. A ring written
+        into memory that is not there would kill the writing process (SIGBUS) mid-run."""
         size = slots * (slot_bytes + _SLOT_HEADER)
+        _check_room(size)
         shm = shared_memory.SharedMemory(create=True, size=size)
+        try:
+            os.posix_fallocate(shm._fd, 0, size)  # type: ignore[attr-defined]  # noqa: SLF001 - no public fd
+        except OSError as exc:
+            shm.close()
+            shm.unlink()
+            if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                raise
+            raise ShmRingUnavailable(_no_room(size, shutil.disk_usage(_SHM_DIR).free)) from exc
         # touch every page now: a first write into a fresh slot otherwise takes a page fault
         # per 4 KiB on the frame's path (~0.4 ms for a 512² frame), for the ring's first laps
         np.frombuffer(shm.buf, np.uint8)[:] = 0
@@ -89,6 +109,21 @@ class ShmRing:
         self._shm.close()
         if self._owner:
             self._shm.unlink()
+
+
+def _check_room(size: int) -> None:
+    if os.path.isdir(_SHM_DIR):
+        free = shutil.disk_usage(_SHM_DIR).free
+        if size > free:
+            raise ShmRingUnavailable(_no_room(size, free))
+
+
+def _no_room(size: int, free: int) -> str:
+    return (
+        f"the shared-memory ring needs {size / 2**20:.0f} MiB and {_SHM_DIR} has "
+        f"{free / 2**20:.0f} MiB free: give {_SHM_DIR} more room (containers: --shm-size), or "
+        "set fewer shm_slots (0 turns the ring off; consumers then get frames over the stream)"
+    )
 
 
 @dataclass(frozen=True)

@@ -155,11 +155,11 @@ def test_tracking_runs_unchanged_through_the_file_drop_macro(
     from tasks.live import DecisionLog
 
     drop = tmp_path / "drop"
-    # sample time at 10x, 2 s per time point, a 3 s deadline: a loaded machine stretches the
-    # macro round trips and the U-Net (its first call on the worker and load spikes took
-    # 1.1-1.3 s under parallel test workers; frames past the deadline went to the classical
-    # fallback, which lost a cell), and the bridge, not the tracker's speed limit, is what this
-    # test is about
+    # sample time at 10x, 2 s per time point, a 3 s deadline and the U-Net as the local
+    # fallback too: a loaded machine stretches the macro round trips and the worker's U-Net
+    # calls (its first call and load spikes took 1.1-3 s under parallel test workers; the
+    # classical fallback lost a cell on the frames past the deadline), and the bridge, not the
+    # tracker's speed limit, is what this test is about
     config = SimulatorConfig(seed=3, width=512, height=512, time_scale=10)
     with (
         MacroThread(drop, config) as macro,
@@ -184,6 +184,7 @@ def test_tracking_runs_unchanged_through_the_file_drop_macro(
             model_options={},
             backend={"kind": "ray", "workers": 1},
             deadline_ms=3000.0,
+            fallback_model="unet",
             link_distance_um=6.0,
             edge_url=edge.url,
             edge_token_file=edge.token_file,

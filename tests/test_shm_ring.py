@@ -1,10 +1,20 @@
-"""The shared-memory ring's seqlock: a reader never gets a reused or half-written slot."""
+"""The shared-memory ring's seqlock: a reader never gets a reused or half-written slot; a ring
+the host has no room for is refused up front (the edge then streams frames inline)."""
 
 from __future__ import annotations
 
-import numpy as np
+import os
+import shutil
+from pathlib import Path
 
-from scopeflow import ShmRing
+import numpy as np
+import pytest
+import useq
+
+from scopeflow import ShmRing, ShmRingUnavailable
+from tasks.hardware import EdgeClient, EdgeProcess
+
+SHM_DIR = "/dev/shm"
 
 
 def test_a_frame_reads_back_until_its_slot_is_reused() -> None:
@@ -42,3 +52,28 @@ def test_frames_too_large_for_a_slot_are_not_put_in_the_ring() -> None:
         assert not ring.fits(np.zeros(9, np.uint16))
     finally:
         ring.close()
+
+
+def test_a_ring_the_hosts_shared_memory_cannot_hold_is_refused_and_nothing_is_left() -> None:
+    free = shutil.disk_usage(SHM_DIR).free
+    before = set(os.listdir(SHM_DIR))
+    with pytest.raises(ShmRingUnavailable, match=r"needs \d+ MiB and /dev/shm has .*shm_slots"):
+        ShmRing.create(slots=2, slot_bytes=free)
+    assert set(os.listdir(SHM_DIR)) == before
+
+
+def test_an_edge_without_room_for_its_ring_streams_the_frames_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame_bytes = 256 * 256 * 2
+    slots = shutil.disk_usage(SHM_DIR).free // frame_bytes + 2
+    monkeypatch.setenv("SCOPEFLOW_EDGE__SHM_SLOTS", str(slots))
+    with (
+        EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "256"]) as edge,
+        EdgeClient(edge.url, token_file=edge.token_file) as client,
+    ):
+        client.submit_events([useq.MDAEvent(channel="DAPI", exposure=10)] * 2)
+        frames = list(client.frames(0, stop=2, transport="shm", verify=True))
+        assert [f.header.shm_slot for f in frames] == [None, None]  # the pixels came inline
+        assert all(f.pixels.shape == (256, 256) for f in frames)
+        assert any("no shared-memory ring" in line for line in edge.stderr_lines)

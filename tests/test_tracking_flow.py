@@ -39,10 +39,11 @@ def tracking_run(prefect_harness, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tracking")
     # a simulated minute per time point, as 1 s at 60x; 2 s at 30x and a 3 s deadline leave
-    # the loop time to spare when parallel test workers load the machine: the worker's first
-    # U-Net call (loading it) and load spikes took 1.1-1.3 s there, the frames behind it ran
-    # past a 0.9 s deadline, and the local fallback (classical) lost one cell for 3-6 of 12
-    # time points (the fallback itself: tests/test_live_loop.py)
+    # the loop time to spare when parallel test workers load the machine. The fallback is the
+    # U-Net itself in this process: under that load the worker now and then answers past any
+    # deadline (its first call, loading the model; spikes past 3 s in CI), and the classical
+    # fallback loses a dense-field cell for a time point or two (centred 0.92): this test is
+    # about the flow's tracking, the fallback's switching is tests/test_live_loop.py's
     args = ["--camera-size", "512", "--time-scale", "30", "--seed", "3"]
     with (
         EdgeProcess(out / "edge", extra_args=args) as edge,
@@ -56,6 +57,7 @@ def tracking_run(prefect_harness, tmp_path_factory):
             model_options={},
             backend={"kind": "ray", "workers": 1},
             deadline_ms=3000.0,
+            fallback_model="unet",
             link_distance_um=6.0,
             edge_url=edge.url,
             edge_token_file=edge.token_file,
@@ -93,6 +95,7 @@ def test_tracking_keeps_the_cells_centred_and_scores_against_the_truth(tracking_
     decided = [r for r in records if r["type"] == "decision"]
     assert len(decided) == 24
     assert all(r["command_id"].startswith(run_dir.name + ".track.") for r in decided)
+    assert any(r["analysed"] == "remote" for r in decided)  # the Ray worker took frames
     assert edge_state.frames_journaled >= 24
 
 

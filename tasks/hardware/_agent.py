@@ -55,6 +55,7 @@ from scopeflow import (
     SetIllumination,
     SetObjective,
     ShmRing,
+    ShmRingUnavailable,
     StagePosition,
     Stop,
     SubmitEvents,
@@ -197,9 +198,7 @@ class EdgeAgent:
             notices_path=self.session_dir / "notices.jsonl",
             notice_window=settings.notice_window,
         )
-        self.ring = (
-            ShmRing.create(settings.shm_slots, _frame_bytes(core)) if settings.shm_slots else None
-        )
+        self.ring = _shm_ring(settings.shm_slots, _frame_bytes(core))
 
         self._hw_lock = threading.RLock()
         self._command_lock = threading.Lock()
@@ -782,6 +781,18 @@ def _pixel_affine(core: CMMCorePlus) -> tuple[float, float, float, float, float,
         px = core.getPixelSizeUm()
         return (px, 0.0, 0.0, 0.0, px, 0.0)
     return affine  # type: ignore[return-value]
+
+
+def _shm_ring(slots: int, frame_bytes: int) -> ShmRing | None:
+    """The ring for same-host consumers; without room for it the edge still runs, and its
+    consumers get the frames over the stream."""
+    if not slots:
+        return None
+    try:
+        return ShmRing.create(slots, frame_bytes)
+    except ShmRingUnavailable as exc:
+        log.warning("no shared-memory ring: %s", exc)
+        return None
 
 
 def _frame_bytes(core: CMMCorePlus) -> int:
