@@ -67,6 +67,23 @@ class SlowModel(ThresholdModel):
         return super().segment(image, pixel_size_um=pixel_size_um)
 
 
+class SlowFirstCall(ThresholdModel):
+    """Like ThresholdModel, but its first frame takes ``delay_s`` longer: a model whose first
+    call loads weights or compiles, as the U-Net's does on a fresh worker."""
+
+    name = "slow-first-call"
+
+    def __init__(self, delay_s: float = 2.0, threshold: float | None = None) -> None:
+        super().__init__(threshold)
+        self.delay_s = delay_s
+
+    def segment(self, image: np.ndarray, *, pixel_size_um: float | None = None) -> np.ndarray:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+            self.delay_s = 0.0
+        return super().segment(image, pixel_size_um=pixel_size_um)
+
+
 class SlowWhileFlagged(ThresholdModel):
     """Like ThresholdModel, but sleeps ``delay_s`` per frame while the file ``flag`` exists:
     a remote worker that becomes slow and recovers, under the test's control."""

@@ -26,6 +26,7 @@ from tasks.live import (
     JournalReplaySource,
     LoopSettings,
     command_id,
+    run_edge_phase,
     run_loop,
 )
 
@@ -122,6 +123,38 @@ def test_late_workers_fall_back_to_the_local_model_and_come_back(client, tmp_pat
     assert records[-1]["type"] == "end" and records[-1]["fallback_decisions"] == where.count(
         "local"
     )
+
+
+def test_a_fresh_workers_slow_first_call_is_made_before_the_loop(client, tmp_path):
+    """A model whose first call takes 3 s (loading) under a 1 s deadline: through
+    ``run_edge_phase`` the workers are warmed up first and every frame is decided remotely;
+    straight into the loop, the run's first frame goes to the fallback."""
+    config = BackendConfig(
+        kind="ray",
+        workers=1,  # the module's Ray has 2 CPUs, one held by slow_backend's actor
+        model="tests.inference_test_models:SlowFirstCall",
+        model_options={"delay_s": 3.0},
+    )
+    settings = {"deadline_ms": 1000.0, "max_in_flight": 4, "fallback_model": "classical"}
+    with make_backend(config) as backend:
+        cold, _ = _run(client, tmp_path, backend, _policy(client, 3), "cold", **settings)
+    assert cold.switches and cold.switches[0].to == "local"  # the check can fail
+
+    with make_backend(config) as backend:
+        analyzer = Analyzer(backend, AnalyzerSettings(**settings))
+        start = client.state().frames_journaled
+        run_edge_phase(
+            client,
+            analyzer,
+            _policy(client, 6),
+            run_id="warm",
+            phase="track",
+            decisions_path=tmp_path / "warm.jsonl",
+            first_frame=start,
+        )
+    decided = [r for r in DecisionLog.read(tmp_path / "warm.jsonl") if r["type"] == "decision"]
+    assert [r["analysed"] for r in decided] == ["remote"] * 6
+    assert analyzer.warm_up((64, 64)) == 0.0  # once per analyzer
 
 
 def test_a_killed_worker_is_replaced_and_the_loop_goes_on(client, tmp_path):

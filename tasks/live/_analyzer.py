@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from tasks.inference import InferenceBackend, InferenceError, analyse_frame, load_model
 
 from ._sources import LiveFrame
@@ -106,6 +108,7 @@ class Analyzer:
         )
         self._recovered = threading.Event()
         self._workers = _worker_count(backend)
+        self._warm = False
         self._done_remote: deque[int] = deque(maxlen=4 * max(1, self.settings.max_in_flight))
 
     @property
@@ -182,6 +185,37 @@ class Analyzer:
             reason = f"{self.settings.max_in_flight} frames already in flight on the workers"
             return self._local(ticket, reason, missed=True)
         return self._local(ticket, "local mode")
+
+    def warm_up(self, shape: tuple[int, int], *, timeout_s: float = 60.0) -> float:
+        """Before the loop: one camera-shaped frame through every worker and the local model,
+        waited for. A model's first call (loading weights, first allocations: about a second
+        for the U-Net on a fresh Ray worker) then does not push the run's first frames past
+        their deadline to the fallback. Once per analyzer; returns the seconds it took. A
+        worker that fails or has not answered in ``timeout_s`` is left to the loop, which falls
+        back and logs it (nothing is raised here). Not for analyses of their own (``local``)."""
+        if self._warm or self.settings.local is not None:
+            return 0.0
+        self._warm = True
+        start = time.monotonic()
+        frame = np.random.default_rng(0).integers(90, 110, size=shape, dtype=np.uint16)
+        futures = []
+        if self.backend is not None:
+            for _ in range(self._workers):
+                try:
+                    futures.append(self.backend.submit(frame, objects=True))
+                except InferenceError as exc:
+                    log.warning("warm-up: a worker refused its frame (%s)", exc)
+        if self._fallback is not None:
+            analyse_frame(self._fallback, frame, pixel_size_um=None)
+        for future in futures:
+            left = max(0.0, timeout_s - (time.monotonic() - start))
+            try:
+                future.result(timeout=left)
+            except (InferenceError, cf.TimeoutError, TimeoutError) as exc:
+                log.warning("warm-up: a worker did not answer (%s)", exc or "timed out")
+        took = time.monotonic() - start
+        log.info("warm-up: %d worker(s) and the local model ready in %.1f s", len(futures), took)
+        return took
 
     def close(self) -> None:
         self._waiters.shutdown(wait=False, cancel_futures=True)

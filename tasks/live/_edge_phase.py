@@ -80,6 +80,8 @@ def run_edge_phase(
     decision log ends) until it is done; closes the analyzer, the sink and the log.
     ``select`` narrows the stream (e.g. one frame per position)."""
     try:
+        state = edge.state()
+        analyzer.warm_up((state.image_height, state.image_width))
         sink = CommandSink(edge, run_id=run_id, phase=phase)
         log = DecisionLog(decisions_path, run_id=run_id, phase=phase, first_frame=first_frame)
         try:

@@ -57,6 +57,10 @@ class RoutedAnalyzer:
         out = [s for a in self.analyzers.values() for s in a.switches]
         return sorted(out, key=lambda s: s.t_ns)
 
+    def warm_up(self, shape: tuple[int, int], *, timeout_s: float = 60.0) -> float:
+        """Every analyzer's workers and local model, in turn (``Analyzer.warm_up``)."""
+        return sum(a.warm_up(shape, timeout_s=timeout_s) for a in self.analyzers.values())
+
     def submit(self, frame: LiveFrame) -> _RoutedTicket:
         name = self.route(frame)
         if name not in self.analyzers:
