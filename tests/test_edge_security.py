@@ -295,9 +295,12 @@ def test_streams_and_the_command_channel_check_the_role(secure: SecureEdge) -> N
     # refused before the upgrade (HTTP 403); over TLS the client may see the connection
     # closed before it reads that answer: either way no frame comes
     refused = pytest.raises(Exception, match=r"1008|403|rejected|policy|no close frame")
-    with refused, ws_connect(ws_url, ssl=context) as ws:
+    with refused, ws_connect(ws_url, ssl=context, open_timeout=30) as ws:
         ws.recv(timeout=5)
-    with ws_connect(ws_url, ssl=context, additional_headers=_bearer(secure.tokens["read"])) as ws:
+    # 30 s for the TLS and upgrade handshake, not the client's 10: under four test workers on
+    # two cores one CI run timed out waiting for the answer to this upgrade
+    read = _bearer(secure.tokens["read"])
+    with ws_connect(ws_url, ssl=context, additional_headers=read, open_timeout=30) as ws:
         assert ws.recv(timeout=10)[:4] == b"SFF1"
 
 
