@@ -54,7 +54,7 @@ class ShmRing:
         _check_room(size)
         shm = shared_memory.SharedMemory(create=True, size=size)
         try:
-            os.posix_fallocate(shm._fd, 0, size)  # type: ignore[attr-defined]  # noqa: SLF001 - no public fd
+            _reserve(shm, size)
         except OSError as exc:
             shm.close()
             shm.unlink()
@@ -109,6 +109,14 @@ class ShmRing:
         self._shm.close()
         if self._owner:
             self._shm.unlink()
+
+
+def _reserve(shm: shared_memory.SharedMemory, size: int) -> None:
+    """Allocate the segment's pages now where the system can (Linux: a tmpfs file in /dev/shm);
+    on Windows and macOS there is no such call and the pages are committed as written."""
+    fd = getattr(shm, "_fd", -1)  # POSIX only; no public name
+    if hasattr(os, "posix_fallocate") and fd >= 0:
+        os.posix_fallocate(fd, 0, size)
 
 
 def _check_room(size: int) -> None:

@@ -50,7 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if getattr(config.option, "numprocesses", None):  # the controller of parallel workers
             _end_process_at(time.time() + SUITE_LIMIT_S + 300, "the test controller")
         return
-    _end_process_at(float(os.environ[_SUITE_STARTED_AT]) + SUITE_LIMIT_S, f"test worker {worker}")
+    started_at = float(os.environ.get(_SUITE_STARTED_AT, time.time()))
+    _end_process_at(started_at + SUITE_LIMIT_S, f"test worker {worker}")
 
 
 def _end_process_at(deadline: float, who: str) -> None:
