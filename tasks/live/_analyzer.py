@@ -211,7 +211,7 @@ class Analyzer:
             left = max(0.0, timeout_s - (time.monotonic() - start))
             try:
                 future.result(timeout=left)
-            except (InferenceError, cf.TimeoutError, TimeoutError) as exc:
+            except (InferenceError, TimeoutError) as exc:  # cf.TimeoutError is TimeoutError
                 log.warning("warm-up: a worker did not answer (%s)", exc or "timed out")
         took = time.monotonic() - start
         log.info("warm-up: %d worker(s) and the local model ready in %.1f s", len(futures), took)
