@@ -60,7 +60,7 @@ class ShmRing:
             shm.unlink()
             if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
                 raise
-            raise ShmRingUnavailable(_no_room(size, shutil.disk_usage(_SHM_DIR).free)) from exc
+            raise ShmRingUnavailable(_no_room(size, _room())) from exc
         # touch every page now: a first write into a fresh slot otherwise takes a page fault
         # per 4 KiB on the frame's path (~0.4 ms for a 512² frame), for the ring's first laps
         np.frombuffer(shm.buf, np.uint8)[:] = 0
@@ -120,17 +120,42 @@ def _reserve(shm: shared_memory.SharedMemory, size: int) -> None:
 
 
 def _check_room(size: int) -> None:
+    room = _room()
+    if room is not None and size > room:
+        raise ShmRingUnavailable(_no_room(size, room))
+
+
+def _room() -> int | None:
+    """Bytes a new segment may take: /dev/shm's free space, and no more than the memory the
+    host has available (a tmpfs may be sized beyond it; its pages are RAM, and reserving more
+    than is available brings the OOM killer instead of an error). None where neither is known."""
+    limits = []
     if os.path.isdir(_SHM_DIR):
-        free = shutil.disk_usage(_SHM_DIR).free
-        if size > free:
-            raise ShmRingUnavailable(_no_room(size, free))
+        limits.append(shutil.disk_usage(_SHM_DIR).free)
+    available = _memory_available()
+    if available is not None:
+        limits.append(available)
+    return min(limits) if limits else None
 
 
-def _no_room(size: int, free: int) -> str:
+def _memory_available() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _no_room(size: int, room: int | None) -> str:
+    known = f"{room / 2**20:.0f} MiB" if room is not None else "an unknown amount"
     return (
-        f"the shared-memory ring needs {size / 2**20:.0f} MiB and {_SHM_DIR} has "
-        f"{free / 2**20:.0f} MiB free: give {_SHM_DIR} more room (containers: --shm-size), or "
-        "set fewer shm_slots (0 turns the ring off; consumers then get frames over the stream)"
+        f"the shared-memory ring needs {size / 2**20:.0f} MiB and the host has {known} free "
+        f"for it ({_SHM_DIR}'s free space, at most the memory available): give {_SHM_DIR} "
+        "more room (containers: --shm-size), or set fewer shm_slots (0 turns the ring off; "
+        "consumers then get frames over the stream)"
     )
 
 

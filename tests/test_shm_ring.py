@@ -54,19 +54,52 @@ def test_frames_too_large_for_a_slot_are_not_put_in_the_ring() -> None:
         ring.close()
 
 
+def _more_than_the_host_could_ever_give() -> int:
+    """Bytes beyond /dev/shm's whole size and the machine's whole memory: the refusal cannot
+    depend on what other processes free meanwhile (a size just above the free space can fit a
+    moment later, and reserving it would hand the machine's memory to the OOM killer)."""
+    return 2 * max(
+        shutil.disk_usage(SHM_DIR).total, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    )
+
+
+def _segments_of_size(size: int) -> list[str]:
+    return [entry.name for entry in os.scandir(SHM_DIR) if _size_of(entry) == size]
+
+
+def _size_of(entry: os.DirEntry[str]) -> int | None:
+    try:
+        return entry.stat().st_size
+    except FileNotFoundError:  # another test's segment, unlinked meanwhile
+        return None
+
+
 def test_a_ring_the_hosts_shared_memory_cannot_hold_is_refused_and_nothing_is_left() -> None:
-    free = shutil.disk_usage(SHM_DIR).free
-    before = set(os.listdir(SHM_DIR))
-    with pytest.raises(ShmRingUnavailable, match=r"needs \d+ MiB and /dev/shm has .*shm_slots"):
-        ShmRing.create(slots=2, slot_bytes=free)
-    assert set(os.listdir(SHM_DIR)) == before
+    slot_bytes = _more_than_the_host_could_ever_give() // 2
+    with pytest.raises(
+        ShmRingUnavailable, match=r"needs \d+ MiB and the host has \d+ MiB free .*shm_slots"
+    ):
+        ShmRing.create(slots=2, slot_bytes=slot_bytes)
+    assert _segments_of_size(2 * (slot_bytes + 16)) == []
+
+
+def test_a_ring_larger_than_the_memory_available_is_refused_even_where_shm_is_larger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scopeflow import _shm_ring  # noqa: PLC2701 - stands in for a host short of memory
+
+    monkeypatch.setattr(_shm_ring, "_memory_available", lambda: 2**20)  # a 1 MiB machine
+    assert shutil.disk_usage(SHM_DIR).free > 4 * 2**20
+    with pytest.raises(ShmRingUnavailable, match=r"needs 2 MiB and the host has 1 MiB free"):
+        ShmRing.create(slots=2, slot_bytes=2**20)
+    ShmRing.create(slots=2, slot_bytes=2**18).close()
 
 
 def test_an_edge_without_room_for_its_ring_streams_the_frames_inline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frame_bytes = 256 * 256 * 2
-    slots = shutil.disk_usage(SHM_DIR).free // frame_bytes + 2
+    slots = _more_than_the_host_could_ever_give() // frame_bytes
     monkeypatch.setenv("SCOPEFLOW_EDGE__SHM_SLOTS", str(slots))
     with (
         EdgeProcess(tmp_path / "edge", extra_args=["--camera-size", "256"]) as edge,
