@@ -265,6 +265,8 @@ def test_every_route_refuses_no_wrong_and_too_low_tokens(secure: SecureEdge) -> 
 
 def test_streams_and_the_command_channel_check_the_role(secure: SecureEdge) -> None:
     port = secure.edge.stream_port
+    with secure.client() as edge:  # a frame of this test's own to stream
+        frame = edge.submit_events([{"channel": "DAPI", "exposure": 5}]).stream_from
 
     def hello(token: str | None, **fields: Any) -> dict[str, Any]:
         context = ssl.create_default_context(cafile=str(secure.pair.ca_cert))
@@ -287,10 +289,10 @@ def test_streams_and_the_command_channel_check_the_role(secure: SecureEdge) -> N
     with secure.client("read") as observer:
         with pytest.raises(EdgeForbidden), observer.command_channel() as channel:
             channel.move_stage(*CENTRE)
-        frames = list(observer.frames(0, stop=1, transport="tcp"))
-        assert frames[0].index == 0
+        frames = list(observer.frames(frame, stop=frame + 1, transport="tcp"))
+        assert frames[0].index == frame
     # the WebSocket: refused without a valid token, open to observers
-    ws_url = secure.url.replace("https", "wss") + "/v1/frames?from=0"
+    ws_url = secure.url.replace("https", "wss") + f"/v1/frames?from={frame}"
     context = ssl.create_default_context(cafile=str(secure.pair.ca_cert))
     # refused before the upgrade (HTTP 403); over TLS the client may see the connection
     # closed before it reads that answer: either way no frame comes
