@@ -30,9 +30,13 @@ pytestmark = pytest.mark.heavy
 
 
 @contextmanager
-def file_drop_edge(tmp: Path, seed: int) -> Iterator[tuple[EdgeProcess, MacroThread]]:
+def file_drop_edge(
+    tmp: Path, seed: int, time_scale: float = 1.0
+) -> Iterator[tuple[EdgeProcess, MacroThread]]:
     drop = tmp / "drop"
-    config = SimulatorConfig(seed=seed, width=512, height=512, nuclei_per_mm2=30)
+    config = SimulatorConfig(
+        seed=seed, width=512, height=512, nuclei_per_mm2=30, time_scale=time_scale
+    )
     with (
         MacroThread(drop, config) as macro,
         EdgeProcess(
@@ -99,28 +103,28 @@ def test_targeted_imaging_through_the_file_drop_macro_finds_the_real_cells(
 def test_file_drop_and_simulator_paths_choose_the_same_targets(
     prefect_harness: PrefectServer, tmp_path: Path
 ) -> None:
-    """Another seed, against the plain simulated edge of the same seed: the same targets, within
-    the sample's drift. (The absolute check above holds on seed 0 only for both paths: on seeds
-    1 and 2 the classical model segments the noise of nucleus-free overview tiles, 1362 and 1632
-    detections for ~30 nuclei, on the simulator path as much as here, measured 2026-12-04.)"""
+    """Another seed, against the plain simulated edge of the same seed: the same detections and the
+    same targets. The sample's clock is frozen on both (``time_scale`` 0), so neither run sees cells
+    the other did not: with a live sample the counts differed by the cells that moved or divided
+    between the runs (49 against 52 on a loaded CI machine). (The absolute check above holds on
+    seed 0 only for both paths: on seeds 1 and 2 the classical model segments the noise of
+    nucleus-free overview tiles, 1362 and 1632 detections for ~30 nuclei, on the simulator path as
+    much as here, measured 2026-12-04.)"""
     seed = 1
-    with file_drop_edge(tmp_path / "fd", seed) as (edge, _):
+    with file_drop_edge(tmp_path / "fd", seed, time_scale=0) as (edge, _):
         dropped = targeted_imaging(_params(edge, tmp_path / "fd-runs", max_targets=30))
     with EdgeProcess(
         tmp_path / "sim",
-        extra_args=["--camera-size", "512", "--density", "30", "--seed", str(seed)],
+        extra_args=[
+            *("--camera-size", "512", "--density", "30", "--seed", str(seed)),
+            *("--time-scale", "0"),
+        ],
     ) as sim_edge:
         simulated = targeted_imaging(_params(sim_edge, tmp_path / "sim-runs", max_targets=30))
-    # the sample lives on in real time in both (cells drift a little between the two runs), so
-    # the same targets means: as many detections (2 %), each target within 3 µm of one of theirs
-    # (a target at the edge of the selection may drift out of it: 29 of 30 once at load 16)
-    detected = simulated["targets_detected"]
-    assert abs(dropped["targets_detected"] - detected) <= max(2, 0.02 * detected)
-    ours, theirs = np.array(_targets(dropped)), np.array(_targets(simulated))
-    assert min(len(ours), len(theirs)) >= 29 and max(len(ours), len(theirs)) == 30
-    fewer, more = sorted((ours, theirs), key=len)
-    nearest = np.min(np.hypot(*(fewer[:, None, :] - more[None, :, :]).transpose(2, 0, 1)), 1)
-    assert nearest.max() < 3.0, nearest
+    assert dropped["targets_detected"] == simulated["targets_detected"] > 30
+    ours, theirs = np.array(sorted(_targets(dropped))), np.array(sorted(_targets(simulated)))
+    assert ours.shape == theirs.shape == (30, 2)
+    np.testing.assert_allclose(ours, theirs, atol=0.01)  # µm: the same pixels, the same centroids
 
 
 def _event_names(server: PrefectServer, flow_run_id: str) -> set[str]:
