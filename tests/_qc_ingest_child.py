@@ -16,8 +16,9 @@ def slow_write(path: Path, source: Path, chunks: int, pause_s: float) -> None:
         for i in range(0, len(data), step):
             fh.write(data[i : i + step])
             fh.flush()
+            last_write_ns = time.time_ns()
             time.sleep(pause_s)
-    (path.parent / (path.name + ".written")).write_text(str(time.time_ns()))
+    (path.parent / (path.name + ".written")).write_text(str(last_write_ns))
 
 
 def watch(folder: Path, pause_s: float) -> None:

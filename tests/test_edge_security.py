@@ -397,7 +397,7 @@ _HOLDER_SCRIPT = textwrap.dedent(
     import sys, time
     from tasks.hardware import EdgeClient
     url, token, ca, holder = sys.argv[1:5]
-    with EdgeClient(url, token=token, ca_file=ca) as edge, edge.lease(holder=holder, ttl_s=3.0):
+    with EdgeClient(url, token=token, ca_file=ca) as edge, edge.lease(holder=holder, ttl_s=9.0):
         edge.move_stage(5000.0, 5000.0)
         print("held", flush=True)
         time.sleep(600)
@@ -417,6 +417,7 @@ def test_a_lease_refuses_others_and_runs_out_after_its_holder_is_killed(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with secure.client("admin") as other, secure.client("read") as observer:
+            # 9 s (a renewal every 3 s; one renewal may be a few s late on a loaded machine)
             for _ in range(3):  # longer than its ttl: the heartbeat keeps it
                 with pytest.raises(MicroscopeLeased) as leased:
                     other.move_stage(*CENTRE)
@@ -425,7 +426,7 @@ def test_a_lease_refuses_others_and_runs_out_after_its_holder_is_killed(
                 assert leased.value.lease["user"] == "user-control"
                 assert "until" in str(leased.value)
                 assert observer.state().run_state in ("idle", "running")  # observers always
-                time.sleep(1.5)
+                time.sleep(3.5)
             same_user = secure.client("control")
             with pytest.raises(MicroscopeLeased):  # the same user, another holder: refused
                 same_user.lease(holder="flow-run-B").__enter__()
@@ -501,8 +502,11 @@ def test_a_lease_from_the_async_client(secure: SecureEdge) -> None:
         async with AsyncEdgeClient(
             secure.url, token=secure.tokens["control"], ca_file=secure.pair.ca_cert
         ) as edge:
-            async with edge.lease(holder="async-run", ttl_s=3) as lease:
-                await asyncio.sleep(2.5)  # past a heartbeat
+            async with edge.lease(holder="async-run", ttl_s=9) as lease:
+                for _ in range(300):  # past a heartbeat (every 3 s)
+                    if lease.renewals >= 1:
+                        break
+                    await asyncio.sleep(0.1)
                 await edge.command(MoveStage(x=CENTRE[0], y=CENTRE[1]))
                 with secure.client("legacy") as other, pytest.raises(MicroscopeLeased):
                     other.move_stage(*CENTRE)

@@ -58,7 +58,7 @@ def test_a_snap_failing_under_skip_does_not_stall_the_loop_and_is_recorded(
     log = DecisionLog(path, run_id=run_id, phase=phase, first_frame=client.state().frames_journaled)
     source = EdgeStreamSource(client, start=log.first_frame, command_prefix=sink.prefix)
     analyzer = Analyzer(None, AnalyzerSettings(fallback_model="classical"))
-    settings = LoopSettings(frame_timeout_s=30.0)  # the stall would take this long
+    settings = LoopSettings(frame_timeout_s=120.0)  # the stall would take this long
     t0 = time.monotonic()
     try:
         report = run_loop(source, analyzer, _Shots(), sink, log, settings)
@@ -67,7 +67,7 @@ def test_a_snap_failing_under_skip_does_not_stall_the_loop_and_is_recorded(
         log.close()
         analyzer.close()
     elapsed = time.monotonic() - t0
-    assert elapsed < 10.0, f"the loop took {elapsed:.1f} s: it waited for the skipped frame"
+    assert elapsed < 60.0, f"the loop took {elapsed:.1f} s: it waited for the skipped frame"
 
     assert report.frames == 2 and report.state == 2
     [failed] = report.failures

@@ -104,7 +104,8 @@ def test_kill_9_from_outside_mid_drain_loses_nothing(tmp_path):
     spool_dir, server_dir = tmp_path / "spool", tmp_path / "server"
     spool = OmeroSpool(spool_dir, DirRegistrar(server_dir))
     keys = [spool.submit(_request(i)) for i in range(40)]
-    child = _drain_in_child(spool_dir, server_dir, delay_s=0.01)
+    # 0.1 s an image: 3 s between the 10th image and the last, for this loaded process to kill it
+    child = _drain_in_child(spool_dir, server_dir, delay_s=0.1)
     server = DirRegistrar(server_dir)
     deadline = time.monotonic() + 30
     while len(server.created()) < 10 and time.monotonic() < deadline:

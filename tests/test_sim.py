@@ -434,11 +434,11 @@ def test_fov_queries_on_a_10mm_slide_are_fast():
     rng = np.random.default_rng(0)
     starts = rng.uniform(0, 10_000 - 1331, (200, 2))
     sample.cells_at(0.0, (0, 0, 1331, 1331))
-    t = time.perf_counter()
+    t = time.process_time()  # this process's CPU time: other test workers' load does not count
     n = 0
     for x, y in starts:
         n += len(sample.cells_at(0.0, (x, y, x + 1331, y + 1331)))
-    per_query = (time.perf_counter() - t) / len(starts)
+    per_query = (time.process_time() - t) / len(starts)
     assert n / len(starts) == pytest.approx(300 * 1.331**2, rel=0.2)
     assert per_query < 0.005
 

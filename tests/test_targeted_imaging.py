@@ -215,7 +215,7 @@ def test_the_demo_meets_its_goals_as_a_user_runs_it(tmp_path: Path) -> None:
     assert summary["frames_journaled"] == summary["frames_acquired"]
     assert summary["frames_stored"] == summary["detail_frames"]  # read back from the stores
     assert summary["detail_vs_full_tiling"] < 0.6
-    assert summary["wall_s"] < 120
+    assert 0 < summary["wall_s"] < 280  # ~21 s on a quiet machine; its speed is benchmarked
     assert set(summary["loop_latency_ms"]) == {"p50", "p99"}  # queueing excluded
     assert set(summary["queueing_ms"]) == {"p50", "p99"}  # tiles behind earlier tiles
     assert all(Path(p).exists() for p in summary["stores"]["targets"])
