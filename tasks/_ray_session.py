@@ -1,19 +1,23 @@
 """Ray sessions shared by the streaming inference backend and the batch runner: starting one on
 this machine with every server on 127.0.0.1, connecting to the cluster a ``ray`` compute profile
-names (e.g. KubeRay), checking the cluster can place a worker, and stopping the actors (and the
-session, when ours)."""
+names (e.g. KubeRay), checking the cluster can place a worker, stopping the actors (and the
+session, when ours), and keeping this process's threads out of Ray while it shuts down."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from scopeflow import ComputeUnavailable, RayComputeProfile
 
 __all__ = [
+    "RayCalls",
     "connect_ray_cluster",
     "lacking_resource",
     "start_local_ray",
@@ -22,6 +26,7 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 
 
 def start_local_ray(num_cpus: int) -> None:
@@ -158,6 +163,97 @@ def stop_actors(actors: Iterable[Any], *, shutdown: bool) -> None:
                 ray.kill(actor, no_restart=True)
     if shutdown and ray.is_initialized():
         ray.shutdown()
+
+
+class RayCalls:
+    """The Ray calls one owner (a backend, a pool of QC workers) makes from any thread, counted,
+    so that shutting Ray down waits until none is running.
+
+    A thread inside a Ray call while another thread runs ``ray.shutdown()`` ends the whole
+    process: Ray's core worker quick-exits ("The core worker has already been shutdown ... The
+    process will exit", ray-project/ray#19115). A waiter thread still blocked on a late result
+    when its backend closes is such a thread. So every Ray call of the owner runs inside
+    ``call()``; a blocking ``get`` waits in slices of ``SLICE_S``, each its own call; ``close``
+    refuses new calls, waits for those running, and shuts Ray down holding the lock under which
+    ``drop`` lets go of ObjectRefs (the last reference to one going away calls into Ray too).
+    """
+
+    SLICE_S = 0.2
+
+    def __init__(self, closed_error: Callable[[], Exception]) -> None:
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._closing = False
+        self._closed_error = closed_error
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """One Ray call; raises the owner's closed error once it is closing."""
+        with self._cond:
+            if self._closing:
+                raise self._closed_error()
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inside -= 1
+                self._cond.notify_all()
+
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        """``ray.get(ref, timeout=timeout)`` in slices: Ray's ``GetTimeoutError`` after
+        ``timeout``, the owner's closed error as soon as it closes."""
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait_s = self.SLICE_S if remaining is None else min(self.SLICE_S, remaining)
+            with self.call():
+                try:
+                    return ray.get(ref, timeout=wait_s)
+                except GetTimeoutError:
+                    if remaining is not None and remaining <= self.SLICE_S:
+                        raise
+
+    def ready(self, ref: Any) -> bool:
+        """Whether ``ref``'s value is there (a non-blocking ``ray.wait`` that fetches nothing)."""
+        import ray
+
+        with self.call():
+            done, _ = ray.wait([ref], num_returns=1, timeout=0, fetch_local=False)
+        return bool(done)
+
+    def drop(self, holder: Any, *attributes: str) -> None:
+        """``holder.attribute = None`` for each attribute, never while Ray is being shut down."""
+        with self._cond:
+            for attribute in attributes:
+                setattr(holder, attribute, None)
+
+    def close(self, actors: Iterable[Any], *, shutdown: bool, wait_s: float = 30.0) -> None:
+        """Refuse new calls, kill ``actors`` (their callers' waits end), wait for the calls
+        still running (at most ``wait_s``), then, with ``shutdown``, stop Ray. Calls still
+        running after ``wait_s`` leave Ray running (it stops when the process exits)."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+        stop_actors(actors, shutdown=False)
+        with self._cond:
+            idle = self._cond.wait_for(lambda: self._inside == 0, timeout=wait_s)
+            if shutdown and not idle:
+                log.warning(
+                    "%d Ray call(s) still running after %.0f s: Ray is left running until this "
+                    "process exits (shutting it down under a running call ends the process)",
+                    self._inside,
+                    wait_s,
+                )
+            stop_actors((), shutdown=shutdown and idle)
 
 
 class _localhost_only:

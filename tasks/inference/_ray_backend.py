@@ -25,10 +25,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from scopeflow import ComputeProfile, ComputeUnavailable, ConfigurationError, RayComputeProfile
 from tasks._ray_session import (
+    RayCalls,
     connect_ray_cluster,
     lacking_resource,
     start_local_ray,
-    stop_actors,
 )
 
 from ._backend_core import (
@@ -76,7 +76,11 @@ class ModelActor:
 
 
 class RayFuture:
-    """A frame submitted to one actor; ``result()`` raises InferenceError on failure."""
+    """A frame submitted to one actor; ``result()`` raises InferenceError on failure.
+
+    Once ``result()`` has answered (a value or an error), the future lets go of its ObjectRef
+    and actor handle through the backend's ``RayCalls`` (see there: a waiter thread may hold
+    the last reference while the backend shuts Ray down)."""
 
     def __init__(
         self, backend: RayBackend, slot: int, actor: Any, ref: Any, frame_index: int | None
@@ -86,36 +90,48 @@ class RayFuture:
         self._actor = actor
         self.ref = ref
         self.frame_index = frame_index
+        self._answered = False
 
     def done(self) -> bool:
-        ready, _ = ray.wait([self.ref], num_returns=1, timeout=0, fetch_local=False)
-        return bool(ready)
+        return self._answered or self._backend.calls.ready(self.ref)
 
     def result(self, timeout: float | None = None) -> Any:
         try:
-            return ray.get(self.ref, timeout=timeout)
+            value = self._backend.calls.get(self.ref, timeout)
         except GetTimeoutError as exc:
             raise TimeoutError(
                 f"frame {self.frame_index} not segmented within {timeout} s on Ray actor "
                 f"{self._slot}"
             ) from exc
-        except RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, InferenceError):
-                raise raised_here(cause) from None
-            raise model_failure(
-                self._backend.config.model, self.frame_index, cause or exc, "Ray actor"
-            ) from None
-        except RayActorError as exc:
-            raise self._backend.actor_died(self._slot, self._actor, self.frame_index, exc) from None
         except RayError as exc:
-            raise InferenceError(
-                f"Ray failed to segment frame {self.frame_index} with model "
-                f"{self._backend.config.model!r}: {type(exc).__name__}: {exc}",
-                model=self._backend.config.model,
-                frame_index=self.frame_index,
-                reason=str(exc),
-            ) from None
+            actor = self._actor
+            self._answer()
+            raise self._failure(exc, actor) from None
+        except BaseException:
+            self._answer()
+            raise
+        self._answer()
+        return value
+
+    def _answer(self) -> None:
+        self._answered = True
+        self._backend.calls.drop(self, "ref", "_actor")
+
+    def _failure(self, exc: RayError, actor: Any) -> InferenceError:
+        model = self._backend.config.model
+        if isinstance(exc, RayTaskError):
+            if isinstance(exc.cause, InferenceError):
+                return raised_here(exc.cause)
+            return model_failure(model, self.frame_index, exc.cause or exc, "Ray actor")
+        if isinstance(exc, RayActorError):
+            return self._backend.actor_died(self._slot, actor, self.frame_index, exc)
+        return InferenceError(
+            f"Ray failed to segment frame {self.frame_index} with model {model!r}: "
+            f"{type(exc).__name__}: {exc}",
+            model=model,
+            frame_index=self.frame_index,
+            reason=str(exc),
+        )
 
 
 class RayBackend(BackendBase):
@@ -132,6 +148,7 @@ class RayBackend(BackendBase):
         self._counter = itertools.count()
         self._running: list[list[Any]] = []  # per actor slot: refs submitted, not yet done
         self._closed = False
+        self.calls = RayCalls(self._closed_error)
         self.restarts = 0
         self.started_cluster = False
         self._start([("cluster", self._connect), ("actors", self._start_actors)])
@@ -213,20 +230,21 @@ class RayBackend(BackendBase):
             ) from None
 
     def close(self) -> None:
-        """Kill this backend's actors; shut Ray down only when this backend started it."""
+        """Kill this backend's actors; shut Ray down only when this backend started it, once
+        no thread is inside a call of this backend any more (``RayCalls``)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             actors, self._actors = getattr(self, "_actors", []), []
-        stop_actors(actors, shutdown=self.started_cluster)
+        self.calls.close(actors, shutdown=self.started_cluster)
 
     # --- work --------------------------------------------------------------------------------
 
     def put(self, frame: np.ndarray) -> Any:
         """``ray.put`` the frame once; submit the returned ObjectRef as often as needed."""
-        self._check_open()
-        return ray.put(frame)
+        with self.calls.call():
+            return ray.put(frame)
 
     def submit(
         self,
@@ -256,15 +274,16 @@ class RayBackend(BackendBase):
         return self.config.workers
 
     def info(self) -> dict[str, Any]:
-        self._check_open()
         with self._lock:
             actors = list(self._actors)
-        workers = self._wait_ready(actors)
+        with self.calls.call():
+            workers = self._wait_ready(actors)
+            gcs_address = ray.get_runtime_context().gcs_address
         first = workers[0] if workers else {}
         return {
             "kind": "ray",
             "address": self.config.address,
-            "gcs_address": ray.get_runtime_context().gcs_address,
+            "gcs_address": gcs_address,
             "started_cluster": self.started_cluster,
             "profile_kind": self.profile.kind if self.profile is not None else None,
             "workers": len(actors),
@@ -279,21 +298,19 @@ class RayBackend(BackendBase):
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InferenceError("this Ray backend is closed; make a new one with make_backend()")
+    @staticmethod
+    def _closed_error() -> InferenceError:
+        return InferenceError("this Ray backend is closed; make a new one with make_backend()")
 
     def in_flight(self) -> list[int]:
         """Per actor: submissions sent and not finished yet."""
-        with self._lock:
+        with self.calls.call(), self._lock:
             self._count_off_finished()
             return [len(refs) for refs in self._running]
 
     def _dispatch(self, call: Any) -> tuple[int, Any, Any]:
         """``call(actor)`` on the actor with the fewest submissions running (ties in turn)."""
-        self._check_open()
-        with self._lock:
-            self._check_open()
+        with self.calls.call(), self._lock:
             self._count_off_finished()
             n = len(self._actors)
             start = next(self._counter) % n
@@ -321,7 +338,8 @@ class RayBackend(BackendBase):
         replaced = False
         with self._lock:
             if not self._closed and slot < len(self._actors) and self._actors[slot] is actor:
-                self._actors[slot] = self._new_actor()
+                with self.calls.call():
+                    self._actors[slot] = self._new_actor()
                 self._running[slot] = []  # the dead actor's submissions all fail
                 self.restarts += 1
                 replaced = True

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from scopeflow import Closeable
+from tasks._ray_session import RayCalls, start_local_ray
 
 from ._metrics import MetricsRequest, measure_payload
 
@@ -29,29 +30,33 @@ WorkerKind = Literal["ray", "dask", "threads"]
 
 
 class _Future:
-    """One image's metrics: ``result(timeout)``, ``done()``."""
+    """One image's metrics: ``result(timeout)``, ``done()``. A Ray one waits through its
+    workers' ``RayCalls`` and lets go of its ObjectRef there once answered."""
 
-    def __init__(self, inner: Any, kind: WorkerKind) -> None:
+    def __init__(self, inner: Any, kind: WorkerKind, calls: RayCalls | None = None) -> None:
         self._inner = inner
         self._kind = kind
+        self._calls = calls
+        self._answered = False
 
     def done(self) -> bool:
-        if self._kind == "ray":
-            import ray
-
-            ready, _ = ray.wait([self._inner], timeout=0, fetch_local=False)
-            return bool(ready)
+        if self._calls is not None:
+            return self._answered or self._calls.ready(self._inner)
         return bool(self._inner.done())
 
     def result(self, timeout: float | None = None) -> Any:
-        if self._kind == "ray":
-            import ray
+        if self._calls is not None:
             from ray.exceptions import GetTimeoutError
 
             try:
-                return ray.get(self._inner, timeout=timeout)
+                value = self._calls.get(self._inner, timeout)
             except GetTimeoutError as exc:
                 raise cf.TimeoutError(str(exc)) from None
+            except BaseException:
+                self._answer(self._calls)
+                raise
+            self._answer(self._calls)
+            return value
         if self._kind == "dask":
             from distributed import TimeoutError as DaskTimeout
 
@@ -60,6 +65,10 @@ class _Future:
             except DaskTimeout as exc:
                 raise cf.TimeoutError(str(exc)) from None
         return self._inner.result(timeout=timeout)
+
+    def _answer(self, calls: RayCalls) -> None:
+        self._answered = True
+        calls.drop(self, "_inner")
 
 
 class QCWorkers(Closeable):
@@ -88,10 +97,9 @@ class QCWorkers(Closeable):
         self.startup_s = 0.0
         started = time.perf_counter()
         self._own = address is None
+        self._calls = RayCalls(lambda: RuntimeError("these QC workers are closed"))
         if kind == "ray":
             import ray
-
-            from tasks._ray_session import start_local_ray
 
             if address is None:
                 if not ray.is_initialized():
@@ -128,7 +136,8 @@ class QCWorkers(Closeable):
         if self.kind == "ray":
             import ray
 
-            return ray.put(frame)
+            with self._calls.call():
+                return ray.put(frame)
         if self.kind == "dask":
             return self._client.scatter(frame)
         return frame
@@ -146,7 +155,8 @@ class QCWorkers(Closeable):
         del frame_index, objects
         args = self._args(frame_or_ref, pixel_size_um)
         if self.kind == "ray":
-            return _Future(self._remote.remote(*args), "ray")
+            with self._calls.call():
+                return _Future(self._remote.remote(*args), "ray", self._calls)
         if self.kind == "dask":
             return _Future(self._client.submit(self._fn, *args, pure=False), "dask")
         return _Future(self._pool.submit(self._fn, *args), "threads")
@@ -168,10 +178,7 @@ class QCWorkers(Closeable):
 
     def close(self) -> None:
         if self.kind == "ray":
-            import ray
-
-            if self._own and ray.is_initialized():
-                ray.shutdown()
+            self._calls.close((), shutdown=self._own)
         elif self.kind == "dask":
             self._client.close()
             if self._cluster is not None:
