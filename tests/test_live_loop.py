@@ -31,9 +31,10 @@ from tasks.live import (
 )
 
 SLOW = "tests.inference_test_models:SlowWhileFlagged"
-# wide apart from the slowed model (1 s) so a loaded CI machine does not blur fast and slow
 INTERVAL_S = 0.6
-DEADLINE_MS = 400.0
+# wide apart from the slowed model (5 s) and from a fast frame's round trip on a loaded machine
+# (400 ms was missed by fast frames with the CPUs twice oversubscribed, measured 2026-12-05)
+DEADLINE_MS = 1500.0
 
 
 def _policy(client: EdgeClient, time_points: int) -> TrackingPolicy:
@@ -66,7 +67,7 @@ def _run(client: EdgeClient, tmp_path: Path, backend, policy, run_id: str, **ana
 def slow_backend(tmp_path_factory):
     flag = tmp_path_factory.mktemp("flag") / "slow"
     config = BackendConfig(
-        kind="ray", workers=1, model=SLOW, model_options={"flag": str(flag), "delay_s": 1.0}
+        kind="ray", workers=1, model=SLOW, model_options={"flag": str(flag), "delay_s": 5.0}
     )
     with make_backend(config) as backend:
         backend.submit(_warm_frame(), objects=True).result(timeout=120)
@@ -83,7 +84,9 @@ def _warm_frame():
 
 def test_late_workers_fall_back_to_the_local_model_and_come_back(client, tmp_path, slow_backend):
     backend, flag = slow_backend
-    time_points = 30
+    # slowed from the 6th decision to the 14th; a slow call already running then ends <= 5 s
+    # (8 frames) later, and the next probe brings the loop back
+    time_points = 36
     policy = _policy(client, time_points)
 
     decide = policy.decide
@@ -123,7 +126,10 @@ def test_late_workers_fall_back_to_the_local_model_and_come_back(client, tmp_pat
     switches = [(s.to, s.reason) for s in report.switches]
     assert switches[0][0] == "local" and f"within {DEADLINE_MS:.0f} ms" in switches[0][1]
     assert switches[-1][0] == "remote"
-    assert report.on_time_fraction() >= 0.95
+    # within the 0.6 s budget: all but the frame that found the workers late (it waited its
+    # 1.5 s deadline) and a few more on an overloaded machine (0.89 with the CPUs twice
+    # oversubscribed); without the fallback the 8+ slowed frames would all be late (<= 0.78)
+    assert report.on_time_fraction() >= 0.85
     assert records[-1]["type"] == "end" and records[-1]["fallback_decisions"] == where.count(
         "local"
     )
