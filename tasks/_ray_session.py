@@ -186,10 +186,6 @@ class RayCalls:
         self._closing = False
         self._closed_error = closed_error
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
         """One Ray call; raises the owner's closed error once it is closing."""
